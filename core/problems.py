@@ -1,0 +1,64 @@
+"""Errors as RFC 9457 problem details (``application/problem+json``).
+
+Raise :class:`Problem` anywhere below a view; :func:`install` turns it, and every
+HTTP error Flask raises itself, into a problem document. An unexpected exception
+still becomes a problem document (500) without leaking its text.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, json
+from werkzeug.exceptions import HTTPException
+
+MEDIA_TYPE = "application/problem+json"
+log = logging.getLogger("hallmark.errors")
+
+
+class Problem(Exception):
+    def __init__(self, status: int, title: str, detail: str | None = None, type: str = "about:blank", headers: dict | None = None, **extensions):
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.type = type
+        self.headers = headers or {}
+        self.extensions = extensions
+
+    def as_dict(self) -> dict:
+        body = {"type": self.type, "title": self.title, "status": self.status}
+        if self.detail:
+            body["detail"] = self.detail
+        body.update(self.extensions)
+        return body
+
+    def response(self) -> Response:
+        response = Response(json.dumps(self.as_dict(), ensure_ascii=False), status=self.status, mimetype=MEDIA_TYPE)
+        response.headers.update(self.headers)
+        return response
+
+
+def bad_request(detail: str, **extensions) -> Problem:
+    return Problem(400, "Bad Request", detail, **extensions)
+
+
+def install(app: Flask) -> None:
+    @app.errorhandler(Problem)
+    def _problem(exc: Problem):
+        return exc.response()
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        problem = Problem(exc.code or 500, exc.name, exc.description)
+        response = problem.response()
+        if exc.code == 405 and exc.response is None:
+            valid = getattr(exc, "valid_methods", None)
+            if valid:
+                response.headers["Allow"] = ", ".join(valid)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return Problem(500, "Internal Server Error", "the server hit an unexpected error; it has been logged").response()

@@ -1,0 +1,32 @@
+"""The Flask application factory (``hallmark.app:create_app``)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from core import bearer, problems
+from core import settings as settings_module
+from core.settings import Settings
+from hallmark import health, wiring
+
+
+def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = None) -> Flask:
+    """Build the app. ``bearer_jwks`` are the keys JSON APIs accept access tokens from."""
+    settings = settings or settings_module.load()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    services = wiring.build(settings)
+
+    app = Flask("hallmark")
+    app.config.update(
+        SECRET_KEY=settings.secret_key or None,
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    app.json.ensure_ascii = False
+    app.extensions["hallmark.services"] = services
+    problems.install(app)
+    bearer.install(app, bearer.BearerVerifier(bearer_jwks or {"keys": []}, issuer=settings.public_url))
+    app.register_blueprint(health.bp)
+    return app

@@ -1,0 +1,183 @@
+"""The ``hallmark`` command: one group per package, thin commands over service modules."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from sqlalchemy.exc import SQLAlchemyError
+
+from core import audit, db
+from core import settings as settings_module
+from core.db import DatabaseUnavailable
+from core.identifiers import InvalidIdentifier
+from core.settings import ConfigError
+from hallmark import instance as instance_module
+from hallmark import wiring
+from hsm import HSMError, KeyAlgorithm
+
+USER_ERRORS = (HSMError, ConfigError, DatabaseUnavailable, InvalidIdentifier)
+
+
+class HallmarkGroup(click.Group):
+    """Turns expected failures into one clear line on stderr and exit status 1, no traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            click.secho(f"error: database: {reason}", fg="red", err=True)
+            sys.exit(1)
+
+
+def _settings():
+    return settings_module.load()
+
+
+@click.group(cls=HallmarkGroup)
+def main():
+    """Hallmark: identity and trust for online government service halls."""
+
+
+@main.command()
+def init():
+    """Create the instance (settings, database, HSM token) where it is missing."""
+    report = instance_module.init_instance()
+    for what, changed in report.steps:
+        click.echo(f"  {'created ' if changed else 'exists  '} {what}")
+    if report.changed:
+        click.echo(f"instance ready at {report.instance}")
+    else:
+        click.echo(f"instance at {report.instance} is already initialised; nothing changed")
+
+
+@main.command()
+@click.option("--bind", help="HOST:PORT to listen on (default from settings: 127.0.0.1:8000)")
+@click.option("--workers", type=int, help="worker processes (default from settings: 2)")
+@click.option("--threads", type=int, default=None, help="threads per worker for blocking work")
+def serve(bind, workers, threads):
+    """Serve the web app and APIs."""
+    from hallmark import serving
+
+    settings = _settings()
+    instance_module.ensure_initialised(settings)
+    engine = db.make_engine(settings.database_url)
+    try:
+        db.check(engine)
+        if db.current_revision(engine) != db.head_revision():
+            raise ConfigError("the database schema is not at the latest revision; run 'hallmark db upgrade'")
+    finally:
+        engine.dispose()
+    bind = bind or settings.bind
+    click.echo(f"serving Hallmark on http://{bind} ({workers or settings.workers} workers)")
+    serving.serve(bind, workers or settings.workers, threads, "info")
+
+
+# -- db -------------------------------------------------------------------------------------
+
+
+@main.group(name="db")
+def db_group():
+    """Database schema."""
+
+
+@db_group.command(name="upgrade")
+def db_upgrade():
+    """Migrate the database to the latest schema revision."""
+    settings = _settings()
+    engine = db.make_engine(settings.database_url)
+    try:
+        db.upgrade(engine)
+        click.echo(f"database {settings.database_url_for_display()} at revision {db.current_revision(engine)}")
+    finally:
+        engine.dispose()
+
+
+# -- hsm ------------------------------------------------------------------------------------
+
+
+@main.group()
+def hsm():
+    """Keys in the PKCS#11 token."""
+
+
+@hsm.command()
+def status():
+    """Say whether the module loads, the token is there and the PIN works."""
+    settings = _settings()
+    with wiring.key_manager(settings) as keys:
+        result = keys.status()
+    click.echo(f"module  {result.module}")
+    click.echo(f"token   {result.token}")
+    if not result.ok:
+        raise HSMError(result.detail)
+    click.echo(f"device  {result.manufacturer} {result.model} (serial {result.serial})")
+    click.echo("status  ok")
+
+
+@hsm.command(name="keys")
+def list_keys():
+    """List the private keys in the token with their pkcs11: URIs."""
+    with wiring.key_manager(_settings()) as keys:
+        found = keys.keys()
+    if not found:
+        click.echo("no keys in the token yet")
+    for key in found:
+        click.echo(f"{key.label:<24} {key.algorithm:<9} {key.uri}")
+
+
+@hsm.command(name="create-key")
+@click.argument("label")
+@click.option(
+    "--algorithm",
+    type=click.Choice([a.value for a in KeyAlgorithm]),
+    default=KeyAlgorithm.EC_P256.value,
+    show_default=True,
+)
+def create_key(label, algorithm):
+    """Generate a key pair inside the token; print its pkcs11: URI."""
+    settings = _settings()
+    with wiring.key_manager(settings) as keys:
+        info = keys.create_key(label, KeyAlgorithm.parse(algorithm))
+    engine = db.make_engine(settings.database_url)
+    try:
+        with db.transaction(db.make_session_factory(engine)) as session:
+            audit.record(session, actor="cli", action="hsm.key.created", target=info.uri, details={"algorithm": info.algorithm})
+    finally:
+        engine.dispose()
+    click.echo(info.uri)
+
+
+# -- audit ----------------------------------------------------------------------------------
+
+
+@main.group(name="audit")
+def audit_group():
+    """The hash-chained audit trail."""
+
+
+@audit_group.command()
+def verify():
+    """Check every link of the audit chain; name the first broken one."""
+    settings = _settings()
+    engine = db.make_engine(settings.database_url)
+    try:
+        db.check(engine)
+        with db.make_session_factory(engine)() as session:
+            result = audit.verify(session)
+    finally:
+        engine.dispose()
+    if result.ok:
+        click.echo(f"audit trail intact: {result.checked} events verified")
+        return
+    click.secho(f"audit trail BROKEN at event #{result.broken_at}: {result.reason}", fg="red", err=True)
+    click.echo(f"({result.checked} events before it verified)", err=True)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

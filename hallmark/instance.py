@@ -1,0 +1,127 @@
+"""``hallmark init``: create what an instance needs, and leave alone what it has.
+
+An instance folder holds the settings file, the SQLite database, a SoftHSM2 token
+with its own ``softhsm2.conf``, and the token's PINs in an owner-only file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core import audit, db
+from core import settings as settings_module
+from core.settings import PINS_FILE, SETTINGS_FILE, Settings
+from hsm import softhsm
+
+
+@dataclass
+class InitReport:
+    instance: Path
+    steps: list[tuple[str, bool]] = field(default_factory=list)  # (what, changed)
+
+    def did(self, what: str, changed: bool) -> None:
+        self.steps.append((what, changed))
+
+    @property
+    def changed(self) -> bool:
+        return any(changed for _, changed in self.steps)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create ``path`` readable by its owner only, never briefly wider."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def _uses_embedded_softhsm(settings: Settings) -> bool:
+    return not settings.pkcs11_module or "softhsm" in Path(settings.pkcs11_module).name
+
+
+def init_instance(instance: Path | None = None) -> InitReport:
+    instance = (instance or settings_module.instance_path()).absolute()
+    report = InitReport(instance)
+
+    created = not instance.exists()
+    instance.mkdir(parents=True, exist_ok=True, mode=0o700)
+    report.did(f"instance folder {instance}", created)
+
+    settings_file = instance / SETTINGS_FILE
+    if not settings_file.exists():
+        _write_private(
+            settings_file,
+            "# Hallmark instance settings. HALLMARK_<NAME> environment variables override these.\n"
+            + settings_module.render_toml(
+                {
+                    "public_url": "http://127.0.0.1:8000",
+                    "token_label": "hallmark",
+                    # Random per instance: Flask session signing, and the keyed hash for identifier lookups.
+                    "secret_key": secrets.token_urlsafe(32),
+                    "lookup_key": secrets.token_urlsafe(32),
+                }
+            ),
+        )
+        report.did(f"settings file {settings_file}", True)
+    else:
+        report.did(f"settings file {settings_file}", False)
+
+    settings = settings_module.load(instance)
+
+    if _uses_embedded_softhsm(settings):
+        pins_file = instance / PINS_FILE
+        if not pins_file.exists():
+            # Digits only: some PIN pads and middleware accept nothing else.
+            pins = {"user_pin": f"{secrets.randbelow(10**12):012d}", "so_pin": f"{secrets.randbelow(10**12):012d}"}
+            _write_private(pins_file, json.dumps(pins) + "\n")
+            report.did(f"HSM PINs {pins_file} (owner-only)", True)
+        else:
+            report.did(f"HSM PINs {pins_file}", False)
+        pins = json.loads(pins_file.read_text())
+
+        conf = Path(settings.softhsm2_conf)
+        if not conf.exists():
+            softhsm.write_config(conf.parent)
+            report.did(f"SoftHSM2 config {conf}", True)
+        else:
+            report.did(f"SoftHSM2 config {conf}", False)
+        if settings.token_label not in softhsm.token_labels(conf):
+            softhsm.init_token(conf, settings.token_label, pins["user_pin"], pins["so_pin"])
+            report.did(f"SoftHSM2 token {settings.token_label!r}", True)
+        else:
+            report.did(f"SoftHSM2 token {settings.token_label!r}", False)
+
+    engine = db.make_engine(settings.database_url)
+    try:
+        before = _revision_or_none(engine)
+        db.upgrade(engine)
+        after = db.current_revision(engine)
+        report.did(f"database {settings.database_url_for_display()} at revision {after}", before != after)
+        if report.changed:
+            with db.transaction(db.make_session_factory(engine)) as session:
+                audit.record(
+                    session,
+                    actor="system:init",
+                    action="instance.initialised",
+                    target=str(instance),
+                    details={"steps": [what for what, changed in report.steps if changed]},
+                )
+    finally:
+        engine.dispose()
+    return report
+
+
+def _revision_or_none(engine) -> str | None:
+    db.check(engine)
+    return db.current_revision(engine)
+
+
+def ensure_initialised(settings: Settings) -> None:
+    """Raise a ConfigError that says what to do when the instance is missing."""
+    if not settings.settings_file.exists() and not os.environ.get("HALLMARK_DATABASE_URL"):
+        raise settings_module.ConfigError(f"no instance at {settings.instance}; run 'hallmark init' first")
+
+

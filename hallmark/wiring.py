@@ -1,0 +1,52 @@
+"""Build the long-lived parts (database engine, key manager) from settings, once per process."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import db
+from core.settings import Settings
+from hsm import PKCS11KeyManager
+from hsm.softhsm import default_module
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    keys: PKCS11KeyManager
+
+    def close(self) -> None:
+        self.keys.close()
+        self.engine.dispose()
+
+
+def module_path(settings: Settings) -> str:
+    return settings.pkcs11_module or default_module()
+
+
+def prepare_pkcs11_environment(settings: Settings) -> None:
+    # SoftHSM2 reads SOFTHSM2_CONF when initialised; an explicit environment wins.
+    if settings.softhsm2_conf and Path(settings.softhsm2_conf).exists():
+        os.environ.setdefault("SOFTHSM2_CONF", settings.softhsm2_conf)
+
+
+def key_manager(settings: Settings) -> PKCS11KeyManager:
+    prepare_pkcs11_environment(settings)
+    return PKCS11KeyManager(module_path(settings), settings.token_label, settings.user_pin)
+
+
+_lock = threading.Lock()
+
+
+def build(settings: Settings) -> Services:
+    with _lock:
+        engine = db.make_engine(settings.database_url)
+        return Services(settings, engine, db.make_session_factory(engine), key_manager(settings))

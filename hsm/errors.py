@@ -1,0 +1,48 @@
+"""Errors a key manager raises, each with a message fit to show a user as is."""
+
+
+class HSMError(Exception):
+    """Base class: something about the token or a key in it went wrong."""
+
+
+class ModuleNotLoadable(HSMError):
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"cannot load the PKCS#11 module {path!r}: {reason}")
+        self.path = path
+
+
+class TokenNotFound(HSMError):
+    def __init__(self, label: str, available: list[str]):
+        seen = ", ".join(repr(t) for t in available) or "none"
+        super().__init__(f"no token labelled {label!r} in the PKCS#11 module (tokens present: {seen})")
+        self.label = label
+
+
+class PinIncorrect(HSMError):
+    def __init__(self, label: str):
+        super().__init__(f"the token {label!r} refused the user PIN (wrong PIN)")
+
+
+class PinLocked(HSMError):
+    def __init__(self, label: str):
+        super().__init__(f"the user PIN of token {label!r} is locked; the security officer must reset it")
+
+
+class KeyNotFound(HSMError):
+    def __init__(self, uri: str):
+        super().__init__(f"no private key in the token matches {uri}")
+        self.uri = uri
+
+
+class MalformedURI(HSMError, ValueError):
+    def __init__(self, uri: str, reason: str):
+        super().__init__(f"malformed pkcs11: URI {uri!r}: {reason}")
+
+
+class UnsupportedAlgorithm(HSMError, ValueError):
+    pass
+
+
+class KeyExists(HSMError):
+    def __init__(self, label: str):
+        super().__init__(f"a key labelled {label!r} already exists in the token")

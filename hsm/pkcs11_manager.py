@@ -1,0 +1,360 @@
+"""The key manager for any PKCS#11 module (SoftHSM2 by default, a network HSM in production).
+
+Process model, learnt the hard way with SoftHSM2:
+
+* Login state belongs to the process, not to a session. We log in once, keep that
+  session open for the life of the manager, and open further sessions without a
+  PIN. Closing the logged-in session would log every session out.
+* Each thread borrows a session from a small pool, so signatures run in parallel
+  (the module is initialised with OS locking, see :mod:`hsm.module`).
+* A forked child re-initialises the module and builds a new pool on first use.
+* When the token's sessions become invalid (token reinserted, HSM restarted,
+  ``C_CloseAllSessions``), the operation is retried once on fresh sessions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+
+import pkcs11
+from asn1crypto.core import OctetString
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from pkcs11 import Attribute, KeyType, ObjectClass
+from pkcs11.util.ec import encode_named_curve_parameters
+
+from hsm import module
+from hsm.errors import (
+    HSMError,
+    KeyExists,
+    KeyNotFound,
+    PinIncorrect,
+    PinLocked,
+    TokenNotFound,
+    UnsupportedAlgorithm,
+)
+from hsm.keymanager import KeyAlgorithm, KeyInfo, KeyManager, TokenStatus
+from hsm.signers import HSMECPrivateKey, HSMRSAPrivateKey
+from hsm.uri import PKCS11URI
+
+# Errors after which the sessions we hold are worth nothing; reopen and retry once.
+_STALE_SESSION_ERRORS = (
+    pkcs11.SessionHandleInvalid,
+    pkcs11.SessionClosed,
+    pkcs11.UserNotLoggedIn,
+    pkcs11.DeviceRemoved,
+    pkcs11.TokenNotPresent,
+    pkcs11.ObjectHandleInvalid,
+    pkcs11.KeyHandleInvalid,
+)
+
+_CURVES = {
+    "ec-p256": ("secp256r1", ec.SECP256R1()),
+    "ec-p384": ("secp384r1", ec.SECP384R1()),
+}
+_CURVE_BY_PARAMS = {encode_named_curve_parameters(name): (alg, curve) for alg, (name, curve) in _CURVES.items()}
+
+PinProvider = Callable[[], str]
+
+
+class _Pool:
+    """Sessions of one process: the logged-in one plus idle worker sessions."""
+
+    def __init__(self, token, login_session):
+        self.pid = os.getpid()
+        self.token = token
+        self.login_session = login_session
+        self.idle: list = []
+        # Key objects are bound to a session; cache them per (session, key id).
+        self.keys: dict[tuple[int, bytes], pkcs11.PrivateKey] = {}
+
+
+class PKCS11KeyManager(KeyManager):
+    """Keys in one token of one PKCS#11 module."""
+
+    def __init__(self, module_path: str, token_label: str, pin: PinProvider | str):
+        self.module_path = module_path
+        self.token_label = token_label
+        self._pin = pin if callable(pin) else (lambda: pin)
+        self._lock = threading.Lock()
+        self._pool: _Pool | None = None
+        self._generation = 0
+        self._public_cache: dict[bytes, tuple[str, str, PublicKeyTypes]] = {}
+
+    # -- pool ------------------------------------------------------------------------------
+
+    def _open_pool(self) -> _Pool:
+        lib = module.load(self.module_path)
+        try:
+            token = lib.get_token(token_label=self.token_label)
+        except pkcs11.NoSuchToken:
+            labels = [s.get_token().label for s in lib.get_slots(token_present=True)]
+            raise TokenNotFound(self.token_label, labels) from None
+        except pkcs11.MultipleTokensReturned:
+            raise HSMError(f"several tokens are labelled {self.token_label!r}; labels must be unique") from None
+        pin = self._pin()
+        try:
+            login_session = token.open(rw=True, user_pin=pin)
+        except pkcs11.PinIncorrect:
+            raise PinIncorrect(self.token_label) from None
+        except pkcs11.PinLocked:
+            raise PinLocked(self.token_label) from None
+        except pkcs11.UserAlreadyLoggedIn:
+            # Another manager in this process logged in already; login state is per process.
+            login_session = token.open(rw=True)
+        except pkcs11.PKCS11Error as exc:
+            raise HSMError(f"cannot open token {self.token_label!r}: {type(exc).__name__} {exc}".strip()) from None
+        return _Pool(token, login_session)
+
+    def _current_pool(self) -> _Pool:
+        pool = self._pool
+        if pool is not None and pool.pid == os.getpid():
+            return pool
+        with self._lock:
+            pool = self._pool
+            if pool is None or pool.pid != os.getpid():
+                # In a forked child the parent's sessions are meaningless: drop, never close them.
+                self._pool = pool = self._open_pool()
+                self._generation += 1
+            return pool
+
+    def _discard_pool(self, stale: _Pool) -> None:
+        with self._lock:
+            if self._pool is stale:
+                self._pool = None
+                with contextlib.suppress(pkcs11.PKCS11Error):
+                    stale.login_session.close()
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[tuple[_Pool, object]]:
+        pool = self._current_pool()
+        try:
+            session = pool.idle.pop()
+        except IndexError:
+            session = pool.token.open(rw=True)
+        stale = False
+        try:
+            yield pool, session
+        except _STALE_SESSION_ERRORS:
+            stale = True  # never hand out a dead session again
+            raise
+        finally:
+            if not stale:
+                pool.idle.append(session)
+
+    def _run(self, operation: Callable[[_Pool, object], object]):
+        """Run ``operation(pool, session)``; on a stale session start afresh once."""
+        for attempt in (1, 2):
+            pool = None
+            try:
+                with self._session() as (pool, session):
+                    return operation(pool, session)
+            except _STALE_SESSION_ERRORS:
+                if attempt == 2 or pool is None:
+                    raise
+                self._discard_pool(pool)
+        raise AssertionError("unreachable")
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def _private_key(self, pool: _Pool, session, key_id: bytes) -> pkcs11.PrivateKey:
+        cache_key = (id(session), key_id)
+        key = pool.keys.get(cache_key)
+        if key is None:
+            try:
+                key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=key_id)
+            except pkcs11.NoSuchKey:
+                raise KeyNotFound(self._uri_text(key_id)) from None
+            pool.keys[cache_key] = key
+        return key
+
+    def _resolve_id(self, uri: str) -> bytes:
+        """The CKA_ID of the private key named by ``uri`` (which may name it by label only)."""
+        parsed = PKCS11URI.parse(uri)
+        if parsed.token is not None and parsed.token != self.token_label:
+            raise KeyNotFound(parsed.without_secrets())
+        if parsed.type not in (None, "private", "public"):
+            raise KeyNotFound(parsed.without_secrets())
+        if parsed.id is not None:
+            return parsed.id
+        if parsed.object is None:
+            raise KeyNotFound(parsed.without_secrets() + " (it names neither object nor id)")
+
+        def find(pool, session):
+            found = list(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: parsed.object}))
+            if not found:
+                raise KeyNotFound(parsed.without_secrets())
+            if len(found) > 1:
+                raise HSMError(f"{len(found)} private keys are labelled {parsed.object!r}; name the key by id")
+            return found[0][Attribute.ID]
+
+        return self._run(find)
+
+    def _uri_text(self, key_id: bytes, label: str | None = None) -> str:
+        path = {"token": self.token_label}
+        if label:
+            path["object"] = label
+        return str(PKCS11URI(path=path, id=key_id))
+
+    def _describe(self, key_id: bytes) -> tuple[str, str, PublicKeyTypes]:
+        """(label, algorithm, public key) for a key id; immutable, so cached."""
+        cached = self._public_cache.get(key_id)
+        if cached is not None:
+            return cached
+
+        def read(pool, session):
+            try:
+                public = session.get_key(object_class=ObjectClass.PUBLIC_KEY, id=key_id)
+            except pkcs11.NoSuchKey:
+                self._private_key(pool, session, key_id)  # raises KeyNotFound if there is none
+                raise HSMError(f"the key {self._uri_text(key_id)} has no public-key object in the token") from None
+            return public.label, _public_key_of(public)
+
+        label, (algorithm, public_key) = self._run(read)
+        described = (label, algorithm, public_key)
+        self._public_cache[key_id] = described
+        return described
+
+    def create_key(self, label: str, algorithm: KeyAlgorithm) -> KeyInfo:
+        if not label or len(label) > 64:
+            raise HSMError("a key label must be 1 to 64 characters")
+        key_id = secrets.token_bytes(16)
+        private_template = {
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: True,
+            Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: False,
+            Attribute.SIGN: True,
+            Attribute.DECRYPT: False,
+            Attribute.UNWRAP: False,
+            Attribute.DERIVE: False,
+        }
+        public_template = {Attribute.TOKEN: True, Attribute.VERIFY: True, Attribute.ENCRYPT: False, Attribute.WRAP: False}
+
+        def generate(pool, session):
+            existing = list(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: label}))
+            if existing:
+                raise KeyExists(label)
+            if algorithm.is_rsa:
+                public, _ = session.generate_keypair(
+                    KeyType.RSA,
+                    algorithm.bits,
+                    id=key_id,
+                    label=label,
+                    store=True,
+                    public_template={**public_template, Attribute.PUBLIC_EXPONENT: b"\x01\x00\x01"},
+                    private_template=private_template,
+                )
+            else:
+                curve_name = _CURVES[algorithm.value][0]
+                params = session.create_domain_parameters(
+                    KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(curve_name)}, local=True
+                )
+                public, _ = params.generate_keypair(
+                    id=key_id,
+                    label=label,
+                    store=True,
+                    public_template=public_template,
+                    private_template=private_template,
+                )
+            return _public_key_of(public)
+
+        try:
+            alg, public_key = self._run(generate)
+        except pkcs11.TokenWriteProtected:
+            raise HSMError(f"token {self.token_label!r} is write-protected") from None
+        except pkcs11.DeviceMemory:
+            raise HSMError(f"token {self.token_label!r} has no room for another key") from None
+        self._public_cache[key_id] = (label, alg, public_key)
+        return KeyInfo(self._uri_text(key_id, label), label, alg, public_key)
+
+    def public_key(self, uri: str) -> PublicKeyTypes:
+        return self._describe(self._resolve_id(uri))[2]
+
+    def signer(self, uri: str):
+        key_id = self._resolve_id(uri)
+        label, algorithm, public_key = self._describe(key_id)
+        # Fail now, not at the first signature, when only a public key exists.
+        self._run(lambda pool, session: self._private_key(pool, session, key_id))
+        uri_text = self._uri_text(key_id, label)
+        if isinstance(public_key, rsa.RSAPublicKey):
+            return HSMRSAPrivateKey(self, key_id, uri_text, public_key)
+        return HSMECPrivateKey(self, key_id, uri_text, public_key)
+
+    def sign_with(self, key_id: bytes, data: bytes, mechanism, mechanism_param=None) -> bytes:
+        """Sign ``data`` with the private key ``key_id`` by a raw PKCS#11 mechanism.
+
+        Used by the signer objects; callers outside this package use ``signer()``.
+        """
+
+        def sign(pool, session):
+            key = self._private_key(pool, session, key_id)
+            return key.sign(data, mechanism=mechanism, mechanism_param=mechanism_param)
+
+        return self._run(sign)
+
+    def keys(self) -> list[KeyInfo]:
+        def list_ids(pool, session):
+            return [
+                (obj[Attribute.ID], obj[Attribute.LABEL])
+                for obj in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
+            ]
+
+        found = []
+        for key_id, label in self._run(list_ids):
+            try:
+                _, algorithm, public_key = self._describe(key_id)
+            except HSMError:
+                continue  # a private key without its public half is not ours to use
+            found.append(KeyInfo(self._uri_text(key_id, label), label, algorithm, public_key))
+        return sorted(found, key=lambda k: k.label)
+
+    def status(self) -> TokenStatus:
+        try:
+            pool = self._current_pool()
+            # A cheap round trip that fails when the token's sessions went away.
+            self._run(lambda p, s: p.token.slot.get_token())
+            token = pool.token
+            return TokenStatus(
+                True,
+                self.module_path,
+                self.token_label,
+                manufacturer=token.manufacturer_id,
+                model=token.model,
+                serial=token.serial.decode() if isinstance(token.serial, bytes) else str(token.serial),
+            )
+        except HSMError as exc:
+            return TokenStatus(False, self.module_path, self.token_label, str(exc))
+        except pkcs11.PKCS11Error as exc:
+            return TokenStatus(False, self.module_path, self.token_label, f"{type(exc).__name__} {exc}".strip())
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is None or pool.pid != os.getpid():
+            return
+        for session in pool.idle:
+            with contextlib.suppress(pkcs11.PKCS11Error):
+                session.close()
+        with contextlib.suppress(pkcs11.PKCS11Error):
+            pool.login_session.close()
+
+
+def _public_key_of(public: pkcs11.PublicKey) -> tuple[str, PublicKeyTypes]:
+    if public.key_type == KeyType.RSA:
+        n = int.from_bytes(public[Attribute.MODULUS], "big")
+        e = int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big")
+        key = rsa.RSAPublicNumbers(e, n).public_key()
+        return f"rsa-{key.key_size}", key
+    if public.key_type == KeyType.EC:
+        params = public[Attribute.EC_PARAMS]
+        if params not in _CURVE_BY_PARAMS:
+            raise UnsupportedAlgorithm("the key is on a curve other than P-256 or P-384")
+        algorithm, curve = _CURVE_BY_PARAMS[params]
+        point = OctetString.load(public[Attribute.EC_POINT]).native
+        return algorithm, ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
+    raise UnsupportedAlgorithm(f"unsupported key type {public.key_type!r}")
