@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask
+from flask import Flask, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from core import bearer, problems
 from core import settings as settings_module
@@ -29,4 +30,12 @@ def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = N
     problems.install(app)
     bearer.install(app, bearer.BearerVerifier(bearer_jwks or {"keys": []}, issuer=settings.public_url))
     app.register_blueprint(health.bp)
+
+    @app.before_request
+    def refuse_oversized_bodies():
+        # Flask checks MAX_CONTENT_LENGTH only when a view reads the body; refuse
+        # early so authentication and parsing never see an oversized request.
+        if request.content_length is not None and request.content_length > settings.max_request_bytes:
+            raise RequestEntityTooLarge(f"request bodies are limited to {settings.max_request_bytes} bytes")
+
     return app

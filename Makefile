@@ -1,0 +1,41 @@
+# Two commands: `make run` and `make test`. Both install what is missing and are safe to repeat.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export HALLMARK_INSTANCE ?= $(CURDIR)/instance
+
+# Runtime tools: SoftHSM2 (the embedded HSM), OpenSC (pkcs11-tool), openssl,
+# poppler (pdfsig), qpdf and NSS tools (judges for signed PDFs).
+DEB_RUNTIME := softhsm2 opensc openssl poppler-utils qpdf libnss3-tools
+# The tests start their own PostgreSQL 15 when HALLMARK_TEST_POSTGRES=1 (CI sets it).
+DEB_TEST := $(if $(filter 1,$(HALLMARK_TEST_POSTGRES)),postgresql,)
+# Debian's python3 needs python3-venv for `python3 -m venv`.
+DEB_VENV := $(shell $(PYTHON) -c 'import ensurepip' >/dev/null 2>&1 || echo python3-venv)
+
+.PHONY: run test deps venv bench clean-instance
+
+run: deps venv
+	$(VENV)/bin/hallmark init
+	$(VENV)/bin/hallmark serve
+
+test: deps venv
+	$(PY) -m pytest
+
+deps:
+	@scripts/ensure-debian-packages.sh $(DEB_RUNTIME) $(DEB_TEST) $(DEB_VENV)
+
+venv: $(VENV)/.installed
+
+# Reinstall only when the project's dependencies change.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+bench: deps venv
+	$(PY) bench/hsm_sign.py
+
+clean-instance:
+	rm -rf $(HALLMARK_INSTANCE)

@@ -1,0 +1,131 @@
+"""Helpers shared by the benchmarks: timing, tables, and servers that are always stopped.
+
+Every benchmark reports ratios against a baseline measured in the same run, with
+the two sides interleaved, because the machines we run on are small and noisy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+median = statistics.median
+
+
+def venv_tool(name: str) -> str:
+    """An executable next to this Python (the venv's), else from PATH."""
+    beside = Path(sys.executable).parent / name  # not resolved: a venv's python is a symlink
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        sys.exit(f"{name} is not installed (looked in {beside.parent} and PATH)")
+    return found
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    cells = [headers] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    line = lambda row: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]])
+
+
+# -- servers --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A server command in its own process group, so stopping it takes its workers too."""
+
+    def __init__(self, name: str, argv: list[str], port: int, *, env: dict | None = None, cwd: str | None = None, log_dir: Path):
+        self.name, self.argv, self.port, self.env, self.cwd = name, argv, port, env, cwd
+        self.log_path = log_dir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, ready_path: str, timeout: float = 30.0) -> None:
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        finally:
+            log.close()  # the child has its own copy
+        url = f"http://127.0.0.1:{self.port}{ready_path}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not answer 200 on {url} within {timeout:.0f}s; see {self.log_path}:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        # The group id is the server's pid (start_new_session); TERM lets it stop workers cleanly.
+        for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Workers that outlived their master would keep the port and the CPU.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
+_NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+_ERRORS = re.compile(r"Socket errors:.*")
+
+
+def wrk(url: str, *, threads: int = 2, connections: int = 20, seconds: int = 5) -> tuple[float, str]:
+    """(requests/s, note on errors) from one bounded wrk run against ``url``."""
+    assert url.startswith("http://127.0.0.1:"), "benchmarks only load the local machine"
+    argv = [venv_tool("wrk"), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30).stdout
+    found = _RPS.search(out)
+    if found is None:
+        raise RuntimeError(f"no Requests/sec in wrk output:\n{out}")
+    notes = []
+    if (bad := _NON_2XX.search(out)) is not None:
+        notes.append(f"{bad.group(1)} non-2xx")
+    if (errors := _ERRORS.search(out)) is not None:
+        notes.append(errors.group(0))
+    return float(found.group(1)), "; ".join(notes)
