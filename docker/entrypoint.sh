@@ -17,9 +17,12 @@ set -eu
 export HALLMARK_INSTANCE
 
 check_instance_writable() {
-    if ! [ -w "$HALLMARK_INSTANCE" ]; then
-        echo "error: $HALLMARK_INSTANCE is not writable by $(id -un) (uid $(id -u));" \
-            "mount a named volume there, or chown a bind mount to that uid" >&2
+    # `hallmark init` creates the folder when missing, so check the parent then.
+    dir="$HALLMARK_INSTANCE"
+    [ -d "$dir" ] || dir=$(dirname "$dir")
+    if ! [ -w "$dir" ]; then
+        echo "error: $dir is not writable by uid $(id -u);" \
+            "mount a named volume at $HALLMARK_INSTANCE, or chown a bind mount to that uid" >&2
         exit 1
     fi
 }
