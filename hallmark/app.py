@@ -7,6 +7,7 @@ import logging
 from flask import Flask, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from ca import api as ca_api
 from core import bearer, problems
 from core import settings as settings_module
 from core.settings import Settings
@@ -29,7 +30,9 @@ def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = N
     app.extensions["hallmark.services"] = services
     problems.install(app)
     bearer.install(app, bearer.BearerVerifier(bearer_jwks or {"keys": []}, issuer=settings.public_url))
+    app.extensions[ca_api.EXTENSION] = services.ca
     app.register_blueprint(health.bp)
+    app.register_blueprint(ca_api.bp)
 
     @app.before_request
     def refuse_oversized_bodies():

@@ -11,12 +11,14 @@ from core import audit, db
 from core import settings as settings_module
 from core.db import DatabaseUnavailable
 from core.identifiers import InvalidIdentifier
+from core.problems import Problem
 from core.settings import ConfigError
+from ca import cli as ca_cli
 from hallmark import instance as instance_module
 from hallmark import wiring
 from hsm import HSMError, KeyAlgorithm
 
-USER_ERRORS = (HSMError, ConfigError, DatabaseUnavailable, InvalidIdentifier)
+USER_ERRORS = (HSMError, ConfigError, DatabaseUnavailable, InvalidIdentifier, Problem)
 
 
 class HallmarkGroup(click.Group):
@@ -38,9 +40,36 @@ def _settings():
     return settings_module.load()
 
 
+class LazyServices:
+    """Database and HSM, built on first use: most commands need neither or only one."""
+
+    def __init__(self):
+        self._services = None
+
+    def services(self) -> wiring.Services:
+        if self._services is None:
+            settings = _settings()
+            instance_module.ensure_initialised(settings)
+            self._services = wiring.build(settings)
+        return self._services
+
+    def ca(self):
+        return self.services().ca
+
+    def close(self):
+        if self._services is not None:
+            self._services.close()
+
+
 @click.group(cls=HallmarkGroup)
-def main():
+@click.pass_context
+def main(ctx):
     """Hallmark: identity and trust for online government service halls."""
+    ctx.obj = LazyServices()
+    ctx.call_on_close(ctx.obj.close)
+
+
+main.add_command(ca_cli.ca)
 
 
 @main.command()

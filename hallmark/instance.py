@@ -100,6 +100,9 @@ def init_instance(instance: Path | None = None) -> InitReport:
         db.upgrade(engine)
         after = db.current_revision(engine)
         report.did(f"database {settings.database_url_for_display()} at revision {after}", before != after)
+        ca_report = _init_ca(settings, engine)
+        for what, changed in ca_report.steps:
+            report.did(what, changed)
         if report.changed:
             with db.transaction(db.make_session_factory(engine)) as session:
                 audit.record(
@@ -112,6 +115,18 @@ def init_instance(instance: Path | None = None) -> InitReport:
     finally:
         engine.dispose()
     return report
+
+
+def _init_ca(settings: Settings, engine):
+    from ca import hierarchy
+    from hallmark import wiring
+
+    keys = wiring.key_manager(settings)
+    try:
+        ctx = wiring.ca_context(settings, db.make_session_factory(engine), keys)
+        return hierarchy.init_hierarchy(ctx, actor="system:init")
+    finally:
+        keys.close()
 
 
 def _revision_or_none(engine) -> str | None:

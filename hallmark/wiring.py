@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from ca.context import CAContext
 from core import db
 from core.settings import Settings
 from hsm import PKCS11KeyManager
@@ -22,6 +23,7 @@ class Services:
     engine: Engine
     sessions: sessionmaker[Session]
     keys: PKCS11KeyManager
+    ca: CAContext
 
     def close(self) -> None:
         self.keys.close()
@@ -49,4 +51,18 @@ _lock = threading.Lock()
 def build(settings: Settings) -> Services:
     with _lock:
         engine = db.make_engine(settings.database_url)
-        return Services(settings, engine, db.make_session_factory(engine), key_manager(settings))
+        sessions = db.make_session_factory(engine)
+        keys = key_manager(settings)
+        return Services(settings, engine, sessions, keys, ca_context(settings, sessions, keys))
+
+
+def ca_context(settings: Settings, sessions, keys) -> CAContext:
+    return CAContext(sessions=sessions, keys=keys, public_url=settings.public_url, lookup_key=lookup_key(settings))
+
+
+def lookup_key(settings: Settings) -> bytes:
+    from core.settings import ConfigError
+
+    if not settings.lookup_key:
+        raise ConfigError("lookup_key is not set; run 'hallmark init' or set HALLMARK_LOOKUP_KEY")
+    return settings.lookup_key.encode()

@@ -168,6 +168,62 @@ def initialised_instance(tmp_path_factory) -> Path:
     return instance
 
 
+@pytest.fixture
+def ca_context(migrated, key_manager):
+    """A CA hierarchy (root, issuing CAs, OCSP responders, TSA) in a fresh database, keys in the test token."""
+    from ca import hierarchy
+    from ca.context import CAContext
+
+    _, sessions = migrated
+    ctx = CAContext(sessions=sessions, keys=key_manager, public_url="http://127.0.0.1:8000", lookup_key=b"test-lookup-key-0123456789")
+    hierarchy.init_hierarchy(ctx, actor="test")
+    return ctx
+
+
+def start_server(instance: Path, workers: int = 2, **overrides):
+    """``hallmark serve`` on a free port; returns (process, base URL). Stop it with stop_server."""
+    import signal  # noqa: F401  (used by stop_server)
+
+    port = free_port()
+    overrides.setdefault("HALLMARK_PUBLIC_URL", f"http://127.0.0.1:{port}")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hallmark.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
+        env=hallmark_env(instance, **overrides),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(base + "/healthz", process=process)
+    except Exception:
+        stop_server(process)
+        raise
+    return process, base
+
+
+def stop_server(process) -> None:
+    import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(15)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+@pytest.fixture(scope="session")
+def running_server(initialised_instance):
+    """One ``hallmark serve`` for the whole session, on the shared initialised instance."""
+    process, base = start_server(initialised_instance)
+    yield base
+    stop_server(process)
+
+
 def wait_for_http(url: str, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
     import urllib.error
     import urllib.request

@@ -3,44 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT, free_port, hallmark_env, wait_for_http
-
-
-def start(instance, **overrides):
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hallmark.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-        env=hallmark_env(instance, **overrides),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(base + "/healthz", process=process)
-    except Exception:
-        stop(process)
-        raise
-    return process, base
-
-
-def stop(process):
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(15)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(5)
+from tests.conftest import start_server as start
+from tests.conftest import stop_server as stop
 
 
 def get(url):

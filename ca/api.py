@@ -1,0 +1,79 @@
+"""JSON API of the CA: issue, look up, list and revoke certificates (bearer tokens with ca:* scopes)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, request
+
+from ca import issuance, queries, revocation
+from ca.context import CAContext
+from core.bearer import require_scope
+from core.problems import Problem
+
+bp = Blueprint("ca_api", __name__, url_prefix="/api/ca")
+EXTENSION = "hallmark.ca"
+
+
+def _ctx() -> CAContext:
+    return current_app.extensions[EXTENSION]
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise Problem(400, "Bad Request", "the request body must be a JSON object")
+    return body
+
+
+def _actor() -> str:
+    return f"client:{g.token.get('client_id') or g.token['sub']}"
+
+
+@bp.post("/certificates")
+@require_scope("ca:issue")
+def issue_certificate():
+    body = _json_body()
+    for key in ("profile", "csr", "name"):
+        if not isinstance(body.get(key), str):
+            raise Problem(400, "Bad Request", f"'{key}' is required and must be a string")
+    sans = body.get("san", [])
+    if not isinstance(sans, list) or not all(isinstance(s, str) for s in sans):
+        raise Problem(400, "Bad Request", "'san' must be a list of strings")
+    subject_id = body.get("subject_id")
+    if subject_id is not None and not isinstance(subject_id, str):
+        raise Problem(400, "Bad Request", "'subject_id' must be a string")
+    identity = issuance.Identity(name=body["name"], subject_id=subject_id, sans=tuple(sans))
+    row, _ = issuance.issue(_ctx(), body["profile"], body["csr"], identity, actor=_actor())
+    response = queries.as_json(row, include_pem=True)
+    return response, 201, {"Location": f"/api/ca/certificates/{row.serial}"}
+
+
+@bp.get("/certificates/<serial>")
+@require_scope("ca:read")
+def get_certificate(serial):
+    return queries.as_json(queries.get(_ctx(), serial), include_pem=True)
+
+
+@bp.get("/certificates")
+@require_scope("ca:read")
+def list_certificates():
+    args = request.args
+    try:
+        limit, offset = int(args.get("limit", 50)), int(args.get("offset", 0))
+    except ValueError:
+        raise Problem(400, "Bad Request", "limit and offset must be whole numbers") from None
+    rows = queries.search(
+        _ctx(), subject_id=args.get("subject_id"), status=args.get("status"), profile=args.get("profile"),
+        authority=args.get("authority"), limit=limit, offset=offset,
+    )
+    return {"certificates": [queries.as_json(r) for r in rows], "limit": limit, "offset": offset}
+
+
+@bp.post("/certificates/<serial>/revoke")
+@require_scope("ca:revoke")
+def revoke_certificate(serial):
+    body = _json_body()
+    reason = body.get("reason", "unspecified")
+    if not isinstance(reason, str):
+        raise Problem(400, "Bad Request", "'reason' must be a string")
+    row = revocation.revoke(_ctx(), serial, reason, actor=_actor())
+    return queries.as_json(row)

@@ -1,0 +1,159 @@
+"""``hallmark ca ...``: thin commands over the CA's service modules.
+
+The composition root puts an object with a ``ca()`` method (returning a
+:class:`~ca.context.CAContext`) on the root click context.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ca import hierarchy, issuance, queries, revocation
+from ca.context import CAContext
+
+
+def _ctx() -> CAContext:
+    return click.get_current_context().find_root().obj.ca()
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+
+
+@click.group(name="ca")
+def ca():
+    """Certificate authority: hierarchy, issuance, revocation, trust."""
+
+
+@ca.command()
+def init():
+    """Create the root, issuing CAs, OCSP responders and TSA where missing (keys in the HSM)."""
+    report = hierarchy.init_hierarchy(_ctx(), actor="cli")
+    for what, changed in report.steps:
+        click.echo(f"  {'created ' if changed else 'exists  '} {what}")
+    if not report.changed:
+        click.echo("the CA hierarchy is complete; nothing changed")
+
+
+@ca.command()
+@click.option("--profile", required=True, help="certificate profile, e.g. person-auth")
+@click.option("--csr", "csr_file", required=True, type=click.Path(dir_okay=False), help="PKCS#10 request, PEM or DER")
+@click.option("--subject-id", help="resident ID or unified social credit code the certificate is for")
+@click.option("--name", required=True, help="person, enterprise, department or organisation name")
+@click.option("--san", multiple=True, help="DNS name or IP address (server-tls), repeatable")
+@click.option("--out", type=click.Path(dir_okay=False), help="write the certificate (PEM) here instead of stdout")
+def issue(profile, csr_file, subject_id, name, san, out):
+    """Issue a certificate from a CSR for identity data you vouch for."""
+    identity = issuance.Identity(name=name, subject_id=subject_id, sans=tuple(san))
+    row, certificate = issuance.issue(_ctx(), profile, _read(csr_file), identity, actor="cli")
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    pem = certificate.public_bytes(Encoding.PEM)
+    if out:
+        Path(out).write_bytes(pem)
+        click.echo(f"issued {row.serial} ({row.profile}) for {row.subject}; written to {out}", err=True)
+    else:
+        click.echo(pem.decode(), nl=False)
+        click.echo(f"issued {row.serial} ({row.profile}) for {row.subject}", err=True)
+
+
+@ca.command()
+@click.argument("serial")
+@click.option("--reason", default="unspecified", show_default=True, type=click.Choice(list(revocation.REASONS)))
+def revoke(serial, reason):
+    """Revoke a certificate; the CRL and OCSP answer change at once."""
+    row = revocation.revoke(_ctx(), serial, reason, actor="cli")
+    click.echo(f"revoked {row.serial} ({reason}) at {row.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
+
+
+@ca.command(name="list")
+@click.option("--subject-id", help="resident ID or credit code")
+@click.option("--status", type=click.Choice(queries.STATUSES))
+@click.option("--profile")
+@click.option("--limit", default=50, show_default=True)
+def list_certificates(subject_id, status, profile, limit):
+    """List issued certificates, newest first (identifiers masked)."""
+    rows = queries.search(_ctx(), subject_id=subject_id, status=status, profile=profile, limit=limit)
+    if not rows:
+        click.echo("no certificates match")
+    for row in rows:
+        click.echo(f"{row.serial:<40} {queries.status_of(row):<8} {row.profile:<16} {row.not_after:%Y-%m-%d} {row.subject}")
+
+
+@ca.command()
+@click.argument("serial")
+def show(serial):
+    """Show one certificate as PEM with its status."""
+    body = queries.as_json(queries.get(_ctx(), serial), include_pem=True)
+    pem = body.pop("certificate")
+    for key, value in body.items():
+        click.echo(f"{key:<20} {value}")
+    click.echo(pem, nl=False)
+
+
+@ca.command()
+def refresh():
+    """Publish CRLs and re-sign OCSP responses that are due (what the scheduler does)."""
+    from ca import crl, ocsp
+
+    context = _ctx()
+    published = crl.publish_due(context)
+    refreshed = ocsp.refresh_due(context)
+    click.echo(f"published {published} CRL(s), re-signed {refreshed} OCSP response(s)")
+
+
+@ca.group()
+def trust():
+    """Recognised external CAs (trust anchors)."""
+
+
+@trust.command(name="add")
+@click.argument("certificate_file", type=click.Path(dir_okay=False))
+@click.option("--revocation", type=click.Choice(["hard", "soft"]), default="hard", show_default=True,
+              help="hard: refuse when its revocation status cannot be fetched; soft: accept then")
+@click.option("--note", default="", help="why this CA is recognised")
+def trust_add(certificate_file, revocation, note):
+    """Recognise an external CA certificate as a trust anchor."""
+    from ca import trust as trust_store
+
+    anchor = trust_store.add_anchor(_ctx(), _read(certificate_file), actor="cli", revocation_policy=revocation, note=note)
+    click.echo(f"recognised {anchor.subject} (SHA-256 {anchor.fingerprint})")
+
+
+@trust.command(name="list")
+def trust_list():
+    """List the recognised external CAs."""
+    from ca import trust as trust_store
+
+    anchors = trust_store.list_anchors(_ctx())
+    if not anchors:
+        click.echo("no external CAs are recognised")
+    for anchor in anchors:
+        click.echo(f"{anchor.fingerprint[:16]}  {anchor.how:<16} {anchor.revocation_policy:<5} {anchor.subject}")
+
+
+@ca.command(name="cross-certify")
+@click.argument("certificate_file", type=click.Path(dir_okay=False))
+@click.option("--path-length", type=click.IntRange(0, 10), default=None, help="basicConstraints pathLenConstraint")
+@click.option("--permitted-subtree", multiple=True, help="name constraint, e.g. 'dns:.gov.cn' or 'dn:C=CN,O=Fujian CA' (repeatable)")
+@click.option("--out", type=click.Path(dir_okay=False), help="write the cross-certificate (PEM) here")
+def cross_certify(certificate_file, path_length, permitted_subtree, out):
+    """Issue a cross-certificate from our root to an external CA."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from ca import crosscert
+
+    certificate = crosscert.cross_certify(
+        _ctx(), _read(certificate_file), path_length=path_length, permitted_subtrees=list(permitted_subtree), actor="cli"
+    )
+    pem = certificate.public_bytes(Encoding.PEM)
+    if out:
+        Path(out).write_bytes(pem)
+    else:
+        click.echo(pem.decode(), nl=False)
+    click.echo(f"cross-certified {certificate.subject.rfc4514_string()} (serial {certificate.serial_number:x})", err=True)
