@@ -8,6 +8,7 @@ from flask import Flask, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ca import api as ca_api
+from ca import tsa_api
 from core import bearer, problems
 from core import settings as settings_module
 from core.settings import Settings
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = N
     app.extensions[ca_api.EXTENSION] = services.ca
     app.register_blueprint(health.bp)
     app.register_blueprint(ca_api.bp)
+    app.register_blueprint(tsa_api.bp)
 
     @app.before_request
     def refuse_oversized_bodies():

@@ -182,8 +182,6 @@ def ca_context(migrated, key_manager):
 
 def start_server(instance: Path, workers: int = 2, **overrides):
     """``hallmark serve`` on a free port; returns (process, base URL). Stop it with stop_server."""
-    import signal  # noqa: F401  (used by stop_server)
-
     port = free_port()
     overrides.setdefault("HALLMARK_PUBLIC_URL", f"http://127.0.0.1:{port}")
     process = subprocess.Popen(
