@@ -123,6 +123,18 @@ def trust_add(certificate_file, revocation, note):
 
     anchor = trust_store.add_anchor(_ctx(), _read(certificate_file), actor="cli", revocation_policy=revocation, note=note)
     click.echo(f"recognised {anchor.subject} (SHA-256 {anchor.fingerprint})")
+    click.echo(f"  {trust_store.anchor_kind(anchor)}; revocation policy {anchor.revocation_policy}", err=True)
+
+
+@trust.command(name="remove")
+@click.argument("fingerprint")
+def trust_remove(fingerprint):
+    """Stop recognising an external CA (SHA-256 fingerprint, or its first 16+ hex digits)."""
+    from ca import trust as trust_store
+
+    removed = trust_store.remove_anchor(_ctx(), fingerprint, actor="cli")
+    extra = "; its cross-certificates were revoked" if removed.how == "cross-certified" else ""
+    click.echo(f"no longer recognised: {removed.subject}{extra}")
 
 
 @trust.command(name="list")
@@ -141,15 +153,19 @@ def trust_list():
 @click.argument("certificate_file", type=click.Path(dir_okay=False))
 @click.option("--path-length", type=click.IntRange(0, 10), default=None, help="basicConstraints pathLenConstraint")
 @click.option("--permitted-subtree", multiple=True, help="name constraint, e.g. 'dns:.gov.cn' or 'dn:C=CN,O=Fujian CA' (repeatable)")
+@click.option("--revocation", type=click.Choice(["hard", "soft"]), default="hard", show_default=True,
+              help="for certificates below the external CA: hard refuses when their revocation status cannot be fetched")
+@click.option("--note", default="", help="why this CA is cross-certified")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the cross-certificate (PEM) here")
-def cross_certify(certificate_file, path_length, permitted_subtree, out):
+def cross_certify(certificate_file, path_length, permitted_subtree, revocation, note, out):
     """Issue a cross-certificate from our root to an external CA."""
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from ca import crosscert
 
     certificate = crosscert.cross_certify(
-        _ctx(), _read(certificate_file), path_length=path_length, permitted_subtrees=list(permitted_subtree), actor="cli"
+        _ctx(), _read(certificate_file), path_length=path_length, permitted_subtrees=list(permitted_subtree), actor="cli",
+        revocation_policy=revocation, note=note,
     )
     pem = certificate.public_bytes(Encoding.PEM)
     if out:

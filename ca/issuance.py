@@ -68,7 +68,8 @@ def load_csr(data: bytes | str) -> x509.CertificateSigningRequest:
         data = data.encode("ascii", "replace")
     if len(data) > MAX_CSR_BYTES:
         raise bad(f"the CSR is larger than {MAX_CSR_BYTES} bytes", 413)
-    stripped = data.strip()
+    # Strip only text forms: a DER signature may end in a byte that looks like whitespace.
+    stripped = data if data[:1] == b"\x30" else data.strip()
     try:
         if stripped.startswith(b"-----BEGIN"):
             csr = x509.load_pem_x509_csr(stripped)
