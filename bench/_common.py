@@ -41,6 +41,40 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]])
 
 
+class OtherLoad:
+    """CPUs kept busy by other processes while the benchmark ran (Linux /proc/stat).
+
+    Printed with the results: a run during which something else ate a core is noisy,
+    however well the sides were interleaved.
+    """
+
+    def __enter__(self):
+        self._start = (time.monotonic(), _busy_cpu_seconds(), _own_cpu_seconds())
+        return self
+
+    def __exit__(self, *exc):
+        wall0, busy0, own0 = self._start
+        wall = time.monotonic() - wall0
+        self.cpus = max(0.0, ((_busy_cpu_seconds() - busy0) - (_own_cpu_seconds() - own0)) / wall) if wall else 0.0
+
+
+def _busy_cpu_seconds() -> float:
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + fields[4]  # idle + iowait
+    guest = sum(fields[8:10])  # already counted in user and nice
+    return (sum(fields) - idle - guest) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    # This process and the children it waited for (wrk, servers once stopped).
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 # -- servers --------------------------------------------------------------------------------
 
 

@@ -234,7 +234,7 @@ def _shared(item):
     thread could glimpse a half-parsed certificate (an extension "absent"). Objects
     cached here are read by every validation in the process.
     """
-    item.native
+    item.native  # noqa: B018 (the access itself forces the full parse)
     return item
 
 
