@@ -1,0 +1,221 @@
+"""Tables of the identity provider.
+
+Proofing (who a person is) and authentication (how they logged in this time) are
+kept apart: ``IdentityProofing`` records the first, ``SSOSession`` the second, and
+the achieved level is derived from both (see ``idp.levels``).
+
+Secrets (passwords, client secrets, codes, refresh tokens) are stored only as
+hashes; resident IDs only as a keyed hash plus a masked form.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db import Base, UTCDateTime
+
+
+class Account(Base):
+    __tablename__ = "idp_accounts"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # random UUID, the OIDC "sub"
+    username: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    mobile: Mapped[str | None] = mapped_column(String(20), unique=True, nullable=True)
+    display_name: Mapped[str] = mapped_column(String(64), default="")
+    password_hash: Mapped[str] = mapped_column(String(200))  # argon2id, PHC string
+    kind: Mapped[str] = mapped_column(String(12), default="person")  # person | enterprise (certificate-login work)
+    roles: Mapped[str] = mapped_column(String(200), default="")  # space-separated staff roles, e.g. "clerk"
+    status: Mapped[str] = mapped_column(String(12), default="active")  # active | disabled
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    locale: Mapped[str] = mapped_column(String(10), default="zh")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class IdentityProofing(Base):
+    """That an account belongs to a real, identified person: one per account, one account per resident ID."""
+
+    __tablename__ = "idp_identity_proofing"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("idp_accounts.id"), primary_key=True)
+    resident_id_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    resident_id_masked: Mapped[str] = mapped_column(String(24))
+    legal_name: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(16))  # registry | counter
+    source: Mapped[str] = mapped_column(String(200))  # registry adapter name, or the clerk's account id
+    location: Mapped[str] = mapped_column(String(200), default="")  # service centre, for counter checks
+    document: Mapped[str] = mapped_column(String(64), default="")  # document type seen at the counter
+    verified_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RegistryPerson(Base):
+    """The embedded population-registry adapter's table (production uses an HTTP adapter)."""
+
+    __tablename__ = "idp_registry_people"
+
+    resident_id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resident_id_masked: Mapped[str] = mapped_column(String(24))
+    name: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(12), default="normal")  # normal | deceased | cancelled
+    imported_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Client(Base):
+    """A relying party: a hall (authorization code) or an approval system (client credentials)."""
+
+    __tablename__ = "idp_clients"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    client_type: Mapped[str] = mapped_column(String(12))  # confidential | public
+    secret_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # keyed HMAC-SHA256
+    token_endpoint_auth_method: Mapped[str] = mapped_column(String(32))  # client_secret_basic|client_secret_post|private_key_jwt|none
+    jwks: Mapped[str | None] = mapped_column(Text, nullable=True)  # for private_key_jwt
+    redirect_uris: Mapped[str] = mapped_column(Text, default="[]")  # JSON list, matched exactly
+    grant_types: Mapped[str] = mapped_column(String(200))  # space-separated
+    scope: Mapped[str] = mapped_column(String(500))  # space-separated scopes it may ask for
+    min_acr: Mapped[int] = mapped_column(Integer, default=1)
+    first_party: Mapped[bool] = mapped_column(Boolean, default=False)  # consent skipped
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    frontchannel_logout_uri: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    post_logout_redirect_uris: Mapped[str] = mapped_column(Text, default="[]")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SigningKey(Base):
+    """A JWS signing key in the HSM. Retired keys stay in JWKS until their tokens have expired."""
+
+    __tablename__ = "idp_signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alg: Mapped[str] = mapped_column(String(10))  # ES256 | RS256
+    key_uri: Mapped[str] = mapped_column(String(400))
+    public_jwk: Mapped[str] = mapped_column(Text)  # JSON
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # no longer signs
+    publish_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # leaves JWKS after
+
+
+class SSOSession(Base):
+    """One browser's login at the IdP, shared by every hall it signs in to."""
+
+    __tablename__ = "idp_sessions"
+
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("idp_accounts.id"), index=True)
+    auth_time: Mapped[datetime] = mapped_column(UTCDateTime)  # last time the user actively authenticated
+    amr: Mapped[str] = mapped_column(String(100))  # space-separated RFC 8176 values proven in this session
+    acr: Mapped[int] = mapped_column(Integer)  # level achieved (1..3)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ip: Mapped[str] = mapped_column(String(45), default="")
+    user_agent: Mapped[str] = mapped_column(String(200), default="")
+
+
+class SessionClient(Base):
+    """A client the session signed in to: who must hear about logout."""
+
+    __tablename__ = "idp_session_clients"
+
+    sid: Mapped[str] = mapped_column(ForeignKey("idp_sessions.sid"), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("idp_clients.client_id"), primary_key=True)
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuthorizationCode(Base):
+    __tablename__ = "idp_authorization_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("idp_clients.client_id"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("idp_accounts.id"))
+    sid: Mapped[str] = mapped_column(String(64))
+    redirect_uri: Mapped[str] = mapped_column(String(400))
+    scope: Mapped[str] = mapped_column(String(500))
+    nonce: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    code_challenge: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    code_challenge_method: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    acr: Mapped[int] = mapped_column(Integer)
+    amr: Mapped[str] = mapped_column(String(100))
+    auth_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    claims: Mapped[str | None] = mapped_column(Text, nullable=True)  # the OIDC claims request, JSON
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    family_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # tokens issued from it, revoked on replay
+
+
+class RefreshToken(Base):
+    """Rotated on every use; a replayed (already rotated) token revokes its whole family."""
+
+    __tablename__ = "idp_refresh_tokens"
+    __table_args__ = (Index("ix_idp_refresh_tokens_family_id", "family_id"),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    family_id: Mapped[str] = mapped_column(String(64))
+    client_id: Mapped[str] = mapped_column(ForeignKey("idp_clients.client_id"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("idp_accounts.id"))
+    sid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    scope: Mapped[str] = mapped_column(String(500))
+    acr: Mapped[int] = mapped_column(Integer)
+    amr: Mapped[str] = mapped_column(String(100))
+    auth_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class TokenRevocation(Base):
+    """Revoked JWT access tokens (by jti) and token families, kept until they would have expired."""
+
+    __tablename__ = "idp_token_revocations"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)  # "jti:<jti>" or "family:<id>" or "sid:<sid>"
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LogoutDelivery(Base):
+    """A back- or front-channel logout notice owed to a client, retried until delivered or given up."""
+
+    __tablename__ = "idp_logout_deliveries"
+    __table_args__ = (UniqueConstraint("sid", "client_id", "channel", name="uq_idp_logout_deliveries_target"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sid: Mapped[str] = mapped_column(String(64))
+    client_id: Mapped[str] = mapped_column(ForeignKey("idp_clients.client_id"))
+    channel: Mapped[str] = mapped_column(String(8))  # back | front
+    status: Mapped[str] = mapped_column(String(12), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(String(300), default="")
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Matter(Base):
+    """An administrative matter (事项) and the level its department requires."""
+
+    __tablename__ = "idp_matters"
+
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    level: Mapped[int] = mapped_column(Integer)
+    department: Mapped[str] = mapped_column(String(100), default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_by: Mapped[str] = mapped_column(String(200))
+
+
+class Consent(Base):
+    """Scopes an account agreed to share with a client (first-party halls need none)."""
+
+    __tablename__ = "idp_consents"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("idp_accounts.id"), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("idp_clients.client_id"), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(500))
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime)

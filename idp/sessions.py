@@ -1,0 +1,139 @@
+"""The single sign-on session: one per browser, shared by every hall it signs in to.
+
+The browser holds only an opaque random ``sid`` in an HttpOnly cookie; everything
+else is in the database, so any node can serve any request and logout is final.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from core import audit
+from idp import levels
+from idp.models import Account, IdentityProofing, SessionClient, SSOSession
+
+COOKIE = "hallmark_sso"
+IDLE_TIMEOUT = timedelta(hours=2)
+ABSOLUTE_TIMEOUT = timedelta(hours=12)
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """What the rest of the IdP needs to know about a live session."""
+
+    sid: str
+    account_id: str
+    amr: frozenset[str]
+    acr: int
+    auth_time: datetime
+    proofed: bool
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _proofed(db: Session, account_id: str) -> bool:
+    return db.get(IdentityProofing, account_id) is not None
+
+
+def view(db: Session, row: SSOSession) -> SessionView:
+    return SessionView(row.sid, row.account_id, frozenset(row.amr.split()), row.acr, row.auth_time, _proofed(db, row.account_id))
+
+
+def start(db: Session, account: Account, amr: set[str], *, ip: str = "", user_agent: str = "") -> SSOSession:
+    """A new session after a successful primary login."""
+    now = _now()
+    row = SSOSession(
+        sid=secrets.token_urlsafe(32),
+        account_id=account.id,
+        auth_time=now,
+        amr=" ".join(sorted(amr)),
+        acr=levels.achieved(proofed=_proofed(db, account.id), amr=amr),
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + ABSOLUTE_TIMEOUT,
+        ip=ip[:45],
+        user_agent=user_agent[:200],
+    )
+    db.add(row)
+    db.flush()
+    audit.record(db, actor=f"account:{account.id}", action="idp.session.started", target=row.sid[:12], details={"amr": row.amr, "acr": row.acr})
+    return row
+
+
+def current(db: Session, sid: str | None) -> SSOSession | None:
+    """The live session named by the cookie, or None (ended, idle too long, or too old)."""
+    if not sid or len(sid) > 64:
+        return None
+    row = db.get(SSOSession, sid)
+    now = _now()
+    if row is None or row.ended_at is not None or row.expires_at <= now or row.last_seen_at + IDLE_TIMEOUT <= now:
+        return None
+    if now - row.last_seen_at > timedelta(minutes=1):  # avoid a write on every request
+        row.last_seen_at = now
+    return row
+
+
+def add_factor(db: Session, row: SSOSession, method: str) -> SSOSession:
+    """Step-up: record a newly proven method and recompute the level; auth_time moves forward."""
+    amr = set(row.amr.split()) | {method}
+    row.amr = " ".join(sorted(amr))
+    row.acr = levels.achieved(proofed=_proofed(db, row.account_id), amr=amr)
+    row.auth_time = _now()
+    audit.record(db, actor=f"account:{row.account_id}", action="idp.session.stepped_up", target=row.sid[:12], details={"method": method, "acr": row.acr})
+    return row
+
+
+def refresh_level(db: Session, row: SSOSession) -> SSOSession:
+    """Recompute after proofing changed (e.g. real-name verification just succeeded)."""
+    row.acr = levels.achieved(proofed=_proofed(db, row.account_id), amr=set(row.amr.split()))
+    return row
+
+
+def joined(db: Session, row: SSOSession, client_id: str) -> None:
+    """Remember that the session signed in to a client, so logout reaches it."""
+    if db.get(SessionClient, (row.sid, client_id)) is None:
+        db.add(SessionClient(sid=row.sid, client_id=client_id, first_at=_now()))
+
+
+def clients_of(db: Session, sid: str) -> list[str]:
+    return list(db.scalars(select(SessionClient.client_id).where(SessionClient.sid == sid)))
+
+
+def end(db: Session, sid: str, *, actor: str) -> SSOSession | None:
+    """End a session (logout, or "sign out" from the account page). Returns it, or None if not live."""
+    row = db.get(SSOSession, sid)
+    if row is None or row.ended_at is not None:
+        return None
+    row.ended_at = _now()
+    audit.record(db, actor=actor, action="idp.session.ended", target=sid[:12], details={"account": row.account_id})
+    return row
+
+
+def active_for(db: Session, account_id: str) -> list[SSOSession]:
+    """An account's live sessions, newest first: the "where am I logged in" list."""
+    now = _now()
+    return list(
+        db.scalars(
+            select(SSOSession)
+            .where(SSOSession.account_id == account_id, SSOSession.ended_at.is_(None), SSOSession.expires_at > now)
+            .order_by(SSOSession.last_seen_at.desc())
+        )
+    )
+
+
+def end_all_for(db: Session, account_id: str, *, actor: str) -> int:
+    """End every live session of an account (password change, account disabled)."""
+    result = db.execute(
+        update(SSOSession)
+        .where(SSOSession.account_id == account_id, SSOSession.ended_at.is_(None))
+        .values(ended_at=_now())
+    )
+    audit.record(db, actor=actor, action="idp.session.ended_all", target=account_id, details={"count": result.rowcount})
+    return result.rowcount
