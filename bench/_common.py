@@ -84,6 +84,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _with_parent_death_signal(argv: list[str]) -> list[str]:
+    """``argv`` run so that Linux sends it SIGTERM when the benchmark dies, even by SIGKILL.
+
+    setpriv (util-linux) rather than a preexec_fn, which is unsafe in a process with threads.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else argv
+
+
 class Server:
     """A server command in its own process group, so stopping it takes its workers too."""
 
@@ -96,7 +105,12 @@ class Server:
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(
-                self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                _with_parent_death_signal(self.argv),
+                env=self.env,
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         finally:
             log.close()  # the child has its own copy

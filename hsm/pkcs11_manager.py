@@ -18,7 +18,7 @@ import contextlib
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pkcs11
 from asn1crypto.core import OctetString
@@ -61,11 +61,17 @@ _CURVE_BY_PARAMS = {encode_named_curve_parameters(name): (alg, curve) for alg, (
 PinProvider = Callable[[], str]
 
 
+# Bumped in every forked child, so a pool can tell it was inherited without a
+# getpid() system call on each signature.
+_forks = [0]
+os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
+
+
 class _Pool:
     """Sessions of one process: the logged-in one plus idle worker sessions."""
 
     def __init__(self, token, login_session):
-        self.pid = os.getpid()
+        self.forks = _forks[0]
         self.token = token
         self.login_session = login_session
         self.idle: list = []
@@ -112,11 +118,11 @@ class PKCS11KeyManager(KeyManager):
 
     def _current_pool(self) -> _Pool:
         pool = self._pool
-        if pool is not None and pool.pid == os.getpid():
+        if pool is not None and pool.forks == _forks[0]:
             return pool
         with self._lock:
             pool = self._pool
-            if pool is None or pool.pid != os.getpid():
+            if pool is None or pool.forks != _forks[0]:
                 # In a forked child the parent's sessions are meaningless: drop, never close them.
                 self._pool = pool = self._open_pool()
                 self._generation += 1
@@ -129,34 +135,29 @@ class PKCS11KeyManager(KeyManager):
                 with contextlib.suppress(pkcs11.PKCS11Error):
                     stale.login_session.close()
 
-    @contextlib.contextmanager
-    def _session(self) -> Iterator[tuple[_Pool, object]]:
-        pool = self._current_pool()
-        try:
-            session = pool.idle.pop()
-        except IndexError:
-            session = pool.token.open(rw=True)
-        stale = False
-        try:
-            yield pool, session
-        except _STALE_SESSION_ERRORS:
-            stale = True  # never hand out a dead session again
-            raise
-        finally:
-            if not stale:
-                pool.idle.append(session)
-
     def _run(self, operation: Callable[[_Pool, object], object]):
-        """Run ``operation(pool, session)``; on a stale session start afresh once."""
+        """Run ``operation(pool, session)`` on a pooled session; on a stale session start afresh once.
+
+        Inlined rather than a ``contextmanager``: this runs once per signature, and the
+        generator machinery cost ~1 us, about 3% of an EC P-256 signature on SoftHSM2.
+        """
         for attempt in (1, 2):
-            pool = None
+            pool = self._current_pool()
             try:
-                with self._session() as (pool, session):
-                    return operation(pool, session)
+                session = pool.idle.pop()
+            except IndexError:
+                session = pool.token.open(rw=True)
+            stale = False
+            try:
+                return operation(pool, session)
             except _STALE_SESSION_ERRORS:
-                if attempt == 2 or pool is None:
+                stale = True  # never hand out a dead session again
+                if attempt == 2:
                     raise
                 self._discard_pool(pool)
+            finally:
+                if not stale:
+                    pool.idle.append(session)
         raise AssertionError("unreachable")
 
     # -- keys ------------------------------------------------------------------------------
@@ -289,7 +290,31 @@ class PKCS11KeyManager(KeyManager):
         """Sign ``data`` with the private key ``key_id`` by a raw PKCS#11 mechanism.
 
         Used by the signer objects; callers outside this package use ``signer()``.
+        This is the hot path (one call per signature), so the common case is
+        written out here rather than going through ``_run`` and a closure; any
+        trouble falls back to ``_run``, which retries on fresh sessions.
         """
+        pool = self._pool
+        if pool is not None and pool.forks == _forks[0]:
+            try:
+                session = pool.idle.pop()
+            except IndexError:
+                session = None
+            if session is not None:
+                key = pool.keys.get((id(session), key_id))
+                if key is not None:
+                    try:
+                        signature = key.sign(data, mechanism=mechanism, mechanism_param=mechanism_param)
+                    except _STALE_SESSION_ERRORS:
+                        self._discard_pool(pool)  # the dead session is dropped, not returned
+                    except BaseException:
+                        pool.idle.append(session)
+                        raise
+                    else:
+                        pool.idle.append(session)
+                        return signature
+                else:
+                    pool.idle.append(session)
 
         def sign(pool, session):
             key = self._private_key(pool, session, key_id)
@@ -335,7 +360,7 @@ class PKCS11KeyManager(KeyManager):
     def close(self) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
-        if pool is None or pool.pid != os.getpid():
+        if pool is None or pool.forks != _forks[0]:
             return
         for session in pool.idle:
             with contextlib.suppress(pkcs11.PKCS11Error):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from pkcs11 import MGF, Mechanism
 
@@ -113,8 +114,11 @@ class HSMECPrivateKey(_HSMKey, ec.EllipticCurvePrivateKey):
     def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         if not isinstance(signature_algorithm, ec.ECDSA):
             raise UnsupportedAlgorithm("only ECDSA signatures are supported")
-        name, prehashed = _split_hash(signature_algorithm.algorithm)
-        digest = data if prehashed else hashlib.new(name, data).digest()
+        if type(signature_algorithm.algorithm) is hashes.SHA256:  # the common case, without the lookups below
+            digest = hashlib.sha256(data).digest()
+        else:
+            name, prehashed = _split_hash(signature_algorithm.algorithm)
+            digest = data if prehashed else hashlib.new(name, data).digest()
         # SoftHSM2 2.6 has no CKM_ECDSA_SHA256: hash here, sign raw, DER-encode r||s.
         raw = self._manager.sign_with(self._key_id, digest, Mechanism.ECDSA)
         half = len(raw) // 2
