@@ -8,22 +8,27 @@ export HALLMARK_INSTANCE ?= $(CURDIR)/instance
 # Runtime tools: SoftHSM2 (the embedded HSM), OpenSC (pkcs11-tool), openssl,
 # poppler (pdfsig), qpdf and NSS tools (judges for signed PDFs).
 DEB_RUNTIME := softhsm2 opensc openssl poppler-utils qpdf libnss3-tools
-# The tests start their own PostgreSQL 15 when HALLMARK_TEST_POSTGRES=1 (CI sets it).
-DEB_TEST := $(if $(filter 1,$(HALLMARK_TEST_POSTGRES)),postgresql,)
+# The tests drive Debian's chromium (Playwright cannot download browsers here) and
+# need CJK fonts to render Chinese pages; they start their own PostgreSQL 15 when
+# HALLMARK_TEST_POSTGRES=1 (CI sets it).
+DEB_TEST := chromium fonts-noto-cjk $(if $(filter 1,$(HALLMARK_TEST_POSTGRES)),postgresql,)
 # Debian's python3 needs python3-venv for `python3 -m venv`.
 DEB_VENV := $(shell $(PYTHON) -c 'import ensurepip' >/dev/null 2>&1 || echo python3-venv)
 
-.PHONY: run test deps venv bench clean-instance
+.PHONY: run test deps deps-runtime venv bench clean-instance
 
-run: deps venv
+run: deps-runtime venv
 	$(VENV)/bin/hallmark init
 	$(VENV)/bin/hallmark serve
 
 test: deps venv
 	$(PY) -m pytest
 
-deps:
-	@scripts/ensure-debian-packages.sh $(DEB_RUNTIME) $(DEB_TEST) $(DEB_VENV)
+deps: deps-runtime
+	@scripts/ensure-debian-packages.sh $(DEB_TEST)
+
+deps-runtime:
+	@scripts/ensure-debian-packages.sh $(DEB_RUNTIME) $(DEB_VENV)
 
 venv: $(VENV)/.installed
 

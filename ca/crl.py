@@ -12,11 +12,12 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ca.context import CAContext
 from ca import issuance
+from ca.context import CAContext
 from ca.models import CRL, Authority, Certificate
 from core.problems import Problem
 
@@ -81,8 +82,6 @@ def publish(ctx: CAContext, session: Session, authority: str, *, only_if_due: bo
         builder = builder.add_revoked_certificate(entry.build())
     signer = ctx.signer(loaded.key_uri)
     crl = builder.sign(signer, issuance.signature_hash(signer))
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     published = CRL(authority=authority, number=number, this_update=now, next_update=now + NEXT_UPDATE, der=crl.public_bytes(Encoding.DER))
     session.add(published)
     session.flush()

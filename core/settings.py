@@ -35,6 +35,7 @@ class Settings:
     workers: int = 2
     secret_key: str = field(default="", repr=False)
     lookup_key: str = field(default="", repr=False)
+    registry_url: str = ""  # population registry HTTP adapter; empty = the embedded table
     log_level: str = "INFO"
     max_request_bytes: int = 10 * 1024 * 1024
 

@@ -8,8 +8,11 @@ from flask import Flask, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ca import api as ca_api
-from ca import tsa_api
+from ca import pki_api, tsa_api
 from core import bearer, problems
+from idp import context as idp_context
+from idp import i18n as idp_i18n
+from idp import oidc_api, pages, people_api
 from core import settings as settings_module
 from core.settings import Settings
 from hallmark import health, wiring
@@ -34,7 +37,13 @@ def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = N
     app.extensions[ca_api.EXTENSION] = services.ca
     app.register_blueprint(health.bp)
     app.register_blueprint(ca_api.bp)
+    app.register_blueprint(pki_api.bp)
     app.register_blueprint(tsa_api.bp)
+    app.extensions[idp_context.EXTENSION] = services.idp
+    idp_i18n.init_app(app)
+    app.register_blueprint(oidc_api.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(people_api.bp)
 
     @app.before_request
     def refuse_oversized_bodies():

@@ -14,6 +14,7 @@ from core.identifiers import InvalidIdentifier
 from core.problems import Problem
 from core.settings import ConfigError
 from ca import cli as ca_cli
+from idp import cli as idp_cli
 from hallmark import instance as instance_module
 from hallmark import wiring
 from hsm import HSMError, KeyAlgorithm
@@ -56,6 +57,9 @@ class LazyServices:
     def ca(self):
         return self.services().ca
 
+    def idp(self):
+        return self.services().idp
+
     def close(self):
         if self._services is not None:
             self._services.close()
@@ -70,6 +74,8 @@ def main(ctx):
 
 
 main.add_command(ca_cli.ca)
+idp_cli.register_subcommands()
+main.add_command(idp_cli.idp)
 
 
 @main.command()

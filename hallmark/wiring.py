@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca.context import CAContext
+from idp.context import IdPContext
 from core import db
 from core.settings import Settings
 from hsm import PKCS11KeyManager
@@ -24,6 +25,7 @@ class Services:
     sessions: sessionmaker[Session]
     keys: PKCS11KeyManager
     ca: CAContext
+    idp: IdPContext
 
     def close(self) -> None:
         self.keys.close()
@@ -53,11 +55,26 @@ def build(settings: Settings) -> Services:
         engine = db.make_engine(settings.database_url)
         sessions = db.make_session_factory(engine)
         keys = key_manager(settings)
-        return Services(settings, engine, sessions, keys, ca_context(settings, sessions, keys))
+        return Services(settings, engine, sessions, keys, ca_context(settings, sessions, keys), idp_context(settings, sessions, keys))
 
 
 def ca_context(settings: Settings, sessions, keys) -> CAContext:
     return CAContext(sessions=sessions, keys=keys, public_url=settings.public_url, lookup_key=lookup_key(settings))
+
+
+def idp_context(settings: Settings, sessions, keys) -> IdPContext:
+    from core.settings import ConfigError
+
+    if not settings.secret_key:
+        raise ConfigError("secret_key is not set; run 'hallmark init' or set HALLMARK_SECRET_KEY")
+    return IdPContext(
+        sessions=sessions,
+        keys=keys,
+        issuer=settings.public_url.rstrip("/"),
+        lookup_key=lookup_key(settings),
+        secret_key=settings.secret_key.encode(),
+        registry_url=settings.registry_url,
+    )
 
 
 def lookup_key(settings: Settings) -> bytes:

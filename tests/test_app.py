@@ -25,6 +25,7 @@ def make_settings(tmp_path, database_url, **overrides):
         "HALLMARK_PUBLIC_URL": "https://id.test",
         "HALLMARK_MAX_REQUEST_BYTES": "4096",
         "HALLMARK_LOOKUP_KEY": "test-lookup-key-0123456789",
+        "HALLMARK_SECRET_KEY": "test-secret-key-0123456789",
         **overrides,
     }
     return settings.load(tmp_path, environ=env)

@@ -226,7 +226,7 @@ def api_app(tmp_path, migrated, key_manager):
     settings = settings_module.load(tmp_path, environ={
         "HALLMARK_DATABASE_URL": engine.url.render_as_string(hide_password=False),
         "HALLMARK_TOKEN_LABEL": TOKEN_LABEL, "HALLMARK_PIN_SOURCE": f"file:{pins}",
-        "HALLMARK_PUBLIC_URL": "https://id.test", "HALLMARK_LOOKUP_KEY": "api-test-lookup-key-0123",
+        "HALLMARK_PUBLIC_URL": "https://id.test", "HALLMARK_LOOKUP_KEY": "api-test-lookup-key-0123", "HALLMARK_SECRET_KEY": "api-test-secret-key-0123",
     })
     key = ECKey.generate_key("P-256", parameters={"kid": "k1"}, private=True)
     app = create_app(settings, bearer_jwks={"keys": [key.as_dict(private=False)]})

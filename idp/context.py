@@ -1,0 +1,25 @@
+"""What every identity-provider service needs at hand, built once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from hsm import KeyManager
+
+EXTENSION = "hallmark.idp"
+
+
+@dataclass
+class IdPContext:
+    sessions: sessionmaker[Session]
+    keys: KeyManager
+    issuer: str  # the public base URL; "iss" of every token
+    lookup_key: bytes  # keys the hash of resident IDs
+    secret_key: bytes  # keys client-secret hashes and CSRF tokens
+    registry_url: str = ""  # population registry HTTP adapter; empty = the embedded table
+    cache: dict = field(default_factory=dict, repr=False)  # per-process caches owned by service modules
+
+    def url(self, path: str) -> str:
+        return self.issuer.rstrip("/") + path

@@ -1,0 +1,473 @@
+"""The identity provider's pages: register, sign in, step up, the account page, real-name verification.
+
+Views are thin: the rules are in ``idp.accounts``, ``idp.realname``,
+``idp.sessions`` and ``idp.levels``. What lives here is what only pages have:
+
+* CSRF protection: a random value in a signed, HttpOnly cookie, and in every
+  form a token derived from it (itsdangerous, keyed by the instance's secret
+  key). A POST without a matching pair gets a readable 400 page.
+* the SSO cookie (``idp.sessions.COOKIE``): HttpOnly, SameSite=Lax, Secure on
+  https, a browser-session cookie (public terminals in service centres).
+* ``next``: only a path on this site, never an absolute or ``//`` URL.
+* errors as pages in the person's language, never a stack trace; a resident ID
+  is never shown in full (the ``mask_id`` filter).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from urllib.parse import urlencode, urlsplit
+
+from flask import Blueprint, current_app, g, redirect, render_template, request
+from flask_babel import format_datetime, gettext
+from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
+from werkzeug.exceptions import HTTPException
+
+from core import db as core_db
+from core.identifiers import mask_resident_id
+from idp import accounts, i18n, levels, realname, sessions
+from idp.context import EXTENSION, IdPContext
+from idp.i18n import N_, Refusal
+from idp.models import Account, IdentityProofing
+
+bp = Blueprint("idp_pages", __name__, template_folder="templates")
+# The composition root should call i18n.init_app(app) itself; until it does, the
+# blueprint installs the catalogues when it is registered (init_app is idempotent).
+bp.record_once(lambda state: i18n.init_app(state.app))
+
+CSRF_COOKIE = "hallmark_csrf"
+CSRF_FIELD = "csrf_token"
+CSRF_MAX_AGE = 12 * 3600  # a form left open longer must be reloaded
+DEFAULT_NEXT = "/account"
+
+LEVEL_NAMES = {0: N_("Not signed in"), 1: N_("Basic"), 2: N_("Real-name"), 3: N_("Digital certificate")}
+NOTICES = {
+    "password-changed": N_("Your password was changed. Every other device was signed out."),
+    "verified": N_("Real-name verification succeeded."),
+    "session-ended": N_("That device was signed out."),
+    "signed-out": N_("You are signed out of this browser."),
+    "welcome": N_("Your account is ready."),
+}
+# Which form field a refusal is about, by the prefix of its code (for aria-invalid).
+FIELD_OF = (
+    ("password_unchanged", "new_password"), ("wrong_current_password", "current_password"),
+    ("password", "password"), ("bad_mobile", "identifier"), ("bad_username", "identifier"),
+    ("identifier", "identifier"), ("mobile_taken", "identifier"), ("username_taken", "identifier"),
+    ("display_name", "display_name"), ("name", "name"), ("resident_id", "resident_id"),
+)
+
+
+def _ctx() -> IdPContext:
+    return current_app.extensions[EXTENSION]
+
+
+def _secure() -> bool:
+    return _ctx().issuer.startswith("https://")
+
+
+def _ip() -> str:
+    return request.remote_addr or ""
+
+
+# --------------------------------------------------------------------------- filters
+
+
+@bp.app_template_filter("mask_id")
+def _mask_id(value: str) -> str:
+    """Mask whatever looks like a resident ID; stored values are masked already, this keeps it so."""
+    return mask_resident_id(value) if value and "*" not in value else (value or "")
+
+
+@bp.app_template_filter("mask_name")
+def _mask_name(value: str) -> str:
+    """``**伟``: only the last character of a legal name is shown."""
+    return "*" * (len(value) - 1) + value[-1:] if value else ""
+
+
+# --------------------------------------------------------------------------- headers, CSRF
+
+
+@bp.before_request
+def _before():
+    g.csp_nonce = secrets.token_urlsafe(16)
+    if request.method == "POST":
+        _check_csrf()
+
+
+@bp.after_request
+def _headers(response):
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; style-src 'nonce-{g.get('csp_nonce', 'none')}'; img-src 'self' data:; "
+        "base-uri 'none'; frame-ancestors 'none'"
+    )  # no form-action: after a login POST the redirects lead to the halls' redirect URIs
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Cache-Control"] = "no-store"
+    cookie = g.get("csrf_cookie")
+    if cookie:
+        response.set_cookie(CSRF_COOKIE, cookie, httponly=True, samesite="Lax", secure=_secure(), path="/")
+    return response
+
+
+def _serializers():
+    key = _ctx().secret_key
+    return URLSafeSerializer(key, salt="hallmark.idp.csrf.cookie"), URLSafeTimedSerializer(key, salt="hallmark.idp.csrf.form")
+
+
+def _csrf_value() -> str | None:
+    cookie_serializer, _ = _serializers()
+    raw = request.cookies.get(CSRF_COOKIE)
+    if not raw:
+        return None
+    try:
+        value = cookie_serializer.loads(raw)
+    except BadSignature:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def csrf_token() -> str:
+    """The token for this page's forms (creating the cookie's value when there is none)."""
+    if "csrf_token" not in g:
+        cookie_serializer, form_serializer = _serializers()
+        value = _csrf_value()
+        if value is None:
+            value = secrets.token_urlsafe(24)
+            g.csrf_cookie = cookie_serializer.dumps(value)
+        g.csrf_token = form_serializer.dumps(value)
+    return g.csrf_token
+
+
+class CSRFRefused(Refusal):
+    status = 400
+
+
+def _check_csrf() -> None:
+    _, form_serializer = _serializers()
+    value = _csrf_value()
+    token = request.form.get(CSRF_FIELD, "")
+    try:
+        sent = form_serializer.loads(token, max_age=CSRF_MAX_AGE) if token and len(token) < 200 else None
+    except BadSignature:  # includes SignatureExpired
+        sent = None
+    if value is None or sent is None or not secrets.compare_digest(str(sent), value):
+        raise CSRFRefused(
+            N_("This form has expired or was not sent from this site, so nothing was done. Reload the page and try again."),
+            code="csrf",
+        )
+
+
+# --------------------------------------------------------------------------- rendering and errors
+
+
+def _field_of(code: str) -> str | None:
+    for prefix, name in FIELD_OF:
+        if code.startswith(prefix):
+            return name
+    return None
+
+
+def render(template: str, status: int = 200, *, error: Refusal | None = None, **values):
+    values.setdefault("next", None)
+    switch = {k: v for k, v in request.args.items() if k not in ("notice", "lang")}
+    if request.method == "GET" and request.url_rule is not None:
+        here = request.path
+    else:
+        here, switch = (request.path if request.path in ("/login", "/register") else DEFAULT_NEXT), {}
+        if values.get("next"):
+            switch["next"] = values["next"]
+    lang_links = {lang: here + "?" + urlencode({**switch, "lang": lang}) for lang in i18n.SUPPORTED}
+    body = render_template(
+        template,
+        error=error.translated() if error else None,
+        error_field=_field_of(error.code) if error else None,
+        csrf_token=csrf_token,
+        csrf_field=CSRF_FIELD,
+        csp_nonce=g.get("csp_nonce", ""),
+        lang_links=lang_links,
+        **values,
+    )
+    return body, status
+
+
+@bp.errorhandler(Refusal)
+def _refused(exc: Refusal):
+    return render("idp/error.html", exc.status, error=exc, back=DEFAULT_NEXT if not isinstance(exc, CSRFRefused) else request.path)
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException):
+    messages = {
+        400: N_("The request could not be understood."),
+        404: N_("This page does not exist."),
+        405: N_("This page cannot be used that way."),
+        413: N_("What was sent is too large."),
+    }
+    status = exc.code or 400
+    message = messages.get(status, N_("The request could not be handled."))
+    return render("idp/error.html", status, error=Refusal(message, code=f"http_{status}"), back=DEFAULT_NEXT)
+
+
+def safe_next(value: str | None) -> str:
+    """``next`` as a path on this site; anything that could leave it is refused."""
+    if not value:
+        return DEFAULT_NEXT
+    parts = urlsplit(value) if len(value) <= 2048 else None
+    if (
+        parts is None
+        or not value.startswith("/")
+        or value.startswith("//")
+        or "\\" in value
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+        or parts.scheme
+        or parts.netloc
+    ):
+        raise Refusal(N_("The address to return to after signing in is not on this site, so it was not followed."), code="bad_next")
+    return value
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def _live(db):
+    """(session row, account) for this browser's SSO cookie, or None."""
+    row = sessions.current(db, request.cookies.get(sessions.COOKIE))
+    if row is None:
+        return None
+    account = db.get(Account, row.account_id)
+    if account is None or account.status != "active":
+        return None
+    return row, account
+
+
+def _handle(sid: str) -> str:
+    """A public name for a session: the sid itself is a secret and never goes into a page."""
+    return hashlib.sha256(sid.encode()).hexdigest()[:20]
+
+
+def _sign_in(db, account: Account):
+    """Start (or, for the same account, re-authenticate) this browser's session; returns its sid."""
+    live = _live(db)
+    if live is not None:
+        row, current = live
+        if current.id == account.id:  # same person again: a fresh password proof on the same session
+            sessions.add_factor(db, row, levels.PASSWORD)
+            return row.sid
+        sessions.end(db, row.sid, actor=f"account:{current.id}")
+    row = sessions.start(db, account, {levels.PASSWORD}, ip=_ip(), user_agent=request.headers.get("User-Agent", ""))
+    return row.sid
+
+
+def _with_session_cookie(response, sid: str):
+    response.set_cookie(sessions.COOKIE, sid, httponly=True, samesite="Lax", secure=_secure(), path="/")
+    return response
+
+
+def _to_login(next_url: str):
+    return redirect("/login?" + urlencode({"next": next_url}))
+
+
+# --------------------------------------------------------------------------- register and login
+
+
+@bp.route("/register", methods=["GET", "POST"])
+def register():
+    next_url = safe_next(request.values.get("next"))
+    if request.method == "GET":
+        return render("idp/register.html", next=next_url, form={})
+    form = {k: request.form.get(k, "")[:200] for k in ("identifier", "display_name")}
+    password, repeat = request.form.get("password", ""), request.form.get("password2", "")
+    try:
+        if password != repeat:
+            raise accounts.AccountRefusal(N_("The two passwords are not the same."), code="password_mismatch")
+        with core_db.transaction(_ctx().sessions) as db:
+            account = accounts.register(db, identifier=form["identifier"], password=password,
+                                        display_name=form["display_name"], ip=_ip())
+            sid = _sign_in(db, account)
+    except Refusal as exc:
+        return render("idp/register.html", exc.status, error=exc, next=next_url, form=form)
+    target = next_url if next_url != DEFAULT_NEXT else DEFAULT_NEXT + "?notice=welcome"
+    return _with_session_cookie(redirect(target, 303), sid)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    next_url = safe_next(request.values.get("next"))
+    ctx = _ctx()
+    if request.method == "GET":
+        with core_db.transaction(ctx.sessions) as db:
+            live = _live(db)
+            signed_in = accounts.label(live[1]) if live else None
+        return render("idp/login.html", next=next_url, identifier="", signed_in=signed_in,
+                      notice=NOTICES.get(request.args.get("notice", "")))
+    identifier = request.form.get("identifier", "")[:200]
+    try:
+        account = accounts.authenticate(ctx, identifier, request.form.get("password", ""), ip=_ip())
+    except Refusal as exc:
+        return render("idp/login.html", exc.status, error=exc, next=next_url, identifier=identifier, signed_in=None)
+    with core_db.transaction(ctx.sessions) as db:
+        sid = _sign_in(db, db.get(Account, account.id))
+    return _with_session_cookie(redirect(next_url, 303), sid)
+
+
+@bp.route("/login/step-up", methods=["GET", "POST"])
+def step_up():
+    """Ask only for what the session lacks for ``level``: real-name proofing, or (level 3) a USB key."""
+    next_url = safe_next(request.values.get("next"))
+    level_text = request.values.get("level", "")
+    if level_text not in ("1", "2", "3"):
+        raise Refusal(N_("The level asked for must be 1, 2 or 3."), code="bad_level")
+    level = int(level_text)
+    here = "/login/step-up?" + urlencode({"next": next_url, "level": level})
+    ctx = _ctx()
+    with core_db.transaction(ctx.sessions) as db:
+        live = _live(db)
+        if live is None:
+            return _to_login(here)
+        row, account = live
+        account_id, amr = account.id, set(row.amr.split())
+        proofed = realname.proofing_of(db, account.id) is not None
+    missing = levels.missing(level, has_session=True, proofed=proofed, amr=amr)
+    if not missing:
+        return redirect(next_url, 303)
+    values = {"next": next_url, "level": level, "level_name": LEVEL_NAMES[level], "missing": missing, "form": {}}
+    if missing.proofing and request.method == "POST":
+        form = {k: request.form.get(k, "")[:100] for k in ("name", "resident_id")}
+        try:
+            realname.verify_online(ctx, account_id, form["name"], form["resident_id"], ip=_ip())
+        except Refusal as exc:
+            form["resident_id"] = ""  # never echoed back into the page
+            return render("idp/step_up.html", exc.status, error=exc, **{**values, "form": form})
+        return redirect(here, 303)
+    return render("idp/step_up.html", **values)
+
+
+# --------------------------------------------------------------------------- the account page
+
+
+def _device(user_agent: str) -> str:
+    ua = user_agent or ""
+    browser = next((name for key, name in (
+        ("MicroMessenger", N_("WeChat")), ("Edg/", "Edge"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"),
+        ("Chromium/", "Chromium"), ("Safari/", "Safari"), ("python-requests", "python-requests"),
+    ) if key in ua), None)
+    system = next((name for key, name in (
+        ("iPhone", "iPhone"), ("iPad", "iPad"), ("Android", "Android"), ("HarmonyOS", "HarmonyOS"),
+        ("Windows", "Windows"), ("Mac OS X", "macOS"), ("Linux", "Linux"),
+    ) if key in ua), None)
+    if browser and system:
+        return gettext("%(browser)s on %(system)s", browser=gettext(browser), system=system)
+    return gettext(browser) if browser else (system or gettext("Unknown device"))
+
+
+def _account_page(db, row, account, *, status: int = 200, error: Refusal | None = None):
+    proofing = db.get(IdentityProofing, account.id)
+    level = levels.achieved(proofed=proofing is not None, amr=set(row.amr.split()))
+    live = []
+    for other in sessions.active_for(db, account.id):
+        live.append({
+            "handle": _handle(other.sid),
+            "current": other.sid == row.sid,
+            "device": _device(other.user_agent),
+            "ip": other.ip or "-",
+            "last_seen": format_datetime(other.last_seen_at, "yyyy-MM-dd HH:mm"),
+            "since": format_datetime(other.created_at, "yyyy-MM-dd HH:mm"),
+        })
+    live.sort(key=lambda s: not s["current"])
+    return render(
+        "idp/account.html", status, error=error,
+        account=account, label=accounts.label(account),
+        mobile=accounts.mask_mobile(account.mobile) if account.mobile else None,
+        level=level, level_name=LEVEL_NAMES[level],
+        proofing=proofing,
+        proofing_when=format_datetime(proofing.verified_at, "yyyy-MM-dd") if proofing else None,
+        document_name=gettext(realname.DOCUMENTS[proofing.document]) if proofing and proofing.document in realname.DOCUMENTS else "",
+        sessions=live,
+        notice=NOTICES.get(request.args.get("notice", "")),
+    )
+
+
+@bp.get("/account")
+def account_page():
+    with core_db.transaction(_ctx().sessions) as db:
+        live = _live(db)
+        if live is None:
+            return _to_login("/account")
+        return _account_page(db, *live)
+
+
+@bp.post("/account/password")
+def change_password():
+    ctx = _ctx()
+    current, new, repeat = (request.form.get(k, "") for k in ("current_password", "new_password", "new_password2"))
+    try:
+        with core_db.transaction(ctx.sessions) as db:
+            live = _live(db)
+            if live is None:
+                return _to_login("/account")
+            row, account = live
+            if new != repeat:
+                raise accounts.AccountRefusal(N_("The two new passwords are not the same."), code="password_mismatch")
+            accounts.change_password(db, account.id, current, new, keep_sid=row.sid)
+    except Refusal as exc:
+        with core_db.transaction(ctx.sessions) as db:
+            live = _live(db)
+            if live is None:
+                return _to_login("/account")
+            return _account_page(db, *live, status=exc.status, error=exc)
+    return redirect("/account?notice=password-changed#password", 303)
+
+
+@bp.post("/account/sessions/end")
+def end_session():
+    handle = request.form.get("session", "")
+    with core_db.transaction(_ctx().sessions) as db:
+        live = _live(db)
+        if live is None:
+            return _to_login("/account")
+        row, account = live
+        target = next((s for s in sessions.active_for(db, account.id) if _handle(s.sid) == handle), None)
+        if target is None:
+            raise Refusal(N_("That session has already ended."), code="session_gone", status=404)
+        sessions.end(db, target.sid, actor=f"account:{account.id}")
+        ended_current = target.sid == row.sid
+    if ended_current:
+        response = redirect("/login?notice=signed-out", 303)
+        response.delete_cookie(sessions.COOKIE, path="/", secure=_secure(), httponly=True, samesite="Lax")
+        return response
+    return redirect("/account?notice=session-ended#sessions", 303)
+
+
+@bp.post("/account/sign-out")
+def sign_out():
+    """Sign out of this browser only (single logout across halls is the protocol's logout endpoint)."""
+    with core_db.transaction(_ctx().sessions) as db:
+        live = _live(db)
+        if live is not None:
+            sessions.end(db, live[0].sid, actor=f"account:{live[1].id}")
+    response = redirect("/login?notice=signed-out", 303)
+    response.delete_cookie(sessions.COOKIE, path="/", secure=_secure(), httponly=True, samesite="Lax")
+    return response
+
+
+@bp.route("/account/verify", methods=["GET", "POST"])
+def verify():
+    ctx = _ctx()
+    with core_db.transaction(ctx.sessions) as db:
+        live = _live(db)
+        if live is None:
+            return _to_login("/account/verify")
+        account_id = live[1].id
+        if realname.proofing_of(db, account_id) is not None:
+            return redirect("/account", 303)
+    if request.method == "GET":
+        return render("idp/verify.html", form={})
+    form = {k: request.form.get(k, "")[:100] for k in ("name", "resident_id")}
+    try:
+        realname.verify_online(ctx, account_id, form["name"], form["resident_id"], ip=_ip())
+    except Refusal as exc:
+        form["resident_id"] = ""
+        return render("idp/verify.html", exc.status, error=exc, form=form)
+    return redirect("/account?notice=verified", 303)
