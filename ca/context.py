@@ -59,7 +59,7 @@ class CAContext:
             else:
                 row = session.get(Authority, name)
             if row is None:
-                raise Problem(404, "Not Found", f"no certificate authority named {name!r}; run 'hallmark ca init'")
+                raise Problem(404, "Not Found", f"there is no certificate authority named {name!r} here")
             loaded = LoadedAuthority(
                 row.name, row.role, row.parent, x509.load_der_x509_certificate(row.certificate), row.certificate, row.key_uri
             )

@@ -35,6 +35,7 @@ class Settings:
     workers: int = 2
     secret_key: str = field(default="", repr=False)
     lookup_key: str = field(default="", repr=False)
+    ca_upkeep_seconds: int = 600  # CRL publication and OCSP re-signing in the background; 0 = off
     registry_url: str = ""  # population registry HTTP adapter; empty = the embedded table
     log_level: str = "INFO"
     max_request_bytes: int = 10 * 1024 * 1024
@@ -98,11 +99,12 @@ def load(instance: Path | None = None, environ: dict[str, str] | None = None) ->
         env_value = environ.get(f"HALLMARK_{name.upper()}")
         if env_value is not None:
             values[name] = env_value
-    if "workers" in values:
-        try:
-            values["workers"] = int(values["workers"])
-        except ValueError:
-            raise ConfigError(f"workers must be a whole number, not {values['workers']!r}") from None
+    for whole in ("workers", "ca_upkeep_seconds"):
+        if whole in values:
+            try:
+                values[whole] = int(values[whole])
+            except ValueError:
+                raise ConfigError(f"{whole} must be a whole number, not {values[whole]!r}") from None
     if "max_request_bytes" in values:
         values["max_request_bytes"] = int(values["max_request_bytes"])
     defaults = embedded_defaults(instance)

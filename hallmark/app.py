@@ -38,6 +38,10 @@ def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = N
     app.register_blueprint(health.bp)
     app.register_blueprint(ca_api.bp)
     app.register_blueprint(pki_api.bp)
+    if settings.ca_upkeep_seconds > 0:
+        from ca import schedule
+
+        app.extensions["hallmark.ca.schedule"] = schedule.start(services.ca, settings.ca_upkeep_seconds)
     app.register_blueprint(tsa_api.bp)
     app.extensions[idp_context.EXTENSION] = services.idp
     idp_i18n.init_app(app)
