@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, g, request
 from ca import issuance, queries, revocation
 from ca.context import CAContext
 from core.bearer import require_scope
-from core.problems import Problem
+from core.problems import Problem, json_object_body
 
 bp = Blueprint("ca_api", __name__, url_prefix="/api/ca")
 EXTENSION = "hallmark.ca"
@@ -17,13 +17,6 @@ def _ctx() -> CAContext:
     return current_app.extensions[EXTENSION]
 
 
-def _json_body() -> dict:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise Problem(400, "Bad Request", "the request body must be a JSON object")
-    return body
-
-
 def _actor() -> str:
     return f"client:{g.token.get('client_id') or g.token['sub']}"
 
@@ -31,7 +24,7 @@ def _actor() -> str:
 @bp.post("/certificates")
 @require_scope("ca:issue")
 def issue_certificate():
-    body = _json_body()
+    body = json_object_body()
     for key in ("profile", "csr", "name"):
         if not isinstance(body.get(key), str):
             raise Problem(400, "Bad Request", f"'{key}' is required and must be a string")
@@ -71,7 +64,7 @@ def list_certificates():
 @bp.post("/certificates/<serial>/revoke")
 @require_scope("ca:revoke")
 def revoke_certificate(serial):
-    body = _json_body()
+    body = json_object_body()
     reason = body.get("reason", "unspecified")
     if not isinstance(reason, str):
         raise Problem(400, "Bad Request", "'reason' must be a string")

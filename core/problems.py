@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, json
+from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
 MEDIA_TYPE = "application/problem+json"
@@ -41,6 +41,14 @@ class Problem(Exception):
 
 def bad_request(detail: str, **extensions) -> Problem:
     return Problem(400, "Bad Request", detail, **extensions)
+
+
+def json_object_body() -> dict:
+    """The request's JSON body, which must be an object; a 400 problem otherwise."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise Problem(400, "Bad Request", "the request body must be a JSON object")
+    return body
 
 
 def install(app: Flask) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, current_app, g
 
 from core.bearer import require_scope
-from core.problems import Problem
+from core.problems import Problem, json_object_body
 from idp import matters, realname
 from idp.context import EXTENSION, IdPContext
 from idp.i18n import Refusal
@@ -16,13 +16,6 @@ bp = Blueprint("idp_people_api", __name__, url_prefix="/api/idp")
 
 def _ctx() -> IdPContext:
     return current_app.extensions[EXTENSION]
-
-
-def _json_body() -> dict:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise Problem(400, "Bad Request", "the request body must be a JSON object")
-    return body
 
 
 @bp.errorhandler(Refusal)
@@ -37,7 +30,7 @@ def _refused(exc: Refusal):
 @bp.post("/counter-verifications")
 @require_scope("idp:counter")
 def counter_verification():
-    body = _json_body()
+    body = json_object_body()
     fields = ("account", "resident_id", "name", "clerk", "location", "document")
     for name in fields:
         if not isinstance(body.get(name), str) or not body[name].strip():

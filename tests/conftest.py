@@ -168,6 +168,27 @@ def initialised_instance(tmp_path_factory) -> Path:
     return instance
 
 
+def app_settings(tmp_path: Path, database_url: str, **overrides):
+    """Settings for an in-process app on the session's test token and the given database."""
+    import json
+
+    from core import settings
+
+    pins = tmp_path / "pins.json"
+    pins.write_text(json.dumps({"user_pin": USER_PIN}))
+    env = {
+        "HALLMARK_DATABASE_URL": database_url,
+        "HALLMARK_TOKEN_LABEL": TOKEN_LABEL,
+        "HALLMARK_PIN_SOURCE": f"file:{pins}",
+        "HALLMARK_PUBLIC_URL": "https://id.test",
+        "HALLMARK_LOOKUP_KEY": "test-lookup-key-0123456789",
+        "HALLMARK_SECRET_KEY": "test-secret-key-0123456789",
+        "HALLMARK_CA_UPKEEP_SECONDS": "0",
+        **overrides,
+    }
+    return settings.load(tmp_path, environ=env)
+
+
 @pytest.fixture
 def ca_context(migrated, key_manager):
     """A CA hierarchy (root, issuing CAs, OCSP responders, TSA) in a fresh database, keys in the test token."""

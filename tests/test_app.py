@@ -10,25 +10,13 @@ from flask import g
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
-from core import bearer, settings
+from core import bearer
 from hallmark.app import create_app
-from tests.conftest import TOKEN_LABEL, USER_PIN
+from tests.conftest import TOKEN_LABEL, app_settings
 
 
 def make_settings(tmp_path, database_url, **overrides):
-    pins = tmp_path / "pins.json"
-    pins.write_text(json.dumps({"user_pin": USER_PIN}))
-    env = {
-        "HALLMARK_DATABASE_URL": database_url,
-        "HALLMARK_TOKEN_LABEL": TOKEN_LABEL,
-        "HALLMARK_PIN_SOURCE": f"file:{pins}",
-        "HALLMARK_PUBLIC_URL": "https://id.test",
-        "HALLMARK_MAX_REQUEST_BYTES": "4096",
-        "HALLMARK_LOOKUP_KEY": "test-lookup-key-0123456789",
-        "HALLMARK_SECRET_KEY": "test-secret-key-0123456789",
-        **overrides,
-    }
-    return settings.load(tmp_path, environ=env)
+    return app_settings(tmp_path, database_url, HALLMARK_MAX_REQUEST_BYTES="4096", **overrides)
 
 
 @pytest.fixture

@@ -214,20 +214,11 @@ def test_revocation_rules(ca_context):
 @pytest.fixture
 def api_app(tmp_path, migrated, key_manager):
     """The real app factory on a database with a CA, accepting tokens from a test key."""
-    import json
-
-    from core import settings as settings_module
     from hallmark.app import create_app
-    from tests.conftest import TOKEN_LABEL, USER_PIN
+    from tests.conftest import app_settings
 
     engine, _ = migrated
-    pins = tmp_path / "pins.json"
-    pins.write_text(json.dumps({"user_pin": USER_PIN}))
-    settings = settings_module.load(tmp_path, environ={
-        "HALLMARK_DATABASE_URL": engine.url.render_as_string(hide_password=False),
-        "HALLMARK_TOKEN_LABEL": TOKEN_LABEL, "HALLMARK_PIN_SOURCE": f"file:{pins}",
-        "HALLMARK_PUBLIC_URL": "https://id.test", "HALLMARK_LOOKUP_KEY": "api-test-lookup-key-0123", "HALLMARK_SECRET_KEY": "api-test-secret-key-0123",
-    })
+    settings = app_settings(tmp_path, engine.url.render_as_string(hide_password=False))
     key = ECKey.generate_key("P-256", parameters={"kid": "k1"}, private=True)
     app = create_app(settings, bearer_jwks={"keys": [key.as_dict(private=False)]})
     hierarchy.init_hierarchy(app.extensions["hallmark.ca"], actor="test")

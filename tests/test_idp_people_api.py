@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -10,9 +9,8 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from core import db
-from core import settings as settings_module
 from idp import accounts, matters, realname
-from tests.conftest import TOKEN_LABEL, USER_PIN
+from tests.conftest import app_settings
 
 PERSON = realname.demo_people(3)[2]
 
@@ -22,14 +20,7 @@ def api(tmp_path, migrated):
     from hallmark.app import create_app
 
     engine, _ = migrated
-    pins = tmp_path / "pins.json"
-    pins.write_text(json.dumps({"user_pin": USER_PIN}))
-    settings = settings_module.load(tmp_path, environ={
-        "HALLMARK_DATABASE_URL": engine.url.render_as_string(hide_password=False),
-        "HALLMARK_TOKEN_LABEL": TOKEN_LABEL, "HALLMARK_PIN_SOURCE": f"file:{pins}",
-        "HALLMARK_PUBLIC_URL": "https://id.test", "HALLMARK_LOOKUP_KEY": "people-api-lookup-key-0123",
-        "HALLMARK_SECRET_KEY": "people-api-secret-key-0123",
-    })
+    settings = app_settings(tmp_path, engine.url.render_as_string(hide_password=False))
     key = ECKey.generate_key("P-256", parameters={"kid": "k1"}, private=True)
     app = create_app(settings, bearer_jwks={"keys": [key.as_dict(private=False)]})
     ctx = app.extensions["hallmark.idp"]
