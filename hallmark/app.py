@@ -12,6 +12,7 @@ from ca import pki_api, tsa_api
 from core import bearer, problems
 from idp import context as idp_context
 from idp import i18n as idp_i18n
+from idp import keys as idp_keys
 from idp import oidc_api, pages, people_api
 from core import settings as settings_module
 from core.settings import Settings
@@ -33,7 +34,9 @@ def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = N
     app.json.ensure_ascii = False
     app.extensions["hallmark.services"] = services
     problems.install(app)
-    bearer.install(app, bearer.BearerVerifier(bearer_jwks or {"keys": []}, issuer=settings.public_url))
+    # JSON APIs accept the identity provider's own access tokens unless a test hands in other keys.
+    accepted_keys = bearer_jwks if bearer_jwks is not None else (lambda: idp_keys.jwks_dict(services.idp))
+    bearer.install(app, bearer.BearerVerifier(accepted_keys, issuer=services.idp.issuer))
     app.extensions[ca_api.EXTENSION] = services.ca
     app.register_blueprint(health.bp)
     app.register_blueprint(ca_api.bp)

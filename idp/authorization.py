@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from idp import clients, levels, sessions, tokens
 from idp.clients import RegisteredClient
 from idp.context import IdPContext
+from idp.i18n import N_
 from idp.models import Account, Consent, Matter
 
 AUTHORIZE_PATH = "/oauth/authorize"
@@ -124,16 +125,16 @@ def parse(ctx: IdPContext, db: Session, params) -> AuthorizationRequest:
         client_id = _single(params, "client_id")
         redirect_uri = _single(params, "redirect_uri")
     except ValueError as exc:
-        raise PageError("invalid_request", "The request is malformed: %(reason)s", reason=str(exc)) from None
+        raise PageError("invalid_request", N_("The request is malformed: %(reason)s"), reason=str(exc)) from None
     if not client_id:
-        raise PageError("invalid_request", "The request does not name a client (client_id is missing).")
+        raise PageError("invalid_request", N_("The request does not name a client (client_id is missing)."))
     client = clients.get(ctx, client_id, db)
     if client is None:
-        raise PageError("invalid_client", "The application that sent you here is not registered with this service.")
+        raise PageError("invalid_client", N_("The application that sent you here is not registered with this service."))
     if not redirect_uri:
-        raise PageError("invalid_request", "The request does not say where to return (redirect_uri is missing).")
+        raise PageError("invalid_request", N_("The request does not say where to return (redirect_uri is missing)."))
     if not client.check_redirect_uri(redirect_uri):
-        raise PageError("invalid_request", "The return address in the request is not registered for this application.")
+        raise PageError("invalid_request", N_("The return address in the request is not registered for this application."))
 
     # 2. From here on errors go back to the client.
     try:

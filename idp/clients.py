@@ -157,7 +157,7 @@ def _loaded(ctx: IdPContext, row: Client) -> RegisteredClient:
         frontchannel_logout_uri=row.frontchannel_logout_uri,
         post_logout_redirect_uris=tuple(json.loads(row.post_logout_redirect_uris or "[]")),
         secret_key=ctx.secret_key,
-        id_token_signed_response_alg=getattr(row, "id_token_signed_response_alg", None) or "ES256",
+        id_token_signed_response_alg=row.id_token_signed_response_alg,
     )
 
 
@@ -343,8 +343,6 @@ def add(
     jwks_text = _validate_jwks(jwks)
     if id_token_alg not in ID_TOKEN_ALGS:
         raise ClientError(f"the ID token algorithm must be one of {', '.join(ID_TOKEN_ALGS)}")
-    if id_token_alg != "ES256" and not hasattr(Client, "id_token_signed_response_alg"):
-        raise ClientError("this database cannot record an ID token algorithm other than ES256 yet (schema change pending)")
     if db.get(Client, client_id) is not None:
         raise ClientError(f"a client with id {client_id!r} already exists")
 
@@ -366,7 +364,7 @@ def add(
             frontchannel_logout_uri=frontchannel,
             post_logout_redirect_uris=json.dumps(post_logout),
             created_at=_now(),
-            **({"id_token_signed_response_alg": id_token_alg} if hasattr(Client, "id_token_signed_response_alg") else {}),
+            id_token_signed_response_alg=id_token_alg,
         )
     )
     db.flush()
@@ -438,7 +436,7 @@ def describe(row: Client) -> dict:
         "backchannel_logout_uri": row.backchannel_logout_uri,
         "frontchannel_logout_uri": row.frontchannel_logout_uri,
         "post_logout_redirect_uris": json.loads(row.post_logout_redirect_uris or "[]"),
-        "id_token_signed_response_alg": getattr(row, "id_token_signed_response_alg", None) or "ES256",
+        "id_token_signed_response_alg": row.id_token_signed_response_alg,
         "created_at": row.created_at.isoformat(),
     }
 

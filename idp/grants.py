@@ -67,7 +67,7 @@ class _Request(OAuth2Request):
     our URL is the configured issuer, not something a request can change.
     """
 
-    def __init__(self, ctx: IdPContext):  # noqa: super-init-not-called - see above
+    def __init__(self, ctx: IdPContext):  # deliberately does not call super().__init__: see above
         self.method = flask_request.method
         self.uri = ctx.issuer + flask_request.path
         self.headers = flask_request.headers

@@ -83,6 +83,7 @@ class Client(Base):
     backchannel_logout_uri: Mapped[str | None] = mapped_column(String(400), nullable=True)
     frontchannel_logout_uri: Mapped[str | None] = mapped_column(String(400), nullable=True)
     post_logout_redirect_uris: Mapped[str] = mapped_column(Text, default="[]")
+    id_token_signed_response_alg: Mapped[str] = mapped_column(String(10), default="ES256", server_default="ES256")  # ES256 | RS256
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

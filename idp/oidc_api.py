@@ -16,9 +16,11 @@ from jinja2 import TemplateNotFound
 from werkzeug.datastructures import MultiDict
 
 from core import db as core_db
-from idp import authorization, clients, consent, grants, keys, levels, sessions, tokens
+from idp import accounts, authorization, clients, consent, grants, keys, levels, sessions, tokens
 from idp import context as idp_context
 from idp.context import IdPContext
+from idp.i18n import N_
+from idp.models import Account
 
 bp = Blueprint("idp_oidc", __name__, template_folder="templates")
 
@@ -116,13 +118,11 @@ _ZH = {
     "You are logged in as %(user)s.": "您当前登录的账号：%(user)s。",
     "Allow": "同意",
     "Deny": "拒绝",
-    "You can withdraw this consent later on your account page.": "您以后可以在账号页面撤回此授权。",
     "Confirm that you are logged in, and your account identifier": "确认您已登录，并获取您的账号标识",
     "Your name and user name": "获取您的姓名和用户名",
     "Whether your real name is verified, and your masked resident ID number": "获取您是否已实名认证，以及脱敏后的身份证号码",
     "Keep access while you are away": "在您离开期间保持访问",
     "Authorization": "授权",
-    "Language": "语言",
 }
 
 
@@ -249,7 +249,7 @@ def consent_page():
     next_url = request.values.get("next")
     params = _authorize_params(next_url)
     if params is None:
-        return _error_page("invalid_request", "The request is malformed: %(reason)s", {"reason": "next"})
+        return _error_page("invalid_request", N_("The request is malformed: %(reason)s"), {"reason": "next"})
     sid = request.cookies.get(sessions.COOKIE)
     with core_db.transaction(ctx.sessions) as db:
         try:
@@ -262,20 +262,18 @@ def consent_page():
         if row is None:
             return _redirect(next_url)  # the authorization endpoint sends the person to log in first
         if request.method == "GET":
-            from idp.models import Account
-
             account = db.get(Account, row.account_id)
             return _page(
                 200,
                 view="consent",
                 client_name=authz.client.name,
                 scopes=[(scope, _gettext(text)) for scope, text in consent.described_scopes(authz.scopes)],
-                user=(account.display_name or account.username or account.mobile or "") if account else "",
+                user=(account.display_name or accounts.label(account)) if account else "",
                 next_url=next_url,
                 form_token=consent.form_token(ctx, row.sid, next_url),
             )
         if not consent.check_form_token(ctx, request.form.get("form_token"), row.sid, next_url):
-            return _error_page("invalid_request", "The form has expired or was not sent from this page. Please start again from the site you came from.")
+            return _error_page("invalid_request", N_("The form has expired or was not sent from this page. Please start again from the site you came from."))
         if request.form.get("decision") != "allow":
             return _redirect(authorization.error_location(ctx, authorization.RedirectError("access_denied", "The user refused.", authz)))
         consent.grant(db, row.account_id, authz.client.client_id, authz.scopes)
