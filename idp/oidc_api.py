@@ -77,8 +77,7 @@ def provider_metadata(ctx: IdPContext) -> dict:
         "prompt_values_supported": sorted(authorization.PROMPTS),
         "ui_locales_supported": ["zh-CN", "en"],
         "authorization_response_iss_parameter_supported": True,
-        "backchannel_logout_supported": True,
-        "backchannel_logout_session_supported": True,
+        # Logout (end_session_endpoint, back- and front-channel) is advertised once it is delivered.
     }
 
 
