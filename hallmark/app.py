@@ -44,7 +44,9 @@ def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = N
     if settings.ca_upkeep_seconds > 0:
         from ca import schedule
 
-        app.extensions["hallmark.ca.schedule"] = schedule.start(services.ca, settings.ca_upkeep_seconds)
+        upkeep = schedule.start(services.ca, settings.ca_upkeep_seconds)
+        app.extensions["hallmark.ca.schedule"] = upkeep
+        services.on_close(upkeep.stop)
     app.register_blueprint(tsa_api.bp)
     app.extensions[idp_context.EXTENSION] = services.idp
     idp_i18n.init_app(app)

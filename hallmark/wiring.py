@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -26,8 +26,15 @@ class Services:
     keys: PKCS11KeyManager
     ca: CAContext
     idp: IdPContext
+    _closers: list = field(default_factory=list, repr=False)
+
+    def on_close(self, stop) -> None:
+        """Run ``stop()`` when the services close (background threads that use them)."""
+        self._closers.append(stop)
 
     def close(self) -> None:
+        while self._closers:
+            self._closers.pop()()
         self.keys.close()
         self.engine.dispose()
 

@@ -35,19 +35,11 @@ CB2 = "https://county.test/cb"
 
 @pytest.fixture
 def oidc(tmp_path, migrated, key_manager):
-    from core import settings as settings_module
     from hallmark.app import create_app
-    from tests.conftest import TOKEN_LABEL, USER_PIN
+    from tests.conftest import app_settings
 
     engine, _ = migrated
-    pins = tmp_path / "pins.json"
-    pins.write_text(json.dumps({"user_pin": USER_PIN}))
-    settings = settings_module.load(tmp_path, environ={
-        "HALLMARK_DATABASE_URL": engine.url.render_as_string(hide_password=False),
-        "HALLMARK_TOKEN_LABEL": TOKEN_LABEL, "HALLMARK_PIN_SOURCE": f"file:{pins}",
-        "HALLMARK_PUBLIC_URL": ISSUER, "HALLMARK_LOOKUP_KEY": "oidc-test-lookup-key-0123", "HALLMARK_SECRET_KEY": "oidc-test-secret-key-0123",
-    })
-    app = create_app(settings)
+    app = create_app(app_settings(tmp_path, engine.url.render_as_string(hide_password=False), HALLMARK_PUBLIC_URL=ISSUER))
     yield World(app)
     app.extensions["hallmark.services"].close()
 
