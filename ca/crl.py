@@ -9,7 +9,7 @@ with the highest number is served.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from ca import issuance
 from ca.context import CAContext
 from ca.models import CRL, Authority, Certificate
+from core.db import utc_now
 from core.problems import Problem
 
 NEXT_UPDATE = timedelta(hours=24)
@@ -32,10 +33,6 @@ KEEP_AFTER_EXPIRY = 2 * NEXT_UPDATE
 log = logging.getLogger("hallmark.ca.crl")
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
 def publish(ctx: CAContext, session: Session, authority: str, *, only_if_due: bool = False) -> CRL | None:
     """Sign and store the next full CRL of ``authority`` in the caller's transaction.
 
@@ -47,7 +44,7 @@ def publish(ctx: CAContext, session: Session, authority: str, *, only_if_due: bo
     row = session.get(Authority, authority, with_for_update=True)
     if row is None:
         raise Problem(404, "Not Found", f"no certificate authority named {authority!r}")
-    now = _now()
+    now = utc_now()
     if only_if_due:
         current = _current_row(session, authority)
         if current is not None and current.next_update - now > REPUBLISH_BEFORE:

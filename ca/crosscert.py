@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -34,6 +34,7 @@ from ca import issuance, trust
 from ca.context import CAContext
 from ca.models import Certificate, RecognisedCA
 from core import audit
+from core.db import utc_now
 from core.problems import Problem
 
 PROFILE = "cross-certificate"
@@ -169,7 +170,7 @@ def _issue(ctx, session, facts, constraints, path_length, actor, revocation_poli
             409, "Conflict",
             f"{subject_text} is recognised as a trust anchor already; remove it from the trust store before cross-certifying it",
         )
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = utc_now()
     in_force = [c for c in trust.cross_certificates_for(session, external) if c.status == "valid" and c.not_after > now]
     if in_force:
         raise Problem(

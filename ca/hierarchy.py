@@ -26,6 +26,7 @@ from ca import issuance, profiles, publication
 from ca.context import CAContext
 from ca.models import Authority, Certificate
 from core import audit
+from core.db import utc_now
 from hsm import KeyAlgorithm
 
 ORGANISATION = "Hallmark"
@@ -131,7 +132,7 @@ def _key_uri_for(ctx: CAContext, spec: AuthoritySpec) -> str:
 
 def init_hierarchy(ctx: CAContext, actor: str = "system:ca-init") -> InitReport:
     report = InitReport()
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = utc_now()
     for spec in AUTHORITIES:
         with ctx.sessions() as session, session.begin():
             if session.get(Authority, spec.name) is not None:

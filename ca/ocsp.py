@@ -42,7 +42,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -58,6 +58,7 @@ from sqlalchemy.orm.util import identity_key
 from ca import hierarchy, issuance
 from ca.context import CAContext, LoadedAuthority
 from ca.models import Authority, Certificate, OCSPResponse
+from core.db import utc_now
 
 VALIDITY = timedelta(days=1)  # thisUpdate .. nextUpdate of every response we sign
 REFRESH_BEFORE = timedelta(hours=12)  # refresh_due re-signs responses this close to nextUpdate
@@ -72,10 +73,6 @@ log = logging.getLogger("hallmark.ca.ocsp")
 
 _HASHES = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
 _ALGORITHMS = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 def _unsuccessful(status: x509_ocsp.OCSPResponseStatus) -> bytes:
@@ -161,7 +158,7 @@ def sign_single(
     nonce: x509.Extension | None = None,
 ) -> bytes:
     """A signed OCSP response (DER) about one serial of ``issuer``; ``row`` None means unknown."""
-    now = now or _now()
+    now = now or utc_now()
     name_hash, key_hash = issuer_hashes(issuer.certificate, algorithm)
     status, revoked_at, reason = _status_of(row)
     serial = int(row.serial, 16) if row is not None else serial
@@ -194,7 +191,7 @@ def sign_many(
     from asn1crypto import ocsp as asn1_ocsp
     from asn1crypto import x509 as asn1_x509
 
-    now = now or _now()
+    now = now or utc_now()
     singles = []
     for algorithm, name_hash, key_hash, serial, row in answers:
         status, revoked_at, reason = _status_of(row)
@@ -265,7 +262,7 @@ def presign(ctx: CAContext, session: Session, certificate_row: Certificate) -> b
         # that can no longer follow the certificate's status must not be served.
         session.execute(delete(OCSPResponse).where(OCSPResponse.serial == certificate_row.serial))
         return None
-    now = _now()
+    now = utc_now()
     der = sign_single(ctx, issuer, responder, certificate_row, now=now)
     _upsert(session, certificate_row.serial, certificate_row.authority, now, now + VALIDITY, der)
     return der
@@ -302,7 +299,7 @@ def refresh_due(ctx: CAContext, batch: int = REFRESH_BATCH) -> int:
     for missing in (False, True):
         while True:
             with ctx.sessions() as session, session.begin():
-                now = _now()
+                now = utc_now()
                 query = select(Certificate).where(Certificate.authority.in_(issuing), Certificate.not_after >= now - VALIDITY)
                 if missing:
                     query = query.outerjoin(OCSPResponse, OCSPResponse.serial == Certificate.serial).where(OCSPResponse.serial.is_(None))
@@ -542,7 +539,7 @@ class Responder:
         responder = self._delegate(issuer)
         if responder is None:
             return _UNAUTHORIZED  # an issuing CA without a responder yet: cannot answer for it
-        now = _now()
+        now = utc_now()
         der = sign_single(self.ctx, issuer, responder, row, serial=cert_id.serial, algorithm=cert_id.algorithm, now=now, nonce=nonce)
         produced = now.timestamp()
         return Answer(der, produced, produced + VALIDITY.total_seconds(), cacheable=row is not None and nonce is None)

@@ -33,6 +33,11 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+def utc_now() -> datetime:
+    """The current time as Hallmark stores it: timezone-aware UTC, whole seconds."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
 class UTCDateTime(TypeDecorator):
     """A timestamp that is always timezone-aware UTC in Python, on SQLite as on PostgreSQL."""
 

@@ -17,13 +17,15 @@ import time
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import audit, db as core_db
+from core import audit
+from core import db as core_db
+from core.db import utc_now
 from idp import passwords, sessions
 from idp.context import IdPContext
 from idp.i18n import N_, Refusal
@@ -43,10 +45,6 @@ class AccountRefusal(Refusal):
 
 class LoginRefused(Refusal):
     status = 401
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 # --------------------------------------------------------------------------- identifiers
@@ -147,7 +145,7 @@ def register(
     column = Account.mobile if ident.kind == "mobile" else Account.username
     if db.scalar(select(Account.id).where(column == ident.value)) is not None:
         raise _taken(ident)
-    now = _now()
+    now = utc_now()
     account = Account(
         id=str(uuid.uuid4()),
         username=ident.value if ident.kind == "username" else None,
@@ -273,7 +271,7 @@ def authenticate(ctx: IdPContext, identifier: str, password: str, *, ip: str = "
 
     with ctx.sessions() as db:  # a short read, no transaction held during the argon2 check
         account = find(db, identifier)
-    now = _now()
+    now = utc_now()
 
     if account is None:
         passwords.dummy_verify(password)
@@ -364,7 +362,7 @@ def change_password(db: Session, account_id: str, current: str, new: str, *, kee
     if passwords.verify(account.password_hash, new):
         raise AccountRefusal(N_("The new password must differ from the current one."), code="password_unchanged")
     account.password_hash = passwords.hash_password(new)
-    account.password_changed_at = _now()
+    account.password_changed_at = utc_now()
     account.failed_logins = 0
     audit.record(db, actor=f"account:{account.id}", action="idp.account.password_changed", target=account.id)
     ended = 0
@@ -378,7 +376,7 @@ def set_password(db: Session, account: Account, new: str, *, actor: str) -> None
     """An operator sets a password (demo accounts, resets): policy applies, every session ends."""
     passwords.check_policy(new, username=account.username, mobile=account.mobile)
     account.password_hash = passwords.hash_password(new)
-    account.password_changed_at = _now()
+    account.password_changed_at = utc_now()
     account.failed_logins, account.locked_until = 0, None
     audit.record(db, actor=actor, action="idp.account.password_set", target=account.id)
     sessions.end_all_for(db, account.id, actor=actor)

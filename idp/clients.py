@@ -18,7 +18,6 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from joserfc.errors import JoseError
@@ -27,10 +26,18 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from core import audit
+from core.db import utc_now
 from core.problems import Problem
 from idp import levels
 from idp.context import IdPContext
-from idp.models import AuthorizationCode, Client, Consent, LogoutDelivery, RefreshToken, SessionClient
+from idp.models import (
+    AuthorizationCode,
+    Client,
+    Consent,
+    LogoutDelivery,
+    RefreshToken,
+    SessionClient,
+)
 
 CONFIDENTIAL, PUBLIC = "confidential", "public"
 CLIENT_TYPES = (CONFIDENTIAL, PUBLIC)
@@ -131,10 +138,6 @@ class RegisteredClient:
 def secret_hash(key: bytes, client_id: str, secret: str) -> str:
     message = b"hallmark-client-secret-v1\x00" + client_id.encode() + b"\x00" + secret.encode("utf-8", "surrogatepass")
     return hmac.new(key, message, hashlib.sha256).hexdigest()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 # -- lookups ------------------------------------------------------------------------------
@@ -363,7 +366,7 @@ def add(
             backchannel_logout_uri=backchannel,
             frontchannel_logout_uri=frontchannel,
             post_logout_redirect_uris=json.dumps(post_logout),
-            created_at=_now(),
+            created_at=utc_now(),
             id_token_signed_response_alg=id_token_alg,
         )
     )
@@ -406,7 +409,7 @@ def remove(ctx: IdPContext, db: Session, client_id: str, *, actor: str) -> None:
     row = db.get(Client, client_id)
     if row is None:
         raise Problem(404, "Not Found", f"no client {client_id!r}")
-    now = _now()
+    now = utc_now()
     families = set(db.scalars(select(RefreshToken.family_id).where(RefreshToken.client_id == client_id)))
     from idp import tokens  # noqa: PLC0415 - tokens imports this module
 

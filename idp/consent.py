@@ -9,12 +9,12 @@ scopes (``idp.models.Consent``, merged with earlier ones); refusing sends
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 
 from core import audit
+from core.db import utc_now
 from idp.context import IdPContext
 from idp.i18n import N_
 from idp.models import Consent
@@ -60,7 +60,7 @@ def check_form_token(ctx: IdPContext, token: str | None, sid: str | None, next_u
 
 def grant(db: Session, account_id: str, client_id: str, scopes: list[str]) -> Consent:
     """Record agreement to ``scopes`` (added to what was agreed before)."""
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = utc_now()
     row = db.get(Consent, (account_id, client_id))
     wanted = [s for s in scopes if s != "openid"]
     if row is None:

@@ -23,7 +23,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
@@ -32,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import audit
+from core.db import utc_now
 from hsm import KeyAlgorithm
 from idp.context import IdPContext
 from idp.models import SigningKey
@@ -49,10 +50,6 @@ _lock = threading.Lock()
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 @dataclass(frozen=True)
@@ -84,7 +81,7 @@ def create_key(ctx: IdPContext, db: Session, alg: str, *, actor: str, now: datet
     """A new key pair in the HSM and its row (published at once; see :func:`active_rows`)."""
     if alg not in ALGORITHMS:
         raise ValueError(f"unsupported signing algorithm {alg!r}; choose {', '.join(ALGORITHMS)}")
-    now = now or _now()
+    now = now or utc_now()
     label = f"idp-{alg.lower()}-{now:%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
     info = ctx.keys.create_key(label, ALGORITHMS[alg])
     jwk = _public_jwk(info.public_key, alg)
@@ -115,7 +112,7 @@ def published(rows: list[SigningKey], now: datetime) -> list[SigningKey]:
 
 def ensure_keys(ctx: IdPContext, db: Session, *, actor: str = "system:idp", now: datetime | None = None) -> list[SigningKey]:
     """Create a key for every algorithm that has none able to sign. Returns the keys created."""
-    now = now or _now()
+    now = now or utc_now()
     rows = list(db.scalars(select(SigningKey)))
     made = []
     for alg in ALGORITHMS:
@@ -135,7 +132,7 @@ class Rotation:
 
 def rotate(ctx: IdPContext, db: Session, alg: str, *, actor: str, immediately: bool = False, now: datetime | None = None) -> Rotation:
     """Make a new key for ``alg`` and retire the ones it replaces (they stay in JWKS until their tokens expire)."""
-    now = now or _now()
+    now = now or utc_now()
     old = _signing_candidates(list(db.scalars(select(SigningKey).where(SigningKey.alg == alg))), alg, now)
     new = create_key(ctx, db, alg, actor=actor, now=now)
     stops = now if immediately or not old else now + PROPAGATION
@@ -163,7 +160,7 @@ def forget(ctx: IdPContext) -> None:
 
 
 def _load(ctx: IdPContext) -> _State:
-    now = _now()
+    now = utc_now()
     with ctx.sessions() as db, db.begin():
         rows = list(db.scalars(select(SigningKey)))
         if any(not _signing_candidates(rows, alg, now) for alg in ALGORITHMS):

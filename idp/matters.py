@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import audit
+from core.db import utc_now
 from idp import levels
 from idp.i18n import N_, Refusal
 from idp.models import Matter
@@ -83,7 +83,7 @@ def set_matter(db: Session, code: str, *, level: int, name: str | None = None, d
     after = {"level": row.level, "name": row.name, "department": row.department}
     if before == after:
         return row
-    row.updated_at = datetime.now(UTC).replace(microsecond=0)
+    row.updated_at = utc_now()
     row.updated_by = actor[:200]
     db.flush()
     audit.record(db, actor=actor, action="idp.matter.set", target=code, details={"before": before, "after": after})

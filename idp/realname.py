@@ -29,7 +29,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Protocol
 
 from sqlalchemy import select
@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 
 from core import audit
 from core import db as core_db
+from core.db import utc_now
 from core.identifiers import (
     InvalidIdentifier,
     ResidentID,
@@ -74,10 +75,6 @@ class ProofingRefusal(Refusal):
 
 class RegistryUnavailable(Exception):
     """The registry could not be asked (network, timeout, bad answer); nothing was decided."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 # --------------------------------------------------------------------------- input
@@ -258,7 +255,7 @@ def _bind(
     other = db.scalar(select(IdentityProofing.account_id).where(IdentityProofing.resident_id_hash == digest))
     row = IdentityProofing(
         account_id=account_id, resident_id_hash=digest, resident_id_masked=masked, legal_name=legal_name,
-        method=method, source=source, location=location, document=document, verified_at=_now(),
+        method=method, source=source, location=location, document=document, verified_at=utc_now(),
     )
     if other is None:
         try:
@@ -476,7 +473,7 @@ def _upsert(db: Session, people: list[_Person], report: ImportReport) -> None:
     if not people:
         return
     existing = {p.resident_id_hash: p for p in db.scalars(select(RegistryPerson).where(RegistryPerson.resident_id_hash.in_([p.digest for p in people])))}
-    now = _now()
+    now = utc_now()
     for person in people:
         row = existing.get(person.digest)
         if row is None:

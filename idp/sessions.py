@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core import audit
+from core.db import utc_now
 from idp import levels
 from idp.models import Account, IdentityProofing, SessionClient, SSOSession
 
@@ -34,10 +35,6 @@ class SessionView:
     proofed: bool
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
 def _proofed(db: Session, account_id: str) -> bool:
     return db.get(IdentityProofing, account_id) is not None
 
@@ -48,7 +45,7 @@ def view(db: Session, row: SSOSession) -> SessionView:
 
 def start(db: Session, account: Account, amr: set[str], *, ip: str = "", user_agent: str = "") -> SSOSession:
     """A new session after a successful primary login."""
-    now = _now()
+    now = utc_now()
     row = SSOSession(
         sid=secrets.token_urlsafe(32),
         account_id=account.id,
@@ -72,7 +69,7 @@ def current(db: Session, sid: str | None) -> SSOSession | None:
     if not sid or len(sid) > 64:
         return None
     row = db.get(SSOSession, sid)
-    now = _now()
+    now = utc_now()
     if row is None or row.ended_at is not None or row.expires_at <= now or row.last_seen_at + IDLE_TIMEOUT <= now:
         return None
     if now - row.last_seen_at > timedelta(minutes=1):  # avoid a write on every request
@@ -85,7 +82,7 @@ def add_factor(db: Session, row: SSOSession, method: str) -> SSOSession:
     amr = set(row.amr.split()) | {method}
     row.amr = " ".join(sorted(amr))
     row.acr = levels.achieved(proofed=_proofed(db, row.account_id), amr=amr)
-    row.auth_time = _now()
+    row.auth_time = utc_now()
     audit.record(db, actor=f"account:{row.account_id}", action="idp.session.stepped_up", target=row.sid[:12], details={"method": method, "acr": row.acr})
     return row
 
@@ -99,7 +96,7 @@ def refresh_level(db: Session, row: SSOSession) -> SSOSession:
 def joined(db: Session, row: SSOSession, client_id: str) -> None:
     """Remember that the session signed in to a client, so logout reaches it."""
     if db.get(SessionClient, (row.sid, client_id)) is None:
-        db.add(SessionClient(sid=row.sid, client_id=client_id, first_at=_now()))
+        db.add(SessionClient(sid=row.sid, client_id=client_id, first_at=utc_now()))
 
 
 def clients_of(db: Session, sid: str) -> list[str]:
@@ -111,14 +108,14 @@ def end(db: Session, sid: str, *, actor: str) -> SSOSession | None:
     row = db.get(SSOSession, sid)
     if row is None or row.ended_at is not None:
         return None
-    row.ended_at = _now()
+    row.ended_at = utc_now()
     audit.record(db, actor=actor, action="idp.session.ended", target=sid[:12], details={"account": row.account_id})
     return row
 
 
 def active_for(db: Session, account_id: str) -> list[SSOSession]:
     """An account's live sessions, newest first: the "where am I logged in" list."""
-    now = _now()
+    now = utc_now()
     return list(
         db.scalars(
             select(SSOSession)
@@ -133,7 +130,7 @@ def end_all_for(db: Session, account_id: str, *, actor: str) -> int:
     result = db.execute(
         update(SSOSession)
         .where(SSOSession.account_id == account_id, SSOSession.ended_at.is_(None))
-        .values(ended_at=_now())
+        .values(ended_at=utc_now())
     )
     audit.record(db, actor=actor, action="idp.session.ended_all", target=account_id, details={"count": result.rowcount})
     return result.rowcount

@@ -29,11 +29,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import audit
+from core.db import utc_now
 from idp import clients as clients_module
 from idp import keys, levels
 from idp.clients import RegisteredClient
 from idp.context import IdPContext
-from idp.models import Account, AuthorizationCode, IdentityProofing, RefreshToken, SSOSession, TokenRevocation
+from idp.models import (
+    Account,
+    AuthorizationCode,
+    IdentityProofing,
+    RefreshToken,
+    SSOSession,
+    TokenRevocation,
+)
 
 ACCESS_TOKEN_LIFETIME = timedelta(minutes=10)
 ID_TOKEN_LIFETIME = timedelta(minutes=10)
@@ -45,10 +53,6 @@ MAX_TOKEN_CHARS = 8192
 ACCESS_TOKEN_TYPE = "at+jwt"
 REALNAME_SCOPE = "hallmark:realname"
 assert max(ACCESS_TOKEN_LIFETIME, ID_TOKEN_LIFETIME) <= keys.LONGEST_SIGNED_TOKEN
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 def digest(value: str) -> str:
@@ -208,7 +212,7 @@ def revoke_family_key(db: Session, family_id: str, now: datetime) -> None:
 
 def revoke_family(db: Session, family_id: str, *, reason: str, actor: str) -> None:
     """Revoke every token that came from one authorization code: refresh tokens and access tokens."""
-    now = _now()
+    now = utc_now()
     revoke_family_key(db, family_id, now)
     count = db.execute(
         update(RefreshToken).where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None)).values(revoked_at=now)
@@ -217,14 +221,14 @@ def revoke_family(db: Session, family_id: str, *, reason: str, actor: str) -> No
 
 
 def revoke_access_token(db: Session, claims: dict) -> None:
-    now = _now()
+    now = utc_now()
     expires = datetime.fromtimestamp(int(claims["exp"]) + LEEWAY, UTC)
     if expires > now:
         _revocation(db, f"jti:{claims['jti']}", expires, now)
 
 
 def purge_expired_revocations(db: Session) -> int:
-    return db.execute(delete(TokenRevocation).where(TokenRevocation.expires_at < _now())).rowcount
+    return db.execute(delete(TokenRevocation).where(TokenRevocation.expires_at < utc_now())).rowcount
 
 
 def consume_assertion_jti(db: Session, client_id: str, jti: str, expires: datetime) -> bool:
@@ -234,7 +238,7 @@ def consume_assertion_jti(db: Session, client_id: str, jti: str, expires: dateti
         return False
     try:
         with db.begin_nested():
-            db.add(TokenRevocation(key=key, expires_at=expires, revoked_at=_now()))
+            db.add(TokenRevocation(key=key, expires_at=expires, revoked_at=utc_now()))
     except IntegrityError:  # the same assertion, at the same moment, in another request
         return False
     if secrets.randbelow(100) == 0:  # now and then, forget what has expired
@@ -258,7 +262,7 @@ def store_code(
     claims: str | None,
 ) -> str:
     code = new_secret_value()
-    now = _now()
+    now = utc_now()
     db.add(
         AuthorizationCode(
             code_hash=digest(code),
@@ -292,7 +296,7 @@ def claim_code(db: Session, row: AuthorizationCode) -> str | None:
     won = db.execute(
         update(AuthorizationCode)
         .where(AuthorizationCode.code_hash == row.code_hash, AuthorizationCode.used_at.is_(None))
-        .values(used_at=_now(), family_id=family)
+        .values(used_at=utc_now(), family_id=family)
         .execution_options(synchronize_session=False)
     ).rowcount
     return family if won == 1 else None
@@ -310,14 +314,14 @@ def session_alive(db: Session, sid: str | None) -> SSOSession | None:
     if not sid:
         return None
     row = db.get(SSOSession, sid)
-    if row is None or row.ended_at is not None or row.expires_at <= _now():
+    if row is None or row.ended_at is not None or row.expires_at <= utc_now():
         return None
     return row
 
 
 def new_refresh_token(db: Session, client: RegisteredClient, auth: Authentication, *, scope: str, family_id: str, session: SSOSession | None) -> tuple[str, datetime]:
     value = new_secret_value()
-    now = _now()
+    now = utc_now()
     expires = now + REFRESH_TOKEN_LIFETIME
     if session is not None:
         expires = min(expires, session.expires_at)
@@ -350,7 +354,7 @@ def claim_refresh_token(db: Session, row: RefreshToken) -> bool:
     won = db.execute(
         update(RefreshToken)
         .where(RefreshToken.token_hash == row.token_hash, RefreshToken.rotated_at.is_(None), RefreshToken.revoked_at.is_(None))
-        .values(rotated_at=_now())
+        .values(rotated_at=utc_now())
         .execution_options(synchronize_session=False)
     ).rowcount
     return won == 1
@@ -365,7 +369,7 @@ def refresh_inactive_reason(db: Session, row: RefreshToken) -> str | None:
         return "revoked"
     if row.rotated_at is not None:
         return "rotated"
-    if row.expires_at <= _now():
+    if row.expires_at <= utc_now():
         return "expired"
     if db.get(TokenRevocation, f"family:{row.family_id}") is not None:
         return "revoked"
