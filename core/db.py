@@ -126,21 +126,23 @@ def _alembic_config(engine: Engine):
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "heads") -> None:
     from alembic import command
 
     check(engine)
     command.upgrade(_alembic_config(engine), revision)
 
 
-def current_revision(engine: Engine) -> str | None:
+def current_revisions(engine: Engine) -> frozenset[str]:
+    """The revisions the database is at (more than one while branches are unmerged)."""
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        return frozenset(MigrationContext.configure(connection).get_current_heads())
 
 
-def head_revision() -> str:
+def head_revisions() -> frozenset[str]:
+    """The newest revision of every branch in core/migrations."""
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    return frozenset(ScriptDirectory(str(MIGRATIONS)).get_heads())

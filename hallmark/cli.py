@@ -103,7 +103,7 @@ def serve(bind, workers, threads):
     engine = db.make_engine(settings.database_url)
     try:
         db.check(engine)
-        if db.current_revision(engine) != db.head_revision():
+        if db.current_revisions(engine) != db.head_revisions():
             raise ConfigError("the database schema is not at the latest revision; run 'hallmark db upgrade'")
     finally:
         engine.dispose()
@@ -127,7 +127,7 @@ def db_upgrade():
     engine = db.make_engine(settings.database_url)
     try:
         db.upgrade(engine)
-        click.echo(f"database {settings.database_url_for_display()} at revision {db.current_revision(engine)}")
+        click.echo(f"database {settings.database_url_for_display()} at revision {', '.join(sorted(db.current_revisions(engine)))}")
     finally:
         engine.dispose()
 

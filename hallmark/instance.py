@@ -98,8 +98,8 @@ def init_instance(instance: Path | None = None) -> InitReport:
     try:
         before = _revision_or_none(engine)
         db.upgrade(engine)
-        after = db.current_revision(engine)
-        report.did(f"database {settings.database_url_for_display()} at revision {after}", before != after)
+        after = db.current_revisions(engine)
+        report.did(f"database {settings.database_url_for_display()} at revision {', '.join(sorted(after))}", before != after)
         ca_report = _init_ca(settings, engine)
         for what, changed in ca_report.steps:
             report.did(what, changed)
@@ -129,9 +129,9 @@ def _init_ca(settings: Settings, engine):
         keys.close()
 
 
-def _revision_or_none(engine) -> str | None:
+def _revision_or_none(engine) -> frozenset[str]:
     db.check(engine)
-    return db.current_revision(engine)
+    return db.current_revisions(engine)
 
 
 def ensure_initialised(settings: Settings) -> None:
