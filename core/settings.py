@@ -36,6 +36,7 @@ class Settings:
     secret_key: str = field(default="", repr=False)
     lookup_key: str = field(default="", repr=False)
     ca_upkeep_seconds: int = 600  # CRL publication and OCSP re-signing in the background; 0 = off
+    logout_retry_seconds: int = 15  # how often undelivered back-channel logout notices are retried; 0 = off
     registry_url: str = ""  # population registry HTTP adapter; empty = the embedded table
     log_level: str = "INFO"
     max_request_bytes: int = 10 * 1024 * 1024
@@ -99,8 +100,8 @@ def load(instance: Path | None = None, environ: dict[str, str] | None = None) ->
         env_value = environ.get(f"HALLMARK_{name.upper()}")
         if env_value is not None:
             values[name] = env_value
-    for whole in ("workers", "ca_upkeep_seconds"):
-        if whole in values:
+    for whole in (f.name for f in fields(Settings) if f.type in ("int", int)):
+        if whole in values and not isinstance(values[whole], int):
             try:
                 values[whole] = int(values[whole])
             except ValueError:

@@ -13,7 +13,8 @@ from core import bearer, problems
 from idp import context as idp_context
 from idp import i18n as idp_i18n
 from idp import keys as idp_keys
-from idp import oidc_api, pages, people_api
+from idp import logout as idp_logout
+from idp import logout_api, oidc_api, pages, people_api
 from core import settings as settings_module
 from core.settings import Settings
 from hallmark import health, wiring
@@ -53,6 +54,10 @@ def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = N
     app.register_blueprint(oidc_api.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(people_api.bp)
+    app.register_blueprint(logout_api.bp)
+    if settings.logout_retry_seconds > 0:
+        retries = idp_logout.start_retries(services.idp, settings.logout_retry_seconds)
+        services.on_close(retries.stop)
 
     @app.before_request
     def refuse_oversized_bodies():

@@ -74,7 +74,9 @@ def idp_context(settings: Settings, sessions, keys) -> IdPContext:
 
     if not settings.secret_key:
         raise ConfigError("secret_key is not set; run 'hallmark init' or set HALLMARK_SECRET_KEY")
-    return IdPContext(
+    from idp import logout
+
+    ctx = IdPContext(
         sessions=sessions,
         keys=keys,
         issuer=settings.public_url.rstrip("/"),
@@ -82,6 +84,8 @@ def idp_context(settings: Settings, sessions, keys) -> IdPContext:
         secret_key=settings.secret_key.encode(),
         registry_url=settings.registry_url,
     )
+    logout.install(ctx)  # logout notices go out as soon as the session's end commits
+    return ctx
 
 
 def lookup_key(settings: Settings) -> bytes:

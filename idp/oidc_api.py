@@ -25,6 +25,7 @@ from idp.models import Account
 bp = Blueprint("idp_oidc", __name__, template_folder="templates")
 
 USERINFO_PATH = "/oauth/userinfo"
+LOGOUT_PATH = "/oauth/logout"  # served by idp.logout_api
 JWKS_PATH = "/jwks.json"
 BASE_TEMPLATE = "idp/base.html"
 PAGE_TEMPLATE = "idp/consent.html"  # the consent page and the authorization error page
@@ -77,7 +78,11 @@ def provider_metadata(ctx: IdPContext) -> dict:
         "prompt_values_supported": sorted(authorization.PROMPTS),
         "ui_locales_supported": ["zh-CN", "en"],
         "authorization_response_iss_parameter_supported": True,
-        # Logout (end_session_endpoint, back- and front-channel) is advertised once it is delivered.
+        "end_session_endpoint": url(LOGOUT_PATH),
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
+        "frontchannel_logout_supported": True,
+        "frontchannel_logout_session_supported": True,
     }
 
 
@@ -223,7 +228,7 @@ def authorize():
     params = request.args if request.method == "GET" else request.form
     with core_db.transaction(ctx.sessions) as db:
         try:
-            location = authorization.authorize(ctx, db, params, request.cookies.get(sessions.COOKIE))
+            location = authorization.authorize(ctx, db, params, sessions.sid_from_cookie(ctx.secret_key, request.cookies.get(sessions.COOKIE)))
         except authorization.PageError as exc:
             return _error_page(exc.error, exc.message, exc.params)
     return _redirect(location)
@@ -249,7 +254,7 @@ def consent_page():
     params = _authorize_params(next_url)
     if params is None:
         return _error_page("invalid_request", N_("The request is malformed: %(reason)s"), {"reason": "next"})
-    sid = request.cookies.get(sessions.COOKIE)
+    sid = sessions.sid_from_cookie(ctx.secret_key, request.cookies.get(sessions.COOKIE))
     with core_db.transaction(ctx.sessions) as db:
         try:
             authz = authorization.parse(ctx, db, params)

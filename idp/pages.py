@@ -26,7 +26,7 @@ from werkzeug.exceptions import HTTPException
 
 from core import db as core_db
 from core.identifiers import mask_resident_id
-from idp import accounts, i18n, levels, realname, sessions
+from idp import accounts, i18n, levels, logout, realname, sessions
 from idp.context import EXTENSION, IdPContext
 from idp.i18n import N_, Refusal
 from idp.models import Account, IdentityProofing
@@ -233,7 +233,7 @@ def safe_next(value: str | None) -> str:
 
 def _live(db):
     """(session row, account) for this browser's SSO cookie, or None."""
-    row = sessions.current(db, request.cookies.get(sessions.COOKIE))
+    row = sessions.current(db, sessions.sid_from_cookie(_ctx().secret_key, request.cookies.get(sessions.COOKIE)))
     if row is None:
         return None
     account = db.get(Account, row.account_id)
@@ -261,7 +261,7 @@ def _sign_in(db, account: Account):
 
 
 def _with_session_cookie(response, sid: str):
-    response.set_cookie(sessions.COOKIE, sid, httponly=True, samesite="Lax", secure=_secure(), path="/")
+    response.set_cookie(sessions.COOKIE, sessions.cookie_value(_ctx().secret_key, sid), httponly=True, samesite="Lax", secure=_secure(), path="/")
     return response
 
 
@@ -442,12 +442,14 @@ def end_session():
 
 @bp.post("/account/sign-out")
 def sign_out():
-    """Sign out of this browser only (single logout across halls is the protocol's logout endpoint)."""
+    """Sign out of this browser: the session ends, and with it every hall it signed in to (single logout)."""
+    ended = None
     with core_db.transaction(_ctx().sessions) as db:
         live = _live(db)
-        if live is not None:
-            sessions.end(db, live[0].sid, actor=f"account:{live[1].id}")
-    response = redirect("/login?notice=signed-out", 303)
+        if live is not None and sessions.end(db, live[0].sid, actor=f"account:{live[1].id}") is not None:
+            ended = live[0].sid
+    # The logged-out page runs front-channel logout for the halls this browser used.
+    response = redirect(logout.done_url(_ctx(), ended), 303)
     response.delete_cookie(sessions.COOKIE, path="/", secure=_secure(), httponly=True, samesite="Lax")
     return response
 

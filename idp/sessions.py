@@ -6,11 +6,14 @@ else is in the database, so any node can serve any request and logout is final.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import audit
@@ -64,6 +67,31 @@ def start(db: Session, account: Account, amr: set[str], *, ip: str = "", user_ag
     return row
 
 
+def cookie_value(key: bytes, sid: str) -> str:
+    """What the browser's cookie holds: the sid plus a MAC under the IdP's secret.
+
+    The sid itself is not a bearer credential: it travels in ID tokens, logout
+    tokens and front-channel URLs (where any hall, log or browser history may see
+    it), so knowing it must not be enough to ride the session.
+    """
+    return f"{sid}.{_cookie_mac(key, sid)}"
+
+
+def sid_from_cookie(key: bytes, value: str | None) -> str | None:
+    """The sid in a genuine cookie value, or None for anything else."""
+    if not value or len(value) > 120:
+        return None
+    sid, _, mac = value.rpartition(".")
+    if not sid or not hmac.compare_digest(mac, _cookie_mac(key, sid)):
+        return None
+    return sid
+
+
+def _cookie_mac(key: bytes, sid: str) -> str:
+    digest = hmac.new(key, b"hallmark-sso-cookie\x00" + sid.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
 def current(db: Session, sid: str | None) -> SSOSession | None:
     """The live session named by the cookie, or None (ended, idle too long, or too old)."""
     if not sid or len(sid) > 64:
@@ -104,13 +132,30 @@ def clients_of(db: Session, sid: str) -> list[str]:
 
 
 def end(db: Session, sid: str, *, actor: str) -> SSOSession | None:
-    """End a session (logout, or "sign out" from the account page). Returns it, or None if not live."""
+    """End a session (logout, or "sign out" from the account page). Returns it, or None if not live.
+
+    The halls the session signed in to are owed a logout notice; it is queued here,
+    in the same transaction (see ``idp.logout``). Whoever commits may call
+    ``logout.deliver_soon`` with ``pending_notices(db)`` to send them at once.
+    """
+    from idp import logout
+
     row = db.get(SSOSession, sid)
     if row is None or row.ended_at is not None:
         return None
     row.ended_at = utc_now()
-    audit.record(db, actor=actor, action="idp.session.ended", target=sid[:12], details={"account": row.account_id})
+    notices = logout.queue(db, sid)
+    db.info.setdefault(PENDING_NOTICES, []).extend(notices)
+    audit.record(db, actor=actor, action="idp.session.ended", target=sid[:12], details={"account": row.account_id, "halls_to_notify": len(notices)})
     return row
+
+
+PENDING_NOTICES = "hallmark.idp.logout_notices"
+
+
+def pending_notices(db: Session) -> list[int]:
+    """Back-channel notices queued in this transaction, for sending once it has committed."""
+    return list(db.info.get(PENDING_NOTICES, []))
 
 
 def active_for(db: Session, account_id: str) -> list[SSOSession]:
@@ -125,12 +170,12 @@ def active_for(db: Session, account_id: str) -> list[SSOSession]:
     )
 
 
-def end_all_for(db: Session, account_id: str, *, actor: str) -> int:
-    """End every live session of an account (password change, account disabled)."""
-    result = db.execute(
-        update(SSOSession)
-        .where(SSOSession.account_id == account_id, SSOSession.ended_at.is_(None))
-        .values(ended_at=utc_now())
-    )
-    audit.record(db, actor=actor, action="idp.session.ended_all", target=account_id, details={"count": result.rowcount})
-    return result.rowcount
+def end_all_for(db: Session, account_id: str, *, actor: str, except_sid: str | None = None) -> int:
+    """End every live session of an account but ``except_sid`` (password change, account disabled)."""
+    live = list(db.scalars(select(SSOSession.sid).where(SSOSession.account_id == account_id, SSOSession.ended_at.is_(None))))
+    ended = 0
+    for sid in live:
+        if sid != except_sid and end(db, sid, actor=actor) is not None:
+            ended += 1
+    audit.record(db, actor=actor, action="idp.session.ended_all", target=account_id, details={"count": ended})
+    return ended

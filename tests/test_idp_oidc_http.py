@@ -80,8 +80,11 @@ class World:
     def browser_with_session(self, account_id) -> requests.Session:
         with core_db.transaction(self.sessions) as db:
             sid = sessions.start(db, db.get(Account, account_id), {"pwd"}).sid
+        from core import settings as settings_module
+
         browser = requests.Session()
-        browser.cookies.set(sessions.COOKIE, sid, domain="127.0.0.1", path="/")
+        key = settings_module.load(self.instance).secret_key.encode()
+        browser.cookies.set(sessions.COOKIE, sessions.cookie_value(key, sid), domain="127.0.0.1", path="/")
         return browser
 
     def hall(self, which="city", **kw) -> OAuth2Session:

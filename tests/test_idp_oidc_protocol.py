@@ -82,7 +82,7 @@ class World:
             if auth_time is not None:
                 row.auth_time = auth_time
             sid = row.sid
-        self.browser.set_cookie(sessions.COOKIE, sid, domain="localhost")
+        self.browser.set_cookie(sessions.COOKIE, sessions.cookie_value(self.ctx.secret_key, sid), domain="localhost")
         return sid
 
     def authorize(self, client_id="hall", redirect_uri=CB, verifier=None, **params):
@@ -149,8 +149,9 @@ def test_discovery_and_jwks(oidc):
     assert meta["authorization_response_iss_parameter_supported"] is True and meta["claims_parameter_supported"] is True
     assert set(meta["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "client_secret_post", "private_key_jwt", "none"}
     assert set(meta["grant_types_supported"]) == {"authorization_code", "refresh_token", "client_credentials"}
-    # Nothing about logout is claimed until it is delivered.
-    assert not {"end_session_endpoint", "backchannel_logout_supported", "frontchannel_logout_supported"} & set(meta)
+    assert meta["end_session_endpoint"] == ISSUER + "/oauth/logout"
+    assert meta["backchannel_logout_supported"] is True and meta["backchannel_logout_session_supported"] is True
+    assert meta["frontchannel_logout_supported"] is True and meta["frontchannel_logout_session_supported"] is True
     published = oidc.rp.get("/jwks.json").get_json()["keys"]
     assert {k["alg"] for k in published} == {"ES256", "RS256"}
     for key in published:

@@ -107,8 +107,8 @@ def test_register_login_account_page_and_sign_out_one_session(site):
     assert phone.get("/account").status_code == 200
 
     signed_out = phone.post("/account/sign-out", {})
-    assert signed_out.headers["Location"] == "/login?notice=signed-out"
-    assert "您已在此浏览器上退出登录" in text(phone.get("/login?notice=signed-out"))
+    assert signed_out.headers["Location"].startswith("/logout/done?ticket=")
+    assert "您已退出登录" in text(phone.get(signed_out.headers["Location"]))
     assert phone.get("/account", allow_redirects=False).status_code == 302
 
 
