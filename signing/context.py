@@ -1,0 +1,36 @@
+"""What every signing service needs: the CA context, the public URL, limits, our timestamper."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from ca.context import CAContext
+from signing import pdfinput
+from signing.trust import OwnTimeStamper
+
+EXTENSION = "hallmark.signing"
+
+
+@dataclass
+class SigningContext:
+    ca: CAContext
+    public_url: str
+    max_pdf_bytes: int = pdfinput.MAX_PDF_BYTES
+    remote_session_lifetime: timedelta = timedelta(minutes=10)
+    _timestampers: threading.local = field(default_factory=threading.local, repr=False)
+
+    @property
+    def sessions(self):
+        return self.ca.sessions
+
+    def verify_url(self, document_id: str) -> str:
+        return self.public_url.rstrip("/") + f"/verify/{document_id}"
+
+    def timestamper(self) -> OwnTimeStamper:
+        """One per thread: pyHanko's timestamper caches a sizing response and TSA certificates in itself."""
+        found = getattr(self._timestampers, "value", None)
+        if found is None:
+            found = self._timestampers.value = OwnTimeStamper(self.ca)
+        return found

@@ -1,0 +1,53 @@
+"""Reading a PDF someone sent us, refusing what cannot be signed or validated with a clear 4xx.
+
+Every refusal is a :class:`~core.problems.Problem` with a stable ``code``:
+``too_large`` (413), ``not_a_pdf``, ``encrypted``, ``corrupt`` (422).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from pyhanko.pdf_utils.misc import PdfError
+from pyhanko.pdf_utils.reader import PdfFileReader
+
+from core.problems import Problem
+
+MAX_PDF_BYTES = 8 * 1024 * 1024  # below the request limit, with room for base64 in JSON bodies
+HEADER_WINDOW = 1024  # ISO 32000-1 7.5.2 tolerates bytes before %PDF-; readers look this far
+
+log = logging.getLogger("hallmark.signing.pdf")
+
+
+def refuse(status: int, code: str, detail: str) -> Problem:
+    title = {413: "Content Too Large", 422: "Unprocessable Content"}.get(status, "Bad Request")
+    return Problem(status, title, detail, code=code)
+
+
+def check_size(data: bytes, limit: int = MAX_PDF_BYTES) -> None:
+    if len(data) > limit:
+        raise refuse(413, "too_large", f"the PDF is {len(data)} bytes; at most {limit} bytes ({limit // (1024 * 1024)} MiB) are accepted")
+
+
+def read(data: bytes, *, limit: int = MAX_PDF_BYTES) -> PdfFileReader:
+    """A parsed, unencrypted PDF; a 413/422 problem naming what is wrong otherwise."""
+    check_size(data, limit)
+    if not data:
+        raise refuse(422, "not_a_pdf", "the request carried no file; send the PDF as the body (Content-Type: application/pdf)")
+    if b"%PDF-" not in data[:HEADER_WINDOW]:
+        raise refuse(422, "not_a_pdf", "this is not a PDF file (no %PDF- header)")
+    try:
+        reader = PdfFileReader(io.BytesIO(data), strict=False)
+        encrypted = reader.encrypted
+        if not encrypted:
+            # Touch what signing and validation read, so a broken file fails here and not half-way.
+            root = reader.root
+            pages = reader.root["/Pages"]
+            _ = (root.get("/AcroForm"), pages["/Count"], reader.trailer, reader.xrefs.total_revisions)
+    except (PdfError, KeyError, ValueError, TypeError, IndexError, AttributeError, RecursionError) as exc:
+        log.info("refused a corrupt PDF: %s: %s", type(exc).__name__, exc)
+        raise refuse(422, "corrupt", "the PDF is damaged and cannot be read (its structure or cross-reference table is broken)") from None
+    if encrypted:
+        raise refuse(422, "encrypted", "the PDF is encrypted or password-protected; send it without encryption")
+    return reader
