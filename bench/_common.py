@@ -177,3 +177,19 @@ def wrk(url: str, *, threads: int = 2, connections: int = 20, seconds: int = 5, 
     if (errors := _ERRORS.search(out)) is not None:
         notes.append(errors.group(0))
     return float(found.group(1)), "; ".join(notes)
+
+
+def group_cpu_seconds(leader: int) -> float:
+    """User + system CPU of the live processes in process group ``leader`` (a server and its workers)."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == leader:  # pgrp; fields[0] is the state (field 3 of the file)
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")

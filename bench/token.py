@@ -36,27 +36,20 @@ from __future__ import annotations
 import os
 import sys
 
-# This file's name shadows the standard library's ``token`` (which ``inspect`` and
-# ``tokenize`` import): its directory goes to the end of the import path, where
-# ``_common`` is still found.
-_BENCH = os.path.dirname(os.path.abspath(__file__))
-sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != _BENCH] + [_BENCH]
+if __name__ == "token":
+    # Every script in bench/ has this directory first on its import path, where this
+    # file's name shadows the standard library's ``token`` (imported by tokenize,
+    # inspect, traceback...). Imported under that name, it hands over to the real
+    # module; what follows then only defines functions (their imports are inside them).
+    import importlib.util
+    import sysconfig
 
-import argparse
-import base64
-import json
-import shutil
-import signal
-import subprocess
-import tempfile
-import time
-import urllib.request
-from pathlib import Path
+    _spec = importlib.util.spec_from_file_location("token", os.path.join(sysconfig.get_path("stdlib"), "token.py"))
+    _stdlib_token = importlib.util.module_from_spec(_spec)
+    sys.modules["token"] = _stdlib_token
+    _spec.loader.exec_module(_stdlib_token)
 
-from _common import OtherLoad, Server, free_port, median, table, venv_tool, wrk
-
-BENCH_DIR = Path(__file__).resolve().parent
-PEER_DIR = BENCH_DIR / "peers" / "oidc-provider"
+PEER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers", "oidc-provider")
 CLIENT_ID = "bench-approvals"
 SCOPE = "bench:read"
 FORM = f"grant_type=client_credentials&scope={SCOPE}"
@@ -69,27 +62,14 @@ wrk.headers["Authorization"] = "{authorization}"
 """
 
 
-def group_cpu_seconds(leader: int) -> float:
-    """User + system CPU of the live processes in process group ``leader`` (a server and its workers)."""
-    total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == leader:  # pgrp; fields[0] is the state (field 3 of the file)
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def ensure_peer_installed() -> str:
+    import shutil
+    import subprocess
+
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         sys.exit("node and npm are needed for the oidc-provider peer (apt-get install nodejs npm)")
-    if not (PEER_DIR / "node_modules" / "oidc-provider" / "package.json").exists():
+    if not os.path.exists(os.path.join(PEER_DIR, "node_modules", "oidc-provider", "package.json")):
         print("installing the peer: npm ci in bench/peers/oidc-provider", file=sys.stderr, flush=True)
         done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=PEER_DIR, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
@@ -98,13 +78,19 @@ def ensure_peer_installed() -> str:
 
 
 def peer_version() -> str:
+    import json
+
     try:
-        return json.loads((PEER_DIR / "node_modules" / "oidc-provider" / "package.json").read_text())["version"]
+        with open(os.path.join(PEER_DIR, "node_modules", "oidc-provider", "package.json")) as manifest:
+            return json.load(manifest)["version"]
     except (OSError, ValueError, KeyError):
         return "?"
 
 
 def post_token(url: str, authorization: str) -> dict:
+    import json
+    import urllib.request
+
     request = urllib.request.Request(
         url, data=FORM.encode(), method="POST",
         headers={"Content-Type": "application/x-www-form-urlencoded", "Authorization": authorization},
@@ -114,12 +100,17 @@ def post_token(url: str, authorization: str) -> dict:
 
 
 def get_json(url: str) -> dict:
+    import json
+    import urllib.request
+
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
 
 
 def check_token(name: str, base: str, token_path: str, jwks_path: str, authorization: str) -> list[str]:
     """One token from a server, checked as an RFC 9068 ES256 JWT against that server's JWKS; its claim names."""
+    import json
+
     from joserfc import jwt
     from joserfc.jwk import KeySet
 
@@ -137,6 +128,17 @@ def check_token(name: str, base: str, token_path: str, jwks_path: str, authoriza
 
 
 def main() -> None:
+    import argparse
+    import base64
+    import json
+    import signal
+    import subprocess
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from _common import OtherLoad, Server, free_port, group_cpu_seconds, median, table, venv_tool, wrk
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="wrk runs per server (default 5)")
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run (default 5)")
@@ -181,7 +183,7 @@ def main() -> None:
             "ours": Server("ours", [hallmark, "serve", "--bind", f"127.0.0.1:{ports['ours']}", "--workers", "2"],
                            ports["ours"], env=ours_env, cwd=tmp_name, log_dir=tmp),
             "oidc-provider": Server("oidc-provider", [node, "server.js"], ports["oidc-provider"], env=peer_env,
-                                    cwd=str(PEER_DIR), log_dir=tmp),
+                                    cwd=PEER_DIR, log_dir=tmp),
         }
         ready = {"ours": "/healthz", "oidc-provider": "/.well-known/openid-configuration"}
         rates: dict[str, list[float]] = {name: [] for name in servers}
