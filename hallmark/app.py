@@ -11,6 +11,7 @@ from ca import api as ca_api
 from ca import pki_api, tsa_api
 from core import bearer, problems
 from idp import context as idp_context
+from idp import enrolment_api
 from idp import i18n as idp_i18n
 from idp import keys as idp_keys
 from idp import logout as idp_logout
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = N
     app.register_blueprint(oidc_api.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(people_api.bp)
+    app.register_blueprint(enrolment_api.bp)
     app.register_blueprint(logout_api.bp)
     if settings.logout_retry_seconds > 0:
         retries = idp_logout.start_retries(services.idp, settings.logout_retry_seconds)

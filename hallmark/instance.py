@@ -103,6 +103,7 @@ def init_instance(instance: Path | None = None) -> InitReport:
         ca_report = _init_ca(settings, engine)
         for what, changed in ca_report.steps:
             report.did(what, changed)
+        report.did("public client 'hallmark-key' (USB-key enrolment)", _init_key_client(settings, engine))
         if report.changed:
             with db.transaction(db.make_session_factory(engine)) as session:
                 audit.record(
@@ -125,6 +126,19 @@ def _init_ca(settings: Settings, engine):
     try:
         ctx = wiring.ca_context(settings, db.make_session_factory(engine), keys)
         return hierarchy.init_hierarchy(ctx, actor="system:init")
+    finally:
+        keys.close()
+
+
+def _init_key_client(settings: Settings, engine) -> bool:
+    from hallmark import wiring
+    from idp import enrolment
+
+    keys = wiring.key_manager(settings)
+    try:
+        ctx = wiring.idp_context(settings, db.make_session_factory(engine), keys)
+        with db.transaction(ctx.sessions) as session:
+            return enrolment.ensure_key_client(ctx, session, actor="system:init")
     finally:
         keys.close()
 

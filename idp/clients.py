@@ -103,7 +103,10 @@ class RegisteredClient:
         return " ".join(s for s in scope.split() if s in self.scopes)
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        return redirect_uri in self.redirect_uris  # exact string match, nothing else
+        if redirect_uri in self.redirect_uris:  # exact string match
+            return True
+        # RFC 8252 §7.3: a native (public) client's loopback IP redirect may use any port.
+        return self.is_public and _loopback_without_port(redirect_uri) in self.redirect_uris
 
     def check_client_secret(self, client_secret: str) -> bool:
         if not self.secret_hash or not isinstance(client_secret, str):
@@ -223,6 +226,19 @@ def validate_redirect_uri(uri: str, *, what: str = "redirect URI") -> str:
     if parts.scheme == "http" and not _is_loopback(host):
         raise ClientError(f"the {what} {uri!r} uses plain http; only https, or http to 127.0.0.1/localhost, is allowed")
     return uri
+
+
+def _loopback_without_port(uri: str) -> str | None:
+    """``http://127.0.0.1:PORT/path`` (or ``[::1]``) without its port; None for anything else."""
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except (ValueError, TypeError):
+        return None
+    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "::1") or port is None or parts.username or parts.password:
+        return None
+    host = "[::1]" if parts.hostname == "::1" else parts.hostname
+    return parts._replace(netloc=host).geturl()
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,64 +1,244 @@
-"""``hallmark-key`` commands."""
+"""``hallmark-key`` commands (thin: the work is in keyagent.token, .enrol, .agent, .demo)."""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 import pkcs11
-from cryptography import x509
-from pkcs11 import Attribute, ObjectClass
+from cryptography.hazmat.primitives import serialization
 
 from hsm import HSMError
-from hsm import module as pkcs11_module
-from hsm.softhsm import default_module
+from keyagent import config as key_config
+from keyagent import enrol as enrolment
+from keyagent.token import UsbKey, tokens, use_softhsm2_conf
 
 
 def _module_option(f):
     return click.option(
         "--module",
         "module_path",
-        default=lambda: os.environ.get("HALLMARK_KEY_MODULE") or default_module(),
-        show_default="$HALLMARK_KEY_MODULE or SoftHSM2",
+        default=None,
+        show_default="config file, $HALLMARK_KEY_MODULE, or SoftHSM2",
         help="path of the USB key's PKCS#11 module",
     )(f)
 
 
+def _common(f):
+    """--config, --module, --token, --softhsm2-conf, --pin-file; merged into a KeyConfig."""
+
+    @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                  help="settings file (default ~/.config/hallmark-key/agent.toml or $HALLMARK_KEY_CONFIG)")
+    @_module_option
+    @click.option("--token", "token_label", default=None, help="label of the token to use (needed when several are present)")
+    @click.option("--softhsm2-conf", type=click.Path(dir_okay=False), default=None, help="SoftHSM2 only: its configuration file")
+    @click.option("--pin-file", type=click.Path(exists=True, dir_okay=False), default=None,
+                  help="read the PIN from this file (tests and scripts; otherwise $HALLMARK_KEY_PIN or a prompt)")
+    @functools.wraps(f)
+    def wrapped(config_path, module_path, token_label, softhsm2_conf, pin_file, **kwargs):
+        try:
+            settings = key_config.load(config_path)
+        except key_config.ConfigError as exc:
+            _fail(str(exc))
+        settings.module = module_path or settings.module
+        settings.token = token_label or settings.token
+        settings.softhsm2_conf = softhsm2_conf or settings.softhsm2_conf
+        if pin_file:
+            settings.pin = Path(pin_file).read_text(encoding="utf-8").strip("\r\n")
+        use_softhsm2_conf(settings.softhsm2_conf)
+        return f(settings=settings, **kwargs)
+
+    return wrapped
+
+
+def _fail(message: str, code: int = 1):
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+def _pin_source(settings: key_config.KeyConfig, label_of):
+    """The PIN from settings, or asked for once (never echoed) and kept for this process."""
+    asked: list[str] = []
+
+    def pin() -> str:
+        if settings.pin:
+            return settings.pin
+        if not asked:
+            asked.append(click.prompt(f"PIN of USB key {label_of()!r}", hide_input=True, err=True))
+        return asked[0]
+
+    return pin
+
+
+def _open(settings: key_config.KeyConfig) -> UsbKey:
+    holder: list[UsbKey] = []
+    usb = UsbKey(settings.module_path, settings.token, _pin_source(settings, lambda: holder[0].label if holder else "?"))
+    holder.append(usb)
+    return usb
+
+
 @click.group()
 def main():
-    """Use a USB key (any PKCS#11 token) with Hallmark."""
+    """Use a USB key (any PKCS#11 token) with Hallmark: enrol a certificate, run the local signing agent."""
+
+
+# -- list -----------------------------------------------------------------------------------
+
+
+def _describe(usb: UsbKey, with_private: bool) -> dict:
+    certificates = usb.certificates()
+    keys = usb.private_keys() if with_private else usb.public_keys()
+    key_ids = {k.key_id for k in keys}
+    by_id = {c.key_id: c for c in certificates if not c.is_ca}
+    now = datetime.now(UTC)
+    return {
+        "label": usb.label,
+        "manufacturer": usb.summary.manufacturer,
+        "model": usb.summary.model,
+        "serial": usb.summary.serial,
+        "certificates": [
+            {
+                "id": c.id,
+                "label": c.label,
+                "subject": c.subject,
+                "issuer": c.certificate.issuer.rfc4514_string(),
+                "not_after": c.certificate.not_valid_after_utc.isoformat(),
+                "expired": c.certificate.not_valid_after_utc < now,
+                "ca": c.is_ca,
+                "fingerprint": c.fingerprint,
+                "has_key": c.key_id in key_ids,
+            }
+            for c in certificates
+        ],
+        "keys": [
+            {"id": k.id, "label": k.label, "algorithm": k.algorithm, "certificate": by_id[k.key_id].subject if k.key_id in by_id else None}
+            for k in keys
+        ],
+        "keys_seen": "private" if with_private else "public",
+    }
 
 
 @main.command(name="list")
-@_module_option
-def list_tokens(module_path):
-    """Show the tokens present, with their certificates and public keys (no PIN needed)."""
+@_common
+@click.option("--login", is_flag=True, help="log in to list private keys too (asks for the PIN)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def list_tokens(settings, login, as_json):
+    """Show the tokens present, their certificates and keys, and which key has a certificate."""
     try:
-        lib = pkcs11_module.load(module_path)
-        slots = lib.get_slots(token_present=True)
+        present = tokens(settings.module_path)
+        labels = [t.label for t in present if settings.token in (None, t.label)]
+        described = []
+        for label in labels:
+            with UsbKey(settings.module_path, label, _pin_source(settings, lambda label=label: label)) as usb:
+                described.append(_describe(usb, with_private=login))
     except (HSMError, pkcs11.PKCS11Error) as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(1)
-    if not slots:
-        click.echo("no token present")
+        _fail(str(exc) or type(exc).__name__)
+    if as_json:
+        click.echo(json.dumps({"module": settings.module_path, "tokens": described}, ensure_ascii=False))
         return
-    for slot in slots:
-        token = slot.get_token()
-        click.echo(f"token {token.label!r}  ({token.manufacturer_id} {token.model}, serial {token.serial.decode(errors='replace') if isinstance(token.serial, bytes) else token.serial})")
-        with token.open() as session:
-            certificates = list(session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE}))
-            public_keys = list(session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY}))
-            for obj in certificates:
-                cert = x509.load_der_x509_certificate(obj[Attribute.VALUE])
-                click.echo(
-                    f"  certificate {obj[Attribute.LABEL]!r}: {cert.subject.rfc4514_string()}, "
-                    f"valid until {cert.not_valid_after_utc:%Y-%m-%d}, id {obj[Attribute.ID].hex()}"
-                )
-            for obj in public_keys:
-                click.echo(f"  key {obj.label!r}: {obj.key_type.name}, id {obj[Attribute.ID].hex()}")
-            if not certificates and not public_keys:
-                click.echo("  (empty)")
+    if not described:
+        click.echo("no token present" if not settings.token else f"no token labelled {settings.token!r}")
+        return
+    for token in described:
+        click.echo(f"token {token['label']!r}  ({token['manufacturer']} {token['model']}, serial {token['serial']})")
+        for c in token["certificates"]:
+            if c["ca"]:
+                continue
+            state = "EXPIRED" if c["expired"] else f"valid until {c['not_after'][:10]}"
+            key = "key on token" if c["has_key"] else ("NO KEY on token" if login or token["keys"] else "key not checked")
+            click.echo(f"  certificate {c['label']!r}: {c['subject']}, {state}, id {c['id']}, {key}")
+        for c in token["certificates"]:
+            if c["ca"]:
+                click.echo(f"  CA certificate {c['subject']}")
+        for k in token["keys"]:
+            has = f"certificate: {k['certificate']}" if k["certificate"] else "no certificate"
+            click.echo(f"  {'key pair' if login else 'public key'} {k['label']!r}: {k['algorithm']}, id {k['id']}, {has}")
+        if not token["certificates"] and not token["keys"]:
+            click.echo("  (empty)")
+
+
+# -- enrolment ------------------------------------------------------------------------------
+
+
+@main.command(name="enroll")
+@_common
+@click.option("--profile", type=click.Choice(enrolment.PROFILES), required=True)
+@click.option("--name", required=True, help="your legal name (person-auth) or the enterprise's registered name")
+@click.option("--resident-id", default=None, help="person-auth: your resident ID number")
+@click.option("--credit-code", default=None, help="enterprise-auth: the unified social credit code")
+@click.option("--idp", "idp_url", default=None, help="the Hallmark server (default from the config file, or http://127.0.0.1:8000)")
+@click.option("--access-token", default=None, help="use this access token instead of logging in through the browser (scripts, tests)")
+@click.option("--no-browser", is_flag=True, help="only print the login URL, do not open a browser")
+def enroll(settings, profile, name, resident_id, credit_code, idp_url, access_token, no_browser):
+    """Generate a key pair on the USB key, have Hallmark certify it, and store the certificate there."""
+    if profile == "person-auth" and (not resident_id or credit_code):
+        _fail("person-auth needs --resident-id (and no --credit-code)", 2)
+    if profile == "enterprise-auth" and (not credit_code or resident_id):
+        _fail("enterprise-auth needs --credit-code (and no --resident-id)", 2)
+    idp_url = idp_url or settings.idp
+    access_token = access_token or os.environ.get("HALLMARK_KEY_ACCESS_TOKEN")
+    try:
+        enrolment.check_server_url(idp_url)
+        with _open(settings) as usb:
+            usb.login()  # ask for the PIN before the browser round trip, and fail early on a wrong one
+            if not access_token:
+                from keyagent import oauth
+
+                access_token = oauth.obtain_access_token(idp_url, say=click.echo, open_browser=not no_browser)
+            done = enrolment.enrol(usb, profile=profile, name=name, idp_url=idp_url, access_token=access_token,
+                                   resident_id=resident_id, credit_code=credit_code)
+    except enrolment.EnrolmentFailed as exc:
+        _fail(f"{exc} (nothing was stored on the USB key)")
+    except (HSMError, pkcs11.PKCS11Error) as exc:
+        _fail(str(exc) or type(exc).__name__)
+    click.echo(f"generated an EC P-256 key pair inside token {done.token!r} (label {done.key_label!r}, id {done.key_id.hex()})")
+    click.echo(f"enrolled {profile} certificate {done.serial}")
+    click.echo(f"  subject    {done.certificate.subject.rfc4514_string()}")
+    click.echo(f"  valid until {done.certificate.not_valid_after_utc:%Y-%m-%d}")
+    click.echo(f"stored it on the token with {len(done.chain)} CA certificate(s) of its chain")
+
+
+@main.command(name="request")
+@_common
+@click.option("--profile", type=click.Choice(enrolment.PROFILES), required=True)
+@click.option("--name", required=True, help="the name to put in the request (the CA takes the subject from the proofed identity)")
+def request_csr(settings, profile, name):
+    """Generate a key pair on the USB key and print a CSR for it (enrolment at a counter)."""
+    try:
+        with _open(settings) as usb:
+            key_id, label, csr = enrolment.make_key_and_csr(usb, profile, name)
+    except (enrolment.EnrolmentFailed, HSMError, pkcs11.PKCS11Error) as exc:
+        _fail(str(exc) or type(exc).__name__)
+    click.echo(f"generated key {label!r} (id {key_id.hex()}) on token {usb.label!r}", err=True)
+    click.echo(csr.public_bytes(serialization.Encoding.PEM).decode(), nl=False)
+
+
+@main.command(name="import-certificate")
+@_common
+@click.argument("bundle", type=click.File("rb"))
+def import_certificate(settings, bundle):
+    """Store a certificate (PEM, followed by its CA chain) beside the key it certifies."""
+    from cryptography import x509
+
+    data = bundle.read(1024 * 1024)
+    try:
+        leaf = x509.load_pem_x509_certificates(data)[0]
+        with _open(settings) as usb:
+            found = enrolment.key_for_certificate(usb, leaf)
+            if found is None:
+                _fail("no key on the USB key matches this certificate")
+            key_id, label = found
+            leaf, chain = enrolment.store(usb, key_id, label, data)
+    except ValueError:
+        _fail("the input is not a PEM certificate")
+    except (enrolment.EnrolmentFailed, HSMError, pkcs11.PKCS11Error) as exc:
+        _fail(str(exc) or type(exc).__name__)
+    click.echo(f"stored {leaf.subject.rfc4514_string()} with key {label!r} (id {key_id.hex()}) and {len(chain)} CA certificate(s)")
 
 
 if __name__ == "__main__":
