@@ -17,9 +17,10 @@ DEB_VENV := $(shell $(PYTHON) -c 'import ensurepip' >/dev/null 2>&1 || echo pyth
 
 .PHONY: run test deps deps-runtime venv bench clean-instance
 
+# The identity provider on :8000 plus two demo halls (:8001, :8002); see examples/run.py.
 run: deps-runtime venv
 	$(VENV)/bin/hallmark init
-	$(VENV)/bin/hallmark serve
+	$(PY) examples/run.py
 
 test: deps venv
 	$(PY) -m pytest

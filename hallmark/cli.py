@@ -214,5 +214,37 @@ def verify():
     sys.exit(2)
 
 
+# -- demo -----------------------------------------------------------------------------------
+
+
+@main.group(name="demo")
+def demo_group():
+    """The newcomer's demo that `make run` starts (two halls, demo accounts)."""
+
+
+@demo_group.command(name="prepare")
+@click.option("--json", "as_json", is_flag=True, help="print what the demo needs as JSON (for examples/run.py)")
+@click.option("--hall-ports", envvar="HALLMARK_DEMO_HALL_PORTS", default="", help="ports of the two halls, e.g. 8001,8002 (the default)")
+@click.pass_context
+def demo_prepare(ctx, as_json, hall_ports):
+    """Register the demo halls, matters and accounts (safe to repeat) and print how to use them."""
+    import json as json_module
+
+    from hallmark import demo
+
+    services = ctx.find_root().obj.services()
+    try:
+        ports = tuple(int(p) for p in hall_ports.split(",")) if hall_ports else None
+        if ports is not None and (len(ports) != len(demo.HALLS) or not all(0 < p < 65536 for p in ports)):
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"give {len(demo.HALLS)} port numbers separated by a comma", param_hint="--hall-ports") from None
+    info = demo.prepare(services.idp, services.settings.instance, ports=ports)
+    if as_json:
+        click.echo(json_module.dumps({"halls": info.halls, "accounts": info.accounts, "idp": services.settings.public_url}, ensure_ascii=False))
+    else:
+        click.echo(demo.banner(info, services.settings.public_url))
+
+
 if __name__ == "__main__":
     main()

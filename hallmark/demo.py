@@ -1,0 +1,161 @@
+"""The newcomer's demo that `make run` prepares: two halls registered as clients,
+demo matters, and two demo accounts (basic and real-name).
+
+Everything is idempotent. Secrets the demo needs again on the next run (the halls'
+client secrets, the demo passwords) are kept in ``demo.json`` in the instance
+folder, readable by its owner only; they are demo credentials for 127.0.0.1 and
+nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from core import db as core_db
+from core.identifiers import mask_resident_id
+from idp import accounts, clients, matters, realname
+from idp.context import IdPContext
+from idp.models import Account, Client
+
+DEMO_FILE = "demo.json"
+ACTOR = "system:demo"
+
+
+@dataclass(frozen=True)
+class Hall:
+    client_id: str
+    name: str
+    name_en: str
+    port: int
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+HALLS = (
+    Hall("city-hall", "市网上办事大厅", "City online service hall", 8001),
+    Hall("county-hall", "县网上办事大厅", "County online service hall", 8002),
+)
+BASIC_USER = "demo-basic"
+REALNAME_USER = "demo-realname"
+
+
+@dataclass(frozen=True)
+class DemoInfo:
+    halls: dict  # client_id -> {"client_secret", "base", "name", "name_en"}
+    accounts: dict  # username -> {"password", "level", ...}
+    path: Path
+
+
+def _load(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _save(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, ensure_ascii=False, indent=2)
+    os.replace(tmp, path)
+
+
+def _demo_password() -> str:
+    # Readable to type from the terminal, long enough for the password policy.
+    return "Demo-" + secrets.token_urlsafe(6).replace("-", "x").replace("_", "y") + "-2026"
+
+
+def halls(ports: tuple[int, ...] | None = None) -> tuple[Hall, ...]:
+    """The demo halls, on their usual ports or on ``ports`` (tests run the demo beside other servers)."""
+    if not ports:
+        return HALLS
+    return tuple(Hall(h.client_id, h.name, h.name_en, port) for h, port in zip(HALLS, ports, strict=True))
+
+
+def prepare(ctx: IdPContext, instance: Path, *, ports: tuple[int, ...] | None = None) -> DemoInfo:
+    """Make sure the demo halls, matters and accounts exist; return what a newcomer needs to try them."""
+    path = instance / DEMO_FILE
+    data = _load(path)
+    hall_data = data.setdefault("halls", {})
+    people = data.setdefault("accounts", {})
+    halls_wanted = halls(ports)
+
+    with core_db.transaction(ctx.sessions) as db:
+        for code, name, level, department in matters.DEMO:
+            if matters.get(db, code) is None:
+                matters.set_matter(db, code, level=level, name=name, department=department, actor=ACTOR)
+        for hall in halls_wanted:
+            known = hall_data.get(hall.client_id, {})
+            row = db.get(Client, hall.client_id)
+            if row is not None and json.loads(row.redirect_uris or "[]") != [hall.base + "/callback"]:
+                clients.remove(ctx, db, hall.client_id, actor=ACTOR)  # the hall moved to another port
+                db.flush()
+                row = None
+            if row is None:
+                created = clients.add(
+                    ctx, db, client_id=hall.client_id, name=hall.name, client_type="confidential",
+                    redirect_uris=[hall.base + "/callback"], scopes=["openid", "profile", "hallmark:realname"],
+                    first_party=True, backchannel_logout_uri=hall.base + "/backchannel-logout",
+                    post_logout_redirect_uris=[hall.base + "/"], actor=ACTOR,
+                )
+                known = {"client_secret": created.client_secret}
+            elif not known.get("client_secret"):  # demo.json lost: the old secret is unknowable, issue a new one
+                known = {"client_secret": clients.new_secret(ctx, db, hall.client_id, actor=ACTOR)}
+            hall_data[hall.client_id] = {**known, "base": hall.base, "name": hall.name, "name_en": hall.name_en, "port": hall.port}
+
+    people[BASIC_USER] = _account(ctx, BASIC_USER, "演示用户（基础）", people.get(BASIC_USER, {}))
+    people[REALNAME_USER] = _account(ctx, REALNAME_USER, "演示用户（实名）", people.get(REALNAME_USER, {}))
+    people[REALNAME_USER].update(_proof(ctx, REALNAME_USER))
+    people[BASIC_USER]["level"], people[REALNAME_USER]["level"] = 1, 2
+    _save(path, data)
+    return DemoInfo(hall_data, people, path)
+
+
+def _account(ctx: IdPContext, username: str, display_name: str, known: dict) -> dict:
+    password = known.get("password")
+    with core_db.transaction(ctx.sessions) as db:
+        account = accounts.find(db, username)
+        if account is None:
+            password = password or _demo_password()
+            account = accounts.register(db, identifier=username, password=password, display_name=display_name, actor=ACTOR)
+        elif not password:
+            password = _demo_password()
+            accounts.set_password(db, account, password, actor=ACTOR)
+        return {"password": password, "account_id": account.id}
+
+
+def _proof(ctx: IdPContext, username: str) -> dict:
+    """Verify the real-name demo account against a synthetic person in the embedded registry."""
+    person = realname.demo_people(1)[0]
+    realname.import_people(ctx, [person], actor=ACTOR, source="demo")
+    with ctx.sessions() as db:
+        account: Account = accounts.find(db, username)
+        proofing = realname.proofing_of(db, account.id)
+    if proofing is None:
+        realname.verify_online(ctx, account.id, person.name, person.resident_id)
+    # The full ID stays out of demo.json; the USB-key demo reads it from the registry's demo list.
+    return {"legal_name": person.name, "resident_id_masked": mask_resident_id(person.resident_id)}
+
+
+def banner(info: DemoInfo, idp_url: str) -> str:
+    lines = [
+        "",
+        "Hallmark demo — single sign-on across two halls",
+        f"  identity provider   {idp_url}",
+    ]
+    for hall in info.halls.values():
+        lines.append(f"  {hall['name']:<10}  {hall['base']}   ({hall['name_en']})")
+    lines.append("  demo accounts (passwords are for this machine only):")
+    for username, who in info.accounts.items():
+        level = {1: "basic", 2: "real-name"}.get(who.get("level"), "?")
+        lines.append(f"    {username:<14} {who['password']:<20} level {who.get('level')} {level}")
+    lines.append("  Log in at one hall, open the other: you are already logged in. Log out at either: both end.")
+    lines.append(f"  (kept in {info.path})")
+    return "\n".join(lines)
