@@ -110,8 +110,8 @@ def prepare(ctx: IdPContext, instance: Path, *, ports: tuple[int, ...] | None = 
                 known = {"client_secret": clients.new_secret(ctx, db, hall.client_id, actor=ACTOR)}
             hall_data[hall.client_id] = {**known, "base": hall.base, "name": hall.name, "name_en": hall.name_en, "port": hall.port}
 
-    people[BASIC_USER] = _account(ctx, BASIC_USER, "演示用户（基础）", people.get(BASIC_USER, {}))
-    people[REALNAME_USER] = _account(ctx, REALNAME_USER, "演示用户（实名）", people.get(REALNAME_USER, {}))
+    people[BASIC_USER] = _account(ctx, BASIC_USER, "演示居民甲", people.get(BASIC_USER, {}))
+    people[REALNAME_USER] = _account(ctx, REALNAME_USER, "演示居民乙", people.get(REALNAME_USER, {}))
     people[REALNAME_USER].update(_proof(ctx, REALNAME_USER))
     people[BASIC_USER]["level"], people[REALNAME_USER]["level"] = 1, 2
     _save(path, data)

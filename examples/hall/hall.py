@@ -137,6 +137,7 @@ def create_app(*, client_id: str, client_secret: str, name: str, name_en: str, b
         }
         try:
             info = idp_client.userinfo(token=token)
+            user["name"] = info.get("name") or info.get("preferred_username") or user["name"]
             user["resident_id_masked"] = info.get("resident_id_masked")
             user["real_name_verified"] = info.get("real_name_verified")
         except (OAuthError, requests.RequestException, ValueError):
@@ -202,7 +203,7 @@ def create_app(*, client_id: str, client_secret: str, name: str, name_en: str, b
 def page(name: str, name_en: str, user: dict | None, catalogue: list[dict], notice: str | None, doing: str | None) -> str:
     e = html.escape
     rows = []
-    for m in catalogue:
+    for m in sorted(catalogue, key=lambda m: (m["level"], m["code"])):
         rows.append(
             f'<li><span class="lv l{m["level"]}">L{m["level"]}</span> <strong>{e(m["name"])}</strong>'
             f' <small>{e(m.get("department") or "")}</small>'
