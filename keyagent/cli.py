@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from hsm import HSMError
 from keyagent import config as key_config
 from keyagent import enrol as enrolment
-from keyagent.token import UsbKey, tokens, use_softhsm2_conf
+from keyagent.token import UsbKey, display_name, tokens, use_softhsm2_conf
 
 
 def _module_option(f):
@@ -106,7 +106,7 @@ def _describe(usb: UsbKey, with_private: bool) -> dict:
                 "id": c.id,
                 "label": c.label,
                 "subject": c.subject,
-                "issuer": c.certificate.issuer.rfc4514_string(),
+                "issuer": display_name(c.certificate.issuer),
                 "not_after": c.certificate.not_valid_after_utc.isoformat(),
                 "expired": c.certificate.not_valid_after_utc < now,
                 "ca": c.is_ca,
@@ -198,7 +198,7 @@ def enroll(settings, profile, name, resident_id, credit_code, idp_url, access_to
         _fail(str(exc) or type(exc).__name__)
     click.echo(f"generated an EC P-256 key pair inside token {done.token!r} (label {done.key_label!r}, id {done.key_id.hex()})")
     click.echo(f"enrolled {profile} certificate {done.serial}")
-    click.echo(f"  subject    {done.certificate.subject.rfc4514_string()}")
+    click.echo(f"  subject     {display_name(done.certificate.subject)}")
     click.echo(f"  valid until {done.certificate.not_valid_after_utc:%Y-%m-%d}")
     click.echo(f"stored it on the token with {len(done.chain)} CA certificate(s) of its chain")
 
@@ -238,7 +238,76 @@ def import_certificate(settings, bundle):
         _fail("the input is not a PEM certificate")
     except (enrolment.EnrolmentFailed, HSMError, pkcs11.PKCS11Error) as exc:
         _fail(str(exc) or type(exc).__name__)
-    click.echo(f"stored {leaf.subject.rfc4514_string()} with key {label!r} (id {key_id.hex()}) and {len(chain)} CA certificate(s)")
+    click.echo(f"stored {display_name(leaf.subject)} with key {label!r} (id {key_id.hex()}) and {len(chain)} CA certificate(s)")
+
+
+# -- the local agent ------------------------------------------------------------------------
+
+
+@main.command(name="serve")
+@_common
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="port on 127.0.0.1 (default 17443 or the config file's)")
+@click.option("--allow-origin", "origins", multiple=True, help="a hall origin allowed to ask for signatures (repeatable; added to the config file's)")
+def serve(settings, port, origins):
+    """Run the local signing agent on 127.0.0.1 for the configured hall origins."""
+    import logging
+
+    from keyagent import agent as local_agent
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s hallmark-key: %(message)s", stream=sys.stderr)
+    try:
+        allowed = list(dict.fromkeys([*settings.allowed_origins, *(key_config.normalise_origin(o) for o in origins)]))
+    except key_config.ConfigError as exc:
+        _fail(str(exc), 2)
+    if not allowed:
+        _fail("no hall origin is allowed: add allowed_origins to the config file or pass --allow-origin https://hall.example", 2)
+    port = port or settings.port
+    try:
+        usb = _open(settings)
+        usb.login()  # the PIN is asked for now, once, and a wrong one stops the agent here
+        identities = usb.identities()
+        agent = local_agent.Agent(usb, allowed, port)
+    except (HSMError, pkcs11.PKCS11Error) as exc:
+        _fail(str(exc) or type(exc).__name__)
+
+    def ready(server):
+        click.echo(f"hallmark-key agent listening on http://127.0.0.1:{server.server_port} (token {usb.label!r}, "
+                   f"{len(identities)} certificate(s)); allowed origins: {', '.join(allowed)}", err=True)
+        click.echo(f"ready http://127.0.0.1:{server.server_port}")
+        sys.stdout.flush()
+
+    try:
+        local_agent.serve(agent, on_ready=ready)
+    except OSError as exc:
+        _fail(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        usb.close()
+
+
+# -- demo -----------------------------------------------------------------------------------
+
+
+@main.command(name="demo-token")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), required=True, help="folder for the token and its agent.toml")
+@click.option("--label", default="demo-usb-key", show_default=True)
+@click.option("--allow-origin", "origins", multiple=True, help="hall origin the demo agent serves (repeatable)")
+@click.option("--json", "as_json", is_flag=True)
+def demo_token(directory, label, origins, as_json):
+    """Create a SoftHSM2 token that plays a USB key, and an agent.toml for it (demos only: it holds the PIN)."""
+    from keyagent import demo
+
+    try:
+        made = demo.create_demo_token(Path(directory), label=label, allowed_origins=list(origins))
+    except (key_config.ConfigError, HSMError) as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(made.as_json()))
+        return
+    click.echo(f"{'created' if made.created else 'kept'} token {made.token!r} in {made.directory}")
+    click.echo(f"use it with: hallmark-key list --config {made.agent_config}")
+    click.echo(f"             hallmark-key serve --config {made.agent_config}")
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ class StoredCertificate:
 
     @property
     def subject(self) -> str:
-        return self.certificate.subject.rfc4514_string()
+        return display_name(self.certificate.subject)
 
     @property
     def is_ca(self) -> bool:
@@ -91,6 +91,14 @@ class StoredKey:
     @property
     def id(self) -> str:
         return self.key_id.hex()
+
+
+_NAME_OVERRIDES = {x509.NameOID.SERIAL_NUMBER: "serialNumber", x509.NameOID.ORGANIZATION_IDENTIFIER: "organizationIdentifier"}
+
+
+def display_name(name: x509.Name) -> str:
+    """RFC 4514 text with readable names for the identifier attributes (not 2.5.4.5, 2.5.4.97)."""
+    return name.rfc4514_string(_NAME_OVERRIDES)
 
 
 def _text(value) -> str:

@@ -1,0 +1,336 @@
+"""``hallmark-key serve``: the local signing agent on 127.0.0.1.
+
+Pages of the configured hall origins (and of no other) may ask it, from the
+user's browser, to sign with the USB key:
+
+    GET  /v1/status   -> {"version", "certificates": [{"id", "subject", "not_after", "fingerprint"}]}
+    POST /v1/sign     {"purpose": "login" | "document", "data": base64url, "certificate": id?, "description": str?}
+                      -> {"signature": base64url, "algorithm", "certificate": base64 DER, "chain": [base64 DER]}
+
+What keeps a hostile page from using the key:
+
+* CORS with an explicit allow-list of origins, never a wildcard. A request from
+  any other origin, or without an ``Origin`` header, is refused with 403 before
+  anything else happens; a preflight is answered only for allowed origins (with
+  ``Access-Control-Allow-Private-Network`` for Chrome's private network access).
+* The ``Host`` header must name this loopback listener (DNS rebinding).
+* ``POST /v1/sign`` takes ``application/json`` only, so a browser always preflights it.
+* A login signature covers only ``hallmark-login/1 <origin> <nonce> <expires>``
+  whose origin is the requesting page's own origin (a phishing page cannot relay
+  a genuine hall's challenge) and which has not expired.
+* A document signature covers only DER-encoded CMS signed attributes (with a
+  message digest), so the two purposes can never be confused with each other.
+
+Each signature is logged (purpose, origin, certificate subject, SHA-256 of the
+data, and for documents the description); the PIN never is.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+import pkcs11
+from asn1crypto import cms
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from werkzeug.wrappers import Request, Response
+
+from hsm import HSMError
+from keyagent.token import StoredCertificate, UsbKey
+
+VERSION = "1"
+LOGIN_PREFIX = "hallmark-login/1"
+MAX_CHALLENGE_AHEAD = 600  # seconds: refuse challenges that would stay valid longer than this
+MAX_BODY = 64 * 1024
+MAX_DATA = 16 * 1024
+MAX_DESCRIPTION = 200
+PREFLIGHT_MAX_AGE = 600
+_NONCE = re.compile(r"^[A-Za-z0-9_\-]{16,128}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+ALGORITHM_NAMES = {"ec": "ecdsa-with-SHA256", "rsa": "sha256WithRSAEncryption"}
+
+log = logging.getLogger("hallmark_key.agent")
+
+
+class Refused(Exception):
+    def __init__(self, status: int, error: str, detail: str, **extra):
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.extra = status, error, detail, extra
+
+
+@dataclass(frozen=True)
+class Signature:
+    value: bytes
+    algorithm: str
+    certificate: StoredCertificate
+    chain: list[x509.Certificate]
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(text: str) -> bytes:
+    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_\-]*={0,2}", text):
+        raise ValueError("not base64url")
+    stripped = text.rstrip("=")
+    return base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+# -- what may be signed -----------------------------------------------------------------------
+
+
+def check_login_challenge(data: bytes, origin: str, now: float | None = None) -> str:
+    """The challenge text, if it is well formed, for ``origin`` and current; Refused otherwise."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Refused(400, "bad_challenge", "a login challenge must be UTF-8 text") from None
+    parts = text.split(" ")
+    if len(parts) != 4 or parts[0] != LOGIN_PREFIX or not _NONCE.match(parts[2]) or not parts[3].isascii() or not parts[3].isdigit():
+        raise Refused(400, "bad_challenge", f"a login challenge must read '{LOGIN_PREFIX} <origin> <nonce> <expires-unix>'")
+    if parts[1] != origin:
+        raise Refused(403, "origin_mismatch", "the challenge was issued for another origin than the page asking; not signed")
+    expires = int(parts[3])
+    now = time.time() if now is None else now
+    if expires <= now:
+        raise Refused(400, "expired_challenge", "the login challenge has expired; reload the login page")
+    if expires > now + MAX_CHALLENGE_AHEAD:
+        raise Refused(400, "bad_challenge", f"a login challenge may be valid for at most {MAX_CHALLENGE_AHEAD} seconds")
+    return text
+
+
+def check_signed_attributes(data: bytes) -> None:
+    """``data`` must be DER-encoded CMS signed attributes (RFC 5652 5.4) with a message digest."""
+    if data[:1] != b"\x31":
+        raise Refused(400, "bad_document_data", "document data must be DER-encoded CMS signed attributes (a SET)")
+    try:
+        attributes = cms.CMSAttributes.load(data, strict=True)
+        types = [a["type"].native for a in attributes]
+        reencoded = attributes.dump(force=True)
+    except (ValueError, TypeError) as exc:
+        raise Refused(400, "bad_document_data", f"document data are not CMS signed attributes: {exc}") from None
+    if reencoded != data:
+        raise Refused(400, "bad_document_data", "document data are not in DER")
+    if "message_digest" not in types or "content_type" not in types:
+        raise Refused(400, "bad_document_data", "signed attributes must include content-type and message-digest")
+
+
+def _usable_for(certificate: x509.Certificate, purpose: str) -> bool:
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    try:
+        eku = list(certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        eku = None
+    if purpose == "login":
+        return (usage is None or usage.digital_signature) and (eku is None or ExtendedKeyUsageOID.CLIENT_AUTH in eku)
+    return usage is None or usage.digital_signature or usage.content_commitment
+
+
+# -- the agent --------------------------------------------------------------------------------
+
+
+class Agent:
+    def __init__(self, usb: UsbKey, allowed_origins: list[str], port: int):
+        if not allowed_origins:
+            raise ValueError("no allowed origins configured; the agent would refuse every page")
+        if any(o in ("*", "null") for o in allowed_origins):
+            raise ValueError("wildcard or null origins are never allowed")
+        self.usb = usb
+        self.allowed = frozenset(allowed_origins)
+        self.port = port
+        self.hosts = frozenset({f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"})
+
+    # -- token -------------------------------------------------------------------------
+
+    def identities(self) -> list[StoredCertificate]:
+        try:
+            return self.usb.identities()
+        except (HSMError, pkcs11.PKCS11Error) as exc:
+            raise Refused(503, "token_unavailable", f"the USB key cannot be read: {exc or type(exc).__name__}") from None
+
+    def choose(self, purpose: str, wanted: str | None) -> StoredCertificate:
+        identities = self.identities()
+        if wanted is not None:
+            found = [c for c in identities if c.id == wanted.lower() or c.fingerprint == wanted.lower()]
+            if not found:
+                raise Refused(404, "no_such_certificate", "no certificate with this id (and its key) is on the USB key")
+            chosen = found[0]
+            if not chosen.valid_at():
+                raise Refused(409, "certificate_expired", "this certificate is expired or not yet valid")
+            if not _usable_for(chosen.certificate, purpose):
+                raise Refused(409, "wrong_certificate", f"this certificate may not be used for {purpose}")
+            return chosen
+        candidates = [c for c in identities if c.valid_at() and _usable_for(c.certificate, purpose)]
+        if purpose == "document":
+            committing = [c for c in candidates if _content_commitment(c.certificate)]
+            candidates = committing or candidates
+        if not candidates:
+            raise Refused(409, "no_certificate", f"the USB key holds no valid certificate usable for {purpose}")
+        if len(candidates) > 1:
+            raise Refused(409, "choose_certificate", "several certificates fit; name one by its id",
+                          certificates=[self._status_entry(c) for c in candidates])
+        return candidates[0]
+
+    def sign(self, purpose: str, data: bytes, wanted: str | None) -> Signature:
+        chosen = self.choose(purpose, wanted)
+        try:
+            signer = self.usb.signer(chosen.key_id)
+            if isinstance(signer, ec.EllipticCurvePrivateKey):
+                value, algorithm = signer.sign(data, ec.ECDSA(hashes.SHA256())), ALGORITHM_NAMES["ec"]
+            elif isinstance(signer, rsa.RSAPrivateKey):
+                value, algorithm = signer.sign(data, padding.PKCS1v15(), hashes.SHA256()), ALGORITHM_NAMES["rsa"]
+            else:
+                raise Refused(409, "unsupported_key", "the key of this certificate is neither EC nor RSA")
+            chain = self.usb.chain_for(chosen.certificate)
+        except (HSMError, pkcs11.PKCS11Error) as exc:
+            raise Refused(503, "token_unavailable", f"the USB key did not sign: {exc or type(exc).__name__}") from None
+        return Signature(value, algorithm, chosen, chain)
+
+    @staticmethod
+    def _status_entry(c: StoredCertificate) -> dict:
+        return {"id": c.id, "subject": c.subject, "not_after": c.certificate.not_valid_after_utc.isoformat(), "fingerprint": c.fingerprint}
+
+    # -- HTTP --------------------------------------------------------------------------
+
+    def __call__(self, environ, start_response):
+        request = Request(environ, populate_request=False)
+        request.max_content_length = MAX_BODY
+        try:
+            response = self.dispatch(request)
+        except Refused as exc:
+            response = self.error(request, exc)
+        return response(environ, start_response)
+
+    def _cors(self, request: Request, response: Response) -> Response:
+        origin = request.headers.get("Origin")
+        if origin in self.allowed:
+            response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def error(self, request: Request, exc: Refused) -> Response:
+        body = {"error": exc.error, "detail": exc.detail, **exc.extra}
+        response = Response(json.dumps(body, ensure_ascii=False), exc.status, mimetype="application/json")
+        return self._cors(request, response)
+
+    def dispatch(self, request: Request) -> Response:
+        origin = request.headers.get("Origin")
+        where = f"{request.method} {request.path}"
+        if request.host not in self.hosts:
+            log.warning("refused %s: Host %r is not this agent (DNS rebinding?)", where, request.host[:80])
+            raise Refused(403, "bad_host", "requests must be addressed to 127.0.0.1")
+        if origin is None or origin not in self.allowed:
+            log.warning("refused %s from origin %r: not on the allow-list", where, (origin or "(none)")[:120])
+            raise Refused(403, "origin_not_allowed", "this page's origin may not use the USB key")
+        if request.method == "OPTIONS":
+            return self.preflight(request)
+        if request.path == "/v1/status" and request.method == "GET":
+            body = {"version": VERSION, "certificates": [self._status_entry(c) for c in self.identities()]}
+            return self._cors(request, Response(json.dumps(body, ensure_ascii=False), 200, mimetype="application/json"))
+        if request.path == "/v1/sign":
+            if request.method != "POST":
+                raise Refused(405, "method_not_allowed", "use POST")
+            return self.sign_request(request, origin)
+        raise Refused(404, "not_found", "unknown endpoint")
+
+    def preflight(self, request: Request) -> Response:
+        if request.path not in ("/v1/sign", "/v1/status"):
+            raise Refused(404, "not_found", "unknown endpoint")
+        response = Response(status=204)
+        response.headers["Access-Control-Allow-Methods"] = "POST"
+        response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+        response.headers["Access-Control-Allow-Private-Network"] = "true"
+        response.headers["Access-Control-Max-Age"] = str(PREFLIGHT_MAX_AGE)
+        return self._cors(request, response)
+
+    def sign_request(self, request: Request, origin: str) -> Response:
+        if request.mimetype != "application/json":
+            raise Refused(415, "bad_content_type", "send the request as application/json")
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise Refused(413, "too_large", f"requests are limited to {MAX_BODY} bytes")
+        try:
+            body = json.loads(request.get_data(cache=False))
+        except (ValueError, UnicodeDecodeError):
+            raise Refused(400, "bad_request", "the body is not JSON") from None
+        if not isinstance(body, dict):
+            raise Refused(400, "bad_request", "the body must be a JSON object")
+        purpose = body.get("purpose")
+        if purpose not in ("login", "document"):
+            raise Refused(400, "bad_request", "purpose must be 'login' or 'document'")
+        wanted = body.get("certificate")
+        if wanted is not None and (not isinstance(wanted, str) or not re.fullmatch(r"[0-9a-fA-F]{2,128}", wanted)):
+            raise Refused(400, "bad_request", "certificate must be the id of a certificate from /v1/status")
+        try:
+            data = b64url_decode(body.get("data"))
+        except (ValueError, binascii.Error):
+            raise Refused(400, "bad_request", "data must be base64url") from None
+        if not data or len(data) > MAX_DATA:
+            raise Refused(400, "bad_request", f"data must be 1 to {MAX_DATA} bytes")
+        description = body.get("description") or ""
+        if not isinstance(description, str):
+            raise Refused(400, "bad_request", "description must be text")
+        description = _CONTROL.sub(" ", description)[:MAX_DESCRIPTION]
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            if purpose == "login":
+                check_login_challenge(data, origin)
+            else:
+                check_signed_attributes(data)
+        except Refused as exc:
+            log.warning("refused to sign %s data sha256=%s for origin %s: %s", purpose, digest, origin, exc.detail)
+            raise
+        signature = self.sign(purpose, data, wanted)
+        if purpose == "login":
+            log.info("signed login challenge for origin %s with %s; data sha256=%s", origin, signature.certificate.subject, digest)
+        else:
+            log.info("signed document %r for origin %s with %s; signed attributes sha256=%s",
+                     description, origin, signature.certificate.subject, digest)
+        answer = {
+            "signature": b64url(signature.value),
+            "algorithm": signature.algorithm,
+            "certificate": _b64(signature.certificate.der),
+            "chain": [_b64(c.public_bytes(Encoding.DER)) for c in signature.chain],
+        }
+        return self._cors(request, Response(json.dumps(answer), 200, mimetype="application/json"))
+
+
+def _content_commitment(certificate: x509.Certificate) -> bool:
+    try:
+        return certificate.extensions.get_extension_for_class(x509.KeyUsage).value.content_commitment
+    except x509.ExtensionNotFound:
+        return False
+
+
+def serve(agent: Agent, host: str = "127.0.0.1", on_ready=None) -> None:
+    """Serve until interrupted, one thread per connection (signatures queue in the token's session pool)."""
+    from werkzeug.serving import make_server
+
+    if host not in ("127.0.0.1", "::1"):
+        raise ValueError("the agent listens on the loopback interface only")
+    server = make_server(host, agent.port, agent, threaded=True)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # our own log lines say what matters
+    if on_ready:
+        on_ready(server)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
