@@ -14,7 +14,7 @@ import re
 import time
 import uuid
 from datetime import UTC, datetime
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
@@ -201,6 +201,59 @@ def test_relying_party_library_full_flow_with_sso_refresh_introspection_revocati
     after = requests.post(introspect, data={"token": token2["access_token"], "client_id": "county-hall",
                                             "client_secret": idp.county["client_secret"]}, timeout=10).json()
     assert after == {"active": False}
+
+
+def test_two_halls_share_a_session_and_logout_at_one_reaches_the_other(idp):
+    """Two RPs (Authlib's client) on one IdP session; RP-initiated logout at one, back-channel tokens to both."""
+    from tests.logout_receiver import Receiver, check_logout_token
+
+    receiver = Receiver()
+    try:
+        halls = {}
+        for name, path in (("east", "/east"), ("west", "/west")):
+            port_base = f"http://127.0.0.1:{9000 + len(halls)}"
+            halls[name] = _add_client(idp.instance, "--name", f"{name} hall", "--client-id", f"{name}-{uuid.uuid4().hex[:6]}",
+                                      "--redirect-uri", port_base + "/cb", "--scope", "openid profile", "--first-party",
+                                      "--backchannel-logout-uri", receiver.base + path, "--post-logout-redirect-uri", port_base + "/bye")
+        _, username = idp.account()
+        browser = requests.Session()
+        issued = {}
+        for name, client in halls.items():
+            rp = OAuth2Session(client["client_id"], client["client_secret"], scope="openid profile", redirect_uri=client["redirect_uris"][0],
+                               code_challenge_method="S256")
+            verifier, nonce = generate_token(48), generate_token(16)
+            url, state = rp.create_authorization_url(idp.meta["authorization_endpoint"], code_verifier=verifier, nonce=nonce)
+            first = browser.get(url, allow_redirects=False, timeout=10)
+            if first.headers["Location"].startswith("/login?next="):
+                assert name == "east", "the second hall must not see a login page"
+                answer = follow(browser, idp.base, sign_in_through_form(browser, idp.base, first.headers["Location"], username),
+                                stop_at=client["redirect_uris"][0])
+            else:
+                assert name == "west"
+                answer = first
+            token = rp.fetch_token(idp.meta["token_endpoint"], authorization_response=answer.headers["Location"], code_verifier=verifier,
+                                   state=state)
+            issued[name] = (rp, token, validate_id_token(idp, token, client["client_id"], nonce))
+        assert issued["east"][2]["sid"] == issued["west"][2]["sid"]
+
+        # RP-initiated logout at the east hall, as its library builds it.
+        east_token = issued["east"][1]
+        bye = halls["east"]["post_logout_redirect_uris"][0]
+        ended = follow(browser, idp.base, idp.meta["end_session_endpoint"] + "?" + urlencode(
+            {"id_token_hint": east_token["id_token"], "post_logout_redirect_uri": bye, "state": "st-e"}), stop_at="http://127.0.0.1:9000")
+        assert ended.status_code == 200 and "您已退出登录" in ended.text and f'href="{bye}?state=st-e"' in ended.text
+        jwks = requests.get(idp.meta["jwks_uri"], timeout=10).json()
+        for name, path in (("east", "/east"), ("west", "/west")):
+            claims = check_logout_token(receiver.wait_for(path)[0], jwks, issuer=idp.meta["issuer"], client_id=halls[name]["client_id"])
+            assert claims["sid"] == issued[name][2]["sid"] and claims["sub"] == issued[name][2]["sub"]
+        # The west hall's tokens died with the session.
+        west_rp, west_token, _ = issued["west"]
+        assert west_rp.get(idp.meta["userinfo_endpoint"], timeout=10).status_code == 401
+        refused = requests.post(idp.meta["token_endpoint"], data={"grant_type": "refresh_token", "refresh_token": west_token["refresh_token"]},
+                                auth=(halls["west"]["client_id"], halls["west"]["client_secret"]), timeout=10)
+        assert refused.json()["error"] == "invalid_grant"
+    finally:
+        receiver.close()
 
 
 def test_step_up_prompt_none_max_age_and_unmet_level(idp):
