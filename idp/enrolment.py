@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ca import issuance
@@ -41,6 +43,7 @@ from ca.context import CAContext
 from ca.models import Certificate
 from core import audit
 from core import db as core_db
+from core.db import utc_now
 from core.identifiers import InvalidIdentifier, lookup_hash, validate_credit_code, validate_resident_id
 from core.problems import Problem
 from idp import clients, levels, realname
@@ -272,16 +275,21 @@ def prepare_demo_usb_key(ca: CAContext, instance: Path, *, resident_id: str, nam
     a key that already holds a valid certificate for this resident ID is left alone.
     """
     directory = (instance / "demo-usb-key").absolute()
-    made = json.loads(_hallmark_key(directory, "demo-token", "--dir", str(directory), "--allow-origin", ca.public_url, "--json").stdout)
-    listed = json.loads(_hallmark_key(directory, "list", "--json").stdout)
     digest = lookup_hash(ca.lookup_key, "resident_id", validate_resident_id(resident_id).value)
-    fingerprints = [c["fingerprint"] for t in listed["tokens"] if t["label"] == made["token"] for c in t["certificates"] if c["has_key"]]
-    if fingerprints:
+    for _ in (1, 2):
+        made = json.loads(_hallmark_key(directory, "demo-token", "--dir", str(directory), "--allow-origin", ca.public_url, "--json").stdout)
+        listed = json.loads(_hallmark_key(directory, "list", "--json").stdout)
+        held = [c["fingerprint"] for t in listed["tokens"] if t["label"] == made["token"] for c in t["certificates"] if c["has_key"]]
+        if not held:
+            break
         with ca.sessions() as db:
-            for fingerprint in fingerprints:
-                row = db.query(Certificate).filter_by(fingerprint=fingerprint).one_or_none()
-                if row is not None and row.status == "valid" and row.subject_id_hash == digest and row.profile == "person-auth":
-                    return DemoUsbKey(directory, Path(made["softhsm2_conf"]), made["token"], Path(made["agent_config"]), None)
+            rows = [db.scalar(select(Certificate).where(Certificate.fingerprint == f)) for f in held]
+        if any(r is not None and r.status == "valid" and r.not_after > utc_now() and r.subject_id_hash == digest
+               and r.profile == "person-auth" for r in rows):
+            return DemoUsbKey(directory, Path(made["softhsm2_conf"]), made["token"], Path(made["agent_config"]), None)
+        # Certificates from another demo database, revoked or for someone else: start the demo key afresh,
+        # so the agent never has to ask which certificate to use.
+        shutil.rmtree(directory)
     csr = _hallmark_key(directory, "request", "--profile", "person-auth", "--name", name).stdout
     row, certificate = issuance.issue(ca, "person-auth", csr, issuance.Identity(name=name, subject_id=resident_id), actor=actor)
     bundle = "".join(c.public_bytes(Encoding.PEM).decode() for c in (certificate, *chain_of(ca, row.authority)))

@@ -58,6 +58,10 @@ def demo_key(tmp_path_factory, key_manager):
     assert made.serial and made.token_label == "demo-usb-key"
     again = enrolment.prepare_demo_usb_key(ctx, folder, resident_id=resident_id, name="张三")
     assert again.serial is None  # already enrolled: left alone
+    # Another demo person: the demo key is made afresh, so it never holds two certificates to choose from.
+    resident_id = new_resident_id()
+    other = enrolment.prepare_demo_usb_key(ctx, folder, resident_id=resident_id, name="张三")
+    assert other.serial and other.serial != made.serial
     yield SimpleNamespace(agent_config=made.agent_config, token_label=made.token_label, resident_id=resident_id, ctx=ctx)
     engine.dispose()
 
