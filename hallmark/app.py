@@ -19,6 +19,7 @@ from idp import logout_api, oidc_api, pages, people_api
 from core import settings as settings_module
 from core.settings import Settings
 from hallmark import health, wiring
+from signing import web as signing_web
 
 
 def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = None) -> Flask:
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = N
     app.register_blueprint(people_api.bp)
     app.register_blueprint(enrolment_api.bp)
     app.register_blueprint(logout_api.bp)
+    signing_web.install(app, services.ca, compile_catalogues=idp_i18n.compile_catalogues, max_request_bytes=settings.max_request_bytes)
     if settings.logout_retry_seconds > 0:
         retries = idp_logout.start_retries(services.idp, settings.logout_retry_seconds)
         services.on_close(retries.stop)

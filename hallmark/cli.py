@@ -15,6 +15,7 @@ from core.problems import Problem
 from core.settings import ConfigError
 from ca import cli as ca_cli
 from idp import cli as idp_cli
+from signing import cli as signing_cli
 from hallmark import instance as instance_module
 from hallmark import wiring
 from hsm import HSMError, KeyAlgorithm
@@ -76,6 +77,8 @@ def main(ctx):
 main.add_command(ca_cli.ca)
 idp_cli.register_subcommands()
 main.add_command(idp_cli.idp)
+main.add_command(signing_cli.sign)
+main.add_command(signing_cli.validate)
 
 
 @main.command()

@@ -196,15 +196,18 @@ def signing_failure(exc: Exception) -> Problem:
 
 def record(sctx: SigningContext, *, document_id: str, kind: str, seal_name: str | None, certificate: asn1_x509.Certificate,
            certificate_serial: str, level: str, field_name: str, output: bytes, signature: bytes, actor: str, action: str,
-           signer_display: str, id_kind: str | None, id_masked: str | None, details: dict | None = None) -> SignedDocument:
-    """Store the document record and its audit event together (the file is returned only after this commits)."""
+           signer_display: str, id_kind: str | None, id_masked: str | None, details: dict | None = None, session=None) -> SignedDocument:
+    """Store the document record and its audit event together (the file is returned only after this commits).
+
+    With ``session`` the record joins the caller's transaction.
+    """
     row = SignedDocument(
         id=document_id, kind=kind, seal_name=seal_name, signer=signer_display[:400], signer_id_kind=id_kind,
         signer_id_masked=id_masked, certificate_serial=certificate_serial, certificate_fingerprint=certificate.sha256.hex(),
         level=level, field_name=field_name, signed_at=utc_now(), sha256=hashlib.sha256(output).hexdigest(),
         signature_sha256=hashlib.sha256(signature).hexdigest(), size=len(output), actor=actor[:200],
     )
-    with sctx.sessions() as session, session.begin():
+    def store(session) -> None:
         session.add(row)
         session.flush()
         audit.record(
@@ -212,6 +215,12 @@ def record(sctx: SigningContext, *, document_id: str, kind: str, seal_name: str 
             details={"seal": seal_name, "level": level, "sha256": row.sha256, "size": row.size, "certificate": certificate_serial,
                      "signer": row.signer, **(details or {})},
         )
+
+    if session is not None:
+        store(session)
+        return row
+    with sctx.sessions() as own, own.begin():
+        store(own)
     return row
 
 

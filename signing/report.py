@@ -1,0 +1,357 @@
+"""Validation reports for signed PDFs, shaped like the ETSI TS 119 102-2 / EU DSS simple report.
+
+One entry per signature, validated with pyHanko's implementation of ETSI EN 319 102-1:
+
+* a signature followed by document timestamps (PAdES B-LTA) goes through the
+  long-term process (5.6.3), with the timestamp chain as proof of existence;
+* every other signature goes through validation with time (5.5): the signature
+  timestamp, when there is one, is the best signature time, so a certificate
+  revoked after a timestamped signature does not undo it.
+
+Revocation data comes from the file's DSS and from our own current CRLs (so a
+B-B or B-T signature of ours is still checked against our records); nothing is
+fetched. Trust anchors are our root and the recognised external CAs.
+
+Indications are TOTAL_PASSED, INDETERMINATE and TOTAL_FAILED with ETSI
+sub-indications (HASH_FAILURE, REVOKED_NO_POE, NO_CERTIFICATE_CHAIN_FOUND, ...).
+The report carries the signer's identifier as the certificate states it (resident
+ID or credit code, with where it was read from); the JSON API gives it in full
+and masked, pages show it masked only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from asn1crypto import core
+from asn1crypto import x509 as asn1_x509
+from asn1crypto.crl import CertificateList
+from asn1crypto.ocsp import OCSPResponse
+from pyhanko.pdf_utils.decode_limits import DecodePurpose
+from pyhanko.pdf_utils.misc import PdfError
+from pyhanko.sign.ades.report import AdESStatus
+from pyhanko.sign.validation import ades
+from pyhanko.sign.validation.dss import DocumentSecurityStore, NoDSSFoundError
+from pyhanko.sign.validation.pdf_embedded import EmbeddedPdfSignature
+from pyhanko.sign.validation.policy_decl import LocalKnowledge, PdfSignatureValidationSpec
+from pyhanko.sign.validation.status import ModificationInfo, PdfSignatureStatus
+from pyhanko_certvalidator.revinfo.archival import CRLContainer, OCSPContainer
+from sqlalchemy import select
+
+from ca.context import CAContext
+from core.identifiers import mask_credit_code, mask_resident_id
+from signing import pdfinput, trust
+
+log = logging.getLogger("hallmark.signing.report")
+
+OID_ID_CARD_2012 = "1.2.156.10260.4.1.1"
+OID_ID_CARD_2023 = "1.2.156.10260.4.1.1.1"
+OID_BUSINESS_REGISTRATION = "1.2.156.10260.4.1.3"
+OID_CREDIT_CODE_2023 = "1.2.156.10260.4.4"
+INDICATIONS = {AdESStatus.PASSED: "TOTAL_PASSED", AdESStatus.INDETERMINATE: "INDETERMINATE", AdESStatus.FAILED: "TOTAL_FAILED"}
+POLICY = "Hallmark: ETSI EN 319 102-1 with our root and recognised CAs as anchors; revocation data from the file and our records; nothing fetched"
+
+
+# -- identity in a certificate ----------------------------------------------------------------
+
+
+def _printable(extension_value: bytes) -> str | None:
+    try:
+        value = core.Asn1Value.load(extension_value).native
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def identifier(certificate: asn1_x509.Certificate) -> dict | None:
+    """The resident ID or credit code a certificate states, and where it was read from."""
+    subject = certificate.subject.native
+    serial = subject.get("serial_number") or ""
+    if isinstance(serial, str) and serial.startswith("IDCCN-"):
+        return _identifier("resident_id", serial[6:], "subject serialNumber (IDCCN-)")
+    organisation_id = subject.get("organization_identifier") or subject.get("2.5.4.97") or ""
+    if isinstance(organisation_id, str) and organisation_id.startswith("NTRCN-"):
+        return _identifier("credit_code", organisation_id[6:], "subject organizationIdentifier (NTRCN-)")
+    # Private extensions are unknown to asn1crypto: their value is the DER of a PrintableString.
+    extensions = {ext["extn_id"].dotted: ext["extn_value"].native for ext in certificate["tbs_certificate"]["extensions"] or []}
+    for oid, kind in ((OID_ID_CARD_2023, "resident_id"), (OID_ID_CARD_2012, "resident_id"), (OID_CREDIT_CODE_2023, "credit_code"), (OID_BUSINESS_REGISTRATION, "credit_code")):
+        raw = extensions.get(oid)
+        value = _printable(raw) if isinstance(raw, bytes) else None
+        if value:
+            return _identifier(kind, value, f"extension {oid}")
+    return None
+
+
+def _identifier(kind: str, value: str, source: str) -> dict:
+    masked = mask_resident_id(value) if kind == "resident_id" else mask_credit_code(value)
+    return {"kind": kind, "value": value, "masked": masked, "source": source}
+
+
+def _name(certificate: asn1_x509.Certificate) -> str:
+    subject = certificate.subject.native
+    return subject.get("common_name") or subject.get("organization_name") or certificate.subject.human_friendly
+
+
+def _display(name: asn1_x509.Name) -> str:
+    text = name.human_friendly
+    native = name.native
+    serial = native.get("serial_number")
+    if isinstance(serial, str) and serial.startswith("IDCCN-"):
+        text = text.replace(serial[6:], mask_resident_id(serial[6:]))
+    return text
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
+
+
+# -- reading what the file carries -------------------------------------------------------------
+
+
+@dataclass
+class _DSS:
+    knowledge: LocalKnowledge
+    ocsp_serials: set
+    crl_issuers: set
+
+
+def _read_dss(reader) -> _DSS:
+    try:
+        dss = DocumentSecurityStore.read_dss(reader)
+    except NoDSSFoundError:
+        return _DSS(LocalKnowledge(), set(), set())
+    ocsps, crls, serials, issuers = [], [], set(), set()
+    for ref in dss.ocsps:
+        response = OCSPResponse.load(ref.get_object().read_data(DecodePurpose.OCSP_RESPONSE))
+        for container in OCSPContainer.load_multi(response):
+            ocsps.append(container)
+        try:
+            for single in response.basic_ocsp_response["tbs_response_data"]["responses"]:
+                serials.add(single["cert_id"]["serial_number"].native)
+        except (KeyError, ValueError, TypeError):
+            pass
+    for ref in dss.crls:
+        crl = CertificateList.load(ref.get_object().read_data(DecodePurpose.CRL))
+        crls.append(CRLContainer(crl_data=crl))
+        issuers.add(crl.issuer.hashable)
+    return _DSS(LocalKnowledge(known_ocsps=ocsps, known_crls=crls, known_certs=list(dss.load_certs())), serials, issuers)
+
+
+def _pades_level(signature: EmbeddedPdfSignature, status: PdfSignatureStatus | None, dss: _DSS, doc_timestamps_after: int) -> str:
+    subfilter = str(signature.sig_object.get("/SubFilter", ""))
+    if subfilter != "/ETSI.CAdES.detached":
+        return "PDF-NOT-ETSI"  # adbe.pkcs7.detached and friends: a PDF signature, not a PAdES baseline one
+    timestamped = bool(status and status.timestamp_validity) or _has_signature_timestamp(signature)
+    level = "PAdES-BASELINE-B"
+    if timestamped:
+        level = "PAdES-BASELINE-T"
+        certificate = signature.signer_cert
+        if certificate.serial_number in dss.ocsp_serials or certificate.issuer.hashable in dss.crl_issuers:
+            level = "PAdES-BASELINE-LT"
+            if doc_timestamps_after:
+                level = "PAdES-BASELINE-LTA"
+    return level
+
+
+def _has_signature_timestamp(signature: EmbeddedPdfSignature) -> bool:
+    attributes = signature.signer_info["unsigned_attrs"]
+    if not attributes:
+        return False
+    return any(attribute["type"].native == "signature_time_stamp_token" for attribute in attributes)
+
+
+def _claimed_signing_time(signature: EmbeddedPdfSignature) -> datetime | None:
+    try:
+        return signature.self_reported_timestamp
+    except (ValueError, KeyError, AttributeError):
+        return None
+
+
+# -- one signature ----------------------------------------------------------------------------
+
+
+async def _validate(ctx: CAContext, signature: EmbeddedPdfSignature, dss: _DSS, doc_timestamps_after: int):
+    spec = trust.validation_spec(ctx, dss.knowledge)
+    signature.compute_integrity_info()
+    if doc_timestamps_after:
+        return "long-term (ETSI EN 319 102-1 5.6.3)", await ades.ades_lta_validation(signature, PdfSignatureValidationSpec(spec))
+    arguments = dict(raw_digest=signature.compute_digest(), extra_status_kwargs=signature.summarise_integrity_info(), status_cls=PdfSignatureStatus)
+    if _has_signature_timestamp(signature):
+        return "with time (ETSI EN 319 102-1 5.5)", await ades.ades_with_time_validation(signature.signed_data, spec, **arguments)
+    # pyHanko's basic validation builds its status without the PDF integrity fields.
+    basic = await ades.ades_basic_validation(signature.signed_data, spec, raw_digest=arguments["raw_digest"])
+    return "basic (ETSI EN 319 102-1 5.3)", basic
+
+
+def _revocation(status: PdfSignatureStatus | None, certificate: asn1_x509.Certificate, dss: _DSS, indication_sub: str | None) -> dict:
+    details = status.revocation_details if status is not None else None
+    embedded = certificate.serial_number in dss.ocsp_serials or certificate.issuer.hashable in dss.crl_issuers
+    source = "the file's DSS and Hallmark's current CRLs" if embedded else "Hallmark's current CRLs"
+    if details is not None:
+        return {
+            "status": "revoked",
+            "revoked_at": _iso(details.revocation_date),
+            "reason": details.revocation_reason.native if details.revocation_reason is not None else None,
+            "ca_revoked": details.ca_revoked,
+            "checked_with": source,
+        }
+    if indication_sub and indication_sub.startswith("REVOKED"):
+        return {"status": "revoked", "checked_with": source}
+    if indication_sub in ("TRY_LATER", "NO_CERTIFICATE_CHAIN_FOUND", "CERTIFICATE_CHAIN_GENERAL_FAILURE"):
+        return {"status": "unknown", "checked_with": source}
+    trusted = status is not None and status.trusted
+    return {"status": "good" if trusted else "unknown", "checked_with": source}
+
+
+def _timestamp(status: PdfSignatureStatus | None) -> dict | None:
+    validity = status.timestamp_validity if status is not None else None
+    if validity is None:
+        return None
+    tsa_certificate = validity.signing_cert
+    return {
+        "time": _iso(validity.timestamp),
+        "authority": _display(tsa_certificate.subject) if tsa_certificate is not None else None,
+        "intact": validity.intact,
+        "valid": validity.valid,
+        "trusted": validity.trusted,
+    }
+
+
+def _signature_entry(number: int, signature: EmbeddedPdfSignature, process: str, result, dss: _DSS, doc_timestamps_after: int) -> dict:
+    status: PdfSignatureStatus | None = result.api_status
+    sub = result.ades_subindic
+    indication = INDICATIONS[sub.status]
+    sub_indication = None if sub.status is AdESStatus.PASSED else sub.name
+    certificate = signature.signer_cert
+    signer_identifier = identifier(certificate)
+    integrity = ModificationInfo(**signature.summarise_integrity_info())
+    coverage, modification = integrity.coverage, integrity.modification_level
+    # Validation data and document timestamps added later (LTA_UPDATES) do not change the document.
+    modified = None if modification is None else modification.name not in ("NONE", "LTA_UPDATES")
+    entry = {
+        "id": f"S-{number}",
+        "field": signature.field_name,
+        "indication": indication,
+        "sub_indication": sub_indication,
+        "validation_process": process,
+        "signer": {
+            "name": _name(certificate),
+            "subject": _display(certificate.subject),
+            "identifier": signer_identifier,
+        },
+        "certificate": {
+            "serial": format(certificate.serial_number, "x"),
+            "issuer": _display(certificate.issuer),
+            "not_before": _iso(certificate.not_valid_before),
+            "not_after": _iso(certificate.not_valid_after),
+            "sha256": certificate.sha256.hex(),
+        },
+        "signing_time": _iso(_claimed_signing_time(signature)),
+        "best_signature_time": _iso(getattr(result, "best_signature_time", None)),
+        "timestamp": _timestamp(status),
+        "revocation": _revocation(status, certificate, dss, sub_indication),
+        "coverage": coverage.name if coverage is not None else None,
+        "covers_whole_file": coverage is not None and coverage.name == "ENTIRE_FILE",
+        "modified_after_signing": modified,
+        "modifications": modification.name if modification is not None else None,
+        "pades_level": _pades_level(signature, status, dss, doc_timestamps_after),
+        "signature_sha256": hashlib.sha256(signature.signer_info["signature"].native).hexdigest(),
+        "errors": [],
+        "warnings": [],
+    }
+    if status is not None and not status.intact:
+        entry["errors"].append("the signed bytes were changed after signing: the document digest does not match")
+    elif status is not None and not status.valid:
+        entry["errors"].append("the cryptographic signature does not verify")
+    if result.failure_msg and indication != "TOTAL_PASSED":
+        entry["errors"].append(_mask_text(result.failure_msg)[:500])
+    if modification is not None and modification.name not in ("NONE", "LTA_UPDATES"):
+        entry["warnings"].append(f"the file was changed after this signature ({modification.name.lower().replace('_', ' ')})")
+    return entry
+
+
+def _mask_text(text: str) -> str:
+    return re.sub(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])", lambda m: mask_resident_id(m.group(0)), text)
+
+
+def _failed_entry(number: int, signature: EmbeddedPdfSignature, reason: str) -> dict:
+    return {
+        "id": f"S-{number}", "field": signature.field_name, "indication": "TOTAL_FAILED", "sub_indication": "FORMAT_FAILURE",
+        "validation_process": None, "signer": None, "errors": [reason], "warnings": [],
+    }
+
+
+async def _doc_timestamp_entry(signature: EmbeddedPdfSignature) -> dict:
+    entry = {"field": signature.field_name, "time": None, "authority": None, "intact": False}
+    try:
+        tst_info = signature.signed_data["encap_content_info"]["content"].parsed
+        entry["time"] = _iso(tst_info["gen_time"].native)
+        entry["authority"] = _display(signature.signer_cert.subject)
+        signature.compute_integrity_info()
+        digest = signature.compute_digest()
+        entry["intact"] = tst_info["message_imprint"]["hashed_message"].native == digest
+    except (ValueError, KeyError, PdfError, TypeError) as exc:
+        entry["error"] = str(exc)[:200]
+    return entry
+
+
+# -- the whole file -----------------------------------------------------------------------------
+
+
+async def async_validate(ctx: CAContext, data: bytes, *, limit: int = pdfinput.MAX_PDF_BYTES) -> dict:
+    reader = pdfinput.read(data, limit=limit)
+    now = datetime.now(UTC)
+    try:
+        embedded = list(reader.embedded_signatures)
+    except (PdfError, KeyError, ValueError, TypeError) as exc:
+        log.info("cannot enumerate signatures: %s", exc)
+        raise pdfinput.refuse(422, "corrupt", "the PDF's signature fields cannot be read") from None
+    dss = _read_dss(reader)
+    signatures, timestamps = [], []
+    regular = [s for s in embedded if s.sig_object_type != "/DocTimeStamp"]
+    for signature in embedded:
+        if signature.sig_object_type == "/DocTimeStamp":
+            timestamps.append(await _doc_timestamp_entry(signature))
+    for number, signature in enumerate(regular, start=1):
+        doc_timestamps_after = sum(
+            1 for s in embedded if s.sig_object_type == "/DocTimeStamp" and s.signed_revision > signature.signed_revision
+        )
+        try:
+            process, result = await _validate(ctx, signature, dss, doc_timestamps_after)
+            signatures.append(_signature_entry(number, signature, process, result, dss, doc_timestamps_after))
+        except (ValueError, KeyError, TypeError, PdfError, NotImplementedError) as exc:
+            log.info("signature %s could not be processed: %s", signature.field_name, exc)
+            signatures.append(_failed_entry(number, signature, f"the signature cannot be processed: {type(exc).__name__}"))
+    passed = sum(1 for s in signatures if s["indication"] == "TOTAL_PASSED")
+    return {
+        "validation_time": _iso(now),
+        "policy": POLICY,
+        "document": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "revisions": reader.xrefs.total_revisions},
+        "signatures_count": len(signatures),
+        "valid_signatures_count": passed,
+        "signatures": signatures,
+        "document_timestamps": timestamps,
+    }
+
+
+def validate(ctx: CAContext, data: bytes, *, limit: int = pdfinput.MAX_PDF_BYTES) -> dict:
+    """The report for one PDF (a 413/422 problem for what is not a readable, unencrypted PDF)."""
+    return asyncio.run(async_validate(ctx, data, limit=limit))
+
+
+def document_records(ctx: CAContext, report: dict) -> dict:
+    """Signature sha256 -> the document id we recorded when we made it (for links to /verify)."""
+    from signing.models import SignedDocument
+
+    digests = [s["signature_sha256"] for s in report["signatures"] if s.get("signature_sha256")]
+    if not digests:
+        return {}
+    with ctx.sessions() as session:
+        rows = session.execute(select(SignedDocument.signature_sha256, SignedDocument.id).where(SignedDocument.signature_sha256.in_(digests)))
+        return dict(rows.all())
+
