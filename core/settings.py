@@ -7,6 +7,7 @@ instance folder (default ``./instance``).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -40,6 +41,9 @@ class Settings:
     registry_url: str = ""  # population registry HTTP adapter; empty = the embedded table
     log_level: str = "INFO"
     max_request_bytes: int = 10 * 1024 * 1024
+    cert_agent_port: int = 17443  # port of the hallmark-key agent on users' PCs (127.0.0.1) that login pages call
+    client_cert_header: str = "X-SSL-Client-Cert"  # where a trusted proxy forwards a verified client certificate
+    trusted_proxies: str = ""  # addresses/networks whose forwarded client certificates count; empty = that path is off
 
     @property
     def settings_file(self) -> Path:
@@ -108,12 +112,21 @@ def load(instance: Path | None = None, environ: dict[str, str] | None = None) ->
                 raise ConfigError(f"{whole} must be a whole number, not {values[whole]!r}") from None
     if "max_request_bytes" in values:
         values["max_request_bytes"] = int(values["max_request_bytes"])
+    if isinstance(values.get("trusted_proxies"), list):  # hallmark.toml may list them
+        values["trusted_proxies"] = " ".join(str(v) for v in values["trusted_proxies"])
     defaults = embedded_defaults(instance)
     for name, value in defaults.items():
         values.setdefault(name, value)
     settings = Settings(instance=instance, **values)
     if not settings.public_url.startswith(("http://", "https://")):
         raise ConfigError(f"public_url must be an http(s) URL, not {settings.public_url!r}")
+    if not 0 < settings.cert_agent_port < 65536:
+        raise ConfigError(f"cert_agent_port must be a port number, not {settings.cert_agent_port}")
+    for proxy in settings.trusted_proxies.replace(",", " ").split():
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"trusted_proxies: {proxy!r} is not an IP address or network") from None
     return settings
 
 

@@ -31,7 +31,7 @@ from authlib.common.urls import add_params_to_uri
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 
-from idp import clients, levels, sessions, tokens
+from idp import clients, enterprises, levels, sessions, tokens
 from idp.clients import RegisteredClient
 from idp.context import IdPContext
 from idp.i18n import N_
@@ -43,8 +43,8 @@ STEP_UP_PATH = "/login/step-up"
 CONSENT_PATH = "/consent"
 MARKER = "hm_ix"
 MARKER_MAX_AGE = 30 * 60
-# Certificate (USB-key) login is a later piece of work; until then level 2 is the top.
-HIGHEST_AVAILABLE = 2
+# Level 3 is reached by a USB-key certificate login (idp.certlogin).
+HIGHEST_AVAILABLE = 3
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})
 MAX_PARAMETERS = 40
 LIMITS = {
@@ -334,9 +334,18 @@ def decide(ctx: IdPContext, db: Session, request: AuthorizationRequest, sid: str
             raise RedirectError("login_required", "The user is not logged in.", request)
         return LOGIN_PATH + "?" + urlencode({"next": authorize_url(ctx, request, now=now)})
 
+    # For whom the session acts (idp.enterprises): chosen once per session; an agent's matters are checked.
+    acting = enterprises.for_authorization(db, row, request.matter.code if request.matter else None)
+    if acting.ask == "not_covered" and not interactive:
+        raise RedirectError("access_denied", "The agent's authorisation for the enterprise does not cover this matter.", request)
+    if acting.ask is not None and interactive:
+        query = {"next": authorize_url(ctx, request, now=now), **({"matter": request.matter.code} if request.matter else {})}
+        return enterprises.CHOICE_PATH + "?" + urlencode(query)
+    amr = set(view.amr) | acting.extra_amr  # the enterprise's key counts for the enterprise only
+
     level = request.requirement.level
-    missing = levels.missing(level, has_session=True, proofed=view.proofed, amr=set(view.amr))
-    achieved = levels.achieved(proofed=view.proofed, amr=set(view.amr))
+    missing = levels.missing(level, has_session=True, proofed=view.proofed, amr=amr)
+    achieved = levels.achieved(proofed=view.proofed, amr=amr)
     if missing or achieved < level:
         if not interactive:
             raise RedirectError("interaction_required", "The session must be stepped up to the required level.", request)
@@ -348,7 +357,7 @@ def decide(ctx: IdPContext, db: Session, request: AuthorizationRequest, sid: str
         return CONSENT_PATH + "?" + urlencode({"next": authorize_url(ctx, request, now=now)})
 
     sessions.joined(db, row, request.client.client_id)
-    auth = tokens.Authentication(view.account_id, view.sid, achieved, tuple(sorted(view.amr)), view.auth_time)
+    auth = tokens.Authentication(view.account_id, view.sid, achieved, tuple(sorted(amr)), view.auth_time)
     code = tokens.store_code(
         db,
         request.client,
@@ -360,6 +369,7 @@ def decide(ctx: IdPContext, db: Session, request: AuthorizationRequest, sid: str
         code_challenge_method=request.code_challenge_method,
         claims=request.claims,
     )
+    enterprises.remember_code(db, code, view.account_id, acting)
     return code_location(ctx, request, code)
 
 

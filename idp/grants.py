@@ -41,7 +41,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from sqlalchemy.orm import Session
 
-from idp import clients, keys, tokens
+from idp import clients, enterprises, keys, tokens
 from idp.clients import RegisteredClient
 from idp.context import IdPContext
 from idp.models import Account, AuthorizationCode, RefreshToken
@@ -204,7 +204,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         sso = tokens.session_alive(session, row.sid) if row.sid else None
         if row.sid and sso is None:
             raise InvalidGrantError("The login session has ended.")
-        auth = tokens.code_authentication(row)
+        auth = enterprises.auth_for_code(session, tokens.code_authentication(row), row.code_hash, family)
+        if auth is None:
+            raise InvalidGrantError("The authorisation to act for the enterprise has ended.")
         access, claims = tokens.access_token(_ctx(), client, row.scope, auth=auth, family_id=family)
         refresh = None
         if client.check_grant_type("refresh_token"):
@@ -276,7 +278,9 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             raise InvalidGrantError("The account is not active.")
         sso = tokens.session_alive(session, row.sid) if row.sid else None
         scope = self.request.payload.scope or row.scope
-        auth = tokens.refresh_authentication(row)
+        auth = enterprises.auth_for_family(session, tokens.refresh_authentication(row), row.family_id)
+        if auth is None:
+            raise InvalidGrantError("The authorisation to act for the enterprise has ended.")
         access, claims = tokens.access_token(_ctx(), client, scope, auth=auth, family_id=row.family_id)
         refresh, _ = tokens.new_refresh_token(session, client, auth, scope=row.scope, family_id=row.family_id, session=sso)
         id_token = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, UTCDateTime
@@ -220,3 +220,102 @@ class Consent(Base):
     client_id: Mapped[str] = mapped_column(ForeignKey("idp_clients.client_id"), primary_key=True)
     scope: Mapped[str] = mapped_column(String(500))
     granted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# -- certificate login and enterprises (issue 5) --------------------------------------------
+
+
+class LoginChallenge(Base):
+    """A one-time challenge for a USB-key login: stored hashed, bound to one browser, used once."""
+
+    __tablename__ = "idp_login_challenges"
+
+    nonce_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the nonce
+    browser_hash: Mapped[str] = mapped_column(String(64))  # keyed hash of the browser's cookies (see idp.certlogin)
+    purpose: Mapped[str] = mapped_column(String(12))  # login | step-up | enterprise
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class CertificateBinding(Base):
+    """A certificate an account has logged in with: person certificates bind the account, enterprise
+    certificates record which representative or agent presented them."""
+
+    __tablename__ = "idp_certificate_bindings"
+    __table_args__ = (UniqueConstraint("fingerprint", "account_id", name="uq_idp_certificate_bindings_fingerprint_account"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)  # SHA-256 of the DER
+    account_id: Mapped[str] = mapped_column(ForeignKey("idp_accounts.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(12))  # person | enterprise
+    subject_id_hash: Mapped[str] = mapped_column(String(64))  # keyed hash of the resident ID or credit code
+    subject_id_masked: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(400))  # DN, resident ID masked
+    serial: Mapped[str] = mapped_column(String(64))  # lower-case hex
+    issuer: Mapped[str] = mapped_column(String(400))
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime)
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    via: Mapped[str] = mapped_column(String(12))  # agent | proxy: how it was first presented
+    bound_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_status: Mapped[str] = mapped_column(String(20), default="valid")  # what path validation said last time
+
+
+class Enterprise(Base):
+    """An enterprise, keyed by its unified social credit code (public register data), and its legal representative."""
+
+    __tablename__ = "idp_enterprises"
+
+    credit_code: Mapped[str] = mapped_column(String(18), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    representative_id: Mapped[str] = mapped_column(ForeignKey("idp_accounts.id"), index=True)
+    status: Mapped[str] = mapped_column(String(12), default="active")  # active | suspended
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AgentAuthorisation(Base):
+    """The representative's authorisation of an agent (经办人) to act for the enterprise, for some or all matters."""
+
+    __tablename__ = "idp_agent_authorisations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    credit_code: Mapped[str] = mapped_column(ForeignKey("idp_enterprises.credit_code"), index=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("idp_accounts.id"), index=True)
+    matters: Mapped[str] = mapped_column(Text)  # "*" for every matter, else space-separated matter codes
+    granted_by: Mapped[str] = mapped_column(String(36))  # the representative's account id at the time
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class SessionActing(Base):
+    """For whom an SSO session acts: the person themselves, or an enterprise as representative or agent."""
+
+    __tablename__ = "idp_session_acting"
+
+    sid: Mapped[str] = mapped_column(ForeignKey("idp_sessions.sid"), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(36))
+    credit_code: Mapped[str | None] = mapped_column(String(18), nullable=True, index=True)  # None: for oneself
+    role: Mapped[str] = mapped_column(String(16))  # self | representative | agent
+    authorisation_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    key_proven: Mapped[bool] = mapped_column(Boolean, default=False)  # the enterprise certificate's key, this session
+    chosen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ActingGrant(Base):
+    """The enterprise a code (and the tokens from it) was issued for; re-checked at every token issuance."""
+
+    __tablename__ = "idp_acting_grants"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    family_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    account_id: Mapped[str] = mapped_column(String(36))
+    credit_code: Mapped[str] = mapped_column(String(18))
+    org_name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))  # representative | agent
+    authorisation_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

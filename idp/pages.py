@@ -20,18 +20,20 @@ import secrets
 from urllib.parse import urlencode, urlsplit
 
 from flask import Blueprint, current_app, g, redirect, render_template, request
+from sqlalchemy import select
 from flask_babel import format_datetime, gettext
 from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
 from werkzeug.exceptions import HTTPException
 
+from core import audit
 from core import db as core_db
-from core.identifiers import mask_resident_id
-from idp import accounts, i18n, levels, logout, realname, sessions
+from core.identifiers import mask_credit_code, mask_resident_id
+from idp import accounts, certlogin, enterprises, i18n, levels, logout, realname, sessions
 from idp.context import EXTENSION, IdPContext
 from idp.i18n import N_, Refusal
-from idp.models import Account, IdentityProofing
+from idp.models import Account, IdentityProofing, Matter
 
-bp = Blueprint("idp_pages", __name__, template_folder="templates")
+bp = Blueprint("idp_pages", __name__, template_folder="templates", static_folder="static", static_url_path="/idp-static")
 # The composition root should call i18n.init_app(app) itself; until it does, the
 # blueprint installs the catalogues when it is registered (init_app is idempotent).
 bp.record_once(lambda state: i18n.init_app(state.app))
@@ -48,6 +50,8 @@ NOTICES = {
     "session-ended": N_("That device was signed out."),
     "signed-out": N_("You are signed out of this browser."),
     "welcome": N_("Your account is ready."),
+    "agent-authorised": N_("The agent is authorised."),
+    "agent-revoked": N_("The authorisation was revoked. The agent can no longer act for the enterprise."),
 }
 # Which form field a refusal is about, by the prefix of its code (for aria-invalid).
 FIELD_OF = (
@@ -97,8 +101,12 @@ def _before():
 
 @bp.after_request
 def _headers(response):
+    nonce = g.get("csp_nonce", "none")
+    scripts = ""
+    if g.get("cert_login_agent"):  # pages offering USB-key login run one script, which talks to the local agent
+        scripts = f"script-src 'nonce-{nonce}'; connect-src 'self' {g.cert_login_agent}; "
     response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; style-src 'nonce-{g.get('csp_nonce', 'none')}'; img-src 'self' data:; "
+        f"default-src 'none'; style-src 'nonce-{nonce}'; {scripts}img-src 'self' data:; "
         "base-uri 'none'; frame-ancestors 'none'"
     )  # no form-action: after a login POST the redirects lead to the halls' redirect URIs
     response.headers["X-Frame-Options"] = "DENY"
@@ -301,12 +309,13 @@ def login():
             live = _live(db)
             signed_in = accounts.label(live[1]) if live else None
         return render("idp/login.html", next=next_url, identifier="", signed_in=signed_in,
-                      notice=NOTICES.get(request.args.get("notice", "")))
+                      notice=NOTICES.get(request.args.get("notice", "")), **_cert_login_values("login"))
     identifier = request.form.get("identifier", "")[:200]
     try:
         account = accounts.authenticate(ctx, identifier, request.form.get("password", ""), ip=_ip())
     except Refusal as exc:
-        return render("idp/login.html", exc.status, error=exc, next=next_url, identifier=identifier, signed_in=None)
+        return render("idp/login.html", exc.status, error=exc, next=next_url, identifier=identifier, signed_in=None,
+                      **_cert_login_values("login"))
     with core_db.transaction(ctx.sessions) as db:
         sid = _sign_in(db, db.get(Account, account.id))
     return _with_session_cookie(redirect(next_url, 303), sid)
@@ -327,12 +336,15 @@ def step_up():
         if live is None:
             return _to_login(here)
         row, account = live
-        account_id, amr = account.id, set(row.amr.split())
+        account_id, amr = account.id, enterprises.effective_amr(db, row)
         proofed = realname.proofing_of(db, account.id) is not None
+        current = enterprises.acting(db, row.sid)
+        acting_for = current[1] if current else None
     missing = levels.missing(level, has_session=True, proofed=proofed, amr=amr)
     if not missing:
         return redirect(next_url, 303)
-    values = {"next": next_url, "level": level, "level_name": LEVEL_NAMES[level], "missing": missing, "form": {}}
+    values = {"next": next_url, "level": level, "level_name": LEVEL_NAMES[level], "missing": missing, "form": {},
+              "acting_for": acting_for, **(_cert_login_values("step-up") if missing.hardware_key and not missing.proofing else {})}
     if missing.proofing and request.method == "POST":
         form = {k: request.form.get(k, "")[:100] for k in ("name", "resident_id")}
         try:
@@ -386,6 +398,10 @@ def _account_page(db, row, account, *, status: int = 200, error: Refusal | None 
         document_name=gettext(realname.DOCUMENTS[proofing.document]) if proofing and proofing.document in realname.DOCUMENTS else "",
         sessions=live,
         notice=NOTICES.get(request.args.get("notice", "")),
+        certificates=certlogin.certificates_for(db, account.id),
+        enterprise=enterprises.account_summary(db, account.id),
+        acting=(lambda current: current[1] if current else None)(enterprises.acting(db, row.sid)),
+        matter_codes=[m.code for m in db.scalars(select(Matter).order_by(Matter.code).limit(200))],
     )
 
 
@@ -473,3 +489,209 @@ def verify():
         form["resident_id"] = ""
         return render("idp/verify.html", exc.status, error=exc, form=form)
     return redirect("/account?notice=verified", 303)
+
+
+# --------------------------------------------------------------------------- certificate (USB-key) login
+
+
+def _settings():
+    return current_app.extensions["hallmark.services"].settings
+
+
+def _ca():
+    return current_app.extensions["hallmark.services"].ca
+
+
+def _cert_options() -> certlogin.Options:
+    options = current_app.extensions.get("hallmark.idp.certlogin")
+    if options is None:
+        options = current_app.extensions["hallmark.idp.certlogin"] = certlogin.options_from(_settings())
+    return options
+
+
+def _cookie_sid() -> str | None:
+    return sessions.sid_from_cookie(_ctx().secret_key, request.cookies.get(sessions.COOKIE))
+
+
+def _browser(sid: str | None) -> str:
+    """This browser, for binding a challenge: its CSRF cookie (set before any login) and its session."""
+    return certlogin.browser_binding(_ctx(), _csrf_value() or "", sid)
+
+
+def _forwarded_certificate(options: certlogin.Options) -> bool:
+    return certlogin.from_trusted_proxy(options, request.remote_addr) and bool(request.headers.get(options.client_cert_header))
+
+
+def _cert_login_values(purpose: str) -> dict:
+    """What a page needs to offer USB-key login; also lets its script talk to the local agent."""
+    options = _cert_options()
+    g.cert_login_agent = options.agent_url
+    messages = {
+        "working": gettext("Asking the USB key to sign. Enter its PIN if the USB-key program asks for it."),
+        "no_agent": gettext("The USB-key program (hallmark-key) does not answer on this computer. Start it, insert the USB key and try again."),
+        "agent_refused": gettext("The USB-key program did not sign: %(reason)s"),
+        "failed": gettext("Signing in with the USB key did not work. Try again."),
+        "done": gettext("Signed. Signing you in..."),
+    }
+    return {"cert_login": {"purpose": purpose, "agent": options.agent_url, "messages": messages,
+                           "forwarded": _forwarded_certificate(options)}}
+
+
+def _wants_json() -> bool:
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+
+
+def _cert_refused(exc: Refusal, back: str):
+    if _wants_json():
+        from core.problems import Problem
+
+        titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 409: "Conflict", 413: "Content Too Large", 503: "Service Unavailable"}
+        return Problem(exc.status, titles.get(exc.status, "Refused"), exc.translated(), code=exc.code).response()
+    return render("idp/error.html", exc.status, error=exc, back=back)
+
+
+@bp.post("/login/cert/challenge")
+def cert_challenge():
+    """A one-time challenge for the local agent to sign (JSON for the page's script)."""
+    purpose = request.form.get("purpose", "login")
+    ctx, options, sid = _ctx(), _cert_options(), _cookie_sid()
+    try:
+        with core_db.transaction(ctx.sessions) as db:
+            if purpose != "login" and _live(db) is None:
+                raise certlogin.CertLoginRefusal(N_("Your session has ended. Sign in again."), code="no_session", status=401)
+            challenge = certlogin.issue_challenge(db, ctx, options, browser=_browser(sid), purpose=purpose)
+    except Refusal as exc:
+        from core.problems import Problem
+
+        return Problem(exc.status, "Refused", exc.translated(), code=exc.code).response()
+    return {
+        "challenge": challenge.text,
+        "expires": challenge.expires,
+        "agent": options.agent_url,
+        "description": gettext("Sign in to %(site)s", site=options.origin),
+    }
+
+
+def _after_cert_login(outcome: certlogin.Outcome, next_url: str):
+    response = {"redirect": next_url} if _wants_json() else redirect(next_url, 303)
+    if not isinstance(response, dict):
+        return _with_session_cookie(response, outcome.sid)
+    from flask import jsonify
+
+    return _with_session_cookie(jsonify(response), outcome.sid)
+
+
+@bp.post("/login/cert")
+def cert_login():
+    """The signature, certificate and chain from the local agent: sign in, step up, or prove an enterprise's key."""
+    next_url = safe_next(request.form.get("next"))
+    sid = _cookie_sid()
+    fields = {name: request.form.get(name) for name in ("challenge", "signature", "algorithm", "certificate", "chain")}
+    try:
+        outcome = certlogin.complete(_ctx(), _ca(), _cert_options(), fields, browser=_browser(sid), sid=sid, ip=_ip(),
+                                     user_agent=request.headers.get("User-Agent", ""))
+    except Refusal as exc:
+        return _cert_refused(exc, "/login?" + urlencode({"next": next_url}))
+    return _after_cert_login(outcome, next_url)
+
+
+@bp.post("/login/cert/tls")
+def cert_login_forwarded():
+    """The second path: the TLS client certificate a trusted reverse proxy verified and forwarded."""
+    next_url = safe_next(request.form.get("next"))
+    options, sid = _cert_options(), _cookie_sid()
+    try:
+        outcome = certlogin.complete_forwarded(
+            _ctx(), _ca(), options, request.headers.get(options.client_cert_header), remote_addr=request.remote_addr,
+            purpose=request.form.get("purpose", "login"), sid=sid, user_agent=request.headers.get("User-Agent", ""),
+        )
+    except Refusal as exc:
+        return _cert_refused(exc, "/login?" + urlencode({"next": next_url}))
+    return _after_cert_login(outcome, next_url)
+
+
+# --------------------------------------------------------------------------- acting for an enterprise
+
+
+@bp.route("/account/act-for", methods=["GET", "POST"])
+def act_for():
+    """Choose for whom this session acts: oneself, or an enterprise one represents or is an agent of."""
+    next_url = safe_next(request.values.get("next"))
+    matter_code = (request.values.get("matter") or "")[:64] or None
+    here = "/account/act-for?" + urlencode({"next": next_url, **({"matter": matter_code} if matter_code else {})})
+    ctx = _ctx()
+    error = None
+    with core_db.transaction(ctx.sessions) as db:
+        live = _live(db)
+        if live is None:
+            return _to_login(here)
+        row, account = live
+        if request.method == "POST":
+            choice = request.form.get("choice", "")
+            try:
+                with db.begin_nested():
+                    enterprises.choose(db, row, None if choice == "self" else choice, matter_code=matter_code)
+                return redirect(next_url, 303)
+            except Refusal as exc:
+                error = exc
+                audit.record(db, actor=f"account:{account.id}", action="idp.enterprise.acting_refused", target=row.sid[:12],
+                             details={"choice": choice[:40], "matter": matter_code, "reason": exc.code})
+        current = enterprises.acting(db, row.sid)
+        choices = enterprises.choices_for(db, account.id)
+        matter = db.get(Matter, matter_code) if matter_code else None
+        return render(
+            "idp/act_for.html", error.status if error else 200, error=error, next=next_url, here=here, label=accounts.label(account),
+            choices=choices, matter=matter, matter_code=matter_code,
+            current=(current[1].credit_code if current and current[1] else ("self" if current else None)),
+            **(_cert_login_values("enterprise") if choices else {}),
+        )
+
+
+def _end_of_day(text: str):
+    """``YYYY-MM-DD`` as the end of that day in China Standard Time (authorisations end at midnight there)."""
+    from datetime import datetime, time as day_time
+    from zoneinfo import ZoneInfo
+
+    try:
+        day = datetime.strptime((text or "").strip(), "%Y-%m-%d").date()
+    except ValueError:
+        raise enterprises.EnterpriseRefusal(N_("Give the end date as YYYY-MM-DD."), code="bad_expiry") from None
+    return datetime.combine(day, day_time(23, 59, 59), ZoneInfo(i18n.TIMEZONE))
+
+
+@bp.post("/account/enterprises/<code>/agents")
+def authorise_agent(code):
+    ctx = _ctx()
+    try:
+        with core_db.transaction(ctx.sessions) as db:
+            live = _live(db)
+            if live is None:
+                return _to_login("/account")
+            account = live[1]
+            matters = enterprises.ALL_MATTERS if request.form.get("all_matters") else request.form.get("matters", "")[:2000]
+            enterprises.authorise_agent(db, credit_code=code[:40], representative_id=account.id, agent=request.form.get("agent", "")[:200],
+                                        matters=matters, expires_at=_end_of_day(request.form.get("expires", "")))
+    except Refusal as exc:
+        with core_db.transaction(ctx.sessions) as db:
+            live = _live(db)
+            if live is None:
+                return _to_login("/account")
+            return _account_page(db, *live, status=exc.status, error=exc)
+    return redirect("/account?notice=agent-authorised#enterprises", 303)
+
+
+@bp.post("/account/enterprises/<code>/agents/<authorisation_id>/revoke")
+def revoke_agent(code, authorisation_id):
+    ctx = _ctx()
+    with core_db.transaction(ctx.sessions) as db:
+        live = _live(db)
+        if live is None:
+            return _to_login("/account")
+        enterprises.revoke_agent(db, credit_code=code[:40], authorisation_id=authorisation_id[:40], by_account=live[1].id)
+    return redirect("/account?notice=agent-revoked#enterprises", 303)
+
+
+@bp.app_template_filter("mask_code")
+def _mask_code(value: str) -> str:
+    return mask_credit_code(value) if value and "*" not in value else (value or "")

@@ -52,6 +52,7 @@ VERIFY_ALGORITHMS = tuple(keys.ALGORITHMS)
 MAX_TOKEN_CHARS = 8192
 ACCESS_TOKEN_TYPE = "at+jwt"
 REALNAME_SCOPE = "hallmark:realname"
+ORG_CLAIMS = ("org_id", "org_name", "org_role")  # the enterprise a token's user acts for (idp.enterprises)
 assert max(ACCESS_TOKEN_LIFETIME, ID_TOKEN_LIFETIME) <= keys.LONGEST_SIGNED_TOKEN
 
 
@@ -77,6 +78,7 @@ class Authentication:
     acr: int
     amr: tuple[str, ...]
     auth_time: datetime
+    org: dict | None = None  # org_id, org_name, org_role while acting for an enterprise (idp.enterprises)
 
 
 # -- signed tokens -----------------------------------------------------------------------
@@ -111,6 +113,8 @@ def access_token(
             claims["sid"] = auth.sid
         if family_id:
             claims["fam"] = family_id
+        if auth.org:
+            claims.update(auth.org)
     return keys.sign(ctx, claims, typ=ACCESS_TOKEN_TYPE), claims
 
 
@@ -138,6 +142,8 @@ def id_token(
     }
     if auth.sid:
         claims["sid"] = auth.sid
+    if auth.org:
+        claims.update(auth.org)
     if nonce:
         claims["nonce"] = nonce
     if access_token_value:
@@ -194,6 +200,11 @@ def inactive_reason(ctx: IdPContext, db: Session, claims: dict) -> str | None:
             return "session ended"
     if clients_module.get(ctx, claims.get("client_id"), db) is None:
         return "client removed"
+    if claims.get("org_id"):
+        from idp import enterprises
+
+        if not enterprises.token_in_force(db, claims):
+            return "no longer acting for the enterprise"
     return None
 
 
@@ -398,7 +409,7 @@ def token_response(access: str, claims: dict, *, refresh: str | None = None, id_
 def introspection(claims: dict) -> dict:
     """RFC 7662 answer for an active access token."""
     body = {"active": True, "token_type": "Bearer"}
-    for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti", "acr", "amr", "auth_time", "sid"):
+    for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti", "acr", "amr", "auth_time", "sid", *ORG_CLAIMS):
         if name in claims:
             body[name] = claims[name]
     return body
@@ -465,7 +476,7 @@ def userinfo(db: Session, claims: dict) -> dict:
         if account.username:
             body["preferred_username"] = account.username
         body["locale"] = account.locale
-    for name in ("acr", "amr", "auth_time"):
+    for name in ("acr", "amr", "auth_time", *ORG_CLAIMS):
         if name in claims:
             body[name] = claims[name]
     if REALNAME_SCOPE in scopes:

@@ -278,7 +278,7 @@ def test_step_up_prompt_none_max_age_and_unmet_level(idp):
         return parse_qs(urlsplit(location).query)["error"][0]
 
     assert error_of(matter="http-marriage", prompt="none") == "interaction_required"
-    assert error_of(acr_values="urn:hallmark:loa:3") == "unmet_authentication_requirements"
+    assert error_of(claims=json.dumps({"id_token": {"acr": {"essential": True, "values": ["urn:other:high"]}}})) == "unmet_authentication_requirements"
     assert requests.get(url + "&prompt=none", allow_redirects=False, timeout=10).headers["Location"].count("error=login_required") == 1
     with core_db.transaction(idp.sessions) as db:
         for row in db.scalars(select(SSOSession).where(SSOSession.account_id == account_id)):

@@ -189,7 +189,7 @@ def test_real_name_step_up_and_verification(site):
     assert "*" * (len(alice["name"]) - 1) + alice["name"][-1] in account
 
     certificate = b.get("/login/step-up?next=/account&level=3")
-    assert certificate.status_code == 200 and "USB Key 数字证书登录即将上线" in text(certificate)
+    assert certificate.status_code == 200 and "USB Key 登录" in text(certificate)
     assert 'href="/account"' in certificate.text
 
     other = Browser(base)
