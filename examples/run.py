@@ -33,6 +33,20 @@ def _wait_for(url: str, process: subprocess.Popen, what: str, timeout: float = 6
     sys.exit(f"{what} did not answer at {url} within {timeout:.0f} s")
 
 
+def _wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"{what} stopped while starting (exit {process.returncode}); see the lines above")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    sys.exit(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
 def main() -> int:
     hallmark = str(BIN / "hallmark")
     prepared = subprocess.run([hallmark, "demo", "prepare", "--json"], capture_output=True, text=True)
@@ -72,8 +86,13 @@ def main() -> int:
             process = subprocess.Popen([sys.executable, str(HERE / "hall" / "hall.py")], env=env)
             children.append((hall["name_en"], process))
             _wait_for(hall["base"] + "/", process, hall["name_en"])
-        banner = subprocess.run([hallmark, "demo", "prepare"], capture_output=True, text=True)
-        print(banner.stdout, flush=True)
+        if info.get("usb_key"):
+            # The agent a USB-key user runs on their PC, here with the demo token and its PIN from agent.toml.
+            agent = subprocess.Popen([str(BIN / "hallmark-key"), "serve", "--config", info["usb_key"]["agent_config"],
+                                      "--port", str(info["agent_port"]), "--allow-origin", idp])
+            children.append(("hallmark-key agent", agent))
+            _wait_for_port(info["agent_port"], agent, "the hallmark-key agent")
+        print(info["banner"], flush=True)
         print("Press Ctrl-C to stop.", flush=True)
         while True:
             for what, child in children:

@@ -242,9 +242,12 @@ def demo_prepare(ctx, as_json, hall_ports):
             raise ValueError
     except ValueError:
         raise click.BadParameter(f"give {len(demo.HALLS)} port numbers separated by a comma", param_hint="--hall-ports") from None
-    info = demo.prepare(services.idp, services.settings.instance, ports=ports)
+    info = demo.prepare(services.idp, services.settings.instance, ports=ports, ca=services.ca)
     if as_json:
-        click.echo(json_module.dumps({"halls": info.halls, "accounts": info.accounts, "idp": services.settings.public_url}, ensure_ascii=False))
+        click.echo(json_module.dumps({"halls": info.halls, "accounts": info.accounts, "usb_key": info.usb_key,
+                                      "idp": services.settings.public_url, "agent_port": services.settings.cert_agent_port,
+                                      "banner": demo.banner(info, services.settings.public_url)},
+                                     ensure_ascii=False))
     else:
         click.echo(demo.banner(info, services.settings.public_url))
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from core import db as core_db
 from core.identifiers import mask_resident_id
 from idp import accounts, clients, matters, realname
+from ca.context import CAContext
 from idp.context import IdPContext
 from idp.models import Account, Client
 
@@ -50,6 +51,7 @@ class DemoInfo:
     halls: dict  # client_id -> {"client_secret", "base", "name", "name_en"}
     accounts: dict  # username -> {"password", "level", ...}
     path: Path
+    usb_key: dict | None = None  # {"agent_config", "token", "holder"} of the demo USB key
 
 
 def _load(path: Path) -> dict:
@@ -79,8 +81,12 @@ def halls(ports: tuple[int, ...] | None = None) -> tuple[Hall, ...]:
     return tuple(Hall(h.client_id, h.name, h.name_en, port) for h, port in zip(HALLS, ports, strict=True))
 
 
-def prepare(ctx: IdPContext, instance: Path, *, ports: tuple[int, ...] | None = None) -> DemoInfo:
-    """Make sure the demo halls, matters and accounts exist; return what a newcomer needs to try them."""
+def prepare(ctx: IdPContext, instance: Path, *, ports: tuple[int, ...] | None = None, ca: CAContext | None = None) -> DemoInfo:
+    """Make sure the demo halls, matters and accounts exist; return what a newcomer needs to try them.
+
+    With ``ca``, the real-name demo person also gets a demo USB key (a SoftHSM2
+    token in the instance) holding a person-auth certificate, for certificate login.
+    """
     path = instance / DEMO_FILE
     data = _load(path)
     hall_data = data.setdefault("halls", {})
@@ -114,8 +120,16 @@ def prepare(ctx: IdPContext, instance: Path, *, ports: tuple[int, ...] | None = 
     people[REALNAME_USER] = _account(ctx, REALNAME_USER, "演示居民乙", people.get(REALNAME_USER, {}))
     people[REALNAME_USER].update(_proof(ctx, REALNAME_USER))
     people[BASIC_USER]["level"], people[REALNAME_USER]["level"] = 1, 2
+    usb_key = None
+    if ca is not None:
+        from idp import enrolment
+
+        person = realname.demo_people(1)[0]
+        made = enrolment.prepare_demo_usb_key(ca, instance, resident_id=person.resident_id, name=person.name, actor=ACTOR)
+        usb_key = {"agent_config": str(made.agent_config), "token": made.token_label, "holder": REALNAME_USER}
+        data["usb_key"] = usb_key
     _save(path, data)
-    return DemoInfo(hall_data, people, path)
+    return DemoInfo(hall_data, people, path, usb_key)
 
 
 def _account(ctx: IdPContext, username: str, display_name: str, known: dict) -> dict:
@@ -156,6 +170,9 @@ def banner(info: DemoInfo, idp_url: str) -> str:
     for username, who in info.accounts.items():
         level = {1: "basic", 2: "real-name"}.get(who.get("level"), "?")
         lines.append(f"    {username:<14} {who['password']:<20} level {who.get('level')} {level}")
+    if info.usb_key:
+        lines.append(f"  demo USB key      token {info.usb_key['token']!r} holds {info.usb_key['holder']}'s certificate;")
+        lines.append("                    the local agent (hallmark-key serve) is running: choose USB key login (数字证书登录)")
     lines.append("  Log in at one hall, open the other: you are already logged in. Log out at either: both end.")
     lines.append(f"  (kept in {info.path})")
     return "\n".join(lines)

@@ -39,9 +39,9 @@ class Demo:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     instance = tmp_path_factory.mktemp("demo")
-    idp_port, city, county = free_port(), free_port(), free_port()
+    idp_port, city, county, agent = free_port(), free_port(), free_port(), free_port()
     env = hallmark_env(instance, HALLMARK_BIND=f"127.0.0.1:{idp_port}", HALLMARK_PUBLIC_URL=f"http://127.0.0.1:{idp_port}",
-                       HALLMARK_DEMO_HALL_PORTS=f"{city},{county}", HALLMARK_WORKERS="1")
+                       HALLMARK_DEMO_HALL_PORTS=f"{city},{county}", HALLMARK_WORKERS="1", HALLMARK_CERT_AGENT_PORT=str(agent))
     assert run_hallmark(instance, "init").returncode == 0
     log = (instance / "demo.log").open("w")
     process = subprocess.Popen([sys.executable, "examples/run.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -205,3 +205,24 @@ def test_browser_login_consent_step_up_and_logout(demo, partner_hall, browser):
             break
         assert time.monotonic() < deadline, "the city hall still shows the person as logged in"
         time.sleep(0.3)
+
+
+def test_browser_certificate_step_up_with_the_demo_usb_key_and_agent(demo, browser):
+    """A level-3 matter: the real-name demo person steps up with the demo USB key through the running agent."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser
+    page.goto(demo.hall("county-hall") + "/login")
+    if page.locator("#level").count() == 0:
+        page.fill("input[name=identifier]", "demo-realname")
+        page.fill("input[name=password]", demo.accounts["demo-realname"]["password"])
+        page.locator("input[name=password]").press("Enter")
+    page.wait_for_selector("#level")
+    page.click("a[data-matter=marriage-registration]")
+    page.wait_for_selector("[data-cert-login]")
+    assert page.locator("input[name=password]").count() == 0  # only the missing factor is asked for
+    page.screenshot(path=str(SHOTS / "demo-6-usb-key-step-up.png"))
+    page.click("[data-cert-login]")
+    page.wait_for_selector("#doing", timeout=30_000)
+    assert page.get_attribute("#level", "data-acr") == "urn:hallmark:loa:3"
+    assert "hwk" in page.inner_text("section") and "婚姻登记" in page.inner_text("#doing")
+    page.screenshot(path=str(SHOTS / "demo-7-certificate-level.png"))
