@@ -15,7 +15,7 @@ from idp import enrolment_api
 from idp import i18n as idp_i18n
 from idp import keys as idp_keys
 from idp import logout as idp_logout
-from idp import logout_api, oidc_api, pages, people_api
+from idp import enterprises_api, logout_api, oidc_api, pages, people_api
 from core import settings as settings_module
 from core.settings import Settings
 from hallmark import health, wiring
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = N
     app.register_blueprint(oidc_api.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(people_api.bp)
+    app.register_blueprint(enterprises_api.bp)
     app.register_blueprint(enrolment_api.bp)
     app.register_blueprint(logout_api.bp)
     signing_web.install(app, services.ca, compile_catalogues=idp_i18n.compile_catalogues, max_request_bytes=settings.max_request_bytes)

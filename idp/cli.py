@@ -16,8 +16,8 @@ def idp():
 
 def register_subcommands() -> None:
     """Attach the subcommand modules (each owns its own commands)."""
-    from idp import cli_clients, cli_people
+    from idp import cli_clients, cli_enterprises, cli_people
 
-    for module in (cli_clients, cli_people):
+    for module in (cli_clients, cli_people, cli_enterprises):
         for command in module.COMMANDS:
             idp.add_command(command)

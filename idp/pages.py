@@ -16,6 +16,7 @@ Views are thin: the rules are in ``idp.accounts``, ``idp.realname``,
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from urllib.parse import urlencode, urlsplit
 
@@ -628,10 +629,13 @@ def act_for():
             return _to_login(here)
         row, account = live
         if request.method == "POST":
-            choice = request.form.get("choice", "")
+            choice = request.form.get("choice", "")[:40]
+            code = None if choice == "self" else _code_of(choice, [c.credit_code for c in enterprises.choices_for(db, account.id)])
             try:
+                if choice != "self" and code is None:
+                    raise enterprises.EnterpriseRefusal(N_("You may not act for this enterprise."), code="may_not_act", status=403)
                 with db.begin_nested():
-                    enterprises.choose(db, row, None if choice == "self" else choice, matter_code=matter_code)
+                    enterprises.choose(db, row, code, matter_code=matter_code)
                 return redirect(next_url, 303)
             except Refusal as exc:
                 error = exc
@@ -660,8 +664,15 @@ def _end_of_day(text: str):
     return datetime.combine(day, day_time(23, 59, 59), ZoneInfo(i18n.TIMEZONE))
 
 
-@bp.post("/account/enterprises/<code>/agents")
-def authorise_agent(code):
+def _represented(db, account_id: str, handle: str) -> str:
+    code = _code_of(handle, [e.credit_code for e in enterprises.account_summary(db, account_id)["represented"]])
+    if code is None:
+        raise enterprises.EnterpriseRefusal(N_("Only the enterprise's legal representative may authorise agents."), code="not_representative", status=403)
+    return code
+
+
+@bp.post("/account/enterprises/<handle>/agents")
+def authorise_agent(handle):
     ctx = _ctx()
     try:
         with core_db.transaction(ctx.sessions) as db:
@@ -670,7 +681,8 @@ def authorise_agent(code):
                 return _to_login("/account")
             account = live[1]
             matters = enterprises.ALL_MATTERS if request.form.get("all_matters") else request.form.get("matters", "")[:2000]
-            enterprises.authorise_agent(db, credit_code=code[:40], representative_id=account.id, agent=request.form.get("agent", "")[:200],
+            enterprises.authorise_agent(db, credit_code=_represented(db, account.id, handle), representative_id=account.id,
+                                        agent=request.form.get("agent", "")[:200],
                                         matters=matters, expires_at=_end_of_day(request.form.get("expires", "")))
     except Refusal as exc:
         with core_db.transaction(ctx.sessions) as db:
@@ -681,17 +693,30 @@ def authorise_agent(code):
     return redirect("/account?notice=agent-authorised#enterprises", 303)
 
 
-@bp.post("/account/enterprises/<code>/agents/<authorisation_id>/revoke")
-def revoke_agent(code, authorisation_id):
+@bp.post("/account/enterprises/<handle>/agents/<authorisation_id>/revoke")
+def revoke_agent(handle, authorisation_id):
     ctx = _ctx()
     with core_db.transaction(ctx.sessions) as db:
         live = _live(db)
         if live is None:
             return _to_login("/account")
-        enterprises.revoke_agent(db, credit_code=code[:40], authorisation_id=authorisation_id[:40], by_account=live[1].id)
+        code = _code_of(handle, [e.credit_code for e in enterprises.account_summary(db, live[1].id)["represented"]])
+        if code is None:
+            raise enterprises.EnterpriseRefusal(N_("Only the enterprise's legal representative may revoke its agents."), code="not_representative", status=403)
+        enterprises.revoke_agent(db, credit_code=code, authorisation_id=authorisation_id[:40], by_account=live[1].id)
     return redirect("/account?notice=agent-revoked#enterprises", 303)
 
 
 @bp.app_template_filter("mask_code")
 def _mask_code(value: str) -> str:
     return mask_credit_code(value) if value and "*" not in value else (value or "")
+
+
+@bp.app_template_filter("org_handle")
+def org_handle(credit_code: str) -> str:
+    """A page's name for an enterprise: credit codes are masked in pages, so forms and links carry this instead."""
+    return hmac.new(_ctx().secret_key, b"hallmark.idp.org\x00" + credit_code.encode(), hashlib.sha256).hexdigest()[:20]
+
+
+def _code_of(handle: str, codes) -> str | None:
+    return next((code for code in codes if hmac.compare_digest(org_handle(code), handle or "")), None)
