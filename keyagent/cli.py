@@ -310,5 +310,77 @@ def demo_token(directory, label, origins, as_json):
     click.echo(f"             hallmark-key serve --config {made.agent_config}")
 
 
+# -- signing PDFs with the USB key (keyagent/pdf.py) ----------------------------------------
+
+
+def _pdf_signer(settings):
+    from keyagent import pdf as key_pdf
+
+    pin = _pin_source(settings, lambda: settings.token or "USB key")()
+    session = key_pdf.open_token(settings.module_path, settings.token, pin)
+    identity = key_pdf.find_identity(session)
+    return session, identity, key_pdf.pkcs11_signer(session, identity)
+
+
+def _write_pdf(target: str, data: bytes) -> None:
+    path = Path(target)
+    partial = path.with_name(f".{path.name}.part")
+    partial.write_bytes(data)
+    partial.replace(path)
+
+
+@main.command(name="sign-pdf")
+@_common
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.argument("target", type=click.Path(dir_okay=False))
+@click.option("--level", type=click.Choice(["B-B", "B-T"]), default="B-B", show_default=True)
+@click.option("--tsa", "tsa_url", default=None, help="RFC 3161 time-stamping URL for B-T, e.g. https://hallmark.example/pki/tsa")
+@click.option("--reason", default=None)
+def sign_pdf(settings, source, target, level, tsa_url, reason):
+    """Sign the PDF SOURCE on the USB key, offline (pyHanko over PKCS#11), and write TARGET."""
+    from keyagent import pdf as key_pdf
+
+    try:
+        session, identity, signer = _pdf_signer(settings)
+        try:
+            signed = key_pdf.sign_pdf(Path(source).read_bytes(), signer, level=level, tsa_url=tsa_url, reason=reason)
+        finally:
+            session.close()
+    except key_pdf.SigningFailed as exc:
+        _fail(str(exc))
+    _write_pdf(target, signed)
+    click.echo(f"signed by {identity.certificate.subject.human_friendly} at PAdES {level}: {target}")
+
+
+@main.command(name="sign-remote")
+@_common
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.argument("target", type=click.Path(dir_okay=False))
+@click.option("--server", default=None, help="the Hallmark server (default from the config file)")
+@click.option("--access-token", envvar="HALLMARK_KEY_ACCESS_TOKEN", required=True,
+              help="bearer token with scope sign:remote (or $HALLMARK_KEY_ACCESS_TOKEN)")
+@click.option("--level", type=click.Choice(["B-B", "B-T", "B-LT", "B-LTA"]), default="B-LT", show_default=True)
+@click.option("--expect", "expected", default=None, help="refuse unless the certificate states this resident ID / credit code")
+@click.option("--reason", default=None)
+def sign_remote(settings, source, target, server, access_token, level, expected, reason):
+    """Sign SOURCE with the USB key through the server (timestamp and revocation data added there); write TARGET."""
+    from keyagent import pdf as key_pdf
+
+    try:
+        session, identity, signer = _pdf_signer(settings)
+        try:
+            finished = key_pdf.sign_remote(server or settings.idp, access_token, Path(source).read_bytes(), signer, identity,
+                                           level=level, expected_identifier=expected, reason=reason)
+        finally:
+            session.close()
+    except key_pdf.SigningFailed as exc:
+        _fail(str(exc))
+    _write_pdf(target, finished["pdf"])
+    signer_info = finished["signer"]
+    click.echo(f"signed at PAdES {finished['level']}: {target}")
+    click.echo(f"signer: {signer_info['name']} ({signer_info['identifier_kind']} {signer_info['identifier_masked']})")
+    click.echo(f"verification page: {finished['verify_url']}")
+
+
 if __name__ == "__main__":
     main()

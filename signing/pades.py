@@ -39,6 +39,7 @@ from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.sign import fields, signers
 from pyhanko.sign.general import SigningError
 from pyhanko.sign.signers.pdf_signer import DSSContentSettings, SigDSSPlacementPreference
+from pyhanko_certvalidator.errors import ValidationError
 
 from core import audit
 from core.db import utc_now
@@ -166,8 +167,14 @@ def unique_field_name(reader, base: str) -> str:
     return name[:MAX_FIELD_CHARS]
 
 
+def key_usage_for(certificate: asn1_x509.Certificate) -> set[str]:
+    """The usage pyHanko checks before signing (it requires every one named): nonRepudiation when present."""
+    usage = set(certificate.key_usage_value.native) if certificate.key_usage_value else set()
+    return {"non_repudiation"} if "non_repudiation" in usage or not usage else {"digital_signature"}
+
+
 def signature_metadata(sctx: SigningContext, field_name: str, level: str, leaf_serials: list[str], *, reason: str | None, name: str | None,
-                       allow_fetching: bool = False) -> signers.PdfSignatureMetadata:
+                       key_usage: set[str], allow_fetching: bool = False) -> signers.PdfSignatureMetadata:
     long_term = level in ("B-LT", "B-LTA")
     return signers.PdfSignatureMetadata(
         field_name=field_name,
@@ -178,7 +185,7 @@ def signature_metadata(sctx: SigningContext, field_name: str, level: str, leaf_s
         embed_validation_info=long_term,
         use_pades_lta=level == "B-LTA",
         validation_context=trust.signing_context(sctx.ca, leaf_serials, allow_fetching=allow_fetching) if long_term else None,
-        signer_key_usage=set(trust.SIGNER_KEY_USAGE),
+        signer_key_usage=key_usage,
         dss_settings=DSSContentSettings(placement=SigDSSPlacementPreference.SEPARATE_REVISION, include_vri=False),
     )
 
@@ -189,7 +196,7 @@ def signing_failure(exc: Exception) -> Problem:
     text = str(cause) or type(cause).__name__
     if "revoked" in text.lower():
         return Problem(409, "Conflict", "the signing certificate is revoked", code="certificate_revoked")
-    if isinstance(exc, SigningError) and "validated" in str(exc):
+    if isinstance(exc, ValidationError) or (isinstance(exc, SigningError) and "validated" in str(exc)):
         return Problem(409, "Conflict", f"the signing certificate does not validate: {text[:300]}", code="certificate_invalid")
     return Problem(422, "Unprocessable Content", f"the PDF cannot be signed: {text[:300]}", code="cannot_sign")
 
@@ -275,7 +282,7 @@ def seal_pdf(
         if tsa_serial:
             leaf_serials.append(tsa_serial)
     signer = KeySigner(key, certificate, [issuer])
-    meta = signature_metadata(sctx, field_name, level, leaf_serials, reason=reason, name=seal.department)
+    meta = signature_metadata(sctx, field_name, level, leaf_serials, reason=reason, name=seal.department, key_usage=key_usage_for(certificate))
     pdf_signer = signers.PdfSigner(
         meta, signer,
         timestamper=sctx.timestamper() if level != "B-B" else None,
@@ -288,7 +295,7 @@ def seal_pdf(
         pdf_signer.sign_pdf(writer, bytes_reserved=reserve, appearance_text_params={"url": verify_url}, output=output)
     except trust.TimeStampUnavailable:
         raise Problem(503, "Service Unavailable", "the time-stamping authority could not timestamp the seal; try again", code="tsa_unavailable") from None
-    except SigningError as exc:
+    except (SigningError, ValidationError) as exc:
         raise signing_failure(exc) from None
     except PdfError as exc:
         log.info("refused a PDF pyHanko could not update: %s", exc)

@@ -44,6 +44,7 @@ from pyhanko.sign.signers.pdf_byterange import PreparedByteRangeDigest
 from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
 from pyhanko.sign.signers.pdf_signer import PdfTimeStamper
 from pyhanko.sign.validation.dss import async_add_validation_info
+from pyhanko_certvalidator.errors import ValidationError
 from sqlalchemy import delete
 
 from ca import validation as ca_validation
@@ -116,7 +117,8 @@ async def _prepare(sctx: SigningContext, reader, level: str, certificate, certif
     page_count = int(reader.root["/Pages"]["/Count"])
     spec = pades.field_spec(writer, page_count, field_name, placement)
     signer = _PlaceholderSigner(certificate_parsed, chain_parsed)
-    meta = pades.signature_metadata(sctx, field_name, level, serials, reason=reason, name=None, allow_fetching=external)
+    meta = pades.signature_metadata(sctx, field_name, level, serials, reason=reason, name=None, key_usage=pades.key_usage_for(certificate_parsed),
+                                    allow_fetching=external)
     pdf_signer = signers.PdfSigner(meta, signer, stamp_style=stamp.SealStampStyle(image=None), new_field_spec=spec)
     reserve = pades.reserve_bytes([certificate_parsed.dump(), *(c.dump() for c in chain_parsed)], certificate.public_key(), level != "B-B")
     prepared, _, output = await pdf_signer.async_digest_doc_for_signing(
@@ -162,7 +164,7 @@ def prepare(
         prepared, prepared_pdf, signed_attrs = asyncio.run(
             _prepare(sctx, reader, level, certificate, parsed, chain, serials, placement, reason, field_name, document_id, external)
         )
-    except SigningError as exc:
+    except (SigningError, ValidationError) as exc:
         raise pades.signing_failure(exc) from None
     except (PdfError, KeyError, ValueError, TypeError) as exc:
         log.info("refused a PDF that cannot be prepared: %s", exc)
@@ -263,7 +265,7 @@ def finish(sctx: SigningContext, session_id: str, signature: bytes, *, actor: st
         signed = asyncio.run(_finish(sctx, row, parsed, chain, signature))
     except trust.TimeStampUnavailable:
         raise Problem(503, "Service Unavailable", "the time-stamping authority could not timestamp the signature; finish again", code="tsa_unavailable") from None
-    except SigningError as exc:
+    except (SigningError, ValidationError) as exc:
         raise pades.signing_failure(exc) from None
     identity = signer_identity(parsed)
     found = identity["identifier"]

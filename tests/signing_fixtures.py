@@ -240,7 +240,8 @@ def start_world(tmp_path_factory) -> SigningWorld:
     hallmark("sign", "seal", "grant", "land-approval", OTHER_DEPARTMENT)
     process = subprocess.Popen(
         [sys.executable, "-m", "hallmark.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-        env=hallmark_env(instance, HALLMARK_PUBLIC_URL=base), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=hallmark_env(instance, HALLMARK_PUBLIC_URL=base), cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=(instance / "server.log").open("wb"),  # read it when a test meets a 500
         start_new_session=True,
     )
     try:
