@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from urllib.parse import urlencode, urlsplit
 
 from flask import Blueprint, current_app, g, redirect, render_template, request
-from sqlalchemy import select
 from flask_babel import format_datetime, gettext
 from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
+from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
 from core import audit
@@ -710,6 +711,14 @@ def revoke_agent(handle, authorisation_id):
 @bp.app_template_filter("mask_code")
 def _mask_code(value: str) -> str:
     return mask_credit_code(value) if value and "*" not in value else (value or "")
+
+
+@bp.app_template_filter("mask_subject")
+def _mask_subject(subject: str) -> str:
+    """A person's certificate subject with the name masked like everywhere else (``CN=**伟``); the ID is masked already."""
+    if "IDCCN-" not in (subject or ""):
+        return subject or ""
+    return re.sub(r"(?<![A-Za-z])CN=([^,]+)", lambda m: "CN=" + _mask_name(m.group(1)), subject)
 
 
 @bp.app_template_filter("org_handle")

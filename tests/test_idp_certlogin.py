@@ -189,6 +189,7 @@ def test_first_certificate_login_binds_the_account_and_reaches_level_3_with_hwk(
 
     account = browser.client.get("/account").get_data(as_text=True)
     assert "我的数字证书" in account and "有效" in account and person.resident_id not in account
+    assert "CN=*三" in account and "CN=张三" not in account  # the holder's name is masked as on the rest of the page
     assert "第 3 级" in account or "level 3" in account
 
     # The hall gets level 3 and amr hwk in the ID token; a second login binds nothing new.
