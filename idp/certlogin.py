@@ -73,6 +73,7 @@ from core.identifiers import (
     validate_resident_id,
 )
 from idp import levels, sessions
+from idp.accounts import TokenBucket
 from idp.context import IdPContext
 from idp.i18n import N_, Refusal
 from idp.models import Account, CertificateBinding, IdentityProofing, LoginChallenge, SSOSession
@@ -90,6 +91,7 @@ MAX_TOTAL_BYTES = 24 * 1024
 MAX_SIGNATURE_BYTES = 1024  # RSA-4096 needs 512
 MAX_CHALLENGE_CHARS = 300
 EXPIRING_SOON = timedelta(days=30)
+CHALLENGE_BUCKET = (30, 1 / 2)  # challenges per address: 30 at once, then one every 2 seconds (each is a stored row)
 # Profiles of our own CA that may log in; others (signature, seal, TLS) may not.
 LOGIN_PROFILES = {"person": "person-auth", "enterprise": "enterprise-auth"}
 DEFAULT_AGENT_PORT = 17443
@@ -182,10 +184,21 @@ class Challenge:
     expires: int  # unix seconds
 
 
-def issue_challenge(db: Session, ctx: IdPContext, options: Options, *, browser: str, purpose: str) -> Challenge:
-    """A fresh challenge for this browser. Not audited: one is fetched for every click."""
+def challenge_limiter(ctx: IdPContext) -> TokenBucket:
+    limiter = ctx.cache.get("idp.certlogin.challenge_limiter")
+    if limiter is None:
+        limiter = ctx.cache.setdefault("idp.certlogin.challenge_limiter", TokenBucket(*CHALLENGE_BUCKET))
+    return limiter
+
+
+def issue_challenge(db: Session, ctx: IdPContext, options: Options, *, browser: str, purpose: str, ip: str = "") -> Challenge:
+    """A fresh challenge for this browser. Not audited: one is fetched for every click; limited per address."""
     if purpose not in PURPOSES:
         raise CertLoginRefusal(N_("The USB-key login was asked for an unknown purpose."), code="bad_purpose")
+    limiter = challenge_limiter(ctx)
+    if limiter.wait_time(ip) > 0:
+        raise CertLoginRefusal(N_("Too many sign-in attempts from this address. Wait a minute and try again."), code="rate_limited", status=429)
+    limiter.take(ip)
     nonce = secrets.token_urlsafe(24)  # 32 characters
     now = utc_now()
     expires = now + CHALLENGE_LIFETIME

@@ -562,11 +562,11 @@ def cert_challenge():
         with core_db.transaction(ctx.sessions) as db:
             if purpose != "login" and _live(db) is None:
                 raise certlogin.CertLoginRefusal(N_("Your session has ended. Sign in again."), code="no_session", status=401)
-            challenge = certlogin.issue_challenge(db, ctx, options, browser=_browser(sid), purpose=purpose)
+            challenge = certlogin.issue_challenge(db, ctx, options, browser=_browser(sid), purpose=purpose, ip=_ip())
     except Refusal as exc:
         from core.problems import Problem
 
-        return Problem(exc.status, "Refused", exc.translated(), code=exc.code).response()
+        return Problem(exc.status, "Too Many Requests" if exc.status == 429 else "Refused", exc.translated(), code=exc.code).response()
     return {
         "challenge": challenge.text,
         "expires": challenge.expires,

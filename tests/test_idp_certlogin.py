@@ -400,3 +400,32 @@ def test_migration_matches_the_models(migrated):
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert [d for d in differences if any(name in repr(d) for name in ours)] == []
+
+
+def test_challenges_are_limited_per_address(world):
+    browser = world.browser(remote_addr="10.1.2.3")
+    browser.page("/login")
+    for _ in range(certlogin.CHALLENGE_BUCKET[0]):
+        browser.challenge()
+    limited = browser.client.post("/login/cert/challenge", data={"csrf_token": browser.csrf}, headers={"Accept": "application/json"})
+    assert limited.status_code == 429 and limited.get_json()["code"] == "rate_limited"
+    assert world.browser().challenge()  # another address is not affected
+
+
+def test_every_message_of_certificate_login_and_enterprises_is_translated():
+    from pathlib import Path
+
+    from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_file
+    from babel.messages.pofile import read_po
+
+    idp_dir = Path(certlogin.__file__).parent
+    keywords = {**DEFAULT_KEYWORDS, "N_": None}
+    wanted = set()
+    for name in ("certlogin.py", "enterprises.py"):
+        wanted |= {m[1] for m in extract_from_file("python", idp_dir / name, keywords=keywords) if isinstance(m[1], str)}
+    for name in ("_certlogin.html", "act_for.html"):
+        wanted |= {m[1] for m in extract_from_file("jinja2", idp_dir / "templates" / "idp" / name, keywords=DEFAULT_KEYWORDS) if isinstance(m[1], str)}
+    assert len(wanted) > 60
+    with (idp_dir / "translations" / "zh" / "LC_MESSAGES" / "messages.po").open("rb") as handle:
+        zh = read_po(handle, locale="zh")
+    assert sorted(m for m in wanted if not (zh.get(m) and zh.get(m).string)) == []
