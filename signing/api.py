@@ -117,18 +117,16 @@ def seal_pdf():
 def validate_pdf():
     data, _ = _pdf_and_options()
     sctx = _ctx()
-    found = report.validate(sctx.ca, data, limit=sctx.max_pdf_bytes)
-    attach_records(sctx, found)
-    return found
+    return link_records(sctx, report.validate(sctx.ca, data, limit=sctx.max_pdf_bytes, with_records=True))
 
 
-def attach_records(sctx: SigningContext, found: dict) -> None:
-    """Link each signature this service made to its verification page."""
-    records = report.document_records(sctx.ca, found)
+def link_records(sctx: SigningContext, found: dict) -> dict:
+    """Each signature this service made links to its verification page."""
     for entry in found["signatures"]:
-        document_id = records.get(entry.get("signature_sha256"))
+        document_id = entry.pop("hallmark_document_id", None)
         if document_id:
             entry["hallmark_document"] = {"id": document_id, "verify_url": sctx.verify_url(document_id)}
+    return found
 
 
 @bp.get("/api/sign/documents/<document_id>")

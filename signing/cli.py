@@ -151,10 +151,9 @@ def sign_pdf(source, target, seal_name, level, page, x, y, invisible, reason):
 def validate(file, as_json):
     """Validate every signature in a PDF (ETSI simple-report style); exit 0 only if all pass."""
     sctx = _sctx()
-    found = report.validate(sctx.ca, _read(file), limit=sctx.max_pdf_bytes)
-    records = report.document_records(sctx.ca, found)
+    found = report.validate(sctx.ca, _read(file), limit=sctx.max_pdf_bytes, with_records=True)
     for entry in found["signatures"]:
-        document_id = records.get(entry.get("signature_sha256"))
+        document_id = entry.pop("hallmark_document_id", None)
         if document_id:
             entry["hallmark_document"] = {"id": document_id, "verify_url": sctx.verify_url(document_id)}
     if as_json:

@@ -73,7 +73,7 @@ class Comparison:
 
 def compare(sctx: SigningContext, row: SignedDocument, data: bytes) -> Comparison:
     """Check an uploaded file against the record: the same bytes, our signature intact in it, or neither."""
-    found = report.validate(sctx.ca, data, limit=sctx.max_pdf_bytes)
+    found = report.validate(sctx.ca, data, limit=sctx.max_pdf_bytes, with_records=True)
     entry = next((s for s in found["signatures"] if s.get("signature_sha256") == row.signature_sha256), None)
     if hashlib.sha256(data).hexdigest() == row.sha256:
         outcome = "identical"

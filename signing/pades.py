@@ -66,8 +66,11 @@ LEVELS = ("B-B", "B-T", "B-LT", "B-LTA")
 DEFAULT_LEVEL = "B-LT"
 MD_ALGORITHM = "sha256"
 MAX_FIELD_CHARS = 60
-TIMESTAMP_TOKEN_ALLOWANCE = 4096  # our TSA's token with its two certificates is about 2.3 KB
-CMS_OVERHEAD = 1536  # signed attributes, signer info, algorithm identifiers, framing
+# Reserved just above what our CMS takes: every validator parses the /Contents hex string character
+# by character, padding included. Should a larger timestamp ever not fit, signing is redone with
+# pyHanko's own estimate (see seal_pdf).
+TIMESTAMP_TOKEN_ALLOWANCE = 2800  # our TSA's token with its two certificates takes about 2.3 KB
+CMS_OVERHEAD = 768  # signed attributes, signer info, algorithm identifiers, framing
 
 
 def check_level(level: str | None) -> str:
@@ -105,7 +108,7 @@ def reserve_bytes(certificates_der: list[bytes], public_key, timestamped: bool) 
     size = sum(len(der) for der in certificates_der) + signature_size(public_key) + CMS_OVERHEAD
     if timestamped:
         size += TIMESTAMP_TOKEN_ALLOWANCE
-    return 2 * size + 1024
+    return 2 * size + 512
 
 
 def new_document_id() -> str:
@@ -281,18 +284,26 @@ def seal_pdf(
         tsa_serial = trust.tsa_serial(sctx.ca)
         if tsa_serial:
             leaf_serials.append(tsa_serial)
-    signer = KeySigner(key, certificate, [issuer])
-    meta = signature_metadata(sctx, field_name, level, leaf_serials, reason=reason, name=seal.department, key_usage=key_usage_for(certificate))
-    pdf_signer = signers.PdfSigner(
-        meta, signer,
-        timestamper=sctx.timestamper() if level != "B-B" else None,
-        stamp_style=stamp.SealStampStyle(image=image),
-        new_field_spec=spec,
-    )
-    reserve = reserve_bytes([seal.certificate_der, issuer.dump()], seal.certificate.public_key(), level != "B-B")
-    output = io.BytesIO()
-    try:
+
+    def attempt(writer, reserve: int | None) -> tuple[bytes, bytes]:
+        signer = KeySigner(key, certificate, [issuer])
+        meta = signature_metadata(sctx, field_name, level, leaf_serials, reason=reason, name=seal.department, key_usage=key_usage_for(certificate))
+        pdf_signer = signers.PdfSigner(
+            meta, signer, timestamper=sctx.timestamper() if level != "B-B" else None,
+            stamp_style=stamp.SealStampStyle(image=image), new_field_spec=spec,
+        )
+        output = io.BytesIO()
         pdf_signer.sign_pdf(writer, bytes_reserved=reserve, appearance_text_params={"url": verify_url}, output=output)
+        return output.getvalue(), signer.signature
+
+    try:
+        try:
+            signed, signature = attempt(writer, reserve_bytes([seal.certificate_der, issuer.dump()], seal.certificate.public_key(), level != "B-B"))
+        except SigningError as exc:
+            if "larger than expected" not in str(exc):
+                raise
+            log.warning("the reserved signature space was too small (%s); signing again with pyHanko's estimate", exc)
+            signed, signature = attempt(IncrementalPdfFileWriter.from_reader(pdfinput.read(data, limit=sctx.max_pdf_bytes)), None)
     except trust.TimeStampUnavailable:
         raise Problem(503, "Service Unavailable", "the time-stamping authority could not timestamp the seal; try again", code="tsa_unavailable") from None
     except (SigningError, ValidationError) as exc:
@@ -300,10 +311,9 @@ def seal_pdf(
     except PdfError as exc:
         log.info("refused a PDF pyHanko could not update: %s", exc)
         raise pdfinput.refuse(422, "corrupt", "the PDF is damaged and cannot be signed") from None
-    signed = output.getvalue()
     row = record(
         sctx, document_id=document_id, kind="seal", seal_name=seal.name, certificate=certificate, certificate_serial=seal.serial,
-        level=level, field_name=field_name, output=signed, signature=signer.signature, actor=actor, action="signing.pdf.sealed",
+        level=level, field_name=field_name, output=signed, signature=signature, actor=actor, action="signing.pdf.sealed",
         signer_display=f"{seal.department} (NTRCN-{mask_credit_code(seal.credit_code)})", id_kind="credit_code",
         id_masked=mask_credit_code(seal.credit_code),
     )

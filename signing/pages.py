@@ -120,9 +120,9 @@ def _upload() -> bytes:
 
 def _report_view(found: dict) -> dict:
     """The report with what a page shows: identifiers masked, links to our verification pages."""
-    from signing.api import attach_records
+    from signing.api import link_records
 
-    attach_records(_ctx(), found)
+    link_records(_ctx(), found)
     for entry in found["signatures"]:
         signer = entry.get("signer") or {}
         identifier = signer.get("identifier")
@@ -168,7 +168,7 @@ def validate_form():
 def validate_upload():
     sctx = _ctx()
     try:
-        found = report.validate(sctx.ca, _upload(), limit=sctx.max_pdf_bytes)
+        found = report.validate(sctx.ca, _upload(), limit=sctx.max_pdf_bytes, with_records=True)
     except Problem as problem:
         return render("signing/validate.html", problem.status, error=_problem_text(problem), report=None)
     return render("signing/validate.html", report=_report_view(found))

@@ -175,8 +175,8 @@ def _claimed_signing_time(signature: EmbeddedPdfSignature) -> datetime | None:
 # -- one signature ----------------------------------------------------------------------------
 
 
-async def _validate(ctx: CAContext, signature: EmbeddedPdfSignature, dss: _DSS, doc_timestamps_after: int):
-    spec = trust.validation_spec(ctx, dss.knowledge)
+async def _validate(ctx: CAContext, signature: EmbeddedPdfSignature, dss: _DSS, doc_timestamps_after: int, found: trust.Material):
+    spec = trust.validation_spec(ctx, dss.knowledge, found)
     signature.compute_integrity_info()
     if doc_timestamps_after:
         return "long-term (ETSI EN 319 102-1 5.6.3)", await ades.ades_lta_validation(signature, PdfSignatureValidationSpec(spec))
@@ -303,8 +303,9 @@ async def _doc_timestamp_entry(signature: EmbeddedPdfSignature) -> dict:
 # -- the whole file -----------------------------------------------------------------------------
 
 
-async def async_validate(ctx: CAContext, data: bytes, *, limit: int = pdfinput.MAX_PDF_BYTES) -> dict:
+async def async_validate(ctx: CAContext, data: bytes, *, limit: int = pdfinput.MAX_PDF_BYTES, found: trust.Material | None = None) -> dict:
     reader = pdfinput.read(data, limit=limit)
+    found = found or trust.material(ctx)
     now = datetime.now(UTC)
     try:
         embedded = list(reader.embedded_signatures)
@@ -322,7 +323,7 @@ async def async_validate(ctx: CAContext, data: bytes, *, limit: int = pdfinput.M
             1 for s in embedded if s.sig_object_type == "/DocTimeStamp" and s.signed_revision > signature.signed_revision
         )
         try:
-            process, result = await _validate(ctx, signature, dss, doc_timestamps_after)
+            process, result = await _validate(ctx, signature, dss, doc_timestamps_after, found)
             signatures.append(_signature_entry(number, signature, process, result, dss, doc_timestamps_after))
         except (ValueError, KeyError, TypeError, PdfError, NotImplementedError) as exc:
             log.info("signature %s could not be processed: %s", signature.field_name, exc)
@@ -339,19 +340,32 @@ async def async_validate(ctx: CAContext, data: bytes, *, limit: int = pdfinput.M
     }
 
 
-def validate(ctx: CAContext, data: bytes, *, limit: int = pdfinput.MAX_PDF_BYTES) -> dict:
-    """The report for one PDF (a 413/422 problem for what is not a readable, unencrypted PDF)."""
-    return asyncio.run(async_validate(ctx, data, limit=limit))
+def validate(ctx: CAContext, data: bytes, *, limit: int = pdfinput.MAX_PDF_BYTES, with_records: bool = False) -> dict:
+    """The report for one PDF (a 413/422 problem for what is not a readable, unencrypted PDF).
+
+    With ``with_records`` every signature this service made names its record
+    (``hallmark_document_id``); the trust check and that lookup share one database session.
+    """
+    with ctx.sessions() as session:
+        found = trust.material(ctx, session)
+        # End the read before the slow part: on SQLite every transaction holds the write lock (core.db).
+        session.rollback()
+        report = asyncio.run(async_validate(ctx, data, limit=limit, found=found))
+        if with_records:
+            records = document_records(session, report)
+            for entry in report["signatures"]:
+                if entry.get("signature_sha256") in records:
+                    entry["hallmark_document_id"] = records[entry["signature_sha256"]]
+    return report
 
 
-def document_records(ctx: CAContext, report: dict) -> dict:
+def document_records(session, report: dict) -> dict:
     """Signature sha256 -> the document id we recorded when we made it (for links to /verify)."""
     from signing.models import SignedDocument
 
     digests = [s["signature_sha256"] for s in report["signatures"] if s.get("signature_sha256")]
     if not digests:
         return {}
-    with ctx.sessions() as session:
-        rows = session.execute(select(SignedDocument.signature_sha256, SignedDocument.id).where(SignedDocument.signature_sha256.in_(digests)))
-        return dict(rows.all())
+    rows = session.execute(select(SignedDocument.signature_sha256, SignedDocument.id).where(SignedDocument.signature_sha256.in_(digests)))
+    return dict(rows.all())
 

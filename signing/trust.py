@@ -149,21 +149,23 @@ def _cache(ctx: CAContext) -> _Cache:
     return cache
 
 
-def material(ctx: CAContext) -> Material:
+def material(ctx: CAContext, session=None) -> Material:
     """The current trust material; two small queries decide whether the cached one still holds."""
+    if session is None:
+        with ctx.sessions() as own:
+            return material(ctx, own)
     cache = _cache(ctx)
-    with ctx.sessions() as session:
-        numbers = tuple(sorted(tuple(row) for row in session.execute(select(Authority.name, Authority.crl_number))))
-        recognised = tuple(sorted(tuple(row) for row in session.execute(select(RecognisedCA.fingerprint, RecognisedCA.how))))
-        key = (numbers, recognised)
-        current = cache.material
-        if current is not None and current.key == key:
-            return current
-        with cache.lock:
-            if cache.material is not None and cache.material.key == key:
-                return cache.material
-            cache.material = _build(ctx, session, key, [name for name, _ in numbers])
+    numbers = tuple(sorted(tuple(row) for row in session.execute(select(Authority.name, Authority.crl_number))))
+    recognised = tuple(sorted(tuple(row) for row in session.execute(select(RecognisedCA.fingerprint, RecognisedCA.how))))
+    key = (numbers, recognised)
+    current = cache.material
+    if current is not None and current.key == key:
+        return current
+    with cache.lock:
+        if cache.material is not None and cache.material.key == key:
             return cache.material
+        cache.material = _build(ctx, session, key, [name for name, _ in numbers])
+        return cache.material
 
 
 def _build(ctx: CAContext, session, key: tuple, names: list[str]) -> Material:
@@ -244,13 +246,13 @@ def signing_context(ctx: CAContext, leaf_serials: list[str], *, allow_fetching: 
     )
 
 
-def validation_spec(ctx: CAContext, extra_knowledge: LocalKnowledge | None = None) -> SignatureValidationSpec:
+def validation_spec(ctx: CAContext, extra_knowledge: LocalKnowledge | None = None, found: Material | None = None) -> SignatureValidationSpec:
     """pyHanko's AdES validation policy: our anchors, hard revocation checking, nothing fetched.
 
     Our current CRLs are local knowledge, so a signature whose file carries no
     revocation data (B-B, B-T) is still checked against our records now.
     """
-    found = material(ctx)
+    found = found or material(ctx)
     extra = extra_knowledge or LocalKnowledge()
     policy = CertValidationPolicySpec(
         trust_manager=found.trust_manager,
