@@ -227,6 +227,14 @@ def _signer(ctx: IdPContext, key: ActiveKey):
 # -- signing -----------------------------------------------------------------------------
 
 _HEADERS: dict[tuple[str, str, str], bytes] = {}
+# Built once: per token they cost more than the Python around the HSM call.
+_CLAIMS_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+_PKCS1V15, _SHA256 = padding.PKCS1v15(), hashes.SHA256()
+
+
+def _b64_bytes(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 def sign(ctx: IdPContext, claims: dict, *, typ: str = "JWT", alg: str = DEFAULT_ALG) -> str:
@@ -234,15 +242,15 @@ def sign(ctx: IdPContext, claims: dict, *, typ: str = "JWT", alg: str = DEFAULT_
     key = active(ctx, alg)
     header = _HEADERS.get((key.kid, alg, typ))
     if header is None:
-        header = _HEADERS[(key.kid, alg, typ)] = _b64(json.dumps({"alg": alg, "kid": key.kid, "typ": typ}, separators=(",", ":")).encode()).encode()
-    signing_input = header + b"." + _b64(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8")).encode()
+        header = _HEADERS[(key.kid, alg, typ)] = _b64_bytes(json.dumps({"alg": alg, "kid": key.kid, "typ": typ}, separators=(",", ":")).encode())
+    signing_input = header + b"." + _b64_bytes(_CLAIMS_JSON(claims).encode("utf-8"))
     signer = _signer(ctx, key)
     if alg == "ES256":
-        r, s = utils.decode_dss_signature(signer.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        r, s = utils.decode_dss_signature(signer.sign(signing_input, _ECDSA_SHA256))
         signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
     else:
-        signature = signer.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
-    return (signing_input + b"." + _b64(signature).encode()).decode("ascii")
+        signature = signer.sign(signing_input, _PKCS1V15, _SHA256)
+    return (signing_input + b"." + _b64_bytes(signature)).decode("ascii")
 
 
 def half_hash(value: str, alg: str = DEFAULT_ALG) -> str:

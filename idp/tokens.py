@@ -54,6 +54,7 @@ ACCESS_TOKEN_TYPE = "at+jwt"
 REALNAME_SCOPE = "hallmark:realname"
 ORG_CLAIMS = ("org_id", "org_name", "org_role")  # the enterprise a token's user acts for (idp.enterprises)
 assert max(ACCESS_TOKEN_LIFETIME, ID_TOKEN_LIFETIME) <= keys.LONGEST_SIGNED_TOKEN
+_ACCESS_TOKEN_SECONDS = int(ACCESS_TOKEN_LIFETIME.total_seconds())
 
 
 def digest(value: str) -> str:
@@ -99,7 +100,7 @@ def access_token(
         "iss": ctx.issuer,
         "sub": auth.account_id if auth else client.client_id,
         "aud": ctx.issuer,
-        "exp": now + int(ACCESS_TOKEN_LIFETIME.total_seconds()),
+        "exp": now + _ACCESS_TOKEN_SECONDS,
         "iat": now,
         "jti": secrets.token_urlsafe(16),
         "client_id": client.client_id,
