@@ -41,7 +41,7 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 bench: deps venv
-	$(PY) bench/hsm_sign.py
+	$(PY) bench/hsm_sign.py && $(PY) bench/token.py && $(PY) bench/login.py
 
 clean-instance:
 	rm -rf $(HALLMARK_INSTANCE)
