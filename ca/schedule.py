@@ -10,30 +10,15 @@ random part of the interval so workers started together do not run in step.
 from __future__ import annotations
 
 import logging
-import random
-import threading
-from dataclasses import dataclass, field
 
 from ca import crl, ocsp
 from ca.context import CAContext
+from core import periodic
 
 log = logging.getLogger("hallmark.ca.schedule")
 
 
-@dataclass
-class Schedule:
-    """A running scheduler; :meth:`stop` ends its thread after the current run."""
-
-    interval_seconds: float
-    runs: int = 0
-    failures: int = 0  # runs in which a job failed (logged)
-    thread: threading.Thread | None = None
-    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
-
-    def stop(self, timeout: float | None = 10) -> None:
-        self._stop.set()
-        if self.thread is not None:
-            self.thread.join(timeout)
+Schedule = periodic.Periodic  # what start() returns
 
 
 def run_once(ctx: CAContext) -> tuple[int, int]:
@@ -53,23 +38,10 @@ def run_once(ctx: CAContext) -> tuple[int, int]:
 
 
 def start(ctx: CAContext, interval_seconds: float = 600, *, first_delay: float | None = None) -> Schedule:
-    """Start the daemon thread that runs :func:`run_once` every ``interval_seconds``.
+    """Run :func:`run_once` every ``interval_seconds`` on a daemon thread (see ``core.periodic``)."""
 
-    The first run comes after ``first_delay`` (default: a random part of the interval).
-    """
-    if interval_seconds <= 0:
-        raise ValueError("interval_seconds must be positive")
-    schedule = Schedule(interval_seconds)
-    delay = random.uniform(0, interval_seconds) if first_delay is None else first_delay
-    schedule.thread = threading.Thread(target=_loop, args=(ctx, schedule, delay), name="hallmark-ca-schedule", daemon=True)
-    schedule.thread.start()
-    return schedule
-
-
-def _loop(ctx: CAContext, schedule: Schedule, delay: float) -> None:
-    while not schedule._stop.wait(delay):
+    def job() -> bool:
         published, refreshed = run_once(ctx)
-        schedule.runs += 1
-        if published < 0 or refreshed < 0:
-            schedule.failures += 1
-        delay = schedule.interval_seconds
+        return published >= 0 and refreshed >= 0
+
+    return periodic.start("ca-schedule", job, interval_seconds, first_delay=first_delay)

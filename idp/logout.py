@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core import audit
+from core import audit, periodic
 from core import db as core_db
 from core.db import utc_now
 from idp import clients, keys
@@ -365,35 +365,14 @@ def install(ctx: IdPContext) -> None:
 # -- retries in the background ---------------------------------------------------------------
 
 
-@dataclass
-class RetryLoop:
-    """A daemon thread re-sending due notices; :meth:`stop` ends it."""
+def start_retries(ctx: IdPContext, interval_seconds: float) -> periodic.Periodic:
+    """Re-send due notices every ``interval_seconds`` on a daemon thread (see ``core.periodic``)."""
 
-    interval_seconds: float
-    thread: threading.Thread | None = None
-    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    def job() -> bool:
+        deliver(ctx)
+        return True
 
-    def stop(self, timeout: float | None = 10) -> None:
-        self._stop.set()
-        if self.thread is not None:
-            self.thread.join(timeout)
-
-
-def start_retries(ctx: IdPContext, interval_seconds: float) -> RetryLoop:
-    if interval_seconds <= 0:
-        raise ValueError("interval_seconds must be positive")
-    loop = RetryLoop(interval_seconds)
-
-    def run():
-        while not loop._stop.wait(interval_seconds):
-            try:
-                deliver(ctx)
-            except Exception:
-                log.exception("back-channel logout retry pass failed; will try again")
-
-    loop.thread = threading.Thread(target=run, name="hallmark-logout-retries", daemon=True)
-    loop.thread.start()
-    return loop
+    return periodic.start("logout-retries", job, interval_seconds)
 
 
 # -- front-channel -------------------------------------------------------------------------
