@@ -45,7 +45,7 @@ from core import audit
 from core.db import utc_now
 from core.identifiers import mask_credit_code
 from core.problems import Problem
-from signing import pdfinput, seals, stamp, trust
+from signing import pdfinput, pdfspeed, seals, stamp, trust  # noqa: F401 - pdfspeed: fast hex-string reader
 from signing.context import SigningContext
 from signing.models import SignedDocument
 from signing.signer import KeySigner

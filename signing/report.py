@@ -45,7 +45,7 @@ from sqlalchemy import select
 
 from ca.context import CAContext
 from core.identifiers import mask_credit_code, mask_resident_id
-from signing import pdfinput, trust
+from signing import pdfinput, pdfspeed, trust  # noqa: F401 - pdfspeed installs the fast hex-string reader
 
 log = logging.getLogger("hallmark.signing.report")
 
