@@ -145,6 +145,16 @@ def sign_pdf(source, target, seal_name, level, page, x, y, invisible, reason):
     click.echo(f"verification page: {result.verify_url}")
 
 
+@sign.command(name="sample-pdf")
+@click.argument("target", type=click.Path(dir_okay=False))
+def sample_pdf(target):
+    """Write a one-page sample PDF to TARGET, to try sealing on."""
+    from signing.sample import sample_pdf as make
+
+    _write(target, make())
+    click.echo(f"wrote {target}; seal it with: hallmark sign pdf {target} sealed.pdf --seal NAME")
+
+
 @click.command(name="validate")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @click.option("--json", "as_json", is_flag=True, help="print the full report as JSON (identifiers in full)")

@@ -106,6 +106,11 @@ def _display(name: asn1_x509.Name) -> str:
     return text
 
 
+def _short(name: asn1_x509.Name) -> str:
+    native = name.native
+    return native.get("common_name") or native.get("organization_name") or name.human_friendly
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
 
@@ -215,7 +220,7 @@ def _timestamp(status: PdfSignatureStatus | None) -> dict | None:
     tsa_certificate = validity.signing_cert
     return {
         "time": _iso(validity.timestamp),
-        "authority": _display(tsa_certificate.subject) if tsa_certificate is not None else None,
+        "authority": _short(tsa_certificate.subject) if tsa_certificate is not None else None,
         "intact": validity.intact,
         "valid": validity.valid,
         "trusted": validity.trusted,
@@ -247,6 +252,7 @@ def _signature_entry(number: int, signature: EmbeddedPdfSignature, process: str,
         "certificate": {
             "serial": format(certificate.serial_number, "x"),
             "issuer": _display(certificate.issuer),
+            "issuer_name": _short(certificate.issuer),
             "not_before": _iso(certificate.not_valid_before),
             "not_after": _iso(certificate.not_valid_after),
             "sha256": certificate.sha256.hex(),
@@ -291,7 +297,7 @@ async def _doc_timestamp_entry(signature: EmbeddedPdfSignature) -> dict:
     try:
         tst_info = signature.signed_data["encap_content_info"]["content"].parsed
         entry["time"] = _iso(tst_info["gen_time"].native)
-        entry["authority"] = _display(signature.signer_cert.subject)
+        entry["authority"] = _short(signature.signer_cert.subject)
         signature.compute_integrity_info()
         digest = signature.compute_digest()
         entry["intact"] = tst_info["message_imprint"]["hashed_message"].native == digest

@@ -27,6 +27,15 @@ DEFAULT_WIDTH = 210.0  # points (1/72 inch)
 DEFAULT_HEIGHT = 110.0
 MARGIN = 36.0  # default distance from the page edge
 CAPTION = b"Scan to verify"
+CAPTION_SIZE = 6.0
+
+
+def seal_size(width: float, height: float) -> float:
+    return min(height, width * 0.55)
+
+
+def qr_size(width: float, height: float) -> float:
+    return max(min(width - seal_size(width, height) - 4, height - CAPTION_SIZE - 6), 20)
 
 
 @dataclass(frozen=True)
@@ -130,17 +139,16 @@ class SealStamp(BaseStamp):
         if not box.height_defined:
             box.height = height
         commands = []
-        seal_side = min(height, width * 0.55)
+        seal_side = seal_size(width, height)
         image = self.style.image
         if image is not None:
             self.set_resource(ResourceType.XOBJECT, pdf_name("/Seal"), image.add_to(self.writer))
             scale_x = seal_side * image.width / max(image.width, image.height)
             scale_y = seal_side * image.height / max(image.width, image.height)
             commands.append(b"q %.3f 0 0 %.3f 0 %.3f cm /Seal Do Q" % (scale_x, scale_y, (height - scale_y) / 2))
-        caption_size = 6.0
-        qr_side = max(min(width - seal_side - 4, height - caption_size - 6), 20)
+        qr_side = qr_size(width, height)
         qr_x = width - qr_side
-        qr_y = caption_size + 4 + (height - caption_size - 4 - qr_side) / 2
+        qr_y = CAPTION_SIZE + 4 + (height - CAPTION_SIZE - 4 - qr_side) / 2
         commands.append(b"q 1 0 0 1 %.3f %.3f cm %s Q" % (qr_x, qr_y, qr_commands(self.url, qr_side)))
         self.set_resource(
             ResourceType.FONT,
@@ -154,7 +162,7 @@ class SealStamp(BaseStamp):
                 }
             ),
         )
-        commands.append(b"BT 0 0 0 rg /Hm %.1f Tf %.3f %.3f Td (%s) Tj ET" % (caption_size, qr_x + 2, 3.0, CAPTION))
+        commands.append(b"BT 0 0 0 rg /Hm %.1f Tf %.3f %.3f Td (%s) Tj ET" % (CAPTION_SIZE, qr_x + 2, 3.0, CAPTION))
         return commands
 
 

@@ -252,6 +252,11 @@ def test_cli_seals_and_validates(signing_world, tmp_path):
     (tmp_path / "bad.pdf").write_bytes(tamper(target.read_bytes()))
     failed = world.hallmark("validate", str(tmp_path / "bad.pdf"))
     assert failed.returncode == 2 and "TOTAL_FAILED/HASH_FAILURE" in failed.stdout
+    sample = world.hallmark("sign", "sample-pdf", str(tmp_path / "sample.pdf"))
+    assert sample.returncode == 0 and qpdf_clean(tmp_path / "sample.pdf")[0]
+    sealed_sample = world.hallmark("sign", "pdf", str(tmp_path / "sample.pdf"), str(tmp_path / "sample-sealed.pdf"), "--seal", DEPARTMENT)
+    assert sealed_sample.returncode == 0, sealed_sample.stderr
+    assert pdfsig(tmp_path / "sample-sealed.pdf", world.nssdir)[0].certificate_trusted
     not_pdf = tmp_path / "note.txt"
     not_pdf.write_text("hello")
     refused = world.hallmark("sign", "pdf", str(not_pdf), str(tmp_path / "never.pdf"), "--seal", DEPARTMENT)
