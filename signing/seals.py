@@ -200,6 +200,11 @@ def choose_for_client(ctx: CAContext, client_id: str, name: str | None) -> str:
         if name:
             seal = get(session, name)
             if seal.credit_code not in codes:
+                session.rollback()
+                with session.begin():
+                    # A client reaching for another department's seal is worth knowing about.
+                    audit.record(session, actor=f"client:{client_id}", action="signing.seal.refused", target=seal.name,
+                                 details={"reason": "seal of another department", "credit_code": seal.credit_code})
                 raise Problem(
                     403, "Forbidden", f"client {client_id!r} may not use the seal {name!r}: it belongs to another department",
                     code="seal_of_another_department",

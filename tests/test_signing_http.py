@@ -304,5 +304,10 @@ def test_every_seal_operation_is_audited(signing_world):
         actions = {row[0] for row in connection.execute("select action from audit_events")}
         target = connection.execute("select actor, details from audit_events where target = ?", (document_id,)).fetchone()
     assert {"signing.seal.added", "signing.seal.granted", "signing.pdf.sealed"} <= actions
+    refused = _seal(world, make_pdf(), world.token(), seal=OTHER_DEPARTMENT)
+    assert refused.status_code == 403
+    with sqlite3.connect(world.instance / "hallmark.db") as connection:
+        last = connection.execute("select action, actor, target from audit_events order by seq desc limit 1").fetchone()
+    assert last == ("signing.seal.refused", "client:market-approval", OTHER_DEPARTMENT)
     assert target[0] == "client:market-approval" and json.loads(target[1])["seal"] == DEPARTMENT
     assert world.hallmark("audit", "verify").returncode == 0
