@@ -52,6 +52,7 @@ class DemoInfo:
     accounts: dict  # username -> {"password", "level", ...}
     path: Path
     usb_key: dict | None = None  # {"agent_config", "token", "holder"} of the demo USB key
+    seal: dict | None = None  # {"name", "sealed_pdf", "verify_url"} of the demo seal
 
 
 def _load(path: Path) -> dict:
@@ -128,8 +129,37 @@ def prepare(ctx: IdPContext, instance: Path, *, ports: tuple[int, ...] | None = 
         made = enrolment.prepare_demo_usb_key(ca, instance, resident_id=person.resident_id, name=person.name, actor=ACTOR)
         usb_key = {"agent_config": str(made.agent_config), "token": made.token_label, "holder": REALNAME_USER}
         data["usb_key"] = usb_key
+        data["seal"] = _seal_sample(ca, instance, data.get("seal") or {})
     _save(path, data)
-    return DemoInfo(hall_data, people, path, usb_key)
+    return DemoInfo(hall_data, people, path, usb_key, data.get("seal"))
+
+
+SEAL_DEPARTMENT = "示范市政务服务管理局"
+SEALED_SAMPLE = "demo-sealed.pdf"
+
+
+def _seal_sample(ca: CAContext, instance: Path, known: dict) -> dict:
+    """A demo department seal, and a sample PDF sealed with it whose QR code opens the verification page."""
+    from core.identifiers import generate_credit_code, organisation_code_check_char
+    from signing import pades, seals
+    from signing.context import SigningContext
+    from signing.models import Seal
+    from signing.sample import sample_pdf
+
+    with ca.sessions() as db:
+        exists = db.get(Seal, SEAL_DEPARTMENT) is not None
+    if not exists:
+        organisation = "MA000100"  # a made-up organisation code; the prefix 11 marks a government body
+        code = generate_credit_code("11350100" + organisation + organisation_code_check_char(organisation))
+        seals.add(ca, department=SEAL_DEPARTMENT, credit_code=code, actor=ACTOR)
+    target = instance / SEALED_SAMPLE
+    if target.exists() and known.get("verify_url") and exists:
+        return known
+    sctx = SigningContext(ca=ca, public_url=ca.public_url)
+    result = pades.seal_pdf(sctx, sample_pdf(), seal_name=SEAL_DEPARTMENT, level=pades.DEFAULT_LEVEL,
+                            placement=pades.Placement(), reason="演示 demo", actor=ACTOR)
+    target.write_bytes(result.pdf)
+    return {"name": SEAL_DEPARTMENT, "sealed_pdf": str(target), "verify_url": result.verify_url}
 
 
 def _account(ctx: IdPContext, username: str, display_name: str, known: dict) -> dict:
@@ -173,6 +203,10 @@ def banner(info: DemoInfo, idp_url: str) -> str:
     if info.usb_key:
         lines.append(f"  demo USB key      token {info.usb_key['token']!r} holds {info.usb_key['holder']}'s certificate;")
         lines.append("                    the local agent (hallmark-key serve) is running: choose USB key login (数字证书登录)")
+    if info.seal:
+        lines.append(f"  demo seal         {info.seal['name']}; a sealed sample: {info.seal['sealed_pdf']}")
+        lines.append(f"                    its verification page (the QR code on the stamp): {info.seal['verify_url']}")
+        lines.append(f"                    seal your own: hallmark sign pdf IN.pdf OUT.pdf --seal {info.seal['name']}")
     lines.append("  Log in at one hall, open the other: you are already logged in. Log out at either: both end.")
     lines.append(f"  (kept in {info.path})")
     return "\n".join(lines)

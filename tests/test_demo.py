@@ -103,6 +103,19 @@ def test_single_sign_on_and_single_logout_across_the_two_halls(demo):
     assert "/login?next=" in again.url
 
 
+def test_a_sealed_sample_and_its_verification_page(demo):
+    data = json.loads((demo.instance / "demo.json").read_text())
+    seal = data["seal"]
+    assert seal["verify_url"].startswith(demo.idp + "/verify/") and seal["verify_url"] in (demo.instance / "demo.log").read_text()
+    pdf = Path(seal["sealed_pdf"]).read_bytes()
+    assert pdf.startswith(b"%PDF") and b"/ByteRange" in pdf
+    page = requests.get(seal["verify_url"], timeout=15)
+    assert page.status_code == 200 and "示范市政务服务管理局" in page.text
+    # The person holding the file uploads it: the same file, signature intact.
+    checked = requests.post(seal["verify_url"], files={"file": ("demo-sealed.pdf", pdf, "application/pdf")}, timeout=60)
+    assert checked.status_code == 200 and 'data-outcome="identical"' in checked.text, checked.text[:500]
+
+
 def test_a_matter_above_the_level_is_refused_for_a_basic_account_that_cannot_prove_more_by_prompt_none(demo):
     browser = requests.Session()
     page = login_at(browser, demo, "city-hall", "demo-basic")
