@@ -6,12 +6,13 @@ PY := $(VENV)/bin/python
 export HALLMARK_INSTANCE ?= $(CURDIR)/instance
 
 # Runtime tools: SoftHSM2 (the embedded HSM), OpenSC (pkcs11-tool), openssl,
-# poppler (pdfsig), qpdf and NSS tools (judges for signed PDFs).
-DEB_RUNTIME := softhsm2 opensc openssl poppler-utils qpdf libnss3-tools
+# poppler (pdfsig), qpdf and NSS tools (judges for signed PDFs), and CJK fonts for
+# the department name drawn on demo seals.
+DEB_RUNTIME := softhsm2 opensc openssl poppler-utils qpdf libnss3-tools fonts-noto-cjk
 # The tests drive Debian's chromium (Playwright cannot download browsers here) and
 # need CJK fonts to render Chinese pages; they start their own PostgreSQL 15 when
 # HALLMARK_TEST_POSTGRES=1 (CI sets it).
-DEB_TEST := chromium fonts-noto-cjk $(if $(filter 1,$(HALLMARK_TEST_POSTGRES)),postgresql,)
+DEB_TEST := chromium $(if $(filter 1,$(HALLMARK_TEST_POSTGRES)),postgresql,)
 # Debian's python3 needs python3-venv for `python3 -m venv`.
 DEB_VENV := $(shell $(PYTHON) -c 'import ensurepip' >/dev/null 2>&1 || echo python3-venv)
 
