@@ -377,16 +377,16 @@ class _ExternalOCSP(OCSPFetcher):
         return self._inner.fetched_responses_for_cert(cert)
 
 
-class _RememberingSignatureValidator(DefaultSignatureValidator):
-    """Remembers signatures that verified, so our CA certificates and CRLs are not re-verified on every call.
+class RememberingSignatureValidator(DefaultSignatureValidator):
+    """Remembers signatures that verified, so our CA certificates, CRLs and OCSP responses are not re-verified on every call.
 
     A verification is a pure function of (signature, data, key, algorithm), so a
-    verified tuple stays verified; only successes are kept, keyed by a SHA-256 of all four.
+    verified tuple stays verified; only successes are kept, keyed by a SHA-256 of
+    all four, the most recent ``size`` of them.
     """
 
-    SIZE = 4096
-
-    def __init__(self):
+    def __init__(self, size: int = 4096):
+        self.SIZE = size
         self._verified: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -409,7 +409,7 @@ class _RememberingSignatureValidator(DefaultSignatureValidator):
                 self._verified.popitem(last=False)
 
 
-_signatures = _RememberingSignatureValidator()
+_signatures = RememberingSignatureValidator()
 
 
 # -- input -----------------------------------------------------------------------------------

@@ -14,10 +14,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import weakref
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -40,10 +38,9 @@ from pyhanko_certvalidator.ltv.poe import KnownPOE, POEType, digest_for_poe
 from pyhanko_certvalidator.policy_decl import CertRevTrustPolicy, RevocationCheckingPolicy, RevocationCheckingRule
 from pyhanko_certvalidator.registry import SimpleTrustManager
 from pyhanko_certvalidator.revinfo.archival import CRLContainer
-from pyhanko_certvalidator.sig_validate import DEFAULT_VALIDATION_CONTEXT, DefaultSignatureValidator
 from sqlalchemy import select
 
-from ca import tsa
+from ca import tsa, validation
 from ca.context import CAContext
 from ca.models import CRL, Authority, Certificate, OCSPResponse, RecognisedCA
 
@@ -75,39 +72,8 @@ class OwnTimeStamper(TimeStamper):
         return response
 
 
-class _RememberingSignatureValidator(DefaultSignatureValidator):
-    """Signatures on CA certificates, CRLs and OCSP responses verified once per process.
-
-    A verification is a pure function of (signature, data, key, algorithm), so a
-    success is remembered under a SHA-256 of all four; failures are never kept.
-    """
-
-    SIZE = 8192
-
-    def __init__(self):
-        self._verified: OrderedDict[bytes, None] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def validate_signature(self, signature, signed_data, public_key_info, signature_algorithm, context=DEFAULT_VALIDATION_CONTEXT):
-        if context is not DEFAULT_VALIDATION_CONTEXT:
-            return super().validate_signature(signature, signed_data, public_key_info, signature_algorithm, context)
-        digest = hashlib.sha256()
-        for part in (signature, public_key_info.dump(), signature_algorithm.dump(), signed_data):
-            digest.update(len(part).to_bytes(8, "big"))
-            digest.update(part)
-        key = digest.digest()
-        with self._lock:
-            if key in self._verified:
-                self._verified.move_to_end(key)
-                return
-        super().validate_signature(signature, signed_data, public_key_info, signature_algorithm, context)
-        with self._lock:
-            self._verified[key] = None
-            if len(self._verified) > self.SIZE:
-                self._verified.popitem(last=False)
-
-
-signature_validator = _RememberingSignatureValidator()
+# Signing validates many more signatures per process than the CA does (every seal's chain and revocation data).
+signature_validator = validation.RememberingSignatureValidator(size=8192)
 
 
 @dataclass(frozen=True)
