@@ -208,3 +208,44 @@ def test_expired_session_and_wrong_applicant_are_refused(signing_world, usb_key)
     not_pdf = requests.post(world.base + "/api/sign/remote", json={"pdf": "aGVsbG8=", "certificate": base64.b64encode(usb_key.certificate_der).decode()},
                             headers={"Authorization": f"Bearer {world.token('sign:remote')}"}, timeout=30)
     assert not_pdf.status_code == 422 and not_pdf.json()["code"] == "not_a_pdf"
+
+
+def test_a_hall_page_drives_remote_signing_through_the_local_agent(signing_world, usb_key, tmp_path):
+    """As a hall page would: the server prepares, the running hallmark-key agent signs for an allowed origin, the server finishes."""
+    from keyagent.demo import write_agent_config
+    from tests.conftest import free_port
+
+    world, hall = signing_world, "https://hall.example"
+    config = tmp_path / "agent.toml"
+    write_agent_config(config, {"module": softhsm.default_module(), "token": usb_key.label, "softhsm2_conf": str(usb_key.conf),
+                                "pin": USB_PIN, "allowed_origins": [hall]})
+    port = free_port()
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("HALLMARK_", "SOFTHSM2_"))}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "no-user-config")
+    agent = subprocess.Popen([sys.executable, "-m", "keyagent.cli", "serve", "--config", str(config), "--port", str(port)],
+                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert agent.stdout.readline().startswith("ready ")
+        base = f"http://127.0.0.1:{port}"
+        status = requests.get(base + "/v1/status", headers={"Origin": hall}, timeout=15).json()
+        assert any(ENTERPRISE in c["subject"] for c in status["certificates"]), status
+        prepared = _prepare(world, usb_key)
+        assert prepared.status_code == 201, prepared.text
+        body = prepared.json()
+        ask = {"purpose": "document", "data": body["to_sign"], "description": "企业申报材料 application.pdf"}
+        refused = requests.post(base + "/v1/sign", json=ask, headers={"Origin": "https://elsewhere.example"}, timeout=15)
+        assert refused.status_code == 403 and "signature" not in refused.text
+        signed = requests.post(base + "/v1/sign", json=ask, headers={"Origin": hall}, timeout=30)
+        assert signed.status_code == 200, signed.text
+        answer = signed.json()
+        assert base64.b64decode(answer["certificate"]) == usb_key.certificate_der
+        done = _finish(world, body["session"], _unb64url(answer["signature"]))
+        assert done.status_code == 200, done.text
+        target = tmp_path / "signed-through-agent.pdf"
+        target.write_bytes(base64.b64decode(done.json()["pdf"]))
+        judged = pdfsig(target, world.nssdir)
+        assert judged[0].signature_valid and judged[0].certificate_trusted, judged[0].lines
+        assert qpdf_clean(target)[0]
+    finally:
+        agent.terminate()
+        agent.wait(10)
