@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from core.models import AuditEvent, AuditHead
@@ -62,12 +62,7 @@ def record(
             raise ValueError("refusing to write a full resident ID into the audit trail; mask or hash it first")
     occurred_at = (at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     # The UPDATE takes the head row's lock first, so concurrent appends queue up here.
-    seq, prev_hash = session.execute(
-        update(AuditHead)
-        .where(AuditHead.id == 1)
-        .values(last_seq=AuditHead.last_seq + 1)
-        .returning(AuditHead.last_seq, AuditHead.last_hash)
-    ).one()
+    seq, prev_hash = session.execute(_TAKE_NEXT_SEQ).one()
     event = AuditEvent(
         seq=seq,
         occurred_at=occurred_at,
@@ -78,9 +73,20 @@ def record(
         prev_hash=prev_hash,
     )
     event.hash = event_hash(event)
-    session.add(event)
-    session.execute(update(AuditHead).where(AuditHead.id == 1).values(last_hash=event.hash))
+    # Plain INSERT and UPDATE, built once (the ORM's flush and update bookkeeping cost more than the SQL).
+    # The returned event is not added to the session: its row is written here.
+    session.execute(_INSERT_EVENT, {column: getattr(event, column) for column in _EVENT_COLUMNS})
+    session.execute(_SET_LAST_HASH, {"new_hash": event.hash})
     return event
+
+
+_HEAD = AuditHead.__table__
+_TAKE_NEXT_SEQ = (
+    update(_HEAD).where(_HEAD.c.id == 1).values(last_seq=_HEAD.c.last_seq + 1).returning(_HEAD.c.last_seq, _HEAD.c.last_hash)
+)
+_SET_LAST_HASH = update(_HEAD).where(_HEAD.c.id == 1).values(last_hash=bindparam("new_hash"))
+_INSERT_EVENT = insert(AuditEvent.__table__)
+_EVENT_COLUMNS = ("seq", "occurred_at", "actor", "action", "target", "details", "prev_hash", "hash")
 
 
 @dataclass(frozen=True)

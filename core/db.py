@@ -88,10 +88,17 @@ def _sqlite_on_connect(dbapi_connection, _record):
     cursor.close()
 
 
+READ_ONLY = "hallmark_read_only"
+
+
 def _sqlite_begin_immediate(connection):
     # Take the write lock at BEGIN: a reader that later writes (the audit chain's
     # read-then-append) would otherwise fail with "database is locked" under load.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # A read-only transaction (see read_only) takes a snapshot and no lock.
+    if connection.get_execution_options().get(READ_ONLY):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -102,6 +109,23 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work is committed together, or not at all."""
     with factory() as session, session.begin():
+        yield session
+
+
+@contextlib.contextmanager
+def read_only(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session for reads only: on SQLite a plain (deferred) BEGIN, so it does not
+    queue for the write lock that every other transaction takes.
+
+    Nothing it writes is kept: it is rolled back at the end, and on SQLite a write
+    in it could fail with "database is locked", so never write in one.
+    """
+    engine = factory.kw["bind"]
+    reader = getattr(engine, "_hallmark_reader", None)
+    if reader is None:
+        reader = engine._hallmark_reader = engine.execution_options(**{READ_ONLY: True})
+    # Closing the session ends the transaction (rolled back) and keeps what was read usable.
+    with factory(bind=reader) as session:
         yield session
 
 

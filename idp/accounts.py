@@ -5,8 +5,9 @@ starting 13-19) or its username (3-32 characters of a-z 0-9 _ . -, starting with
 a letter, so it can never look like a mobile number).
 
 Login is built so that the argon2 check, the expensive part, runs outside any
-database transaction: on SQLite every transaction holds the write lock, and
-password checks would otherwise queue behind each other.
+database transaction: on SQLite every writing transaction holds the write lock,
+and password checks would otherwise queue behind each other. The account is
+looked up in a read-only transaction, which takes no lock.
 """
 
 from __future__ import annotations
@@ -269,7 +270,7 @@ def authenticate(ctx: IdPContext, identifier: str, password: str, *, ip: str = "
     if len(password) > 4 * passwords.MAX_LENGTH:
         password = password[: 4 * passwords.MAX_LENGTH]  # still checked (and fails), just not at any length
 
-    with ctx.sessions() as db:  # a short read, no transaction held during the argon2 check
+    with core_db.read_only(ctx.sessions) as db:  # a short read, no lock held during the argon2 check
         account = find(db, identifier)
     now = utc_now()
 

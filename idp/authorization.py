@@ -29,13 +29,15 @@ from urllib.parse import urlencode
 
 from authlib.common.urls import add_params_to_uri
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.orm import Session
 
+from core.db import utc_now
 from idp import clients, enterprises, levels, sessions, tokens
 from idp.clients import RegisteredClient
 from idp.context import IdPContext
 from idp.i18n import N_
-from idp.models import Account, Consent, Matter
+from idp.models import Account, Consent, Matter, SessionActing, SessionClient, SSOSession
 
 AUTHORIZE_PATH = "/oauth/authorize"
 LOGIN_PATH = "/login"
@@ -294,14 +296,43 @@ def code_location(ctx: IdPContext, request: AuthorizationRequest, code: str) -> 
 # -- the decision ------------------------------------------------------------------------
 
 
-def _live_session(db: Session, sid: str | None):
-    row = sessions.current(db, sid)
-    if row is None:
-        return None, None
-    account = db.get(Account, row.account_id)
-    if account is None or account.status != "active":
-        return None, None
-    return row, sessions.view(db, row)
+# Everything a decision needs about the browser's session, in one query (built once):
+# the session, its account's status, real-name proofing, for whom it acts, whether
+# it could act for an enterprise at all, and whether it signed in to this client before.
+_SESSION_STATE = (
+    select(
+        SSOSession,
+        Account.status,
+        sessions.PROOFED_COLUMN,
+        SessionActing,
+        enterprises.may_act_for_any(SSOSession.account_id, bindparam("now")).label("may_act"),
+        exists().where(SessionClient.sid == SSOSession.sid, SessionClient.client_id == bindparam("client_id")).label("joined"),
+    )
+    .join(Account, Account.id == SSOSession.account_id)
+    .outerjoin(SessionActing, SessionActing.sid == SSOSession.sid)
+    .where(SSOSession.sid == bindparam("sid"))
+)
+
+
+@dataclass(frozen=True)
+class _LiveSession:
+    row: SSOSession
+    view: sessions.SessionView
+    acting_row: SessionActing | None
+    may_act: bool
+    joined: bool
+
+
+def _live_session(db: Session, sid: str | None, client_id: str) -> _LiveSession | None:
+    if not sid or len(sid) > 64:
+        return None
+    found = db.execute(_SESSION_STATE, {"sid": sid, "now": utc_now(), "client_id": client_id}).first()
+    if found is None:
+        return None
+    row, status, proofed, acting_row, may_act, joined = found
+    if sessions.still_live(row) is None or status != "active":
+        return None
+    return _LiveSession(row, sessions.view(db, row, proofed=bool(proofed)), acting_row, bool(may_act), bool(joined))
 
 
 def consent_needed(db: Session, request: AuthorizationRequest, account_id: str) -> bool:
@@ -322,7 +353,8 @@ def decide(ctx: IdPContext, db: Session, request: AuthorizationRequest, sid: str
     """Where the browser goes next: the client (with a code or an error), or a login, step-up or consent page."""
     now = int(now if now is not None else time.time())
     interactive = "none" not in request.prompt
-    row, view = _live_session(db, sid)
+    live = _live_session(db, sid, request.client.client_id)
+    view = live.view if live is not None else None
 
     fresh_login = bool(request.prompt & {"login", "select_account"})
     if view is not None and request.max_age is not None and now - view.auth_time.timestamp() > request.max_age:
@@ -335,7 +367,8 @@ def decide(ctx: IdPContext, db: Session, request: AuthorizationRequest, sid: str
         return LOGIN_PATH + "?" + urlencode({"next": authorize_url(ctx, request, now=now)})
 
     # For whom the session acts (idp.enterprises): chosen once per session; an agent's matters are checked.
-    acting = enterprises.for_authorization(db, row, request.matter.code if request.matter else None)
+    acting = enterprises.for_authorization(db, live.row, request.matter.code if request.matter else None,
+                                           acting_row=live.acting_row, may_act=live.may_act)
     if acting.ask == "not_covered" and not interactive:
         raise RedirectError("access_denied", "The agent's authorisation for the enterprise does not cover this matter.", request)
     if acting.ask is not None and interactive:
@@ -356,7 +389,7 @@ def decide(ctx: IdPContext, db: Session, request: AuthorizationRequest, sid: str
             raise RedirectError("consent_required", "The user has not agreed to share this with the client.", request)
         return CONSENT_PATH + "?" + urlencode({"next": authorize_url(ctx, request, now=now)})
 
-    sessions.joined(db, row, request.client.client_id)
+    sessions.joined(db, live.row, request.client.client_id, known=live.joined)
     auth = tokens.Authentication(view.account_id, view.sid, achieved, tuple(sorted(amr)), view.auth_time)
     code = tokens.store_code(
         db,

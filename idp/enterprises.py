@@ -33,7 +33,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from core import audit
@@ -300,6 +300,20 @@ def choices_for(db: Session, account_id: str) -> list[Choice]:
     return sorted(found, key=lambda c: (c.role != REPRESENTATIVE, c.name))
 
 
+def may_act_for_any(account_id: ColumnElement, now: ColumnElement) -> ColumnElement:
+    """Whether :func:`choices_for` would find anything, as one SQL expression (for a query that has the account).
+
+    The same conditions as :func:`choices_for`; most people act for nobody, and
+    this answers that in the query that reads their session.
+    """
+    represents = exists().where(Enterprise.representative_id == account_id, Enterprise.status == "active")
+    is_agent = exists().where(
+        AgentAuthorisation.agent_id == account_id, AgentAuthorisation.revoked_at.is_(None), AgentAuthorisation.expires_at > now,
+        Enterprise.credit_code == AgentAuthorisation.credit_code, Enterprise.status == "active",
+    )
+    return or_(represents, is_agent)
+
+
 def _choice_in_force(db: Session, account_id: str, credit_code: str, role: str, authorisation_id: str | None) -> Choice | None:
     """The choice if it still holds (the representative is still so; the authorisation not revoked or expired)."""
     enterprise = db.get(Enterprise, credit_code)
@@ -318,7 +332,10 @@ def acting(db: Session, sid: str) -> tuple[SessionActing, Choice | None] | None:
 
     A choice that no longer holds (an authorisation that expired) is dropped here, so the person chooses again.
     """
-    row = db.get(SessionActing, sid)
+    return _acting_of(db, db.get(SessionActing, sid))
+
+
+def _acting_of(db: Session, row: SessionActing | None) -> tuple[SessionActing, Choice | None] | None:
     if row is None:
         return None
     if row.credit_code is None:
@@ -397,10 +414,18 @@ class Decision:
     extra_amr: frozenset = frozenset()
 
 
-def for_authorization(db: Session, session: SSOSession, matter_code: str | None) -> Decision:
-    current = acting(db, session.sid)
+_NOT_READ = object()
+
+
+def for_authorization(db: Session, session: SSOSession, matter_code: str | None, *,
+                      acting_row: SessionActing | None | object = _NOT_READ, may_act: bool | None = None) -> Decision:
+    """``acting_row`` (the session's :class:`SessionActing` or None) and ``may_act``
+    (:func:`may_act_for_any`) when the caller read them already in this transaction."""
+    current = acting(db, session.sid) if acting_row is _NOT_READ else _acting_of(db, acting_row)
     if current is None:
-        return Decision("choose" if choices_for(db, session.account_id) else None, None)
+        if may_act is None:
+            may_act = bool(choices_for(db, session.account_id))
+        return Decision("choose" if may_act else None, None)
     row, choice = current
     if choice is None:
         return Decision(None, None)

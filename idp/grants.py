@@ -39,12 +39,14 @@ from flask import g
 from flask import request as flask_request
 from joserfc import jwt
 from joserfc.errors import JoseError
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.orm import Session
 
+from core.db import utc_now
 from idp import clients, enterprises, keys, tokens
 from idp.clients import RegisteredClient
 from idp.context import IdPContext
-from idp.models import Account, AuthorizationCode, RefreshToken
+from idp.models import ActingGrant, Account, AuthorizationCode, RefreshToken, SSOSession
 
 TOKEN_PATH = "/oauth/token"
 INTROSPECTION_PATH = "/oauth/introspect"
@@ -199,23 +201,40 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             if row.family_id:
                 tokens.revoke_family(session, row.family_id, reason="authorization code replayed", actor=f"client:{client.client_id}")
             raise InvalidGrantError("The code has already been used.")
-        if _active_account(row.account_id) is None:
+        # The account, the session and whether the code was issued for an enterprise: one query.
+        found = session.execute(_CODE_STATE, {"account_id": row.account_id, "sid": row.sid or "", "code_hash": row.code_hash}).first()
+        if found is None or found.status != "active":
             raise InvalidGrantError("The account is not active.")
-        sso = tokens.session_alive(session, row.sid) if row.sid else None
-        if row.sid and sso is None:
-            raise InvalidGrantError("The login session has ended.")
-        auth = enterprises.auth_for_code(session, tokens.code_authentication(row), row.code_hash, family)
-        if auth is None:
-            raise InvalidGrantError("The authorisation to act for the enterprise has ended.")
+        session_expires_at = None
+        if row.sid:
+            # As tokens.session_alive: not ended and not expired (idle time is the browser's business).
+            session_expires_at = found.session_expires_at
+            if session_expires_at is None or session_expires_at <= utc_now():
+                raise InvalidGrantError("The login session has ended.")
+        auth = tokens.code_authentication(row)
+        if found.for_enterprise:
+            auth = enterprises.auth_for_code(session, auth, row.code_hash, family)
+            if auth is None:
+                raise InvalidGrantError("The authorisation to act for the enterprise has ended.")
         access, claims = tokens.access_token(_ctx(), client, row.scope, auth=auth, family_id=family)
         refresh = None
         if client.check_grant_type("refresh_token"):
-            refresh, _ = tokens.new_refresh_token(session, client, auth, scope=row.scope, family_id=family, session=sso)
+            refresh, _ = tokens.new_refresh_token(session, client, auth, scope=row.scope, family_id=family, session_expires_at=session_expires_at)
         id_token = None
         if "openid" in row.scope.split():
             extra = tokens.requested_claims(session, row.account_id, row.scope, row.claims)
             id_token = tokens.id_token(_ctx(), client, auth, nonce=row.nonce, access_token_value=access, extra=extra, alg=tokens.id_token_alg(client))
         return 200, tokens.token_response(access, claims, refresh=refresh, id_token_value=id_token), self.TOKEN_RESPONSE_HEADER
+
+
+_CODE_STATE = select(
+    Account.status,
+    select(SSOSession.expires_at)
+    .where(SSOSession.sid == bindparam("sid"), SSOSession.ended_at.is_(None))
+    .scalar_subquery()
+    .label("session_expires_at"),
+    exists().where(ActingGrant.code_hash == bindparam("code_hash")).label("for_enterprise"),
+).where(Account.id == bindparam("account_id"))
 
 
 # -- refresh_token ----------------------------------------------------------------------
@@ -282,7 +301,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if auth is None:
             raise InvalidGrantError("The authorisation to act for the enterprise has ended.")
         access, claims = tokens.access_token(_ctx(), client, scope, auth=auth, family_id=row.family_id)
-        refresh, _ = tokens.new_refresh_token(session, client, auth, scope=row.scope, family_id=row.family_id, session=sso)
+        refresh, _ = tokens.new_refresh_token(session, client, auth, scope=row.scope, family_id=row.family_id,
+                                              session_expires_at=sso.expires_at if sso is not None else None)
         id_token = None
         if "openid" in scope.split():
             id_token = tokens.id_token(_ctx(), client, auth, nonce=None, access_token_value=access, alg=tokens.id_token_alg(client))

@@ -44,6 +44,7 @@ CSRF_COOKIE = "hallmark_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_MAX_AGE = 12 * 3600  # a form left open longer must be reloaded
 DEFAULT_NEXT = "/account"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 LEVEL_NAMES = {0: N_("Not signed in"), 1: N_("Basic"), 2: N_("Real-name"), 3: N_("Digital certificate")}
 NOTICES = {
@@ -230,7 +231,7 @@ def safe_next(value: str | None) -> str:
         or not value.startswith("/")
         or value.startswith("//")
         or "\\" in value
-        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+        or _CONTROL.search(value)
         or parts.scheme
         or parts.netloc
     ):
@@ -319,7 +320,7 @@ def login():
         return render("idp/login.html", exc.status, error=exc, next=next_url, identifier=identifier, signed_in=None,
                       **_cert_login_values("login"))
     with core_db.transaction(ctx.sessions) as db:
-        sid = _sign_in(db, db.get(Account, account.id))
+        sid = _sign_in(db, account)  # only its id is used: no need to read the account again
     return _with_session_cookie(redirect(next_url, 303), sid)
 
 
