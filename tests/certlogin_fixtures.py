@@ -32,9 +32,8 @@ from hsm import KeyAlgorithm, PKCS11KeyManager, softhsm
 from idp import accounts
 from idp.models import IdentityProofing
 
-USB_LABEL = "usbkey-certlogin"
-USB_PIN = "135792"
-USB_SO_PIN = "246813"
+from tests.conftest import USB_TOKEN_LABEL as USB_LABEL  # made before the module is loaded
+from tests.conftest import USB_TOKEN_PIN as USB_PIN
 PASSWORD = "Camphor-tree 2026"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 DATA_CSRF = re.compile(r'data-csrf="([^"]+)"')
@@ -53,9 +52,7 @@ def new_credit_code() -> str:
 
 @pytest.fixture(scope="session")
 def usb_key(softhsm_conf):
-    """The USB key: its own token in the session's SoftHSM2 configuration."""
-    if USB_LABEL not in softhsm.token_labels(softhsm_conf):
-        softhsm.init_token(softhsm_conf, USB_LABEL, USB_PIN, USB_SO_PIN)
+    """The USB key: its own token in the session's SoftHSM2 configuration (made by conftest at start)."""
     manager = PKCS11KeyManager(softhsm.default_module(), USB_LABEL, USB_PIN)
     yield UsbKey(manager)
     manager.close()

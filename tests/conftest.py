@@ -29,6 +29,11 @@ from hsm import softhsm  # noqa: E402
 _CONF = softhsm.write_config(_SESSION_DIR / "softhsm")
 os.environ["SOFTHSM2_CONF"] = str(_CONF)
 softhsm.init_token(_CONF, TOKEN_LABEL, USER_PIN, SO_PIN)
+# A second token that plays a person's USB key in in-process tests. It must exist before
+# any test loads the PKCS#11 module: SoftHSM2 lists its tokens once, at C_Initialize.
+USB_TOKEN_LABEL = "usbkey-certlogin"
+USB_TOKEN_PIN, USB_TOKEN_SO_PIN = "135792", "246813"
+softhsm.init_token(_CONF, USB_TOKEN_LABEL, USB_TOKEN_PIN, USB_TOKEN_SO_PIN)
 
 
 def pytest_sessionfinish(session, exitstatus):

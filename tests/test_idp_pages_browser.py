@@ -72,15 +72,18 @@ def test_register_login_and_account_page_on_a_phone(site, phone):
     assert page.get_by_text("账号注册成功").is_visible()
 
     page.get_by_role("button", name="在此浏览器上退出登录").click()
-    page.wait_for_url("**/login?notice=signed-out")
+    page.wait_for_url("**/logout/done?ticket=**")
+    assert page.locator("h1").inner_text() == "您已退出登录"
+    page.get_by_role("link", name="重新登录").click()
+    page.wait_for_url("**/login")
     page.get_by_label("手机号码或用户名").fill("13612345678")
     page.screenshot(path=str(SHOTS / "login.png"), full_page=True)
     page.get_by_label("密码").fill("Wrong horse 42")
-    page.get_by_role("button", name="登录").click()
+    page.get_by_role("button", name="登录", exact=True).click()
     assert page.get_by_role("alert").inner_text() == "手机号码/用户名或密码错误。"
     page.screenshot(path=str(SHOTS / "login-error.png"), full_page=True)
     page.get_by_label("密码").fill("Correct horse 42")
-    page.get_by_role("button", name="登录").click()
+    page.get_by_role("button", name="登录", exact=True).click()
     page.wait_for_url("**/account")
 
     page.get_by_role("link", name="进行实名认证").click()
