@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 
 from flask import Blueprint, Response, current_app, g, request
 
@@ -62,9 +63,18 @@ def _number(options: dict, name: str, default=None):
     if value in (None, ""):
         return default
     try:
-        return float(value)
+        number = float(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
     except ValueError:
-        raise Problem(400, "Bad Request", f"'{name}' must be a number", code="bad_option") from None
+        number = None
+    if number is None or not math.isfinite(number):
+        raise Problem(400, "Bad Request", f"'{name}' must be a finite number", code="bad_option")
+    return number
+
+
+def _reason(value) -> str | None:
+    if value is not None and (not isinstance(value, str) or len(value) > 200):
+        raise Problem(400, "Bad Request", "'reason' is text of at most 200 characters", code="bad_option")
+    return value
 
 
 def placement_from(options: dict) -> pades.Placement:
@@ -97,9 +107,7 @@ def seal_pdf():
     sctx = _ctx()
     client = _client()
     seal_name = seals.choose_for_client(sctx.ca, client, options.get("seal"))
-    reason = options.get("reason")
-    if reason is not None and len(reason) > 200:
-        raise Problem(400, "Bad Request", "'reason' is at most 200 characters", code="bad_option")
+    reason = _reason(options.get("reason"))
     result = pades.seal_pdf(
         sctx, data, seal_name=seal_name, level=options.get("level"), placement=placement_from(options), reason=reason,
         actor=f"client:{client}",
@@ -166,7 +174,7 @@ def remote_prepare():
         raise Problem(400, "Bad Request", "'expected_identifier' must be a string", code="bad_field")
     prepared = remote.prepare(
         sctx, data, certificate, [_base64(c, "chain") for c in chain], level=body.get("level"),
-        placement=placement_from({**options, "visible": options.get("visible", "false")}), reason=body.get("reason"),
+        placement=placement_from({**options, "visible": options.get("visible", "false")}), reason=_reason(body.get("reason")),
         expected_identifier=expected, actor=f"client:{_client()}",
     )
     return prepared, 201

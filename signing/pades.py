@@ -74,6 +74,8 @@ CMS_OVERHEAD = 768  # signed attributes, signer info, algorithm identifiers, fra
 
 
 def check_level(level: str | None) -> str:
+    if level is not None and not isinstance(level, str):
+        raise Problem(422, "Unprocessable Content", f"level must be one of {', '.join(LEVELS)}", code="bad_level")
     level = (level or DEFAULT_LEVEL).strip().upper()
     if not level.startswith("B-"):
         level = "B-" + level

@@ -98,8 +98,9 @@ def _check_certificate(sctx: SigningContext, certificate: x509.Certificate, chai
         usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
         return
-    if not (usage.content_commitment or usage.digital_signature):
-        raise _bad("the signer's certificate may not sign documents (neither nonRepudiation nor digitalSignature)", "certificate_usage")
+    if not usage.content_commitment:
+        # A login (digitalSignature-only) key must not put a person's name under a document.
+        raise _bad("the signer's certificate may not sign documents (no nonRepudiation key usage); use the signing certificate", "certificate_usage")
     if not isinstance(certificate.public_key(), (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
         raise _bad("only ECDSA and RSA keys can sign here", "certificate_key")
 
@@ -252,7 +253,7 @@ async def _finish(sctx: SigningContext, row: RemoteSession, certificate_parsed, 
 def finish(sctx: SigningContext, session_id: str, signature: bytes, *, actor: str) -> dict:
     with sctx.sessions() as session:
         row = session.get(RemoteSession, session_id)
-    if row is None:
+    if row is None or row.actor != actor:  # only the client that prepared it may finish (and learn that it exists)
         raise Problem(404, "Not Found", "there is no remote-signing session with this id", code="no_such_session")
     if row.status != "pending":
         raise _bad("this remote-signing session was finished already", "session_finished", 409)
@@ -271,7 +272,7 @@ def finish(sctx: SigningContext, session_id: str, signature: bytes, *, actor: st
     found = identity["identifier"]
     with sctx.sessions() as session, session.begin():
         current = session.get(RemoteSession, session_id, with_for_update=True)
-        if current is None or current.status != "pending":
+        if current is None or current.actor != actor or current.status != "pending":
             raise _bad("this remote-signing session was finished already", "session_finished", 409)
         current.status = "finished"
         current.prepared_pdf = b""

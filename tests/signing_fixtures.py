@@ -235,7 +235,7 @@ def start_world(tmp_path_factory) -> SigningWorld:
     added = json.loads(hallmark("idp", "client", "add", "--name", "市场监管审批系统", "--client-id", "market-approval",
                                 "--grant", "client_credentials", "--scope", "sign:seal sign:validate sign:remote", "--json").stdout)
     other = json.loads(hallmark("idp", "client", "add", "--name", "自然资源审批系统", "--client-id", "land-approval",
-                                "--grant", "client_credentials", "--scope", "sign:seal sign:validate", "--json").stdout)
+                                "--grant", "client_credentials", "--scope", "sign:seal sign:validate sign:remote", "--json").stdout)
     hallmark("sign", "seal", "grant", "market-approval", DEPARTMENT_CODE)
     hallmark("sign", "seal", "grant", "land-approval", OTHER_DEPARTMENT)
     process = subprocess.Popen(

@@ -202,6 +202,9 @@ def test_options_and_authorisation_are_checked(signing_world):
     assert off_page.status_code == 422 and off_page.json()["code"] == "bad_page"
     outside = _seal(world, pdf, world.token(), x=500, y=800)
     assert outside.status_code == 422 and outside.json()["code"] == "bad_position"
+    for odd in ({"page": "nan"}, {"page": "inf"}, {"x": "-inf"}, {"width": "1e999"}):
+        refused = _seal(world, pdf, world.token(), **odd)
+        assert refused.status_code == 400 and refused.json()["code"] == "bad_option", (odd, refused.text)
     no_token = requests.post(world.base + "/api/sign/pdf", data=pdf, headers={"Content-Type": "application/pdf"}, timeout=10)
     assert no_token.status_code == 401
     validate_only = _seal(world, pdf, world.token(scope="sign:validate"))

@@ -249,3 +249,45 @@ def test_a_hall_page_drives_remote_signing_through_the_local_agent(signing_world
     finally:
         agent.terminate()
         agent.wait(10)
+
+
+def test_only_the_client_that_prepared_a_session_can_finish_it(signing_world, usb_key):
+    world = signing_world
+    prepared = _prepare(world, usb_key).json()
+    signature = _token_sign(usb_key, _unb64url(prepared["to_sign"]))
+    stranger = requests.post(f"{world.base}/api/sign/remote/{prepared['session']}/finish", json={"signature": base64.b64encode(signature).decode()},
+                             headers={"Authorization": f"Bearer {world.token('sign:remote', other=True)}"}, timeout=60)
+    assert stranger.status_code == 404 and stranger.json()["code"] == "no_such_session"
+    assert _finish(world, prepared["session"], signature).status_code == 200
+
+
+def test_a_login_certificate_cannot_sign_documents(signing_world, usb_key, tmp_path):
+    """A digitalSignature-only (person-auth) certificate is for logging in, never for putting a name under a document."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    world = signing_world
+    key = ec.generate_private_key(ec.SECP256R1())  # a software key is enough: prepare only reads the certificate
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])).sign(key, hashes.SHA256())
+    (tmp_path / "req.pem").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    from tests.certlogin_fixtures import new_resident_id
+
+    issued = world.hallmark("ca", "issue", "--profile", "person-auth", "--csr", str(tmp_path / "req.pem"), "--subject-id", new_resident_id(),
+                            "--name", "张三", "--out", str(tmp_path / "auth.pem"))
+    assert issued.returncode == 0, issued.stderr
+    login_cert = x509.load_pem_x509_certificate((tmp_path / "auth.pem").read_bytes()).public_bytes(serialization.Encoding.DER)
+    body = {"pdf": base64.b64encode(make_pdf()).decode(), "certificate": base64.b64encode(login_cert).decode(),
+            "chain": [base64.b64encode(d).decode() for d in usb_key.chain_der], "level": "B-T"}
+    refused = requests.post(world.base + "/api/sign/remote", json=body, headers={"Authorization": f"Bearer {world.token('sign:remote')}"}, timeout=60)
+    assert refused.status_code == 422 and refused.json()["code"] == "certificate_usage"
+
+
+@pytest.mark.parametrize("options, body", [
+    ({"options": {"x": [1]}}, None), ({"options": {"page": {}}}, None), ({"level": 5}, None), ({"reason": ["x"]}, None),
+    ({"options": {"page": "nan"}}, None), ({"options": {"x": "inf"}}, None),
+])
+def test_odd_values_in_a_remote_request_are_refused_cleanly(signing_world, usb_key, options, body):
+    prepared = _prepare(signing_world, usb_key, **options)
+    assert 400 <= prepared.status_code < 500 and prepared.headers["Content-Type"].startswith("application/problem+json"), prepared.text
