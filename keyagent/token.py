@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -96,9 +97,23 @@ class StoredKey:
 _NAME_OVERRIDES = {x509.NameOID.SERIAL_NUMBER: "serialNumber", x509.NameOID.ORGANIZATION_IDENTIFIER: "organizationIdentifier"}
 
 
+_IDENTIFIER = re.compile(r"(?<![0-9A-Z])(IDCCN-|NTRCN-)?([0-9A-Z]{15,18})(?![0-9A-Z])")
+
+
 def display_name(name: x509.Name) -> str:
-    """RFC 4514 text with readable names for the identifier attributes (not 2.5.4.5, 2.5.4.97)."""
-    return name.rfc4514_string(_NAME_OVERRIDES)
+    """RFC 4514 text with readable attribute names, resident IDs and credit codes masked.
+
+    This text goes to logs, the terminal and allowed hall pages; a full resident ID
+    goes to none of them.
+    """
+    return _IDENTIFIER.sub(_masked, name.rfc4514_string(_NAME_OVERRIDES))
+
+
+def _masked(found: re.Match) -> str:
+    value = found.group(2)
+    if not any(c.isdigit() for c in value[:6]):
+        return found.group(0)  # not an identifier (e.g. a word in a name)
+    return (found.group(1) or "") + value[:3] + "*" * (len(value) - 7) + value[-4:]
 
 
 def _text(value) -> str:
