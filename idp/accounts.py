@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -98,8 +98,14 @@ def find(db: Session, identifier: str, *, by_id: bool = False) -> Account | None
         ident = parse_identifier(text)
     except Refusal:
         return None
-    column = Account.mobile if ident.kind == "mobile" else Account.username
-    return db.scalar(select(Account).where(column == ident.value))
+    return db.scalar(_FIND_BY[ident.kind], {"value": ident.value})
+
+
+# Built once, so each login does not rebuild (and re-key) its query.
+_FIND_BY = {
+    "mobile": select(Account).where(Account.mobile == bindparam("value")),
+    "username": select(Account).where(Account.username == bindparam("value")),
+}
 
 
 def roles_of(account: Account) -> set[str]:

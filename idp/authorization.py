@@ -247,7 +247,10 @@ def parse(ctx: IdPContext, db: Session, params) -> AuthorizationRequest:
 
 
 def _marker_serializer(ctx: IdPContext) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(ctx.secret_key, salt="hallmark.idp.authorize.interaction")
+    serializer = ctx.cache.get("idp.authorization.marker")
+    if serializer is None:  # built once per process: it holds only the key
+        serializer = ctx.cache["idp.authorization.marker"] = URLSafeTimedSerializer(ctx.secret_key, salt="hallmark.idp.authorize.interaction")
+    return serializer
 
 
 def make_marker(ctx: IdPContext, client_id: str, at: int) -> str:

@@ -123,8 +123,14 @@ def _headers(response):
 
 
 def _serializers():
-    key = _ctx().secret_key
-    return URLSafeSerializer(key, salt="hallmark.idp.csrf.cookie"), URLSafeTimedSerializer(key, salt="hallmark.idp.csrf.form")
+    """The CSRF cookie's and the form token's serializers, built once per process (they hold only the key)."""
+    ctx = _ctx()
+    pair = ctx.cache.get("idp.pages.csrf")
+    if pair is None:
+        key = ctx.secret_key
+        pair = ctx.cache["idp.pages.csrf"] = (URLSafeSerializer(key, salt="hallmark.idp.csrf.cookie"),
+                                              URLSafeTimedSerializer(key, salt="hallmark.idp.csrf.form"))
+    return pair
 
 
 def _csrf_value() -> str | None:

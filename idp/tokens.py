@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import bindparam, delete, insert, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -304,7 +304,10 @@ _INSERT_CODE = insert(AuthorizationCode.__table__)
 def find_code(db: Session, code: str) -> AuthorizationCode | None:
     if not isinstance(code, str) or not code or len(code) > 128:
         return None
-    return db.get(AuthorizationCode, digest(code))
+    return db.scalars(_FIND_CODE, {"hash": digest(code)}).first()
+
+
+_FIND_CODE = select(AuthorizationCode).where(AuthorizationCode.code_hash == bindparam("hash"))  # built once
 
 
 def claim_code(db: Session, row: AuthorizationCode) -> str | None:
