@@ -79,7 +79,7 @@ def test_enroll_stores_a_certificate_openssl_verifies(hall, tmp_path):
 
     listed = json.loads(usb.run("list", "--json").stdout)["tokens"][0]
     leaf = [c for c in listed["certificates"] if not c["ca"]]
-    assert len(leaf) == 1 and leaf[0]["has_key"] and "IDCCN-" + resident_id in leaf[0]["subject"]
+    assert len(leaf) == 1 and leaf[0]["has_key"] and "IDCCN-" + resident_id[:3] + "*" * 11 + resident_id[-4:] in leaf[0]["subject"]
     ca_subjects = sorted(c["subject"] for c in listed["certificates"] if c["ca"])
     assert len(ca_subjects) == 2 and any("Root CA" in s for s in ca_subjects) and any("People" in s for s in ca_subjects)
     key_id = leaf[0]["id"]
@@ -143,7 +143,8 @@ def test_enroll_with_browser_login_on_a_loopback_port(hall, tmp_path):
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0, err
-    assert "enrolled person-auth certificate" in out and "IDCCN-" + resident_id in out and "CN=李四" in out
+    assert "enrolled person-auth certificate" in out and "IDCCN-" + resident_id[:3] + "*" * 11 in out and "CN=李四" in out
+    assert resident_id not in out  # the terminal shows it masked
 
 
 def test_loopback_redirect_matches_any_port_but_not_another_path(hall):
@@ -262,4 +263,4 @@ def test_enterprise_certificate_for_the_legal_representative_only(hall, tmp_path
     assert result.returncode == 0, result.stderr
     listed = json.loads(usb.run("list", "--json").stdout)["tokens"][0]
     leaf = [c for c in listed["certificates"] if not c["ca"]][0]
-    assert f"NTRCN-{code}" in leaf["subject"] and "O=福州示例科技有限公司" in leaf["subject"] and leaf["has_key"]
+    assert f"NTRCN-{code[:3]}" + "*" * 11 + code[-4:] in leaf["subject"] and "O=福州示例科技有限公司" in leaf["subject"] and leaf["has_key"]
