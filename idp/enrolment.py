@@ -46,7 +46,7 @@ from core import db as core_db
 from core.db import utc_now
 from core.identifiers import InvalidIdentifier, lookup_hash, validate_credit_code, validate_resident_id
 from core.problems import Problem
-from idp import clients, levels, realname
+from idp import clients, levels, realname, tokens
 from idp.context import IdPContext
 from idp.models import Account, IdentityProofing
 
@@ -184,12 +184,8 @@ def _identity(idp: IdPContext, db: Session, account_id: str, req: EnrolmentReque
 
 
 def _enterprises():
-    try:
-        from idp import enterprises  # enterprise accounts (issue 5), built alongside
-    except ModuleNotFoundError as exc:
-        if exc.name != "idp.enterprises":
-            raise
-        raise EnrolmentRefused(503, "enterprise accounts are not available on this server yet", "enterprises_unavailable") from None
+    from idp import enterprises  # only enterprise enrolments need it
+
     return enterprises
 
 
@@ -212,6 +208,10 @@ def enrol(idp: IdPContext, ca: CAContext, claims: dict, body: dict) -> Enrolment
         account_id = _check_authentication(claims)
         req = parse_request(body)
         with idp.sessions() as db:
+            # A revoked token, or one whose session has logged out, enrols nothing (core.bearer checks only the signature).
+            inactive = tokens.inactive_reason(idp, db, claims)
+            if inactive is not None:
+                raise EnrolmentRefused(401, f"the access token is no longer active ({inactive})", "invalid_token")
             identity = _identity(idp, db, account_id, req)
         row, certificate = issuance.issue(ca, req.profile, req.csr, identity, actor=f"account:{account_id}")
     except Problem as refusal:

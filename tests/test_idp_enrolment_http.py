@@ -224,6 +224,14 @@ def test_api_refusals_are_problems_and_store_nothing(hall):
     assert post_enrolment(hall, "not-a-token", good).status_code == 401
     assert requests.post(hall.base + "/api/idp/enrolments", json=good, timeout=10).status_code == 401
 
+    # A revoked token enrols nothing, though its signature and expiry are still fine.
+    spare = access_token(hall.base, username)["access_token"]
+    revoked = requests.post(hall.base + "/oauth/revoke", data={"token": spare, "client_id": "hallmark-key"}, timeout=10)
+    assert revoked.status_code == 200
+    refused = post_enrolment(hall, spare, good)
+    assert refused.status_code == 401 and refused.json()["code"] == "invalid_token"
+    assert certificate_count(hall) == before
+
     # And the request that is right is issued, with its chain.
     issued = post_enrolment(hall, token, good)
     assert issued.status_code == 201, issued.text

@@ -179,9 +179,13 @@ def create_app(*, client_id: str, client_secret: str, name: str, name_en: str, b
         if not token or len(token) > 8000:
             return None
         metadata = idp_client.load_server_metadata()
+        algorithms = metadata.get("id_token_signing_alg_values_supported", ["ES256"])
         try:
-            keyset = KeySet.import_key_set(idp_client.fetch_jwk_set())
-            decoded = jwt.decode(token, keyset, algorithms=metadata.get("id_token_signing_alg_values_supported", ["ES256"]))
+            try:
+                decoded = jwt.decode(token, KeySet.import_key_set(idp_client.fetch_jwk_set()), algorithms=algorithms)
+            except JoseError:
+                # Perhaps signed with a key published after we cached the set (hallmark idp rotate-keys): fetch it again.
+                decoded = jwt.decode(token, KeySet.import_key_set(idp_client.fetch_jwk_set(force=True)), algorithms=algorithms)
             jwt.JWTClaimsRegistry(
                 iss={"essential": True, "value": metadata["issuer"]}, aud={"essential": True, "value": client_id},
                 iat={"essential": True}, exp={"essential": True}, jti={"essential": True}, leeway=60,
