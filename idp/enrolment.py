@@ -16,34 +16,22 @@ Before anything is issued:
 
 The certificate is then issued by ``ca.issuance`` (which stores and audits it);
 refusals are audited too, and store nothing else.
-
-:func:`prepare_demo_usb_key` enrols a demo USB key (a SoftHSM2 token driven by
-the ``hallmark-key`` program) in-process, for ``make run``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ca import issuance
 from ca.context import CAContext
-from ca.models import Certificate
 from core import audit
 from core import db as core_db
-from core.db import utc_now
 from core.identifiers import InvalidIdentifier, lookup_hash, validate_credit_code, validate_resident_id
 from core.problems import Problem
 from idp import clients, levels, realname, tokens
@@ -243,55 +231,3 @@ def ensure_key_client(idp: IdPContext, db: Session, *, actor: str) -> bool:
     )
     clients.forget(idp, KEY_CLIENT_ID)
     return True
-
-
-# -- the demo USB key (make run) ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DemoUsbKey:
-    directory: Path
-    softhsm2_conf: Path
-    token_label: str
-    agent_config: Path  # for `hallmark-key serve --config ...` (holds the demo PIN, owner-only)
-    serial: str | None  # the certificate enrolled now, or None when the key had one already
-
-
-def _hallmark_key(directory: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HALLMARK_KEY_CONFIG": str(directory / "agent.toml")}
-    env.pop("HALLMARK_KEY_PIN", None)
-    result = subprocess.run([sys.executable, "-m", "keyagent.cli", *args], input=stdin, env=env, capture_output=True, text=True, timeout=120)
-    if result.returncode != 0:
-        raise RuntimeError(f"hallmark-key {args[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
-    return result
-
-
-def prepare_demo_usb_key(ca: CAContext, instance: Path, *, resident_id: str, name: str, actor: str = "system:demo") -> DemoUsbKey:
-    """Make the demo USB key in ``instance/demo-usb-key`` and put a person-auth certificate on it.
-
-    The token is driven by the ``hallmark-key`` program, as on a user's PC (the key
-    is generated inside it and a CSR comes out); the certificate is issued here,
-    in-process, through ``ca.issuance``, as a counter clerk would. Safe to repeat:
-    a key that already holds a valid certificate for this resident ID is left alone.
-    """
-    directory = (instance / "demo-usb-key").absolute()
-    digest = lookup_hash(ca.lookup_key, "resident_id", validate_resident_id(resident_id).value)
-    for _ in (1, 2):
-        made = json.loads(_hallmark_key(directory, "demo-token", "--dir", str(directory), "--allow-origin", ca.public_url, "--json").stdout)
-        listed = json.loads(_hallmark_key(directory, "list", "--json").stdout)
-        held = [c["fingerprint"] for t in listed["tokens"] if t["label"] == made["token"] for c in t["certificates"] if c["has_key"]]
-        if not held:
-            break
-        with ca.sessions() as db:
-            rows = [db.scalar(select(Certificate).where(Certificate.fingerprint == f)) for f in held]
-        if any(r is not None and r.status == "valid" and r.not_after > utc_now() and r.subject_id_hash == digest
-               and r.profile == "person-auth" for r in rows):
-            return DemoUsbKey(directory, Path(made["softhsm2_conf"]), made["token"], Path(made["agent_config"]), None)
-        # Certificates from another demo database, revoked or for someone else: start the demo key afresh,
-        # so the agent never has to ask which certificate to use.
-        shutil.rmtree(directory)
-    csr = _hallmark_key(directory, "request", "--profile", "person-auth", "--name", name).stdout
-    row, certificate = issuance.issue(ca, "person-auth", csr, issuance.Identity(name=name, subject_id=resident_id), actor=actor)
-    bundle = "".join(c.public_bytes(Encoding.PEM).decode() for c in (certificate, *chain_of(ca, row.authority)))
-    _hallmark_key(directory, "import-certificate", "-", stdin=bundle)
-    return DemoUsbKey(directory, Path(made["softhsm2_conf"]), made["token"], Path(made["agent_config"]), row.serial)

@@ -163,8 +163,7 @@ def end(db: Session, sid: str, *, actor: str) -> SSOSession | None:
     """End a session (logout, or "sign out" from the account page). Returns it, or None if not live.
 
     The halls the session signed in to are owed a logout notice; it is queued here,
-    in the same transaction (see ``idp.logout``). Whoever commits may call
-    ``logout.deliver_soon`` with ``pending_notices(db)`` to send them at once.
+    in the same transaction, and sent once that commits (``idp.logout.install``).
     """
     from idp import logout
 
@@ -178,12 +177,7 @@ def end(db: Session, sid: str, *, actor: str) -> SSOSession | None:
     return row
 
 
-PENDING_NOTICES = "hallmark.idp.logout_notices"
-
-
-def pending_notices(db: Session) -> list[int]:
-    """Back-channel notices queued in this transaction, for sending once it has committed."""
-    return list(db.info.get(PENDING_NOTICES, []))
+PENDING_NOTICES = "hallmark.idp.logout_notices"  # db.info key: back-channel notices to send after commit
 
 
 def active_for(db: Session, account_id: str) -> list[SSOSession]:

@@ -27,7 +27,6 @@ import base64
 import io
 import json
 import logging
-import secrets
 
 from asn1crypto import cms
 from asn1crypto import x509 as asn1_x509

@@ -1,6 +1,6 @@
 """``hallmark-key serve`` as a subprocess over real HTTP, with the demo USB key (a SoftHSM2
 token of its own) holding a person-auth certificate issued by the CA in-process
-(``idp.enrolment.prepare_demo_usb_key``, what ``make run`` uses).
+(``hallmark.demo.prepare_demo_usb_key``, what ``make run`` uses).
 
 Signatures are checked with ``cryptography`` against the certificate the agent returns.
 """
@@ -46,7 +46,7 @@ def demo_key(tmp_path_factory, key_manager):
     from ca import hierarchy
     from ca.context import CAContext
     from core import db
-    from idp import enrolment
+    from hallmark import demo
 
     folder = tmp_path_factory.mktemp("agent")
     engine = db.make_engine(f"sqlite:///{folder / 'ca.db'}")
@@ -54,13 +54,13 @@ def demo_key(tmp_path_factory, key_manager):
     ctx = CAContext(sessions=db.make_session_factory(engine), keys=key_manager, public_url=HALL, lookup_key=b"test-lookup-key-0123456789")
     hierarchy.init_hierarchy(ctx, actor="test")
     resident_id = new_resident_id()
-    made = enrolment.prepare_demo_usb_key(ctx, folder, resident_id=resident_id, name="张三")
+    made = demo.prepare_demo_usb_key(ctx, folder, resident_id=resident_id, name="张三")
     assert made.serial and made.token_label == "demo-usb-key"
-    again = enrolment.prepare_demo_usb_key(ctx, folder, resident_id=resident_id, name="张三")
+    again = demo.prepare_demo_usb_key(ctx, folder, resident_id=resident_id, name="张三")
     assert again.serial is None  # already enrolled: left alone
     # Another demo person: the demo key is made afresh, so it never holds two certificates to choose from.
     resident_id = new_resident_id()
-    other = enrolment.prepare_demo_usb_key(ctx, folder, resident_id=resident_id, name="张三")
+    other = demo.prepare_demo_usb_key(ctx, folder, resident_id=resident_id, name="张三")
     assert other.serial and other.serial != made.serial
     yield SimpleNamespace(agent_config=made.agent_config, token_label=made.token_label, resident_id=resident_id, ctx=ctx)
     engine.dispose()
