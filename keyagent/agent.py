@@ -141,7 +141,9 @@ def _usable_for(certificate: x509.Certificate, purpose: str) -> bool:
         eku = None
     if purpose == "login":
         return (usage is None or usage.digital_signature) and (eku is None or ExtendedKeyUsageOID.CLIENT_AUTH in eku)
-    return usage is None or usage.digital_signature or usage.content_commitment
+    # A document signature puts the holder's name under its content: only a signing (nonRepudiation)
+    # certificate may make one, never the login key, whatever page asks.
+    return usage is not None and usage.content_commitment
 
 
 # -- the agent --------------------------------------------------------------------------------
@@ -179,9 +181,6 @@ class Agent:
                 raise Refused(409, "wrong_certificate", f"this certificate may not be used for {purpose}")
             return chosen
         candidates = [c for c in identities if c.valid_at() and _usable_for(c.certificate, purpose)]
-        if purpose == "document":
-            committing = [c for c in candidates if _content_commitment(c.certificate)]
-            candidates = committing or candidates
         if not candidates:
             raise Refused(409, "no_certificate", f"the USB key holds no valid certificate usable for {purpose}")
         if len(candidates) > 1:
@@ -311,13 +310,6 @@ class Agent:
             "chain": [_b64(c.public_bytes(Encoding.DER)) for c in signature.chain],
         }
         return self._cors(request, Response(json.dumps(answer), 200, mimetype="application/json"))
-
-
-def _content_commitment(certificate: x509.Certificate) -> bool:
-    try:
-        return certificate.extensions.get_extension_for_class(x509.KeyUsage).value.content_commitment
-    except x509.ExtensionNotFound:
-        return False
 
 
 def serve(agent: Agent, host: str = "127.0.0.1", on_ready=None) -> None:

@@ -212,13 +212,15 @@ def _signed_attributes(document: bytes) -> bytes:
     ]).dump()
 
 
-def test_document_signing_returns_a_verifying_signature(agent):
+def test_a_login_certificate_never_signs_a_document(agent):
+    """The demo key holds only a person-auth (login) certificate: document data are refused, whatever page asks.
+
+    Signing documents with a signing certificate through the agent is in tests/test_signing_remote.py.
+    """
     data = _signed_attributes(b"%PDF-1.7 an application for a housing subsidy")
     response = agent.post({"purpose": "document", "data": b64url(data), "description": "住房补贴申请表.pdf"})
-    assert response.status_code == 200, response.text
-    verify(response.json(), data)
-    log = agent.text_log()
-    assert "住房补贴申请表.pdf" in log and hashlib.sha256(data).hexdigest() in log
+    assert response.status_code == 409 and response.json()["error"] == "no_certificate", response.text
+    assert "signature" not in response.json()
     # A login challenge is not document data, and document data are not a login challenge.
     assert agent.post({"purpose": "document", "data": b64url(challenge())}).status_code == 400
     assert agent.post({"purpose": "login", "data": b64url(data)}).status_code == 400
