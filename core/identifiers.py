@@ -114,6 +114,23 @@ class ResidentID:
         return f"ResidentID({self.masked()!r})"
 
 
+def plausible_resident_id(text: str) -> bool:
+    """Whether 18 characters read like a resident ID: a province code and a real birth date.
+
+    The check character is not required: a mistyped ID still names a real person. Used
+    to keep IDs out of logs and audit events without refusing other 18-digit numbers
+    (an all-digit unified social credit code starts with a registration authority, not a province).
+    """
+    s = text.strip().upper()
+    if len(s) != 18 or not s[:17].isdigit() or s[17] not in _DIGITS + "X" or s[:2] not in _PROVINCES:
+        return False
+    try:
+        birth = date(int(s[6:10]), int(s[10:12]), int(s[12:14]))
+    except ValueError:
+        return False
+    return 1900 <= birth.year <= date.today().year
+
+
 def validate_resident_id(text: str, *, today: date | None = None) -> ResidentID:
     def fail(reason: str) -> InvalidIdentifier:
         return InvalidIdentifier(RESIDENT_ID, reason)

@@ -93,11 +93,26 @@ def test_action_and_event_commit_together(migrated):
         assert result.ok and result.checked == 1
 
 
-def test_full_resident_id_is_refused(migrated):
+@pytest.mark.parametrize("where", ["details", "target", "actor"])
+@pytest.mark.parametrize("value", ["11010519491231002X", "110105194912310021"])  # valid, and with a mistyped check character
+def test_full_resident_id_is_refused(migrated, where, value):
     _, factory = migrated
+    fields = {"actor": "clerk", "action": "x", "target": "", "details": {}}
+    fields[where] = {"id": value} if where == "details" else f"about {value}"
     with pytest.raises(ValueError, match="full resident ID"):
         with db.transaction(factory) as session:
-            audit.record(session, actor="clerk", action="x", details={"id": "11010519491231002X"})
+            audit.record(session, **fields)
+    with factory() as session:
+        assert audit.verify(session).checked == 0  # nothing half-written
+
+
+def test_other_18_digit_numbers_are_not_mistaken_for_resident_ids(migrated):
+    _, factory = migrated
+    with db.transaction(factory) as session:
+        # An all-digit unified social credit code (registration authority 9, not a province) and a serial number.
+        audit.record(session, actor="test", action="idp.enterprise.added", target="913501024322642298", details={"serial": "123456789012345678"})
+    with factory() as session:
+        assert audit.verify(session).ok
 
 
 def test_concurrent_appends_keep_one_chain(migrated):
