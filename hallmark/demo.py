@@ -212,11 +212,11 @@ def banner(info: DemoInfo, idp_url: str) -> str:
         lines.append(f"    {username:<14} {who['password']:<20} level {who.get('level')} {level}")
     if info.usb_key:
         lines.append(f"  demo USB key      token {info.usb_key['token']!r} holds {info.usb_key['holder']}'s certificate;")
-        lines.append("                    the local agent (hallmark-key serve) is running: choose USB key login (数字证书登录)")
+        lines.append("                    the local agent (hallmark-key serve) is running: choose "USB Key 登录"")
     if info.seal:
         lines.append(f"  demo seal         {info.seal['name']}; a sealed sample: {info.seal['sealed_pdf']}")
         lines.append(f"                    its verification page (the QR code on the stamp): {info.seal['verify_url']}")
-        lines.append(f"                    seal your own: hallmark sign pdf IN.pdf OUT.pdf --seal {info.seal['name']}")
+        lines.append(f"                    seal your own: .venv/bin/hallmark sign pdf IN.pdf OUT.pdf --seal {info.seal['name']}")
     lines.append("  Log in at one hall, open the other: you are already logged in. Log out at either: both end.")
     lines.append(f"  (kept in {info.path})")
     return "\n".join(lines)
