@@ -212,7 +212,7 @@ def banner(info: DemoInfo, idp_url: str) -> str:
         lines.append(f"    {username:<14} {who['password']:<20} level {who.get('level')} {level}")
     if info.usb_key:
         lines.append(f"  demo USB key      token {info.usb_key['token']!r} holds {info.usb_key['holder']}'s certificate;")
-        lines.append("                    the local agent (hallmark-key serve) is running: choose "USB Key 登录"")
+        lines.append('                    the local agent (hallmark-key serve) is running: choose "USB Key 登录"')
     if info.seal:
         lines.append(f"  demo seal         {info.seal['name']}; a sealed sample: {info.seal['sealed_pdf']}")
         lines.append(f"                    its verification page (the QR code on the stamp): {info.seal['verify_url']}")

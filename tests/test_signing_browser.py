@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 import requests
 
 from tests.signing_fixtures import DEPARTMENT, DEPARTMENT_CODE, make_pdf, signing_world, tamper  # noqa: F401 - fixture
-
-CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", shutil.which("chromium") or "") if p and os.path.exists(p)), None)
-SHOTS = Path(os.environ.get("HALLMARK_SHOTS", "/tmp/hallmark-shots"))
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+from tests.test_idp_pages_browser import ARGS, CHROMIUM, SHOTS
 
 pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="chromium not found: apt-get install -y chromium fonts-noto-cjk"), pytest.mark.slow]
 
