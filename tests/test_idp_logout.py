@@ -16,7 +16,7 @@ from core.db import utc_now
 from idp import accounts, keys, logout, sessions
 from idp.models import Account, LogoutDelivery, SSOSession
 from tests.logout_receiver import Receiver, check_logout_token
-from tests.test_idp_oidc_protocol import CB, CB2, ISSUER, VERIFIER, audit_actions, oidc, query_of  # noqa: F401 - oidc is a fixture
+from tests.test_idp_oidc_protocol import CB, CB2, ISSUER, VERIFIER, audit_actions, oidc  # noqa: F401 - oidc is a fixture
 
 AFTER = "https://hall.test/bye"
 
