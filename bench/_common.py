@@ -166,7 +166,16 @@ _ERRORS = re.compile(r"Socket errors:.*")
 def wrk(url: str, *, threads: int = 2, connections: int = 20, seconds: int = 5, script: str | None = None) -> tuple[float, str]:
     """(requests/s, note on errors) from one bounded wrk run against ``url`` (``script``: a wrk Lua file, e.g. for a POST)."""
     assert url.startswith("http://127.0.0.1:"), "benchmarks only load the local machine"
-    argv = [venv_tool("wrk"), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", *(["-s", script] if script else []), url]
+    argv = [
+        venv_tool("wrk"),
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "5s",
+        *(["-s", script] if script else []),
+        url,
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30).stdout
     found = _RPS.search(out)
     if found is None:

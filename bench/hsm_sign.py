@@ -26,12 +26,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _common import OtherLoad, median, table
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 from pkcs11 import Mechanism, ObjectClass
 
-from _common import OtherLoad, median, table
-from hsm import KeyAlgorithm, PKCS11KeyManager, PKCS11URI, module, softhsm
+from hsm import PKCS11URI, KeyAlgorithm, PKCS11KeyManager, module, softhsm
 
 TOKEN_LABEL = "bench"
 MESSAGE = secrets.token_bytes(1024)

@@ -179,10 +179,18 @@ def login_once(browser: Browser, password: str, authorization: str, verify_id_to
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     state, nonce = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    query = urlencode({
-        "client_id": CLIENT_ID, "redirect_uri": REDIRECT_URI, "response_type": "code", "scope": "openid profile",
-        "state": state, "nonce": nonce, "code_challenge": challenge, "code_challenge_method": "S256",
-    })
+    query = urlencode(
+        {
+            "client_id": CLIENT_ID,
+            "redirect_uri": REDIRECT_URI,
+            "response_type": "code",
+            "scope": "openid profile",
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+    )
     status, headers, _ = request("GET", "/oauth/authorize?" + query)
     login_page = headers.get("location", "")
     if status != 302 or not login_page.startswith("/login?"):
@@ -194,8 +202,14 @@ def login_once(browser: Browser, password: str, authorization: str, verify_id_to
     if status != 200 or csrf is None or next_field is None or "hallmark_csrf" not in browser.cookies:
         raise LoginFailed(f"login page: {status}, no form or no CSRF cookie")
 
-    form = urlencode({"csrf_token": html.unescape(csrf.group(1)), "next": html.unescape(next_field.group(1)),
-                      "identifier": USERNAME, "password": password})
+    form = urlencode(
+        {
+            "csrf_token": html.unescape(csrf.group(1)),
+            "next": html.unescape(next_field.group(1)),
+            "identifier": USERNAME,
+            "password": password,
+        }
+    )
     status, headers, _ = request("POST", "/login", form)
     back = headers.get("location", "")
     if status != 303 or not back.startswith("/oauth/authorize?") or "hallmark_sso" not in browser.cookies:
@@ -209,7 +223,9 @@ def login_once(browser: Browser, password: str, authorization: str, verify_id_to
     if answer.get("state") != [state] or "code" not in answer or "iss" not in answer:
         raise LoginFailed(f"authorization response without code, state or iss: {sorted(answer)}")
 
-    form = urlencode({"grant_type": "authorization_code", "code": answer["code"][0], "redirect_uri": REDIRECT_URI, "code_verifier": verifier})
+    form = urlencode(
+        {"grant_type": "authorization_code", "code": answer["code"][0], "redirect_uri": REDIRECT_URI, "code_verifier": verifier}
+    )
     status, _, data = request("POST", "/oauth/token", form, {"Authorization": authorization})
     if status != 200:
         raise LoginFailed(f"token: {status} {data[:200]!r}")
@@ -331,12 +347,27 @@ def main() -> None:
 
         cli("init")
         cli("idp", "account", "add", "--username", USERNAME, "--display-name", "Bench Resident", "--password-stdin", stdin=password + "\n")
-        made = json.loads(cli("idp", "client", "add", "--name", "Bench hall", "--client-id", CLIENT_ID, "--redirect-uri", REDIRECT_URI,
-                              "--first-party", "--json"))
+        made = json.loads(
+            cli(
+                "idp",
+                "client",
+                "add",
+                "--name",
+                "Bench hall",
+                "--client-id",
+                CLIENT_ID,
+                "--redirect-uri",
+                REDIRECT_URI,
+                "--first-party",
+                "--json",
+            )
+        )
         authorization = "Basic " + base64.b64encode(f"{CLIENT_ID}:{made['client_secret']}".encode()).decode()
 
         port = free_port()
-        server = Server("ours", [hallmark, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"], port, env=ours_env, cwd=tmp_name, log_dir=tmp)
+        server = Server(
+            "ours", [hallmark, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"], port, env=ours_env, cwd=tmp_name, log_dir=tmp
+        )
         login_rates: list[float] = []
         hash_rates: list[float] = []
         login_totals: list[Totals] = []
@@ -354,7 +385,12 @@ def main() -> None:
 
                 def verify_id_token(value: str, nonce: str) -> None:
                     claims = jwt.decode(value, keyset, algorithms=["ES256", "RS256"]).claims
-                    if claims.get("iss") != issuer or claims.get("aud") != CLIENT_ID or claims.get("nonce") != nonce or "auth_time" not in claims:
+                    if (
+                        claims.get("iss") != issuer
+                        or claims.get("aud") != CLIENT_ID
+                        or claims.get("nonce") != nonce
+                        or "auth_time" not in claims
+                    ):
                         raise LoginFailed(f"ID token claims not as expected: {sorted(claims)}")
 
                 login_once(Browser(port), password, authorization, verify_id_token)  # fails loudly before any timing
@@ -379,8 +415,11 @@ def main() -> None:
                                 rate, cpu = run_hashes(pool, workers, seconds)
                                 hash_rates.append(rate)
                                 pool_cpu += cpu
-                        print(f"round {round_number + 1}/{rounds}: logins {login_rates[-1]:.1f}/s, argon2id {hash_rates[-1]:.1f}/s",
-                              file=sys.stderr, flush=True)
+                        print(
+                            f"round {round_number + 1}/{rounds}: logins {login_rates[-1]:.1f}/s, argon2id {hash_rates[-1]:.1f}/s",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                     server_all = group_cpu_seconds(server.proc.pid) - server_before
                 # OtherLoad counts only reaped children; the server and the pool are still running.
                 other_cpus = max(0.0, other.cpus - (server_all + pool_cpu) / (time.monotonic() - started))
@@ -394,14 +433,24 @@ def main() -> None:
     client_ms = client_cpu / logins_done * 1e3 if logins_done else 0.0
     step_ms = [sum(t.step_seconds[i] for t in login_totals) / logins_done * 1e3 if logins_done else 0.0 for i in range(len(STEPS))]
     rows = [
-        ["complete logins", f"{median(login_rates):.1f}", f"{min(login_rates):.1f}-{max(login_rates):.1f}", logins_done, failures,
-         f"{server_ms:.1f}", f"{client_ms:.1f}", f"{median(ratios):.2f}"],
+        [
+            "complete logins",
+            f"{median(login_rates):.1f}",
+            f"{min(login_rates):.1f}-{max(login_rates):.1f}",
+            logins_done,
+            failures,
+            f"{server_ms:.1f}",
+            f"{client_ms:.1f}",
+            f"{median(ratios):.2f}",
+        ],
         ["argon2id checks", f"{median(hash_rates):.1f}", f"{min(hash_rates):.1f}-{max(hash_rates):.1f}", "", "", "", "", ""],
     ]
     from idp import passwords
 
-    print(f"\n{workers} concurrent workers, median of {rounds} alternating rounds of {seconds:.0f} s, {os.cpu_count()} cpus, "
-          f"other processes used {other_cpus:.2f} of them")
+    print(
+        f"\n{workers} concurrent workers, median of {rounds} alternating rounds of {seconds:.0f} s, {os.cpu_count()} cpus, "
+        f"other processes used {other_cpus:.2f} of them"
+    )
     print(f"argon2id parameters: {json.dumps(passwords.ARGON2_PARAMETERS)}; login = 5 requests against hallmark serve --workers 2")
     print(table(["side", "per second", "range", "done", "failed", "server CPU ms/login", "client CPU ms/login", "efficiency"], rows))
     print("mean time per request, ms: " + ", ".join(f"{name} {ms:.1f}" for name, ms in zip(STEPS, step_ms)))

@@ -70,7 +70,9 @@ class OCSPServer(Server):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
             with contextlib.suppress(OSError, http.client.HTTPException):
-                status, body, _ = post_once(self.port, "/", request) if self.name == "openssl" else post_once(self.port, "/pki/ocsp", request)
+                status, body, _ = (
+                    post_once(self.port, "/", request) if self.name == "openssl" else post_once(self.port, "/pki/ocsp", request)
+                )
                 if status == 200 and len(body) > 5:
                     return
             time.sleep(0.2)
@@ -119,7 +121,9 @@ def setup(tmp: Path, env: dict, count: int):
         ]
         started = time.perf_counter()
         issued = [
-            issuance.issue(ctx, "person-auth", csr, issuance.Identity(name=f"Bench Person {n}", subject_id="11010519491231002X"), actor="bench")
+            issuance.issue(
+                ctx, "person-auth", csr, issuance.Identity(name=f"Bench Person {n}", subject_id="11010519491231002X"), actor="bench"
+            )
             for n, csr in enumerate(csrs)
         ]
         issue_rate = count / (time.perf_counter() - started)
@@ -222,7 +226,12 @@ class LeanConnection:
     def post(self, path: str, body: bytes) -> tuple[int, bytes, bool]:
         head = self.heads.get((path, len(body)))
         if head is None:
-            lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in REQUEST_HEADERS.items()), f"Content-Length: {len(body)}"]
+            lines = [
+                f"POST {path} HTTP/1.1",
+                "Host: 127.0.0.1",
+                *(f"{k}: {v}" for k, v in REQUEST_HEADERS.items()),
+                f"Content-Length: {len(body)}",
+            ]
             head = self.heads[(path, len(body))] = ("\r\n".join(lines) + "\r\n\r\n").encode()
         self.sock.sendall(head + body)
         buffer = self.buffer
@@ -307,7 +316,9 @@ def client(kind, port: int, path: str, requests, revoked: set[int], stop_at: flo
         totals.wrong += wrong
 
 
-def load(port: int, path: str, requests, revoked, seconds: float, threads: int, kind=LeanConnection, cap: int = 500_000) -> tuple[float, Totals]:
+def load(
+    port: int, path: str, requests, revoked, seconds: float, threads: int, kind=LeanConnection, cap: int = 500_000
+) -> tuple[float, Totals]:
     totals = Totals()
     started = time.monotonic()
     stop_at = started + seconds
@@ -347,13 +358,39 @@ def main() -> None:
 
         ports = {"ours": free_port(), "openssl": free_port()}
         servers = {
-            "ours": OCSPServer("ours", [venv_tool("hallmark"), "serve", "--bind", f"127.0.0.1:{ports['ours']}", "--workers", "2"],
-                               ports["ours"], env=env, cwd=tmp_name, log_dir=tmp),
+            "ours": OCSPServer(
+                "ours",
+                [venv_tool("hallmark"), "serve", "--bind", f"127.0.0.1:{ports['ours']}", "--workers", "2"],
+                ports["ours"],
+                env=env,
+                cwd=tmp_name,
+                log_dir=tmp,
+            ),
             "openssl": OCSPServer(
                 "openssl",
-                ["openssl", "ocsp", "-index", "index.txt", "-port", str(ports["openssl"]), "-rsigner", "r.pem", "-rkey", "r.key",
-                 "-CA", "ca.pem", "-multi", "2", "-ndays", "1", "-resp_key_id"],
-                ports["openssl"], env=env, cwd=tmp_name, log_dir=tmp,
+                [
+                    "openssl",
+                    "ocsp",
+                    "-index",
+                    "index.txt",
+                    "-port",
+                    str(ports["openssl"]),
+                    "-rsigner",
+                    "r.pem",
+                    "-rkey",
+                    "r.key",
+                    "-CA",
+                    "ca.pem",
+                    "-multi",
+                    "2",
+                    "-ndays",
+                    "1",
+                    "-resp_key_id",
+                ],
+                ports["openssl"],
+                env=env,
+                cwd=tmp_name,
+                log_dir=tmp,
             ),
         }
         paths = {"ours": "/pki/ocsp", "openssl": "/"}
@@ -371,7 +408,11 @@ def main() -> None:
                         rate, total = load(ports[name], paths[name], requests, revoked, seconds, threads, kind)
                         rates[name].append(rate)
                         totals[name].append(total)
-                    print(f"round {round_number + 1}/{rounds}: " + ", ".join(f"{n} {rates[n][-1]:.0f}/s" for n in servers), file=sys.stderr, flush=True)
+                    print(
+                        f"round {round_number + 1}/{rounds}: " + ", ".join(f"{n} {rates[n][-1]:.0f}/s" for n in servers),
+                        file=sys.stderr,
+                        flush=True,
+                    )
         finally:
             for server in servers.values():
                 server.stop()
@@ -379,13 +420,22 @@ def main() -> None:
     rows = []
     for name in servers:
         ok = sum(t.ok for t in totals[name])
-        rows.append([
-            name, f"{median(rates[name]):.0f}", f"{min(rates[name]):.0f}-{max(rates[name]):.0f}", ok,
-            sum(t.bad for t in totals[name]), sum(t.connects for t in totals[name]), sum(t.checked for t in totals[name]),
-            sum(t.wrong for t in totals[name]),
-        ])
-    print(f"\nOCSP POST without nonce, {count} certificates ({len(revoked)} revoked), {threads} client threads ({args.client}), "
-          f"{rounds} alternating rounds of {seconds:.0f} s, {os.cpu_count()} cpus, other load {other.cpus:.2f} cpus")
+        rows.append(
+            [
+                name,
+                f"{median(rates[name]):.0f}",
+                f"{min(rates[name]):.0f}-{max(rates[name]):.0f}",
+                ok,
+                sum(t.bad for t in totals[name]),
+                sum(t.connects for t in totals[name]),
+                sum(t.checked for t in totals[name]),
+                sum(t.wrong for t in totals[name]),
+            ]
+        )
+    print(
+        f"\nOCSP POST without nonce, {count} certificates ({len(revoked)} revoked), {threads} client threads ({args.client}), "
+        f"{rounds} alternating rounds of {seconds:.0f} s, {os.cpu_count()} cpus, other load {other.cpus:.2f} cpus"
+    )
     print(table(["server", "req/s median", "range", "answers", "failed", "connections", "checked", "wrong"], rows))
     for name in servers:
         for error in {e for t in totals[name] for e in t.errors}:

@@ -99,16 +99,47 @@ def main() -> None:
             {
                 "granian": Server(
                     "granian-minimal",
-                    [granian, "--interface", "wsgi", "--workers", "2", "--blocking-threads", "8",
-                     "--host", "127.0.0.1", "--port", str(ports[0]), "--log-level", "warning",
-                     "--working-dir", str(bench_dir), "serve:app"],
-                    ports[0], env=env, log_dir=logs,
+                    [
+                        granian,
+                        "--interface",
+                        "wsgi",
+                        "--workers",
+                        "2",
+                        "--blocking-threads",
+                        "8",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(ports[0]),
+                        "--log-level",
+                        "warning",
+                        "--working-dir",
+                        str(bench_dir),
+                        "serve:app",
+                    ],
+                    ports[0],
+                    env=env,
+                    log_dir=logs,
                 ),
                 "gunicorn": Server(
                     "gunicorn-minimal",
-                    [gunicorn, "-w", "2", "-k", "sync", "-b", f"127.0.0.1:{ports[1]}", "--log-level", "warning",
-                     "--chdir", str(bench_dir), "serve:app"],
-                    ports[1], env=env, log_dir=logs,
+                    [
+                        gunicorn,
+                        "-w",
+                        "2",
+                        "-k",
+                        "sync",
+                        "-b",
+                        f"127.0.0.1:{ports[1]}",
+                        "--log-level",
+                        "warning",
+                        "--chdir",
+                        str(bench_dir),
+                        "serve:app",
+                    ],
+                    ports[1],
+                    env=env,
+                    log_dir=logs,
                 ),
             },
         )
@@ -125,13 +156,18 @@ def main() -> None:
                 "granian": Server(
                     "granian-hallmark",
                     [hallmark, "serve", "--bind", f"127.0.0.1:{ports[0]}", "--workers", "2"],
-                    ports[0], env=instance_env, cwd=tmp, log_dir=logs,
+                    ports[0],
+                    env=instance_env,
+                    cwd=tmp,
+                    log_dir=logs,
                 ),
                 "gunicorn": Server(
                     "gunicorn-hallmark",
-                    [gunicorn, "-w", "2", "-b", f"127.0.0.1:{ports[1]}", "--log-level", "warning",
-                     "hallmark.app:create_app()"],
-                    ports[1], env=instance_env, cwd=tmp, log_dir=logs,
+                    [gunicorn, "-w", "2", "-b", f"127.0.0.1:{ports[1]}", "--log-level", "warning", "hallmark.app:create_app()"],
+                    ports[1],
+                    env=instance_env,
+                    cwd=tmp,
+                    log_dir=logs,
                 ),
             },
         )
@@ -140,10 +176,19 @@ def main() -> None:
     rows = []
     for label, by in results.items():
         for name, rates in by.items():
-            rows.append([label, name, f"{median(rates):.0f}", f"{min(rates):.0f}-{max(rates):.0f}",
-                         f"{ratios[label]:.2f}" if name == "granian" else ""])
-    print(f"\nrequests/s: median of {rounds} alternating wrk runs (-t2 -c20 -d{seconds}s), 2 workers per server, "
-          f"{os.cpu_count()} cpus, other processes used {other.cpus:.2f} of them")
+            rows.append(
+                [
+                    label,
+                    name,
+                    f"{median(rates):.0f}",
+                    f"{min(rates):.0f}-{max(rates):.0f}",
+                    f"{ratios[label]:.2f}" if name == "granian" else "",
+                ]
+            )
+    print(
+        f"\nrequests/s: median of {rounds} alternating wrk runs (-t2 -c20 -d{seconds}s), 2 workers per server, "
+        f"{os.cpu_count()} cpus, other processes used {other.cpus:.2f} of them"
+    )
     print(table(["endpoint", "server", "req/s", "range", "granian/gunicorn"], rows))
     for note in notes:
         print(f"note: {note}")

@@ -70,17 +70,28 @@ def sample_pdf() -> bytes:
     from pyhanko.pdf_utils.writer import PdfFileWriter
 
     writer = PdfFileWriter()
-    font = writer.add_object(generic.DictionaryObject({
-        generic.NameObject("/Type"): generic.NameObject("/Font"), generic.NameObject("/Subtype"): generic.NameObject("/Type1"),
-        generic.NameObject("/BaseFont"): generic.NameObject("/Helvetica"),
-    }))
+    font = writer.add_object(
+        generic.DictionaryObject(
+            {
+                generic.NameObject("/Type"): generic.NameObject("/Font"),
+                generic.NameObject("/Subtype"): generic.NameObject("/Type1"),
+                generic.NameObject("/BaseFont"): generic.NameObject("/Helvetica"),
+            }
+        )
+    )
     content = writer.add_object(generic.StreamObject(stream_data=b"BT /F1 14 Tf 72 760 Td (Certificate of registration) Tj ET"))
-    writer.insert_page(generic.DictionaryObject({
-        generic.NameObject("/Type"): generic.NameObject("/Page"),
-        generic.NameObject("/MediaBox"): generic.ArrayObject([generic.NumberObject(n) for n in (0, 0, 595, 842)]),
-        generic.NameObject("/Contents"): content,
-        generic.NameObject("/Resources"): generic.DictionaryObject({generic.NameObject("/Font"): generic.DictionaryObject({generic.NameObject("/F1"): font})}),
-    }))
+    writer.insert_page(
+        generic.DictionaryObject(
+            {
+                generic.NameObject("/Type"): generic.NameObject("/Page"),
+                generic.NameObject("/MediaBox"): generic.ArrayObject([generic.NumberObject(n) for n in (0, 0, 595, 842)]),
+                generic.NameObject("/Contents"): content,
+                generic.NameObject("/Resources"): generic.DictionaryObject(
+                    {generic.NameObject("/Font"): generic.DictionaryObject({generic.NameObject("/F1"): font})}
+                ),
+            }
+        )
+    )
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
@@ -90,7 +101,7 @@ def lua_post(path: Path, target: str, body_file: Path, token: str) -> Path:
     path.write_text(
         f'local f = io.open("{body_file}", "rb")\n'
         'wrk.method = "POST"\n'
-        "wrk.body = f:read(\"*all\")\n"
+        'wrk.body = f:read("*all")\n'
         "f:close()\n"
         'wrk.headers["Content-Type"] = "application/pdf"\n'
         f'wrk.headers["Authorization"] = "Bearer {token}"\n'
@@ -100,7 +111,9 @@ def lua_post(path: Path, target: str, body_file: Path, token: str) -> Path:
 
 
 def post(url: str, body: bytes, token: str) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/pdf", "Authorization": f"Bearer {token}"})
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/pdf", "Authorization": f"Bearer {token}"}
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         return response.status, response.read()
 
@@ -112,14 +125,16 @@ class Bare:
         os.environ["SOFTHSM2_CONF"] = str(instance / "softhsm" / "softhsm2.conf")  # before the module is loaded
         from asn1crypto import crl as asn1_crl
         from asn1crypto import x509 as asn1_x509
+        from pyhanko.config.pkcs11 import TokenCriteria
         from pyhanko.sign.pkcs11 import PKCS11Signer, open_pkcs11_session
         from pyhanko.sign.timestamps import HTTPTimeStamper
-        from pyhanko.config.pkcs11 import TokenCriteria
 
         from hsm.softhsm import default_module
 
         settings = (instance / "hallmark.toml").read_text()
-        label = next((line.split("=", 1)[1].strip().strip('"') for line in settings.splitlines() if line.startswith("token_label")), "hallmark")
+        label = next(
+            (line.split("=", 1)[1].strip().strip('"') for line in settings.splitlines() if line.startswith("token_label")), "hallmark"
+        )
         pin = json.loads((instance / "hsm-pins.json").read_text())["user_pin"]
         with sqlite3.connect(instance / "hallmark.db") as db:
             key_uri, seal_der = db.execute(
@@ -131,8 +146,12 @@ class Bare:
         key_id = bytes.fromhex(key_uri.split("id=", 1)[1].replace("%", ""))
         self.session = open_pkcs11_session(default_module(), token_criteria=TokenCriteria(label=label), user_pin=pin)
         self.signer = PKCS11Signer(
-            self.session, key_id=key_id, signing_cert=asn1_x509.Certificate.load(seal_der),
-            ca_chain=[asn1_x509.Certificate.load(services_der)], use_raw_mechanism=True, other_certs_to_pull=None,
+            self.session,
+            key_id=key_id,
+            signing_cert=asn1_x509.Certificate.load(seal_der),
+            ca_chain=[asn1_x509.Certificate.load(services_der)],
+            use_raw_mechanism=True,
+            other_certs_to_pull=None,
         )
         self.timestamper = HTTPTimeStamper(base + "/pki/tsa")
         self.pdf = pdf
@@ -151,7 +170,12 @@ class Bare:
 
     def _spec(self):
         from asn1crypto import x509 as asn1_x509
-        from pyhanko.sign.validation.policy_decl import LocalKnowledge, RevinfoOnlineFetchingRule, RevocationInfoGatheringSpec, SignatureValidationSpec
+        from pyhanko.sign.validation.policy_decl import (
+            LocalKnowledge,
+            RevinfoOnlineFetchingRule,
+            RevocationInfoGatheringSpec,
+            SignatureValidationSpec,
+        )
         from pyhanko.sign.validation.settings import KeyUsageConstraints
         from pyhanko_certvalidator.context import CertValidationPolicySpec
         from pyhanko_certvalidator.policy_decl import CertRevTrustPolicy, RevocationCheckingPolicy, RevocationCheckingRule
@@ -176,10 +200,15 @@ class Bare:
 
         signature = PdfFileReader(io.BytesIO(pdf)).embedded_signatures[0]
         signature.compute_integrity_info()
-        result = asyncio.run(ades.ades_with_time_validation(
-            signature.signed_data, self.spec, raw_digest=signature.compute_digest(),
-            extra_status_kwargs=signature.summarise_integrity_info(), status_cls=PdfSignatureStatus,
-        ))
+        result = asyncio.run(
+            ades.ades_with_time_validation(
+                signature.signed_data,
+                self.spec,
+                raw_digest=signature.compute_digest(),
+                extra_status_kwargs=signature.summarise_integrity_info(),
+                status_cls=PdfSignatureStatus,
+            )
+        )
         return result.ades_subindic.status.name
 
 
@@ -207,17 +236,41 @@ def main() -> None:
         print(f"setting up an instance in {instance} ...", flush=True)
         hallmark(instance, base, "init")
         hallmark(instance, base, "sign", "seal", "add", "--department", DEPARTMENT, "--credit-code", CREDIT_CODE)
-        client = json.loads(hallmark(instance, base, "idp", "client", "add", "--name", "bench", "--client-id", CLIENT,
-                                     "--grant", "client_credentials", "--scope", "sign:seal sign:validate", "--json"))
+        client = json.loads(
+            hallmark(
+                instance,
+                base,
+                "idp",
+                "client",
+                "add",
+                "--name",
+                "bench",
+                "--client-id",
+                CLIENT,
+                "--grant",
+                "client_credentials",
+                "--scope",
+                "sign:seal sign:validate",
+                "--json",
+            )
+        )
         hallmark(instance, base, "sign", "seal", "grant", CLIENT, CREDIT_CODE)
         env = {k: v for k, v in os.environ.items() if not k.startswith("HALLMARK_") and k != "SOFTHSM2_CONF"}
         env.update(HALLMARK_INSTANCE=str(instance), HALLMARK_PUBLIC_URL=base, HALLMARK_CA_UPKEEP_SECONDS="0")
-        server = Server("hallmark", [sys.executable, "-m", "hallmark.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-                        port, env=env, cwd=str(ROOT), log_dir=tmp)
+        server = Server(
+            "hallmark",
+            [sys.executable, "-m", "hallmark.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+            port,
+            env=env,
+            cwd=str(ROOT),
+            log_dir=tmp,
+        )
         with server:
             server.start("/healthz")
             meta = json.loads(urllib.request.urlopen(base + "/.well-known/openid-configuration", timeout=10).read())
-            token_request = urllib.request.Request(meta["token_endpoint"], data=b"grant_type=client_credentials&scope=sign%3Aseal+sign%3Avalidate", method="POST")
+            token_request = urllib.request.Request(
+                meta["token_endpoint"], data=b"grant_type=client_credentials&scope=sign%3Aseal+sign%3Avalidate", method="POST"
+            )
             import base64
 
             token_request.add_header("Authorization", "Basic " + base64.b64encode(f"{CLIENT}:{client['client_secret']}".encode()).decode())
@@ -258,20 +311,33 @@ def main() -> None:
                         if side == "bare":
                             rates["sign bare"] = timed_loop(bare.sign, args.seconds)
                         else:
-                            rates["sign ours"], note = wrk(base + "/api/sign/pdf", threads=1, connections=4, seconds=args.seconds, script=str(sign_lua))
+                            rates["sign ours"], note = wrk(
+                                base + "/api/sign/pdf", threads=1, connections=4, seconds=args.seconds, script=str(sign_lua)
+                            )
                             notes.append(note)
                     for side in order:
                         if side == "bare":
                             rates["validate bare"] = timed_loop(lambda: bare.validate(ours_signed), args.seconds)
                         else:
-                            rates["validate ours"], note = wrk(base + "/api/validate", threads=1, connections=4, seconds=args.seconds, script=str(validate_lua))
+                            rates["validate ours"], note = wrk(
+                                base + "/api/validate", threads=1, connections=4, seconds=args.seconds, script=str(validate_lua)
+                            )
                             notes.append(note)
                     if any(notes):
                         sys.exit(f"errors from wrk in round {index + 1}: {'; '.join(n for n in notes if n)}; see {server.log_path}")
                     sign_ratios.append(rates["sign ours"] / rates["sign bare"])
                     validate_ratios.append(rates["validate ours"] / rates["validate bare"])
-                    rows.append([index + 1, f"{rates['sign bare']:.1f}", f"{rates['sign ours']:.1f}", f"{sign_ratios[-1]:.2f}",
-                                 f"{rates['validate bare']:.1f}", f"{rates['validate ours']:.1f}", f"{validate_ratios[-1]:.2f}"])
+                    rows.append(
+                        [
+                            index + 1,
+                            f"{rates['sign bare']:.1f}",
+                            f"{rates['sign ours']:.1f}",
+                            f"{sign_ratios[-1]:.2f}",
+                            f"{rates['validate bare']:.1f}",
+                            f"{rates['validate ours']:.1f}",
+                            f"{validate_ratios[-1]:.2f}",
+                        ]
+                    )
             print()
             print(table(["round", "seal/s bare", "seal/s ours", "ratio", "validate/s bare", "validate/s ours", "ratio"], rows))
             print(f"\nother processes used {load.cpus:.2f} CPUs during the run")

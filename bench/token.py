@@ -92,7 +92,9 @@ def post_token(url: str, authorization: str) -> dict:
     import urllib.request
 
     request = urllib.request.Request(
-        url, data=FORM.encode(), method="POST",
+        url,
+        data=FORM.encode(),
+        method="POST",
         headers={"Content-Type": "application/x-www-form-urlencoded", "Authorization": authorization},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -122,7 +124,12 @@ def check_token(name: str, base: str, token_path: str, jwks_path: str, authoriza
     claims, header = token.claims, token.header
     if header.get("typ") != "at+jwt" or header.get("alg") != "ES256":
         sys.exit(f"{name}: header {header} is not an ES256 at+jwt")
-    if claims.get("sub") != CLIENT_ID or claims.get("client_id") != CLIENT_ID or claims.get("scope") != SCOPE or claims["exp"] - claims["iat"] != LIFETIME:
+    if (
+        claims.get("sub") != CLIENT_ID
+        or claims.get("client_id") != CLIENT_ID
+        or claims.get("scope") != SCOPE
+        or claims["exp"] - claims["iat"] != LIFETIME
+    ):
         sys.exit(f"{name}: unexpected claims {claims}")
     return sorted(claims)
 
@@ -143,7 +150,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="wrk runs per server (default 5)")
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run (default 5)")
     parser.add_argument("--connections", type=int, default=20, help="wrk connections (default 20, 2 threads)")
-    parser.add_argument("--peer-format", choices=("jwt", "opaque"), default="jwt", help="the peer's access token format (default jwt, like ours)")
+    parser.add_argument(
+        "--peer-format", choices=("jwt", "opaque"), default="jwt", help="the peer's access token format (default jwt, like ours)"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round of 2 s")
     args = parser.parse_args()
     rounds = 1 if args.quick else max(1, min(args.rounds, 15))
@@ -163,9 +172,25 @@ def main() -> None:
         if init.returncode != 0:
             sys.exit(f"hallmark init failed:\n{init.stdout}{init.stderr}")
         added = subprocess.run(
-            [hallmark, "idp", "client", "add", "--name", "Bench approval system", "--client-id", CLIENT_ID,
-             "--grant", "client_credentials", "--scope", SCOPE, "--json"],
-            env=ours_env, capture_output=True, text=True, timeout=60,
+            [
+                hallmark,
+                "idp",
+                "client",
+                "add",
+                "--name",
+                "Bench approval system",
+                "--client-id",
+                CLIENT_ID,
+                "--grant",
+                "client_credentials",
+                "--scope",
+                SCOPE,
+                "--json",
+            ],
+            env=ours_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         if added.returncode != 0:
             sys.exit(f"hallmark idp client add failed:\n{added.stdout}{added.stderr}")
@@ -176,14 +201,25 @@ def main() -> None:
 
         ports = {"ours": free_port(), "oidc-provider": free_port()}
         peer_env = {
-            **env, "NODE_ENV": "production", "PORT": str(ports["oidc-provider"]), "CLIENT_ID": CLIENT_ID,
-            "CLIENT_SECRET": secret, "SCOPE": SCOPE, "WORKERS": "2", "ACCESS_TOKEN_FORMAT": args.peer_format,
+            **env,
+            "NODE_ENV": "production",
+            "PORT": str(ports["oidc-provider"]),
+            "CLIENT_ID": CLIENT_ID,
+            "CLIENT_SECRET": secret,
+            "SCOPE": SCOPE,
+            "WORKERS": "2",
+            "ACCESS_TOKEN_FORMAT": args.peer_format,
         }
         servers = {
-            "ours": Server("ours", [hallmark, "serve", "--bind", f"127.0.0.1:{ports['ours']}", "--workers", "2"],
-                           ports["ours"], env=ours_env, cwd=tmp_name, log_dir=tmp),
-            "oidc-provider": Server("oidc-provider", [node, "server.js"], ports["oidc-provider"], env=peer_env,
-                                    cwd=PEER_DIR, log_dir=tmp),
+            "ours": Server(
+                "ours",
+                [hallmark, "serve", "--bind", f"127.0.0.1:{ports['ours']}", "--workers", "2"],
+                ports["ours"],
+                env=ours_env,
+                cwd=tmp_name,
+                log_dir=tmp,
+            ),
+            "oidc-provider": Server("oidc-provider", [node, "server.js"], ports["oidc-provider"], env=peer_env, cwd=PEER_DIR, log_dir=tmp),
         }
         ready = {"ours": "/healthz", "oidc-provider": "/.well-known/openid-configuration"}
         rates: dict[str, list[float]] = {name: [] for name in servers}
@@ -219,8 +255,11 @@ def main() -> None:
                         cpu_per_token[name].append(used / (rate * seconds) * 1e6 if rate else 0.0)
                         if note:
                             notes.append(f"{name} round {round_number + 1}: {note}")
-                    print(f"round {round_number + 1}/{rounds}: " + ", ".join(f"{n} {rates[n][-1]:.0f}/s" for n in servers),
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"round {round_number + 1}/{rounds}: " + ", ".join(f"{n} {rates[n][-1]:.0f}/s" for n in servers),
+                        file=sys.stderr,
+                        flush=True,
+                    )
             # OtherLoad counts only the children already reaped; the servers are still running.
             other_cpus = max(0.0, other.cpus - server_cpu / (time.monotonic() - started))
         finally:
@@ -229,13 +268,22 @@ def main() -> None:
 
     ratios = [o / p for o, p in zip(rates["ours"], rates["oidc-provider"])]
     rows = [
-        [name, f"{median(rates[name]):.0f}", f"{min(rates[name]):.0f}-{max(rates[name]):.0f}", f"{median(cpu_per_token[name]):.0f}",
-         f"{median(ratios):.2f}" if name == "ours" else ""]
+        [
+            name,
+            f"{median(rates[name]):.0f}",
+            f"{min(rates[name]):.0f}-{max(rates[name]):.0f}",
+            f"{median(cpu_per_token[name]):.0f}",
+            f"{median(ratios):.2f}" if name == "ours" else "",
+        ]
         for name in servers
     ]
-    print(f"\nclient_credentials tokens/s: median of {rounds} alternating runs of wrk -t2 -c{connections} -d{seconds}s, "
-          f"2 processes per server, {os.cpu_count()} cpus, other processes used {other_cpus:.2f} of them")
-    print(f"peer: oidc-provider {peer_version()} ({args.peer_format} access tokens), node {subprocess.run([node, '--version'], capture_output=True, text=True).stdout.strip()}")
+    print(
+        f"\nclient_credentials tokens/s: median of {rounds} alternating runs of wrk -t2 -c{connections} -d{seconds}s, "
+        f"2 processes per server, {os.cpu_count()} cpus, other processes used {other_cpus:.2f} of them"
+    )
+    print(
+        f"peer: oidc-provider {peer_version()} ({args.peer_format} access tokens), node {subprocess.run([node, '--version'], capture_output=True, text=True).stdout.strip()}"
+    )
     for name in servers:
         print(f"claims {name}: {' '.join(claim_names[name])}")
     print(table(["server", "tokens/s", "range", "server CPU us/token", "ours/peer"], rows))

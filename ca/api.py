@@ -55,8 +55,13 @@ def list_certificates():
     except ValueError:
         raise Problem(400, "Bad Request", "limit and offset must be whole numbers") from None
     rows = queries.search(
-        _ctx(), subject_id=args.get("subject_id"), status=args.get("status"), profile=args.get("profile"),
-        authority=args.get("authority"), limit=limit, offset=offset,
+        _ctx(),
+        subject_id=args.get("subject_id"),
+        status=args.get("status"),
+        profile=args.get("profile"),
+        authority=args.get("authority"),
+        limit=limit,
+        offset=offset,
     )
     return {"certificates": [queries.as_json(r) for r in rows], "limit": limit, "offset": offset}
 

@@ -114,8 +114,13 @@ def trust():
 
 @trust.command(name="add")
 @click.argument("certificate_file", type=click.Path(dir_okay=False))
-@click.option("--revocation", type=click.Choice(["hard", "soft"]), default="hard", show_default=True,
-              help="hard: refuse when its revocation status cannot be fetched; soft: accept then")
+@click.option(
+    "--revocation",
+    type=click.Choice(["hard", "soft"]),
+    default="hard",
+    show_default=True,
+    help="hard: refuse when its revocation status cannot be fetched; soft: accept then",
+)
 @click.option("--note", default="", help="why this CA is recognised")
 def trust_add(certificate_file, revocation, note):
     """Recognise an external CA certificate as a trust anchor."""
@@ -153,8 +158,13 @@ def trust_list():
 @click.argument("certificate_file", type=click.Path(dir_okay=False))
 @click.option("--path-length", type=click.IntRange(0, 10), default=None, help="basicConstraints pathLenConstraint")
 @click.option("--permitted-subtree", multiple=True, help="name constraint, e.g. 'dns:.gov.cn' or 'dn:C=CN,O=Fujian CA' (repeatable)")
-@click.option("--revocation", type=click.Choice(["hard", "soft"]), default="hard", show_default=True,
-              help="for certificates below the external CA: hard refuses when their revocation status cannot be fetched")
+@click.option(
+    "--revocation",
+    type=click.Choice(["hard", "soft"]),
+    default="hard",
+    show_default=True,
+    help="for certificates below the external CA: hard refuses when their revocation status cannot be fetched",
+)
 @click.option("--note", default="", help="why this CA is cross-certified")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the cross-certificate (PEM) here")
 def cross_certify(certificate_file, path_length, permitted_subtree, revocation, note, out):
@@ -164,8 +174,13 @@ def cross_certify(certificate_file, path_length, permitted_subtree, revocation, 
     from ca import crosscert
 
     certificate = crosscert.cross_certify(
-        _ctx(), _read(certificate_file), path_length=path_length, permitted_subtrees=list(permitted_subtree), actor="cli",
-        revocation_policy=revocation, note=note,
+        _ctx(),
+        _read(certificate_file),
+        path_length=path_length,
+        permitted_subtrees=list(permitted_subtree),
+        actor="cli",
+        revocation_policy=revocation,
+        note=note,
     )
     pem = certificate.public_bytes(Encoding.PEM)
     if out:

@@ -73,6 +73,7 @@ def parse_subtree(text: str) -> x509.GeneralName:
         rdns = list(name.rdns)
         if not rdns:
             raise _bad("a dn: name constraint needs at least one attribute")
+
         # RFC 4514 text runs most specific first ("O=Fujian CA,C=CN"); people usually write
         # it top-down as openssl prints it ("C=CN,O=Fujian CA"). The country is always the
         # top of a DN, so the end that holds C= is read as the top, either way round.
@@ -143,7 +144,9 @@ def cross_certify(
     """
     trust.check_policy(revocation_policy)
     note = trust.check_note(note)
-    if path_length is not None and (isinstance(path_length, bool) or not isinstance(path_length, int) or not 0 <= path_length <= MAX_PATH_LENGTH):
+    if path_length is not None and (
+        isinstance(path_length, bool) or not isinstance(path_length, int) or not 0 <= path_length <= MAX_PATH_LENGTH
+    ):
         raise _bad(f"path length must be a whole number from 0 to {MAX_PATH_LENGTH}")
     constraints = _name_constraints(list(permitted_subtrees or ()))
     facts = trust.inspect_ca_certificate(data)
@@ -167,14 +170,16 @@ def _issue(ctx, session, facts, constraints, path_length, actor, revocation_poli
     existing = session.get(RecognisedCA, facts.fingerprint, with_for_update=True)
     if existing is not None and existing.how == "anchor":
         raise Problem(
-            409, "Conflict",
+            409,
+            "Conflict",
             f"{subject_text} is recognised as a trust anchor already; remove it from the trust store before cross-certifying it",
         )
     now = utc_now()
     in_force = [c for c in trust.cross_certificates_for(session, external) if c.status == "valid" and c.not_after > now]
     if in_force:
         raise Problem(
-            409, "Conflict",
+            409,
+            "Conflict",
             f"{subject_text} already has a cross-certificate in force (serial {in_force[0].serial}, until "
             f"{in_force[0].not_after:%Y-%m-%d}); revoke it before issuing another",
         )
@@ -199,7 +204,11 @@ def _issue(ctx, session, facts, constraints, path_length, actor, revocation_poli
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski), critical=False)
         .add_extension(
             x509.AuthorityInformationAccess(
-                [x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(ctx.url("/pki/ca/root.crt")))]
+                [
+                    x509.AccessDescription(
+                        AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(ctx.url("/pki/ca/root.crt"))
+                    )
+                ]
             ),
             critical=False,
         )

@@ -74,7 +74,7 @@ def _key_label(kind: str, name: str) -> str:
 
 
 def _find_or_create_key(ctx: CAContext, label: str, algorithm: KeyAlgorithm):
-    existing = next((k for k in ctx.keys.keys() if k.label == label), None)
+    existing = next((k for k in ctx.keys if k.label == label), None)
     return existing or ctx.keys.create_key(label, algorithm)
 
 
@@ -111,7 +111,11 @@ def _ca_certificate(ctx: CAContext, spec: AuthoritySpec, public_key, now: dateti
             .add_extension(x509.CertificatePolicies([x509.PolicyInformation(x509.ObjectIdentifier("2.5.29.32.0"), None)]), critical=False)
             .add_extension(
                 x509.AuthorityInformationAccess(
-                    [x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(ctx.url(f"/pki/ca/{spec.parent}.crt")))]
+                    [
+                        x509.AccessDescription(
+                            AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(ctx.url(f"/pki/ca/{spec.parent}.crt"))
+                        )
+                    ]
                 ),
                 critical=False,
             )
@@ -153,14 +157,27 @@ def init_hierarchy(ctx: CAContext, actor: str = "system:ca-init") -> InitReport:
                     created_at=now,
                 )
             )
-            audit.record(session, actor=actor, action="ca.authority.created", target=spec.name, details={"subject": certificate.subject.rfc4514_string(), "key": key_uri})
+            audit.record(
+                session,
+                actor=actor,
+                action="ca.authority.created",
+                target=spec.name,
+                details={"subject": certificate.subject.rfc4514_string(), "key": key_uri},
+            )
             report.steps.append((f"certificate authority {spec.name!r}", True))
         with ctx.sessions() as session, session.begin():
             publication.authority_created(ctx, session, spec.name)
 
     for name in ISSUING:
-        report.steps.append((f"OCSP responder for {name!r}", _ensure_service_certificate(ctx, "ocsp-signing", name, f"Hallmark OCSP Responder ({name})", actor)))
-    report.steps.append(("time-stamping authority", _ensure_service_certificate(ctx, "timestamping", "services", "Hallmark Time-Stamping Authority", actor)))
+        report.steps.append(
+            (
+                f"OCSP responder for {name!r}",
+                _ensure_service_certificate(ctx, "ocsp-signing", name, f"Hallmark OCSP Responder ({name})", actor),
+            )
+        )
+    report.steps.append(
+        ("time-stamping authority", _ensure_service_certificate(ctx, "timestamping", "services", "Hallmark Time-Stamping Authority", actor))
+    )
     return report
 
 
@@ -168,7 +185,12 @@ def service_certificate(session, profile: str, authority: str) -> Certificate | 
     """The newest valid certificate of one of our own services (its key is in our HSM)."""
     return session.scalars(
         select(Certificate)
-        .where(Certificate.profile == profile, Certificate.authority == authority, Certificate.status == "valid", Certificate.key_uri.is_not(None))
+        .where(
+            Certificate.profile == profile,
+            Certificate.authority == authority,
+            Certificate.status == "valid",
+            Certificate.key_uri.is_not(None),
+        )
         .order_by(Certificate.not_after.desc())
         .limit(1)
     ).first()
@@ -185,5 +207,7 @@ def _ensure_service_certificate(ctx: CAContext, profile_name: str, authority: st
         subject, _, _ = issuance.subject_for(profile, issuance.Identity(name=common_name))
         issuer = ctx.authority(authority, session)
         certificate = issuance.build(ctx, profile, issuer, key.public_key, subject, serial=issuance.random_serial(session))
-        issuance.store(ctx, session, certificate, authority=authority, profile=profile_name, id_kind=None, id_value=None, actor=actor, key_uri=key.uri)
+        issuance.store(
+            ctx, session, certificate, authority=authority, profile=profile_name, id_kind=None, id_value=None, actor=actor, key_uri=key.uri
+        )
         return True

@@ -159,7 +159,11 @@ def subject_for(profile: Profile, identity: Identity) -> tuple[x509.Name, list[x
         raise bad(str(exc), 422) from None
     if profile.subject == "person":
         # ETSI EN 319 412-1 semantics identifier: IDC = national identity card number.
-        attributes = [country, x509.NameAttribute(NameOID.SERIAL_NUMBER, f"IDCCN-{id_value}"), x509.NameAttribute(NameOID.COMMON_NAME, name)]
+        attributes = [
+            country,
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, f"IDCCN-{id_value}"),
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+        ]
     elif profile.subject in ("enterprise", "department"):
         # NTR = national trade register (the unified social credit code).
         attributes = [
@@ -169,16 +173,13 @@ def subject_for(profile: Profile, identity: Identity) -> tuple[x509.Name, list[x
             x509.NameAttribute(NameOID.COMMON_NAME, name),
         ]
     elif profile.subject == "server":
-        dns = [s for s in identity.sans]
+        dns = list(identity.sans)
         if not dns:
             raise bad("a server-tls certificate needs at least one DNS name or IP address (san)")
         attributes = [country, x509.NameAttribute(NameOID.ORGANIZATION_NAME, name)]
     else:  # service
         attributes = [country, x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Hallmark"), x509.NameAttribute(NameOID.COMMON_NAME, name)]
-    extensions = [
-        x509.Extension(oid, False, x509.UnrecognizedExtension(oid, PrintableString(value).dump()))
-        for oid, value in extra
-    ]
+    extensions = [x509.Extension(oid, False, x509.UnrecognizedExtension(oid, PrintableString(value).dump())) for oid, value in extra]
     return x509.Name(attributes), extensions, id_value
 
 
@@ -304,7 +305,9 @@ def _display_subject(name: x509.Name) -> str:
     return ", ".join(reversed(parts))[:400]
 
 
-def issue(ctx: CAContext, profile_name: str, csr_data: bytes | str, identity: Identity, *, actor: str) -> tuple[Certificate, x509.Certificate]:
+def issue(
+    ctx: CAContext, profile_name: str, csr_data: bytes | str, identity: Identity, *, actor: str
+) -> tuple[Certificate, x509.Certificate]:
     """Check, build, sign, store and audit one certificate, all in one transaction."""
     try:
         profile = profiles.get(profile_name)
@@ -321,9 +324,17 @@ def issue(ctx: CAContext, profile_name: str, csr_data: bytes | str, identity: Id
     subject, id_extensions, id_value = subject_for(profile, identity)
     with ctx.sessions() as session, session.begin():
         issuer = ctx.authority(profile.issuer, session)
-        certificate = build(ctx, profile, issuer, public_key, subject, serial=random_serial(session), sans=sans, extra_extensions=id_extensions)
+        certificate = build(
+            ctx, profile, issuer, public_key, subject, serial=random_serial(session), sans=sans, extra_extensions=id_extensions
+        )
         row = store(
-            ctx, session, certificate, authority=issuer.name, profile=profile.name,
-            id_kind=None if profile.subject_id == "none" else profile.subject_id, id_value=id_value, actor=actor,
+            ctx,
+            session,
+            certificate,
+            authority=issuer.name,
+            profile=profile.name,
+            id_kind=None if profile.subject_id == "none" else profile.subject_id,
+            id_value=id_value,
+            actor=actor,
         )
     return row, certificate

@@ -307,7 +307,9 @@ def refresh_due(ctx: CAContext, batch: int = REFRESH_BATCH) -> int:
                     query = query.join(OCSPResponse, OCSPResponse.serial == Certificate.serial).where(
                         OCSPResponse.next_update <= now + REFRESH_BEFORE
                     )
-                rows = session.scalars(query.order_by(Certificate.serial).limit(batch).with_for_update(of=Certificate, skip_locked=True)).all()
+                rows = session.scalars(
+                    query.order_by(Certificate.serial).limit(batch).with_for_update(of=Certificate, skip_locked=True)
+                ).all()
                 signed = sum(1 for row in rows if presign(ctx, session, row) is not None)
             total += signed
             # Stop on a short batch, or when nothing in it could be signed (no responder yet).
@@ -531,7 +533,10 @@ class Responder:
         # that time, and the one it replaces stays valid for weeks.
         found = self._delegates.get(issuer.name)
         if found is None or time.monotonic() - found[1] > 60:
-            found = self._delegates[issuer.name] = (self._session_read(lambda session: responder_for(session, issuer.name)), time.monotonic())
+            found = self._delegates[issuer.name] = (
+                self._session_read(lambda session: responder_for(session, issuer.name)),
+                time.monotonic(),
+            )
         return found[0]
 
     def _sign_live(self, issuer: LoadedAuthority, cert_id: _CertId, serial: str | None, nonce: x509.Extension | None) -> Answer:
@@ -623,7 +628,7 @@ def _parse_many(der: bytes) -> tuple[list[_CertId], x509.Extension | None]:
                 nonce = x509.Extension(x509.OCSPNonce.oid, False, x509.OCSPNonce(extension["extn_value"].parsed.native))
     except _Malformed:
         raise
-    except Exception as exc:  # noqa: BLE001  (asn1crypto parses lazily and raises many kinds of error)
+    except Exception as exc:
         raise _Malformed(str(exc)) from None
     if not cert_ids or len(cert_ids) > MAX_CERT_IDS:
         raise _Malformed(f"a request must name 1..{MAX_CERT_IDS} certificates")

@@ -23,7 +23,9 @@ def subject_id_hash(ctx: CAContext, subject_id: str) -> str:
         try:
             return lookup_hash(ctx.lookup_key, "credit_code", validate_credit_code(subject_id).value)
         except InvalidIdentifier:
-            raise Problem(400, "Bad Request", f"subject_id is neither a valid resident ID nor a credit code ({as_resident.reason})") from None
+            raise Problem(
+                400, "Bad Request", f"subject_id is neither a valid resident ID nor a credit code ({as_resident.reason})"
+            ) from None
 
 
 def get(ctx: CAContext, serial: str) -> Certificate:

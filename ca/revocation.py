@@ -45,11 +45,21 @@ def revoke(ctx: CAContext, serial: str, reason: str, *, actor: str, at: datetime
         if row is None:
             raise Problem(404, "Not Found", f"no certificate with serial {serial} was issued here")
         if row.status == "revoked":
-            raise Problem(409, "Conflict", f"certificate {serial} was already revoked on {row.revoked_at:%Y-%m-%d %H:%M:%S} UTC ({row.revocation_reason})")
+            raise Problem(
+                409,
+                "Conflict",
+                f"certificate {serial} was already revoked on {row.revoked_at:%Y-%m-%d %H:%M:%S} UTC ({row.revocation_reason})",
+            )
         row.status = "revoked"
         row.revoked_at = (at or datetime.now(UTC)).replace(microsecond=0)
         row.revocation_reason = reason
         session.flush()
-        audit.record(session, actor=actor, action="ca.certificate.revoked", target=serial, details={"reason": reason, "authority": row.authority, "profile": row.profile})
+        audit.record(
+            session,
+            actor=actor,
+            action="ca.certificate.revoked",
+            target=serial,
+            details={"reason": reason, "authority": row.authority, "profile": row.profile},
+        )
         publication.certificate_revoked(ctx, session, row)
     return row

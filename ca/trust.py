@@ -113,7 +113,9 @@ def inspect_ca_certificate(data: bytes | str, *, now: datetime | None = None) ->
         public_key = certificate.public_key()
     except (UnsupportedAlgorithm, ValueError):
         # SM2 (GM/T 0003) keys land here: neither cryptography nor pyHanko can verify them.
-        raise _unprocessable(f"{subject} uses a public-key algorithm this service cannot verify (RSA, ECDSA and EdDSA are supported)") from None
+        raise _unprocessable(
+            f"{subject} uses a public-key algorithm this service cannot verify (RSA, ECDSA and EdDSA are supported)"
+        ) from None
     if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < 2048:
         raise _unprocessable(f"{subject} has a {public_key.key_size}-bit RSA key; at least 2048 bits are required")
     if not isinstance(public_key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
@@ -221,7 +223,7 @@ def add_anchor(ctx: CAContext, data: bytes, *, actor: str, revocation_policy: st
 
 
 def anchor_kind(row: RecognisedCA) -> str:
-    """"self-signed root" or "intermediate issued by ..." for a stored recognised CA."""
+    """ "self-signed root" or "intermediate issued by ..." for a stored recognised CA."""
     certificate = x509.load_der_x509_certificate(row.der)
     if certificate.issuer == certificate.subject:
         return "self-signed root"
@@ -262,9 +264,10 @@ def cross_certificates_for(session, external: x509.Certificate) -> list[Certific
     found = []
     for row in session.scalars(select(Certificate).where(Certificate.authority == "root", Certificate.profile == "cross-certificate")):
         issued = x509.load_der_x509_certificate(row.der)
-        if issued.subject == external.subject and issued.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        ) == spki:
+        if (
+            issued.subject == external.subject
+            and issued.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) == spki
+        ):
             found.append(row)
     return found
 

@@ -136,7 +136,7 @@ def parse_request(der: bytes) -> Request:
         extensions = req["extensions"]
         has_extensions = extensions.native is not None
         imprint_der = imprint.dump()
-    except Exception:  # noqa: BLE001 - asn1crypto raises several types for malformed input; all mean the same here
+    except Exception:
         raise Rejection("bad_data_format", "the request is not a DER-encoded RFC 3161 TimeStampReq") from None
     if version != "v1":
         raise Rejection("bad_data_format", f"unsupported TimeStampReq version {version!r}; only v1 exists")
@@ -171,7 +171,7 @@ def _load(ctx: CAContext) -> _Signing:
     issuer = ctx.authority(authority)
     try:
         key = ctx.signer(key_uri)
-    except Exception:  # noqa: BLE001 - HSMError and raw PKCS#11 errors alike: the key cannot be used
+    except Exception:
         log.exception("TSA signing key %s is not usable", key_uri)
         raise Rejection("system_failure", "the time-stamping authority's signing key is unavailable") from None
 
@@ -235,7 +235,7 @@ def _signing(ctx: CAContext) -> _Signing:
         except Rejection:
             _states.pop(key, None)
             raise
-        except Exception:  # noqa: BLE001 - a database outage must not stop a TSA whose certificate is known
+        except Exception:
             if state is None:
                 log.exception("cannot load the TSA certificate")
                 raise Rejection("system_failure", "the time-stamping authority cannot load its certificate") from None
@@ -301,7 +301,7 @@ def _explicit(tag: int, der: bytes) -> bytes:
 def _contents(der: bytes) -> bytes:
     """The contents octets of a DER value with a one-octet tag (all we frame)."""
     length = der[1]
-    return der[2 + (length & 0x7F if length & 0x80 else 0):]
+    return der[2 + (length & 0x7F if length & 0x80 else 0) :]
 
 
 def token(signing: _Signing, request: Request, now: datetime) -> bytes:
@@ -333,7 +333,7 @@ def token(signing: _Signing, request: Request, now: datetime) -> bytes:
     try:
         # The signature covers the attributes encoded as a SET (RFC 5652 5.4), not in their [0] form.
         signature = _sign(signing, signed_attributes)
-    except Exception:  # noqa: BLE001 - whatever the HSM says, the requester gets a systemFailure, not a 500
+    except Exception:
         log.exception("the HSM did not sign a timestamp with %s", signing.key_uri)
         raise Rejection("system_failure", "the time-stamping authority could not sign: its HSM is unavailable") from None
     signer_info = _sequence(
@@ -358,9 +358,7 @@ def token(signing: _Signing, request: Request, now: datetime) -> bytes:
 
 
 def rejection(failure: str, text: str) -> bytes:
-    return TimeStampResp(
-        {"status": {"status": "rejection", "status_string": [text], "fail_info": tsp.PKIFailureInfo({failure})}}
-    ).dump()
+    return TimeStampResp({"status": {"status": "rejection", "status_string": [text], "fail_info": tsp.PKIFailureInfo({failure})}}).dump()
 
 
 _FALLBACK = rejection("system_failure", "the time-stamping authority hit an unexpected error; it has been logged")
@@ -404,7 +402,7 @@ def respond(ctx: CAContext, request_der: bytes) -> bytes:
             return rejection(refused.failure, refused.text)
         counts.add(True)
         return answer
-    except Exception:  # noqa: BLE001 - the contract is a TimeStampResp, never an exception
+    except Exception:
         log.exception("time-stamping failed unexpectedly")
         counts.add(False)
         return _FALLBACK

@@ -112,9 +112,7 @@ FETCH_TIMEOUT = 5  # seconds per CRL or OCSP request to an external CA
 FETCH_LIMITS = FetchLimits(max_requests=16, max_cert_requests=4, max_aia_urls_per_object=3)
 
 _REQUIRED = RevocationCheckingPolicy(RevocationCheckingRule.CRL_OR_OCSP_REQUIRED, RevocationCheckingRule.CRL_OR_OCSP_REQUIRED)
-_IF_DECLARED_SOFT = RevocationCheckingPolicy(
-    RevocationCheckingRule.CHECK_IF_DECLARED_SOFT, RevocationCheckingRule.CHECK_IF_DECLARED_SOFT
-)
+_IF_DECLARED_SOFT = RevocationCheckingPolicy(RevocationCheckingRule.CHECK_IF_DECLARED_SOFT, RevocationCheckingRule.CHECK_IF_DECLARED_SOFT)
 _RULES = {"hallmark": _REQUIRED, "hard": _REQUIRED, "soft": _IF_DECLARED_SOFT}
 
 # pyHanko's key-usage names, plus the RFC 5280 / cryptography spellings callers may know better.
@@ -271,7 +269,9 @@ def _build_trust(ctx: CAContext, session, key: tuple, authorities: list[str]) ->
         if loaded.role == "root":
             root_name = name
             roots.append(CertTrustAnchor(certificate, quals=_anchor_qualifiers(certificate)))
-            anchors[certificate.sha256] = _Anchor(certificate.sha256.hex(), _display_name(loaded.certificate.subject), "hallmark", "hallmark")
+            anchors[certificate.sha256] = _Anchor(
+                certificate.sha256.hex(), _display_name(loaded.certificate.subject), "hallmark", "hallmark"
+            )
         else:
             intermediates.append(certificate)
     cross_policy = {}
@@ -284,7 +284,9 @@ def _build_trust(ctx: CAContext, session, key: tuple, authorities: list[str]) ->
             cross_policy[(certificate.subject.hashable, certificate.public_key.dump())] = row
     cross = {}
     if cross_policy and root_name is not None:
-        query = select(Certificate.serial, Certificate.der).where(Certificate.authority == root_name, Certificate.profile == "cross-certificate")
+        query = select(Certificate.serial, Certificate.der).where(
+            Certificate.authority == root_name, Certificate.profile == "cross-certificate"
+        )
         for serial, der in session.execute(query):
             certificate = _shared(asn1_x509.Certificate.load(der))
             row = cross_policy.get((certificate.subject.hashable, certificate.public_key.dump()))
@@ -312,7 +314,9 @@ def _load(ctx: CAContext) -> tuple[_Trust, _Revinfo]:
         numbers = tuple(sorted(tuple(row) for row in session.execute(select(Authority.name, Authority.crl_number))))
         recognised = frozenset(
             tuple(row)
-            for row in session.execute(select(RecognisedCA.fingerprint, RecognisedCA.how, RecognisedCA.revocation_policy, RecognisedCA.added_at))
+            for row in session.execute(
+                select(RecognisedCA.fingerprint, RecognisedCA.how, RecognisedCA.revocation_policy, RecognisedCA.added_at)
+            )
         )
         trust_key = (tuple(name for name, _ in numbers), recognised)
         with cache.lock:
@@ -626,10 +630,16 @@ async def _check_path(job: _Job, path: ValidationPath, plan: _Plan) -> Validatio
         return _result(job, plan, "revoked", f"revoked: {_message(exc)}", revocation)
     except InsufficientRevinfoError as exc:
         if plan.policy != "soft":
-            hint = _stale_hint(job) if plan.policy == "hallmark" else f"{_why_unknown(job, plan)}; the {plan.who} is under the hard policy, which fails closed"
+            hint = (
+                _stale_hint(job)
+                if plan.policy == "hallmark"
+                else f"{_why_unknown(job, plan)}; the {plan.who} is under the hard policy, which fails closed"
+            )
             return _result(job, plan, "revocation_unknown", f"revocation status unknown: {_message(exc)}{hint}", revocation)
         # Soft: the status could not be established (stale or unverifiable answer); check the rest without it.
-        revocation.notes.append(f"revocation status could not be established ({_message(exc)}); accepted under the soft policy of the {plan.who}")
+        revocation.notes.append(
+            f"revocation status could not be established ({_message(exc)}); accepted under the soft policy of the {plan.who}"
+        )
         context = _context(job, NO_REVOCATION, None)
         try:
             await _validate_path(context, path)
@@ -651,7 +661,11 @@ async def _check_path(job: _Job, path: ValidationPath, plan: _Plan) -> Validatio
                     f"{_subject(certificate)} names no CRL or OCSP location, so its revocation status is unknown; "
                     f"accepted under the soft policy of the {plan.who}"
                 )
-    route = {"hallmark": "to the Hallmark root", "anchor": f"to the {plan.who}", "cross-certificate": f"through the {plan.who} to the Hallmark root"}
+    route = {
+        "hallmark": "to the Hallmark root",
+        "anchor": f"to the {plan.who}",
+        "cross-certificate": f"through the {plan.who} to the Hallmark root",
+    }
     reason = f"valid: the path {route[plan.via]} checks out"
     if revocation.notes:
         reason += f" ({len(revocation.notes)} note{'s' if len(revocation.notes) > 1 else ''} on revocation)"
@@ -702,10 +716,19 @@ def _anchor_itself(job: _Job, anchor: _Anchor) -> ValidationResult:
     if certificate.not_valid_after_utc < moment:
         status, reason = "expired", f"the trust anchor {anchor.subject} expired {certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%S}Z"
     elif certificate.not_valid_before_utc > moment:
-        status, reason = "invalid", f"the trust anchor {anchor.subject} is not valid until {certificate.not_valid_before_utc:%Y-%m-%d %H:%M:%S}Z"
+        status, reason = (
+            "invalid",
+            f"the trust anchor {anchor.subject} is not valid until {certificate.not_valid_before_utc:%Y-%m-%d %H:%M:%S}Z",
+        )
     return ValidationResult(
-        status == "valid", status, reason, chain=[anchor.subject], anchor=anchor.subject, anchor_fingerprint=anchor.fingerprint,
-        trusted_via="hallmark" if anchor.how == "hallmark" else "anchor", revocation=Revocation("none", "a trust anchor is not checked for revocation"),
+        status == "valid",
+        status,
+        reason,
+        chain=[anchor.subject],
+        anchor=anchor.subject,
+        anchor_fingerprint=anchor.fingerprint,
+        trusted_via="hallmark" if anchor.how == "hallmark" else "anchor",
+        revocation=Revocation("none", "a trust anchor is not checked for revocation"),
         certificates=[certificate],
     )
 
@@ -755,8 +778,14 @@ def _prepare(ctx: CAContext, certificate, intermediates, usage, extended_usage, 
         at = at.replace(tzinfo=UTC)  # a naive moment is taken as UTC
     trust, revinfo = _load(ctx)
     return _Job(
-        trust, revinfo, leaf, leaf_crypto, extra,
-        _normalise_usage(usage, _USAGE_ALIASES), _normalise_usage(extended_usage, _EKU_ALIASES), at,
+        trust,
+        revinfo,
+        leaf,
+        leaf_crypto,
+        extra,
+        _normalise_usage(usage, _USAGE_ALIASES),
+        _normalise_usage(extended_usage, _EKU_ALIASES),
+        at,
     )
 
 
@@ -811,4 +840,3 @@ async def async_validate(
     if isinstance(job, ValidationResult):
         return job
     return await _guarded(job)
-

@@ -41,9 +41,7 @@ def canonical_form(seq: int, occurred_at: str, actor: str, action: str, target: 
 
 
 def event_hash(event: AuditEvent) -> str:
-    form = canonical_form(
-        event.seq, event.occurred_at, event.actor, event.action, event.target, event.details, event.prev_hash
-    )
+    form = canonical_form(event.seq, event.occurred_at, event.actor, event.action, event.target, event.details, event.prev_hash)
     return hashlib.sha256(form).hexdigest()
 
 
@@ -82,9 +80,7 @@ def record(
 
 
 _HEAD = AuditHead.__table__
-_TAKE_NEXT_SEQ = (
-    update(_HEAD).where(_HEAD.c.id == 1).values(last_seq=_HEAD.c.last_seq + 1).returning(_HEAD.c.last_seq, _HEAD.c.last_hash)
-)
+_TAKE_NEXT_SEQ = update(_HEAD).where(_HEAD.c.id == 1).values(last_seq=_HEAD.c.last_seq + 1).returning(_HEAD.c.last_seq, _HEAD.c.last_hash)
 _SET_LAST_HASH = update(_HEAD).where(_HEAD.c.id == 1).values(last_hash=bindparam("new_hash"))
 _INSERT_EVENT = insert(AuditEvent.__table__)
 _EVENT_COLUMNS = ("seq", "occurred_at", "actor", "action", "target", "details", "prev_hash", "hash")
@@ -103,16 +99,18 @@ def verify(session: Session, batch: int = 2000) -> Verification:
     expected_seq, prev_hash, checked = 1, GENESIS, 0
     last_seen = 0
     while True:
-        rows = session.scalars(
-            select(AuditEvent).where(AuditEvent.seq >= expected_seq).order_by(AuditEvent.seq).limit(batch)
-        ).all()
+        rows = session.scalars(select(AuditEvent).where(AuditEvent.seq >= expected_seq).order_by(AuditEvent.seq).limit(batch)).all()
         if not rows:
             break
         for event in rows:
             if event.seq != expected_seq:
-                return Verification(False, checked, expected_seq, f"event #{expected_seq} is missing (the next one present is #{event.seq})")
+                return Verification(
+                    False, checked, expected_seq, f"event #{expected_seq} is missing (the next one present is #{event.seq})"
+                )
             if event.prev_hash != prev_hash:
-                return Verification(False, checked, event.seq, f"event #{event.seq} does not link to event #{event.seq - 1} (its prev_hash differs)")
+                return Verification(
+                    False, checked, event.seq, f"event #{event.seq} does not link to event #{event.seq - 1} (its prev_hash differs)"
+                )
             if event_hash(event) != event.hash:
                 return Verification(False, checked, event.seq, f"event #{event.seq} was altered: its content no longer matches its hash")
             prev_hash, last_seen = event.hash, event.seq
@@ -122,7 +120,12 @@ def verify(session: Session, batch: int = 2000) -> Verification:
     if head is None:
         return Verification(False, checked, None, "the audit head row is missing")
     if head.last_seq != last_seen:
-        return Verification(False, checked, last_seen + 1, f"the trail ends at event #{last_seen} but the head records #{head.last_seq}: events were removed from the end")
+        return Verification(
+            False,
+            checked,
+            last_seen + 1,
+            f"the trail ends at event #{last_seen} but the head records #{head.last_seq}: events were removed from the end",
+        )
     if head.last_hash != prev_hash:
         return Verification(False, checked, last_seen, f"the head's hash does not match event #{last_seen}")
     return Verification(True, checked)

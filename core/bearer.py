@@ -104,5 +104,3 @@ def require_scope(*scopes: str):
         return wrapped
 
     return decorate
-
-

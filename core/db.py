@@ -136,9 +136,7 @@ def check(engine: Engine) -> None:
             connection.execute(text("SELECT 1"))
     except DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise DatabaseUnavailable(
-            f"cannot reach the database at {engine.url.render_as_string(hide_password=True)}: {reason}"
-        ) from None
+        raise DatabaseUnavailable(f"cannot reach the database at {engine.url.render_as_string(hide_password=True)}: {reason}") from None
 
 
 def _alembic_config(engine: Engine):

@@ -15,19 +15,19 @@ from dataclasses import dataclass
 from datetime import date
 
 __all__ = [
+    "CreditCode",
     "InvalidIdentifier",
     "ResidentID",
-    "CreditCode",
-    "validate_resident_id",
-    "validate_credit_code",
-    "resident_id_check_char",
     "credit_code_check_char",
-    "organisation_code_check_char",
-    "mask_resident_id",
-    "mask_credit_code",
-    "lookup_hash",
-    "generate_resident_id",
     "generate_credit_code",
+    "generate_resident_id",
+    "lookup_hash",
+    "mask_credit_code",
+    "mask_resident_id",
+    "organisation_code_check_char",
+    "resident_id_check_char",
+    "validate_credit_code",
+    "validate_resident_id",
 ]
 
 RESIDENT_ID = "resident_id"
@@ -43,8 +43,42 @@ _RID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _RID_CHECK = "10X98765432"
 # GB/T 2260 province-level codes (71 Taiwan, 81 Hong Kong, 82 Macau).
 _PROVINCES = frozenset(
-    "11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 "
-    "50 51 52 53 54 61 62 63 64 65 71 81 82".split()
+    [
+        "11",
+        "12",
+        "13",
+        "14",
+        "15",
+        "21",
+        "22",
+        "23",
+        "31",
+        "32",
+        "33",
+        "34",
+        "35",
+        "36",
+        "37",
+        "41",
+        "42",
+        "43",
+        "44",
+        "45",
+        "46",
+        "50",
+        "51",
+        "52",
+        "53",
+        "54",
+        "61",
+        "62",
+        "63",
+        "64",
+        "65",
+        "71",
+        "81",
+        "82",
+    ]
 )
 
 # GB 32100-2015
@@ -215,9 +249,7 @@ def _check_credit_structure(s: str) -> None:
     # the code tables grow over time, so we only enforce structure and checksums.
     for pos, c in enumerate(s[2:8], start=3):
         if c not in _DIGITS:
-            raise InvalidIdentifier(
-                CREDIT_CODE, f"character {c!r} at position {pos} is not allowed (region code must be digits)"
-            )
+            raise InvalidIdentifier(CREDIT_CODE, f"character {c!r} at position {pos} is not allowed (region code must be digits)")
     # Verified against the known-valid 91350100M000100Y43, so real codes satisfy the inner check.
     expected = organisation_code_check_char(s[8:16])
     if s[16] != expected:

@@ -17,7 +17,9 @@ log = logging.getLogger("hallmark.errors")
 
 
 class Problem(Exception):
-    def __init__(self, status: int, title: str, detail: str | None = None, type: str = "about:blank", headers: dict | None = None, **extensions):
+    def __init__(
+        self, status: int, title: str, detail: str | None = None, type: str = "about:blank", headers: dict | None = None, **extensions
+    ):
         super().__init__(detail or title)
         self.status = status
         self.title = title

@@ -88,8 +88,18 @@ def main() -> int:
             _wait_for(hall["base"] + "/", process, hall["name_en"])
         if info.get("usb_key"):
             # The agent a USB-key user runs on their PC, here with the demo token and its PIN from agent.toml.
-            agent = subprocess.Popen([str(BIN / "hallmark-key"), "serve", "--config", info["usb_key"]["agent_config"],
-                                      "--port", str(info["agent_port"]), "--allow-origin", idp])
+            agent = subprocess.Popen(
+                [
+                    str(BIN / "hallmark-key"),
+                    "serve",
+                    "--config",
+                    info["usb_key"]["agent_config"],
+                    "--port",
+                    str(info["agent_port"]),
+                    "--allow-origin",
+                    idp,
+                ]
+            )
             children.append(("hallmark-key agent", agent))
             _wait_for_port(info["agent_port"], agent, "the hallmark-key agent")
         print(info["banner"], flush=True)

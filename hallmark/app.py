@@ -10,15 +10,14 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from ca import api as ca_api
 from ca import pki_api, tsa_api
 from core import bearer, problems
-from idp import context as idp_context
-from idp import enrolment_api
-from idp import i18n as idp_i18n
-from idp import keys as idp_keys
-from idp import logout as idp_logout
-from idp import enterprises_api, logout_api, oidc_api, pages, people_api
 from core import settings as settings_module
 from core.settings import Settings
 from hallmark import health, wiring
+from idp import context as idp_context
+from idp import enrolment_api, enterprises_api, logout_api, oidc_api, pages, people_api
+from idp import i18n as idp_i18n
+from idp import keys as idp_keys
+from idp import logout as idp_logout
 from signing import web as signing_web
 
 

@@ -7,18 +7,18 @@ import sys
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
+from ca import cli as ca_cli
 from core import audit, db
 from core import settings as settings_module
 from core.db import DatabaseUnavailable
 from core.identifiers import InvalidIdentifier
 from core.problems import Problem
 from core.settings import ConfigError
-from ca import cli as ca_cli
-from idp import cli as idp_cli
-from signing import cli as signing_cli
 from hallmark import instance as instance_module
 from hallmark import wiring
 from hsm import HSMError, KeyAlgorithm
+from idp import cli as idp_cli
+from signing import cli as signing_cli
 
 USER_ERRORS = (HSMError, ConfigError, DatabaseUnavailable, InvalidIdentifier, Problem)
 
@@ -244,10 +244,19 @@ def demo_prepare(ctx, as_json, hall_ports):
         raise click.BadParameter(f"give {len(demo.HALLS)} port numbers separated by a comma", param_hint="--hall-ports") from None
     info = demo.prepare(services.idp, services.settings.instance, ports=ports, ca=services.ca)
     if as_json:
-        click.echo(json_module.dumps({"halls": info.halls, "accounts": info.accounts, "usb_key": info.usb_key,
-                                      "idp": services.settings.public_url, "agent_port": services.settings.cert_agent_port,
-                                      "banner": demo.banner(info, services.settings.public_url)},
-                                     ensure_ascii=False))
+        click.echo(
+            json_module.dumps(
+                {
+                    "halls": info.halls,
+                    "accounts": info.accounts,
+                    "usb_key": info.usb_key,
+                    "idp": services.settings.public_url,
+                    "agent_port": services.settings.cert_agent_port,
+                    "banner": demo.banner(info, services.settings.public_url),
+                },
+                ensure_ascii=False,
+            )
+        )
     else:
         click.echo(demo.banner(info, services.settings.public_url))
 

@@ -22,16 +22,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select
 
 from ca import issuance
-from ca.models import Certificate
-from core.db import utc_now
-from core.identifiers import lookup_hash, validate_resident_id
-from idp.enrolment import chain_of
-
-from core import db as core_db
-from core.identifiers import mask_resident_id
-from idp import accounts, clients, matters, realname
 from ca.context import CAContext
+from ca.models import Certificate
+from core import db as core_db
+from core.db import utc_now
+from core.identifiers import lookup_hash, mask_resident_id, validate_resident_id
+from idp import accounts, clients, matters, realname
 from idp.context import IdPContext
+from idp.enrolment import chain_of
 from idp.models import Account, Client
 
 DEMO_FILE = "demo.json"
@@ -119,10 +117,17 @@ def prepare(ctx: IdPContext, instance: Path, *, ports: tuple[int, ...] | None = 
                 row = None
             if row is None:
                 created = clients.add(
-                    ctx, db, client_id=hall.client_id, name=hall.name, client_type="confidential",
-                    redirect_uris=[hall.base + "/callback"], scopes=["openid", "profile", "hallmark:realname"],
-                    first_party=True, backchannel_logout_uri=hall.base + "/backchannel-logout",
-                    post_logout_redirect_uris=[hall.base + "/"], actor=ACTOR,
+                    ctx,
+                    db,
+                    client_id=hall.client_id,
+                    name=hall.name,
+                    client_type="confidential",
+                    redirect_uris=[hall.base + "/callback"],
+                    scopes=["openid", "profile", "hallmark:realname"],
+                    first_party=True,
+                    backchannel_logout_uri=hall.base + "/backchannel-logout",
+                    post_logout_redirect_uris=[hall.base + "/"],
+                    actor=ACTOR,
                 )
                 known = {"client_secret": created.client_secret}
             elif not known.get("client_secret"):  # demo.json lost: the old secret is unknowable, issue a new one
@@ -166,8 +171,15 @@ def _seal_sample(ca: CAContext, instance: Path, known: dict) -> dict:
     if target.exists() and known.get("verify_url") and exists:
         return known
     sctx = SigningContext(ca=ca, public_url=ca.public_url)
-    result = pades.seal_pdf(sctx, sample_pdf(), seal_name=SEAL_DEPARTMENT, level=pades.DEFAULT_LEVEL,
-                            placement=pades.Placement(), reason="演示 demo", actor=ACTOR)
+    result = pades.seal_pdf(
+        sctx,
+        sample_pdf(),
+        seal_name=SEAL_DEPARTMENT,
+        level=pades.DEFAULT_LEVEL,
+        placement=pades.Placement(),
+        reason="演示 demo",
+        actor=ACTOR,
+    )
     target.write_bytes(result.pdf)
     return {"name": SEAL_DEPARTMENT, "sealed_pdf": str(target), "verify_url": result.verify_url}
 
@@ -237,7 +249,9 @@ class DemoUsbKey:
 def _hallmark_key(directory: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HALLMARK_KEY_CONFIG": str(directory / "agent.toml")}
     env.pop("HALLMARK_KEY_PIN", None)
-    result = subprocess.run([sys.executable, "-m", "keyagent.cli", *args], input=stdin, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "keyagent.cli", *args], input=stdin, env=env, capture_output=True, text=True, timeout=120
+    )
     if result.returncode != 0:
         raise RuntimeError(f"hallmark-key {args[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
     return result
@@ -261,8 +275,10 @@ def prepare_demo_usb_key(ca: CAContext, instance: Path, *, resident_id: str, nam
             break
         with ca.sessions() as db:
             rows = [db.scalar(select(Certificate).where(Certificate.fingerprint == f)) for f in held]
-        if any(r is not None and r.status == "valid" and r.not_after > utc_now() and r.subject_id_hash == digest
-               and r.profile == "person-auth" for r in rows):
+        if any(
+            r is not None and r.status == "valid" and r.not_after > utc_now() and r.subject_id_hash == digest and r.profile == "person-auth"
+            for r in rows
+        ):
             return DemoUsbKey(directory, Path(made["softhsm2_conf"]), made["token"], Path(made["agent_config"]), None)
         # Certificates from another demo database, revoked or for someone else: start the demo key afresh,
         # so the agent never has to ask which certificate to use.

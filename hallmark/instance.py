@@ -152,5 +152,3 @@ def ensure_initialised(settings: Settings) -> None:
     """Raise a ConfigError that says what to do when the instance is missing."""
     if not settings.settings_file.exists() and not os.environ.get("HALLMARK_DATABASE_URL"):
         raise settings_module.ConfigError(f"no instance at {settings.instance}; run 'hallmark init' first")
-
-

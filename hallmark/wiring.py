@@ -11,11 +11,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca.context import CAContext
-from idp.context import IdPContext
 from core import db
 from core.settings import Settings
 from hsm import PKCS11KeyManager
 from hsm.softhsm import default_module
+from idp.context import IdPContext
 
 
 @dataclass

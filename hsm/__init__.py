@@ -23,6 +23,7 @@ from hsm.pkcs11_manager import PKCS11KeyManager
 from hsm.uri import PKCS11URI
 
 __all__ = [
+    "PKCS11URI",
     "HSMError",
     "KeyAlgorithm",
     "KeyInfo",
@@ -31,7 +32,6 @@ __all__ = [
     "MalformedURI",
     "ModuleNotLoadable",
     "PKCS11KeyManager",
-    "PKCS11URI",
     "PinIncorrect",
     "PinLocked",
     "TokenNotFound",

@@ -278,7 +278,7 @@ class PKCS11KeyManager(KeyManager):
 
     def signer(self, uri: str):
         key_id = self._resolve_id(uri)
-        label, algorithm, public_key = self._describe(key_id)
+        label, _algorithm, public_key = self._describe(key_id)
         # Fail now, not at the first signature, when only a public key exists.
         self._run(lambda pool, session: self._private_key(pool, session, key_id))
         uri_text = self._uri_text(key_id, label)
@@ -324,10 +324,7 @@ class PKCS11KeyManager(KeyManager):
 
     def keys(self) -> list[KeyInfo]:
         def list_ids(pool, session):
-            return [
-                (obj[Attribute.ID], obj[Attribute.LABEL])
-                for obj in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
-            ]
+            return [(obj[Attribute.ID], obj[Attribute.LABEL]) for obj in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})]
 
         found = []
         for key_id, label in self._run(list_ids):

@@ -34,15 +34,15 @@ def write_config(directory: Path) -> Path:
     tokens.mkdir(parents=True, exist_ok=True)
     os.chmod(tokens, 0o700)
     conf = directory / "softhsm2.conf"
-    conf.write_text(
-        f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n"
-    )
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n")
     return conf
 
 
 def token_labels(conf: Path) -> list[str]:
     out = _util(conf, "--show-slots").stdout
-    return [line.split(":", 1)[1].strip() for line in out.splitlines() if line.strip().startswith("Label:") and line.split(":", 1)[1].strip()]
+    return [
+        line.split(":", 1)[1].strip() for line in out.splitlines() if line.strip().startswith("Label:") and line.split(":", 1)[1].strip()
+    ]
 
 
 def init_token(conf: Path, label: str, user_pin: str, so_pin: str) -> None:

@@ -122,7 +122,9 @@ def has_role(account: Account, role: str) -> bool:
 def clean_display_name(text: str | None) -> str:
     name = " ".join(unicodedata.normalize("NFKC", text or "").split())
     if len(name) > MAX_DISPLAY_NAME:
-        raise AccountRefusal(N_("The display name may have at most %(max)s characters."), code="display_name_too_long", max=MAX_DISPLAY_NAME)
+        raise AccountRefusal(
+            N_("The display name may have at most %(max)s characters."), code="display_name_too_long", max=MAX_DISPLAY_NAME
+        )
     if any(unicodedata.category(c).startswith("C") for c in name):
         raise AccountRefusal(N_("The display name contains a control character."), code="display_name_control")
     return name
@@ -270,7 +272,9 @@ def authenticate(ctx: IdPContext, identifier: str, password: str, *, ip: str = "
     if wait > 0:
         raise LoginRefused(
             N_("Too many failed sign-ins from your network. Try again in %(seconds)s seconds."),
-            code="rate_limited", status=429, seconds=int(wait) + 1,
+            code="rate_limited",
+            status=429,
+            seconds=int(wait) + 1,
         )
     password = password if isinstance(password, str) else ""
     if len(password) > 4 * passwords.MAX_LENGTH:
@@ -284,8 +288,13 @@ def authenticate(ctx: IdPContext, identifier: str, password: str, *, ip: str = "
         passwords.dummy_verify(password)
         limiter.take(ip)
         with core_db.transaction(ctx.sessions) as db:
-            audit.record(db, actor=f"ip:{ip}", action="idp.login.failed", target="unknown account",
-                         details={"identifier": _masked_identifier(identifier), "reason": "unknown"})
+            audit.record(
+                db,
+                actor=f"ip:{ip}",
+                action="idp.login.failed",
+                target="unknown account",
+                details={"identifier": _masked_identifier(identifier), "reason": "unknown"},
+            )
         raise _wrong()
 
     if account.locked_until is not None and account.locked_until > now:
@@ -312,8 +321,13 @@ def authenticate(ctx: IdPContext, identifier: str, password: str, *, ip: str = "
             row.failed_logins = 0
             if passwords.needs_rehash(row.password_hash):
                 row.password_hash = passwords.hash_password(password)
-                audit.record(db, actor=f"account:{row.id}", action="idp.account.password_rehashed", target=row.id,
-                             details={"parameters": passwords.ARGON2_PARAMETERS})
+                audit.record(
+                    db,
+                    actor=f"account:{row.id}",
+                    action="idp.account.password_rehashed",
+                    target=row.id,
+                    details={"parameters": passwords.ARGON2_PARAMETERS},
+                )
             account = row
     return account
 
@@ -321,17 +335,22 @@ def authenticate(ctx: IdPContext, identifier: str, password: str, *, ip: str = "
 def _count_failure(db: Session, account_id: str, ip: str, now: datetime) -> datetime | None:
     """Count a wrong password atomically; lock at the limit. Returns the lock's end if it locked now."""
     failures = db.execute(
-        update(Account).where(Account.id == account_id)
-        .values(failed_logins=Account.failed_logins + 1)
-        .returning(Account.failed_logins)
+        update(Account).where(Account.id == account_id).values(failed_logins=Account.failed_logins + 1).returning(Account.failed_logins)
     ).scalar_one()
-    audit.record(db, actor=f"ip:{ip}", action="idp.login.failed", target=account_id, details={"reason": "password", "consecutive": failures})
+    audit.record(
+        db, actor=f"ip:{ip}", action="idp.login.failed", target=account_id, details={"reason": "password", "consecutive": failures}
+    )
     if failures < MAX_FAILURES:
         return None
     until = now + LOCKOUT
     db.execute(update(Account).where(Account.id == account_id).values(failed_logins=0, locked_until=until))
-    audit.record(db, actor="system:lockout", action="idp.account.locked", target=account_id,
-                 details={"until": until.isoformat(), "after_failures": failures})
+    audit.record(
+        db,
+        actor="system:lockout",
+        action="idp.account.locked",
+        target=account_id,
+        details={"until": until.isoformat(), "after_failures": failures},
+    )
     return until
 
 
@@ -343,7 +362,9 @@ def _locked(until: datetime, now: datetime) -> LoginRefused:
     minutes = max(1, -(-int((until - now).total_seconds()) // 60))
     return LoginRefused(
         N_("Too many wrong passwords: this account is locked for %(minutes)s minutes. Try again later."),
-        code="locked", status=423, minutes=minutes,
+        code="locked",
+        status=423,
+        minutes=minutes,
     )
 
 

@@ -50,10 +50,27 @@ HIGHEST_AVAILABLE = 3
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})
 MAX_PARAMETERS = 40
 LIMITS = {
-    "client_id": 64, "redirect_uri": 400, "response_type": 40, "response_mode": 20, "scope": 500, "state": 1024,
-    "nonce": 200, "code_challenge": 128, "code_challenge_method": 10, "prompt": 60, "max_age": 10,
-    "acr_values": 500, "claims": 4000, "matter": 64, "login_hint": 200, "id_token_hint": 4096,
-    "ui_locales": 100, "claims_locales": 100, "display": 10, "lang": 10, MARKER: 200,
+    "client_id": 64,
+    "redirect_uri": 400,
+    "response_type": 40,
+    "response_mode": 20,
+    "scope": 500,
+    "state": 1024,
+    "nonce": 200,
+    "code_challenge": 128,
+    "code_challenge_method": 10,
+    "prompt": 60,
+    "max_age": 10,
+    "acr_values": 500,
+    "claims": 4000,
+    "matter": 64,
+    "login_hint": 200,
+    "id_token_hint": 4096,
+    "ui_locales": 100,
+    "claims_locales": 100,
+    "display": 10,
+    "lang": 10,
+    MARKER: 200,
 }
 DEFAULT_LIMIT = 500
 _PKCE_VALUE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
@@ -75,7 +92,9 @@ class PageError(Exception):
 class RedirectError(Exception):
     """An OAuth error sent back to the (trusted) redirect URI."""
 
-    def __init__(self, error: str, description: str, request: AuthorizationRequest | None = None, *, redirect_uri: str = "", state: str | None = None):
+    def __init__(
+        self, error: str, description: str, request: AuthorizationRequest | None = None, *, redirect_uri: str = "", state: str | None = None
+    ):
         self.error = error
         self.description = description
         self.redirect_uri = request.redirect_uri if request else redirect_uri
@@ -204,7 +223,9 @@ def parse(ctx: IdPContext, db: Session, params) -> AuthorizationRequest:
             parsed = json.loads(claims)
         except ValueError:
             parsed = None
-        if not isinstance(parsed, dict) or any(k not in ("id_token", "userinfo") or not isinstance(v, dict | None) for k, v in parsed.items()):
+        if not isinstance(parsed, dict) or any(
+            k not in ("id_token", "userinfo") or not isinstance(v, dict | None) for k, v in parsed.items()
+        ):
             raise fail("invalid_request", "Invalid 'claims' parameter.")
 
     matter = None
@@ -249,7 +270,9 @@ def parse(ctx: IdPContext, db: Session, params) -> AuthorizationRequest:
 def _marker_serializer(ctx: IdPContext) -> URLSafeTimedSerializer:
     serializer = ctx.cache.get("idp.authorization.marker")
     if serializer is None:  # built once per process: it holds only the key
-        serializer = ctx.cache["idp.authorization.marker"] = URLSafeTimedSerializer(ctx.secret_key, salt="hallmark.idp.authorize.interaction")
+        serializer = ctx.cache["idp.authorization.marker"] = URLSafeTimedSerializer(
+            ctx.secret_key, salt="hallmark.idp.authorize.interaction"
+        )
     return serializer
 
 
@@ -370,8 +393,9 @@ def decide(ctx: IdPContext, db: Session, request: AuthorizationRequest, sid: str
         return LOGIN_PATH + "?" + urlencode({"next": authorize_url(ctx, request, now=now)})
 
     # For whom the session acts (idp.enterprises): chosen once per session; an agent's matters are checked.
-    acting = enterprises.for_authorization(db, live.row, request.matter.code if request.matter else None,
-                                           acting_row=live.acting_row, may_act=live.may_act)
+    acting = enterprises.for_authorization(
+        db, live.row, request.matter.code if request.matter else None, acting_row=live.acting_row, may_act=live.may_act
+    )
     if acting.ask == "not_covered" and not interactive:
         raise RedirectError("access_denied", "The agent's authorisation for the enterprise does not cover this matter.", request)
     if acting.ask is not None and interactive:
@@ -416,4 +440,3 @@ def authorize(ctx: IdPContext, db: Session, params, sid: str | None) -> str:
         return decide(ctx, db, request, sid)
     except RedirectError as error:
         return error_location(ctx, error)
-

@@ -197,7 +197,9 @@ def issue_challenge(db: Session, ctx: IdPContext, options: Options, *, browser: 
         raise CertLoginRefusal(N_("The USB-key login was asked for an unknown purpose."), code="bad_purpose")
     limiter = challenge_limiter(ctx)
     if limiter.wait_time(ip) > 0:
-        raise CertLoginRefusal(N_("Too many sign-in attempts from this address. Wait a minute and try again."), code="rate_limited", status=429)
+        raise CertLoginRefusal(
+            N_("Too many sign-in attempts from this address. Wait a minute and try again."), code="rate_limited", status=429
+        )
     limiter.take(ip)
     nonce = secrets.token_urlsafe(24)  # 32 characters
     now = utc_now()
@@ -214,7 +216,9 @@ def _parse_challenge(options: Options, text: str) -> tuple[str, int]:
     if len(parts) != 4 or parts[0] != CHALLENGE_PREFIX or not _NONCE.match(parts[2]) or not parts[3].isdigit():
         raise CertLoginRefusal(N_("The signed challenge is malformed. Reload the page and try again."), code="challenge_malformed")
     if parts[1] != options.origin:
-        raise CertLoginRefusal(N_("The challenge was made for another site, so the signature is not accepted here."), code="challenge_origin")
+        raise CertLoginRefusal(
+            N_("The challenge was made for another site, so the signature is not accepted here."), code="challenge_origin"
+        )
     return parts[2], int(parts[3])
 
 
@@ -225,8 +229,12 @@ def consume_challenge(db: Session, options: Options, text: str, *, browser: str)
     now = utc_now()
     won = db.execute(
         update(LoginChallenge)
-        .where(LoginChallenge.nonce_hash == digest, LoginChallenge.used_at.is_(None), LoginChallenge.browser_hash == browser,
-               LoginChallenge.expires_at > now)
+        .where(
+            LoginChallenge.nonce_hash == digest,
+            LoginChallenge.used_at.is_(None),
+            LoginChallenge.browser_hash == browser,
+            LoginChallenge.expires_at > now,
+        )
         .values(used_at=now)
         .execution_options(synchronize_session=False)
     ).rowcount
@@ -288,7 +296,9 @@ def _b64(value, what: str, limit: int) -> bytes:
 
 
 def _too_large(what: str) -> CertLoginRefusal:
-    return CertLoginRefusal(N_("What the USB key sent is too large (%(what)s), so nothing was done."), code="too_large", status=413, what=what)
+    return CertLoginRefusal(
+        N_("What the USB key sent is too large (%(what)s), so nothing was done."), code="too_large", status=413, what=what
+    )
 
 
 def _certificate(der: bytes, what: str) -> x509.Certificate:
@@ -362,7 +372,9 @@ def verify_signature(submission: Submission) -> None:
             key.verify(submission.signature, data, padding.PKCS1v15(), hashes.SHA256())
     except (InvalidSignature, ValueError):
         raise CertLoginRefusal(
-            N_("The signature does not verify with the certificate's key: the USB key that signed is not the one this certificate belongs to."),
+            N_(
+                "The signature does not verify with the certificate's key: the USB key that signed is not the one this certificate belongs to."
+            ),
             code="bad_signature",
         ) from None
 
@@ -419,10 +431,13 @@ def identity_of(certificate: x509.Certificate) -> CertIdentity:
     firms = [a.value[6:] for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_IDENTIFIER) if str(a.value).startswith("NTRCN-")]
     firms += [v for v in (_extension_text(certificate, oid) for oid in OID_CREDIT_CODES) if v]
     if people and firms:
-        raise CertLoginRefusal(N_("The certificate names both a person and an enterprise, so it is not accepted."), code="identity_ambiguous")
+        raise CertLoginRefusal(
+            N_("The certificate names both a person and an enterprise, so it is not accepted."), code="identity_ambiguous"
+        )
     if not people and not firms:
         raise CertLoginRefusal(
-            N_("The certificate carries no resident ID or unified social credit code, so it cannot identify an account."), code="identity_missing"
+            N_("The certificate carries no resident ID or unified social credit code, so it cannot identify an account."),
+            code="identity_missing",
         )
     names = subject.get_attributes_for_oid(NameOID.COMMON_NAME) or subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     name = str(names[0].value) if names else ""
@@ -434,7 +449,9 @@ def identity_of(certificate: x509.Certificate) -> CertIdentity:
             values = {validate_credit_code(v).value for v in firms}
             kind = "enterprise"
     except InvalidIdentifier:
-        raise CertLoginRefusal(N_("The identifier in the certificate is not a valid resident ID or credit code."), code="identity_invalid") from None
+        raise CertLoginRefusal(
+            N_("The identifier in the certificate is not a valid resident ID or credit code."), code="identity_invalid"
+        ) from None
     if len(values) != 1:
         raise CertLoginRefusal(N_("The certificate names two different identifiers, so it is not accepted."), code="identity_ambiguous")
     return CertIdentity(kind, values.pop(), name)
@@ -448,7 +465,9 @@ def check_usage(certificate: x509.Certificate) -> None:
         usage = None
     if usage is None or not usage.digital_signature:
         raise CertLoginRefusal(
-            N_("This certificate may not be used to sign in: its key usage does not include digital signature (it may be a document-signing certificate)."),
+            N_(
+                "This certificate may not be used to sign in: its key usage does not include digital signature (it may be a document-signing certificate)."
+            ),
             code="wrong_key_usage",
         )
     try:
@@ -456,14 +475,19 @@ def check_usage(certificate: x509.Certificate) -> None:
     except x509.ExtensionNotFound:
         return
     if ExtendedKeyUsageOID.CLIENT_AUTH not in purposes and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in purposes:
-        raise CertLoginRefusal(N_("This certificate may not be used to sign in: it is not meant for client authentication."), code="wrong_key_usage")
+        raise CertLoginRefusal(
+            N_("This certificate may not be used to sign in: it is not meant for client authentication."), code="wrong_key_usage"
+        )
 
 
 _STATUS_REFUSALS = {
     "revoked": (N_("This certificate has been revoked, so it can no longer be used to sign in."), "revoked"),
     "expired": (N_("This certificate has expired (or a certificate above it has). Renew it to sign in with the USB key."), "expired"),
     "untrusted": (N_("This certificate was not issued by a certificate authority this service recognises."), "untrusted"),
-    "revocation_unknown": (N_("Whether this certificate has been revoked cannot be checked just now. Please try again later."), "revocation_unknown"),
+    "revocation_unknown": (
+        N_("Whether this certificate has been revoked cannot be checked just now. Please try again later."),
+        "revocation_unknown",
+    ),
     "invalid": (N_("This certificate is not valid: %(reason)s"), "invalid"),
 }
 
@@ -488,7 +512,9 @@ def check_profile(ca_ctx: CAContext, submission: Submission, identity: CertIdent
     """A certificate of ours must come from the login profile of its kind (not a signing or seal profile)."""
     profile = _own_profile(ca_ctx, submission.fingerprint)
     if profile is not None and profile != LOGIN_PROFILES[identity.kind]:
-        raise CertLoginRefusal(N_("This certificate was issued for another purpose (%(profile)s), not for signing in."), code="wrong_profile", profile=profile)
+        raise CertLoginRefusal(
+            N_("This certificate was issued for another purpose (%(profile)s), not for signing in."), code="wrong_profile", profile=profile
+        )
 
 
 # --------------------------------------------------------------------------- binding and the outcome
@@ -526,26 +552,44 @@ def describe(submission: Submission) -> dict:
     }
 
 
-def _bind(db: Session, account_id: str, submission: Submission, identity: CertIdentity, key: bytes, *, via: str, status: str) -> tuple[CertificateBinding, bool]:
+def _bind(
+    db: Session, account_id: str, submission: Submission, identity: CertIdentity, key: bytes, *, via: str, status: str
+) -> tuple[CertificateBinding, bool]:
     now = utc_now()
-    existing = db.scalar(select(CertificateBinding).where(CertificateBinding.fingerprint == submission.fingerprint,
-                                                          CertificateBinding.account_id == account_id))
+    existing = db.scalar(
+        select(CertificateBinding).where(
+            CertificateBinding.fingerprint == submission.fingerprint, CertificateBinding.account_id == account_id
+        )
+    )
     if existing is not None:
         existing.last_used_at, existing.last_status = now, status
         return existing, False
     certificate = submission.certificate
     row = CertificateBinding(
-        fingerprint=submission.fingerprint, account_id=account_id, kind=identity.kind, subject_id_hash=identity.lookup(key),
-        subject_id_masked=identity.masked(), subject=_display_subject(certificate.subject),
-        serial=format(certificate.serial_number, "x"), issuer=_display_subject(certificate.issuer),
-        not_after=certificate.not_valid_after_utc, der=submission.der, via=via, bound_at=now, last_used_at=now, last_status=status,
+        fingerprint=submission.fingerprint,
+        account_id=account_id,
+        kind=identity.kind,
+        subject_id_hash=identity.lookup(key),
+        subject_id_masked=identity.masked(),
+        subject=_display_subject(certificate.subject),
+        serial=format(certificate.serial_number, "x"),
+        issuer=_display_subject(certificate.issuer),
+        not_after=certificate.not_valid_after_utc,
+        der=submission.der,
+        via=via,
+        bound_at=now,
+        last_used_at=now,
+        last_status=status,
     )
     try:
         with db.begin_nested():
             db.add(row)
     except IntegrityError:  # the same certificate, at the same moment, in another request
-        row = db.scalar(select(CertificateBinding).where(CertificateBinding.fingerprint == submission.fingerprint,
-                                                         CertificateBinding.account_id == account_id))
+        row = db.scalar(
+            select(CertificateBinding).where(
+                CertificateBinding.fingerprint == submission.fingerprint, CertificateBinding.account_id == account_id
+            )
+        )
         return row, False
     return row, True
 
@@ -558,8 +602,19 @@ def _live(db: Session, sid: str | None) -> tuple[SSOSession, Account] | None:
     return (row, account) if account is not None and account.status == "active" else None
 
 
-def _person(db: Session, ctx: IdPContext, submission: Submission, identity: CertIdentity, *, purpose: str, sid: str | None,
-            via: str, status: str, ip: str, user_agent: str) -> Outcome:
+def _person(
+    db: Session,
+    ctx: IdPContext,
+    submission: Submission,
+    identity: CertIdentity,
+    *,
+    purpose: str,
+    sid: str | None,
+    via: str,
+    status: str,
+    ip: str,
+    user_agent: str,
+) -> Outcome:
     digest = identity.lookup(ctx.lookup_key)
     proofing = db.scalar(select(IdentityProofing).where(IdentityProofing.resident_id_hash == digest))
     live = _live(db, sid)
@@ -567,29 +622,45 @@ def _person(db: Session, ctx: IdPContext, submission: Submission, identity: Cert
         if live is None:
             raise CertLoginRefusal(N_("Your session has ended. Sign in again."), code="no_session", status=401)
         if db.get(IdentityProofing, live[1].id) is None:
-            raise CertLoginRefusal(N_("Confirm your real name first; then the USB key can raise your level."), code="not_proofed", status=403)
+            raise CertLoginRefusal(
+                N_("Confirm your real name first; then the USB key can raise your level."), code="not_proofed", status=403
+            )
     if proofing is None or (purpose != "login" and proofing.account_id != live[1].id):
         if purpose != "login":
             raise CertLoginRefusal(
                 N_("This certificate belongs to someone else: its ID number is not the one your account is verified with."),
-                code="identifier_mismatch", status=403,
+                code="identifier_mismatch",
+                status=403,
             )
         raise CertLoginRefusal(
-            N_("No account is real-name verified with the ID number in this certificate. Register, verify your real name, then sign in with the USB key."),
-            code="no_account", status=403,
+            N_(
+                "No account is real-name verified with the ID number in this certificate. Register, verify your real name, then sign in with the USB key."
+            ),
+            code="no_account",
+            status=403,
         )
     account = db.get(Account, proofing.account_id)
     if account is None or account.status != "active":
         raise CertLoginRefusal(N_("The account of this certificate is disabled."), code="account_disabled", status=403)
-    others = db.scalar(select(CertificateBinding.account_id).where(CertificateBinding.fingerprint == submission.fingerprint,
-                                                                   CertificateBinding.account_id != account.id, CertificateBinding.kind == "person"))
+    others = db.scalar(
+        select(CertificateBinding.account_id).where(
+            CertificateBinding.fingerprint == submission.fingerprint,
+            CertificateBinding.account_id != account.id,
+            CertificateBinding.kind == "person",
+        )
+    )
     if others is not None:
         raise CertLoginRefusal(N_("This certificate is bound to another account."), code="bound_elsewhere", status=409)
     binding, bound = _bind(db, account.id, submission, identity, ctx.lookup_key, via=via, status=status)
     actor = f"account:{account.id}"
     if bound:
-        audit.record(db, actor=actor, action="idp.certificate.bound", target=account.id,
-                     details={**describe(submission), "subject_id": identity.masked(), "via": via, "not_after": binding.not_after.isoformat()})
+        audit.record(
+            db,
+            actor=actor,
+            action="idp.certificate.bound",
+            target=account.id,
+            details={**describe(submission), "subject_id": identity.masked(), "via": via, "not_after": binding.not_after.isoformat()},
+        )
     if live is not None and live[1].id == account.id:
         row = sessions.add_factor(db, live[0], levels.HARDWARE_KEY)
         action = "step-up"
@@ -601,22 +672,37 @@ def _person(db: Session, ctx: IdPContext, submission: Submission, identity: Cert
     return Outcome(row.sid, account.id, "person", action, bound)
 
 
-def _enterprise(db: Session, ctx: IdPContext, submission: Submission, identity: CertIdentity, *, sid: str | None, via: str, status: str) -> Outcome:
+def _enterprise(
+    db: Session, ctx: IdPContext, submission: Submission, identity: CertIdentity, *, sid: str | None, via: str, status: str
+) -> Outcome:
     from idp import enterprises
 
     live = _live(db, sid)
     if live is None:
         raise CertLoginRefusal(
-            N_("An enterprise certificate is used after you sign in as yourself: sign in first (password or your own USB key), then use the enterprise USB key."),
-            code="enterprise_needs_person", status=401,
+            N_(
+                "An enterprise certificate is used after you sign in as yourself: sign in first (password or your own USB key), then use the enterprise USB key."
+            ),
+            code="enterprise_needs_person",
+            status=401,
         )
     row, account = live
     acting = enterprises.prove_key(db, row, account.id, identity.value)  # raises EnterpriseRefusal
     binding, bound = _bind(db, account.id, submission, identity, ctx.lookup_key, via=via, status=status)
     if bound:
-        audit.record(db, actor=f"account:{account.id}", action="idp.certificate.bound", target=account.id,
-                     details={**describe(submission), "subject_id": identity.masked(), "via": via, "kind": "enterprise",
-                              "not_after": binding.not_after.isoformat()})
+        audit.record(
+            db,
+            actor=f"account:{account.id}",
+            action="idp.certificate.bound",
+            target=account.id,
+            details={
+                **describe(submission),
+                "subject_id": identity.masked(),
+                "via": via,
+                "kind": "enterprise",
+                "not_after": binding.not_after.isoformat(),
+            },
+        )
     return Outcome(row.sid, account.id, "enterprise", "enterprise", bound, credit_code=acting.credit_code)
 
 
@@ -626,19 +712,35 @@ def _audit_refusal(ctx: IdPContext, exc: Refusal, *, via: str, ip: str, purpose:
         live = _live(db, sid)
         if live is not None:
             actor = f"account:{live[1].id}"
-        audit.record(db, actor=actor, action="idp.certlogin.refused", target=(facts or {}).get("fingerprint", "")[:64],
-                     details={"reason": exc.code, "message": exc.english()[:300], "via": via, "purpose": purpose, "ip": ip, **(facts or {})})
+        audit.record(
+            db,
+            actor=actor,
+            action="idp.certlogin.refused",
+            target=(facts or {}).get("fingerprint", "")[:64],
+            details={"reason": exc.code, "message": exc.english()[:300], "via": via, "purpose": purpose, "ip": ip, **(facts or {})},
+        )
 
 
 def complete(
-    ctx: IdPContext, ca_ctx: CAContext, options: Options, fields: dict, *, browser: str, sid: str | None, ip: str = "", user_agent: str = "",
+    ctx: IdPContext,
+    ca_ctx: CAContext,
+    options: Options,
+    fields: dict,
+    *,
+    browser: str,
+    sid: str | None,
+    ip: str = "",
+    user_agent: str = "",
 ) -> Outcome:
     """The agent path: consume the challenge, then every check; the session is started or stepped up."""
     purpose, facts = "login", None
     try:
         submission = parse_submission(
-            challenge=fields.get("challenge"), signature=fields.get("signature"), algorithm=fields.get("algorithm"),
-            certificate=fields.get("certificate"), chain=fields.get("chain"),
+            challenge=fields.get("challenge"),
+            signature=fields.get("signature"),
+            algorithm=fields.get("algorithm"),
+            certificate=fields.get("certificate"),
+            chain=fields.get("chain"),
         )
         facts = describe(submission)
         with core_db.transaction(ctx.sessions) as db:
@@ -652,15 +754,24 @@ def complete(
 
 
 def complete_forwarded(
-    ctx: IdPContext, ca_ctx: CAContext, options: Options, header_value: str | None, *, remote_addr: str | None, purpose: str,
-    sid: str | None, user_agent: str = "",
+    ctx: IdPContext,
+    ca_ctx: CAContext,
+    options: Options,
+    header_value: str | None,
+    *,
+    remote_addr: str | None,
+    purpose: str,
+    sid: str | None,
+    user_agent: str = "",
 ) -> Outcome:
     """The proxy path: only from a configured proxy address; no challenge (the TLS handshake proved the key)."""
     ip, facts = remote_addr or "", None
     purpose = purpose if purpose in PURPOSES else "login"
     try:
         if not from_trusted_proxy(options, remote_addr):
-            raise CertLoginRefusal(N_("Certificates forwarded by a proxy are not accepted from this address."), code="untrusted_proxy", status=403)
+            raise CertLoginRefusal(
+                N_("Certificates forwarded by a proxy are not accepted from this address."), code="untrusted_proxy", status=403
+            )
         if not header_value:
             raise CertLoginRefusal(N_("Your browser did not present a certificate."), code="no_client_certificate")
         submission = parse_forwarded(header_value)
@@ -679,13 +790,30 @@ def _finish(ctx, ca_ctx, submission: Submission, *, purpose: str, sid, via: str,
     with core_db.transaction(ctx.sessions) as db:
         if identity.kind == "person":
             if purpose == "enterprise":
-                raise CertLoginRefusal(N_("This is a personal certificate; here the enterprise's USB key is needed."), code="not_enterprise")
-            outcome = _person(db, ctx, submission, identity, purpose=purpose, sid=sid, via=via, status=result.status, ip=ip, user_agent=user_agent)
+                raise CertLoginRefusal(
+                    N_("This is a personal certificate; here the enterprise's USB key is needed."), code="not_enterprise"
+                )
+            outcome = _person(
+                db, ctx, submission, identity, purpose=purpose, sid=sid, via=via, status=result.status, ip=ip, user_agent=user_agent
+            )
         else:
             outcome = _enterprise(db, ctx, submission, identity, sid=sid, via=via, status=result.status)
-        audit.record(db, actor=f"account:{outcome.account_id}", action="idp.certlogin.succeeded", target=outcome.sid[:12],
-                     details={**describe(submission), "subject_id": identity.masked(), "kind": identity.kind, "action": outcome.action,
-                              "via": via, "ip": ip, "trusted_via": result.trusted_via or "", "bound": outcome.bound})
+        audit.record(
+            db,
+            actor=f"account:{outcome.account_id}",
+            action="idp.certlogin.succeeded",
+            target=outcome.sid[:12],
+            details={
+                **describe(submission),
+                "subject_id": identity.masked(),
+                "kind": identity.kind,
+                "action": outcome.action,
+                "via": via,
+                "ip": ip,
+                "trusted_via": result.trusted_via or "",
+                "bound": outcome.bound,
+            },
+        )
     return outcome
 
 
@@ -708,7 +836,11 @@ class CertificateView:
 def certificates_for(db: Session, account_id: str, *, now: datetime | None = None) -> list[CertificateView]:
     """The account's certificates: those it signed in with, and those our CA issued to its ID; revocation looked up."""
     now = now or utc_now()
-    bindings = list(db.scalars(select(CertificateBinding).where(CertificateBinding.account_id == account_id).order_by(CertificateBinding.bound_at.desc())))
+    bindings = list(
+        db.scalars(
+            select(CertificateBinding).where(CertificateBinding.account_id == account_id).order_by(CertificateBinding.bound_at.desc())
+        )
+    )
     proofing = db.get(IdentityProofing, account_id)
     # The CA's records live in the same database (one per deployment): read them in this transaction.
     rows = {}
@@ -735,15 +867,39 @@ def certificates_for(db: Session, account_id: str, *, now: datetime | None = Non
         ours = issued.get(binding.fingerprint)
         if ours is not None:
             state, revoked_at, profile = ours[0], ours[1], ours[2]
-            views.append(CertificateView(binding.subject, binding.issuer, binding.serial, binding.not_after,
-                                         status_of(state == "revoked", binding.not_after), True, binding.kind, profile, revoked_at))
+            views.append(
+                CertificateView(
+                    binding.subject,
+                    binding.issuer,
+                    binding.serial,
+                    binding.not_after,
+                    status_of(state == "revoked", binding.not_after),
+                    True,
+                    binding.kind,
+                    profile,
+                    revoked_at,
+                )
+            )
         else:
-            views.append(CertificateView(binding.subject, binding.issuer, binding.serial, binding.not_after,
-                                         status_of(False, binding.not_after, binding.last_status), True, binding.kind))
+            views.append(
+                CertificateView(
+                    binding.subject,
+                    binding.issuer,
+                    binding.serial,
+                    binding.not_after,
+                    status_of(False, binding.not_after, binding.last_status),
+                    True,
+                    binding.kind,
+                )
+            )
         seen.add(binding.fingerprint)
     for fingerprint, (state, revoked_at, profile, subject, serial, not_after) in issued.items():
         if fingerprint not in seen:
-            views.append(CertificateView(subject, "", serial, not_after, status_of(state == "revoked", not_after), False, "person", profile, revoked_at))
+            views.append(
+                CertificateView(
+                    subject, "", serial, not_after, status_of(state == "revoked", not_after), False, "person", profile, revoked_at
+                )
+            )
     return views
 
 

@@ -33,21 +33,52 @@ def client():
 @client.command(name="add")
 @click.option("--name", required=True, help="shown to people on the consent page, e.g. 市政务服务网上办事大厅")
 @click.option("--type", "client_type", type=click.Choice(clients.CLIENT_TYPES), default=clients.CONFIDENTIAL, show_default=True)
-@click.option("--redirect-uri", "redirect_uris", multiple=True, help="exact redirect URI (repeatable); https, or http to 127.0.0.1/localhost")
-@click.option("--grant", "grants", multiple=True, type=click.Choice(clients.GRANT_TYPES), help="repeatable; default authorization_code + refresh_token with a redirect URI, else client_credentials")
-@click.option("--scope", "scopes", multiple=True, help="scopes it may ask for (repeatable or space-separated); default 'openid profile' for halls")
+@click.option(
+    "--redirect-uri", "redirect_uris", multiple=True, help="exact redirect URI (repeatable); https, or http to 127.0.0.1/localhost"
+)
+@click.option(
+    "--grant",
+    "grants",
+    multiple=True,
+    type=click.Choice(clients.GRANT_TYPES),
+    help="repeatable; default authorization_code + refresh_token with a redirect URI, else client_credentials",
+)
+@click.option(
+    "--scope", "scopes", multiple=True, help="scopes it may ask for (repeatable or space-separated); default 'openid profile' for halls"
+)
 @click.option("--min-acr", default="1", show_default=True, help="minimum level for every login: 1, 2, 3 or urn:hallmark:loa:N")
 @click.option("--first-party", is_flag=True, help="a government hall of this province: no consent page")
-@click.option("--auth-method", type=click.Choice((*clients.SECRET_METHODS, clients.PRIVATE_KEY_JWT)), help="token endpoint authentication of a confidential client (default client_secret_basic)")
+@click.option(
+    "--auth-method",
+    type=click.Choice((*clients.SECRET_METHODS, clients.PRIVATE_KEY_JWT)),
+    help="token endpoint authentication of a confidential client (default client_secret_basic)",
+)
 @click.option("--jwks", "jwks_file", type=click.Path(dir_okay=False), help="the client's public keys (JWKS JSON) for private_key_jwt")
 @click.option("--backchannel-logout-uri")
 @click.option("--frontchannel-logout-uri")
 @click.option("--post-logout-redirect-uri", "post_logout_redirect_uris", multiple=True)
-@click.option("--id-token-alg", type=click.Choice(clients.ID_TOKEN_ALGS), default="ES256", show_default=True, help="how its ID tokens are signed")
+@click.option(
+    "--id-token-alg", type=click.Choice(clients.ID_TOKEN_ALGS), default="ES256", show_default=True, help="how its ID tokens are signed"
+)
 @click.option("--client-id", help="choose the client id (default: random)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-def add(name, client_type, redirect_uris, grants, scopes, min_acr, first_party, auth_method, jwks_file, backchannel_logout_uri,
-        frontchannel_logout_uri, post_logout_redirect_uris, id_token_alg, client_id, as_json):
+def add(
+    name,
+    client_type,
+    redirect_uris,
+    grants,
+    scopes,
+    min_acr,
+    first_party,
+    auth_method,
+    jwks_file,
+    backchannel_logout_uri,
+    frontchannel_logout_uri,
+    post_logout_redirect_uris,
+    id_token_alg,
+    client_id,
+    as_json,
+):
     """Register a client. A secret is printed once; only a keyed hash of it is kept."""
     jwks = None
     if jwks_file:
@@ -58,10 +89,23 @@ def add(name, client_type, redirect_uris, grants, scopes, min_acr, first_party, 
     ctx = _ctx()
     with core_db.transaction(ctx.sessions) as db:
         made = clients.add(
-            ctx, db, name=name, client_type=client_type, redirect_uris=list(redirect_uris), grant_types=list(grants),
-            scopes=list(scopes), min_acr=_level(min_acr), first_party=first_party, auth_method=auth_method, jwks=jwks,
-            backchannel_logout_uri=backchannel_logout_uri, frontchannel_logout_uri=frontchannel_logout_uri,
-            post_logout_redirect_uris=list(post_logout_redirect_uris), client_id=client_id, id_token_alg=id_token_alg, actor="cli",
+            ctx,
+            db,
+            name=name,
+            client_type=client_type,
+            redirect_uris=list(redirect_uris),
+            grant_types=list(grants),
+            scopes=list(scopes),
+            min_acr=_level(min_acr),
+            first_party=first_party,
+            auth_method=auth_method,
+            jwks=jwks,
+            backchannel_logout_uri=backchannel_logout_uri,
+            frontchannel_logout_uri=frontchannel_logout_uri,
+            post_logout_redirect_uris=list(post_logout_redirect_uris),
+            client_id=client_id,
+            id_token_alg=id_token_alg,
+            actor="cli",
         )
         from idp.models import Client
 
@@ -119,7 +163,9 @@ def new_secret(client_id):
 
 
 @click.command(name="rotate-keys")
-@click.option("--alg", "algs", multiple=True, type=click.Choice(list(keys.ALGORITHMS)), help="which key to rotate (repeatable; default all)")
+@click.option(
+    "--alg", "algs", multiple=True, type=click.Choice(list(keys.ALGORITHMS)), help="which key to rotate (repeatable; default all)"
+)
 @click.option("--immediately", is_flag=True, help="sign with the new key at once (suspected compromise, or a single node)")
 def rotate_keys(algs, immediately):
     """Make new signing keys in the HSM; old ones stay in the JWKS until their tokens expire."""
@@ -129,7 +175,9 @@ def rotate_keys(algs, immediately):
     for rotation in done:
         click.echo(f"{rotation.alg}  new key {rotation.new_kid} signs from {rotation.signs_from:%Y-%m-%d %H:%M:%S} UTC")
         if rotation.retired:
-            click.echo(f"       retired {', '.join(rotation.retired)}; published until {rotation.old_published_until:%Y-%m-%d %H:%M:%S} UTC")
+            click.echo(
+                f"       retired {', '.join(rotation.retired)}; published until {rotation.old_published_until:%Y-%m-%d %H:%M:%S} UTC"
+            )
 
 
 @click.command(name="signing-keys")

@@ -26,7 +26,9 @@ def enterprise():
 @enterprise.command(name="add")
 @click.option("--credit-code", required=True, help="the unified social credit code (18 characters, checksum validated)")
 @click.option("--name", required=True, help="the registered name")
-@click.option("--representative", required=True, help="the legal representative's account: username, mobile number or id (real-name verified)")
+@click.option(
+    "--representative", required=True, help="the legal representative's account: username, mobile number or id (real-name verified)"
+)
 def add(credit_code, name, representative):
     """Register an enterprise and its legal representative."""
     try:
@@ -64,8 +66,10 @@ def list_enterprises(as_json):
         for row in rows:
             representative = db.get(Account, row.representative_id)
             agents = len(enterprises.authorisations_of(db, row.credit_code))
-            click.echo(f"{mask_credit_code(row.credit_code)}  {row.name}  representative {accounts.label(representative) if representative else '?'}"
-                       f"  agents {agents}  {row.status}")
+            click.echo(
+                f"{mask_credit_code(row.credit_code)}  {row.name}  representative {accounts.label(representative) if representative else '?'}"
+                f"  agents {agents}  {row.status}"
+            )
         if not rows:
             click.echo("no enterprises")
 

@@ -54,8 +54,9 @@ def account_add(username, mobile, display_name, password_stdin, roles):
     ctx = _ctx()
     try:
         with core_db.transaction(ctx.sessions) as db:
-            account = accounts.register(db, identifier=username or mobile, password=password, display_name=display_name,
-                                        roles=tuple(roles), actor="cli")
+            account = accounts.register(
+                db, identifier=username or mobile, password=password, display_name=display_name, roles=tuple(roles), actor="cli"
+            )
     except Refusal as exc:
         raise _refused(exc) from None
     click.echo(f"account {accounts.label(account)} created (id {account.id}{', roles: ' + account.roles if account.roles else ''})")
@@ -105,12 +106,15 @@ def verify_at_counter(account, resident_id, name, clerk, location, document):
     if resident_id == "-":
         resident_id = sys.stdin.readline().strip()
     try:
-        target, row = realname.verify_at_counter(_ctx(), account=account, resident_id=resident_id, name=name, clerk=clerk,
-                                                 location=location, document=document, via="cli")
+        target, row = realname.verify_at_counter(
+            _ctx(), account=account, resident_id=resident_id, name=name, clerk=clerk, location=location, document=document, via="cli"
+        )
     except Refusal as exc:
         raise _refused(exc) from None
-    click.echo(f"account {accounts.label(target)} verified at the counter: {row.legal_name}, resident ID {row.resident_id_masked}, "
-               f"{realname.DOCUMENTS[document]} checked by {clerk} at {row.location}, {row.verified_at:%Y-%m-%d %H:%M} UTC")
+    click.echo(
+        f"account {accounts.label(target)} verified at the counter: {row.legal_name}, resident ID {row.resident_id_masked}, "
+        f"{realname.DOCUMENTS[document]} checked by {clerk} at {row.location}, {row.verified_at:%Y-%m-%d %H:%M} UTC"
+    )
 
 
 # -- the embedded population registry -------------------------------------------------------
@@ -123,7 +127,9 @@ def registry_group():
 
 @registry_group.command(name="import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--encoding", default="utf-8-sig", show_default=True, help="the file's text encoding (e.g. gb18030 for files saved by Excel in Chinese)")
+@click.option(
+    "--encoding", default="utf-8-sig", show_default=True, help="the file's text encoding (e.g. gb18030 for files saved by Excel in Chinese)"
+)
 def registry_import(file, encoding):
     """Import people from a CSV file: name,resident_id[,status].
 
@@ -147,16 +153,20 @@ def registry_import(file, encoding):
         raise click.ClickException(f"unknown encoding {encoding!r}") from None
     for bad in report.bad:
         click.echo(f"{file.name}:{bad.line}: {bad.reason}", err=True)
-    click.echo(f"{report.rows} rows: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-               f"{len(report.bad)} rejected")
+    click.echo(
+        f"{report.rows} rows: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, {len(report.bad)} rejected"
+    )
     if report.bad:
         sys.exit(2)
 
 
 @registry_group.command(name="demo")
 @click.option("--count", default=20, show_default=True, type=click.IntRange(1, 10_000))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="CSV file for the full list (default: demo-people.csv in the instance folder)")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV file for the full list (default: demo-people.csv in the instance folder)",
+)
 def registry_demo(count, out):
     """Add synthetic demo people (valid-looking, checksum-correct IDs) to the embedded registry."""
     ctx = _ctx()

@@ -393,9 +393,16 @@ def add(
         action="idp.client.added",
         target=client_id,
         details={
-            "name": name, "type": client_type, "auth_method": auth_method, "grants": grants, "scope": scope_list,
-            "redirect_uris": uris, "min_acr": min_acr, "first_party": first_party,
-            "backchannel_logout_uri": backchannel, "frontchannel_logout_uri": frontchannel,
+            "name": name,
+            "type": client_type,
+            "auth_method": auth_method,
+            "grants": grants,
+            "scope": scope_list,
+            "redirect_uris": uris,
+            "min_acr": min_acr,
+            "first_party": first_party,
+            "backchannel_logout_uri": backchannel,
+            "frontchannel_logout_uri": frontchannel,
         },
     )
     forget(ctx, client_id)
@@ -427,7 +434,7 @@ def remove(ctx: IdPContext, db: Session, client_id: str, *, actor: str) -> None:
         raise Problem(404, "Not Found", f"no client {client_id!r}")
     now = utc_now()
     families = set(db.scalars(select(RefreshToken.family_id).where(RefreshToken.client_id == client_id)))
-    from idp import tokens  # noqa: PLC0415 - tokens imports this module
+    from idp import tokens
 
     for family in families:
         tokens.revoke_family_key(db, family, now)
@@ -436,7 +443,9 @@ def remove(ctx: IdPContext, db: Session, client_id: str, *, actor: str) -> None:
         db.execute(delete(model).where(model.client_id == client_id))
     db.delete(row)
     db.flush()
-    audit.record(db, actor=actor, action="idp.client.removed", target=client_id, details={"name": row.name, "families_revoked": len(families)})
+    audit.record(
+        db, actor=actor, action="idp.client.removed", target=client_id, details={"name": row.name, "families_revoked": len(families)}
+    )
     forget(ctx, client_id)
 
 
@@ -458,4 +467,3 @@ def describe(row: Client) -> dict:
         "id_token_signed_response_alg": row.id_token_signed_response_alg,
         "created_at": row.created_at.isoformat(),
     }
-

@@ -92,7 +92,9 @@ def parse_request(body: dict) -> EnrolmentRequest:
         raise EnrolmentRefused(400, f"unknown field(s): {', '.join(sorted(unknown))}", "bad_request")
     profile = body["profile"]
     if profile not in PROFILES:
-        raise EnrolmentRefused(422, f"USB-key enrolment issues {' or '.join(PROFILES)} certificates only, not {profile[:40]!r}", "wrong_profile")
+        raise EnrolmentRefused(
+            422, f"USB-key enrolment issues {' or '.join(PROFILES)} certificates only, not {profile[:40]!r}", "wrong_profile"
+        )
     wanted, other = ("resident_id", "credit_code") if profile == "person-auth" else ("credit_code", "resident_id")
     if not isinstance(body.get(wanted), str) or not body[wanted].strip():
         raise EnrolmentRefused(400, f"a {profile} certificate needs '{wanted}'", "bad_request")
@@ -126,16 +128,24 @@ def _check_authentication(claims: dict) -> str:
     level = levels.level_of(acr) or 0
     if level < MIN_LEVEL:
         raise EnrolmentRefused(
-            401, f"enrolment needs a real-name login ({levels.acr_for(MIN_LEVEL)}); this token is at {acr}", "insufficient_level",
-            headers={"WWW-Authenticate": f'Bearer error="insufficient_user_authentication", '
-                                         f'error_description="real-name level required", acr_values="{levels.acr_for(MIN_LEVEL)}"'},
+            401,
+            f"enrolment needs a real-name login ({levels.acr_for(MIN_LEVEL)}); this token is at {acr}",
+            "insufficient_level",
+            headers={
+                "WWW-Authenticate": f'Bearer error="insufficient_user_authentication", '
+                f'error_description="real-name level required", acr_values="{levels.acr_for(MIN_LEVEL)}"'
+            },
         )
     auth_time = claims.get("auth_time")
     if not isinstance(auth_time, int) or time.time() - auth_time > MAX_AUTH_AGE:
         raise EnrolmentRefused(
-            401, f"enrolment needs a password entered within the last {MAX_AUTH_AGE // 60} minutes; log in again", "stale_authentication",
-            headers={"WWW-Authenticate": f'Bearer error="insufficient_user_authentication", '
-                                         f'error_description="authentication too old", max_age="{MAX_AUTH_AGE}"'},
+            401,
+            f"enrolment needs a password entered within the last {MAX_AUTH_AGE // 60} minutes; log in again",
+            "stale_authentication",
+            headers={
+                "WWW-Authenticate": f'Bearer error="insufficient_user_authentication", '
+                f'error_description="authentication too old", max_age="{MAX_AUTH_AGE}"'
+            },
         )
     return account_id
 
@@ -211,7 +221,12 @@ def enrol(idp: IdPContext, ca: CAContext, claims: dict, body: dict) -> Enrolment
             actor=f"account:{account_id}",
             action="idp.enrolment.issued",
             target=account_id,
-            details={"serial": row.serial, "profile": row.profile, "subject_id": row.subject_id_masked, "client_id": claims.get("client_id")},
+            details={
+                "serial": row.serial,
+                "profile": row.profile,
+                "subject_id": row.subject_id_masked,
+                "client_id": claims.get("client_id"),
+            },
         )
     log.info("enrolled %s certificate %s for account %s", row.profile, row.serial, account_id)
     return Enrolment(row.serial, certificate, chain_of(ca, row.authority))
@@ -225,9 +240,17 @@ def ensure_key_client(idp: IdPContext, db: Session, *, actor: str) -> bool:
     if clients.get(idp, KEY_CLIENT_ID, db) is not None:
         return False
     clients.add(
-        idp, db, name="hallmark-key (USB key)", client_type=clients.PUBLIC, client_id=KEY_CLIENT_ID,
-        redirect_uris=[KEY_CLIENT_REDIRECT], grant_types=["authorization_code"], scopes=["openid", ENROL_SCOPE],
-        min_acr=MIN_LEVEL, first_party=True, actor=actor,
+        idp,
+        db,
+        name="hallmark-key (USB key)",
+        client_type=clients.PUBLIC,
+        client_id=KEY_CLIENT_ID,
+        redirect_uris=[KEY_CLIENT_REDIRECT],
+        grant_types=["authorization_code"],
+        scopes=["openid", ENROL_SCOPE],
+        min_acr=MIN_LEVEL,
+        first_party=True,
+        actor=actor,
     )
     clients.forget(idp, KEY_CLIENT_ID)
     return True

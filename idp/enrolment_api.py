@@ -1,7 +1,7 @@
 """JSON API for USB-key certificate enrolment (``hallmark-key enroll`` calls it).
 
-    POST /api/idp/enrolments   {"profile", "csr", "name", "resident_id" | "credit_code"}
-                               bearer token with scope cert:enrol -> 201 {"certificate", "chain", "serial"}
+POST /api/idp/enrolments   {"profile", "csr", "name", "resident_id" | "credit_code"}
+                           bearer token with scope cert:enrol -> 201 {"certificate", "chain", "serial"}
 """
 
 from __future__ import annotations

@@ -74,7 +74,9 @@ def parse_credit_code(text: str) -> str:
         return validate_credit_code((text or "").strip()).value
     except InvalidIdentifier as exc:
         reason = exc.reason if "check character" not in exc.reason else "the check character does not match"
-        raise EnterpriseRefusal(N_("That is not a valid unified social credit code: %(reason)s."), code="bad_credit_code", reason=reason) from None
+        raise EnterpriseRefusal(
+            N_("That is not a valid unified social credit code: %(reason)s."), code="bad_credit_code", reason=reason
+        ) from None
 
 
 def clean_name(text: str) -> str:
@@ -89,8 +91,12 @@ def _proofed_account(db: Session, identifier: str, what: str) -> Account:
     if account is None or account.status != "active":
         raise EnterpriseRefusal(N_("There is no active account %(who)s."), code=f"no_{what}", status=404, who=identifier[:40])
     if db.get(IdentityProofing, account.id) is None:
-        raise EnterpriseRefusal(N_("The account %(who)s is not real-name verified; only verified people can represent or act for an enterprise."),
-                                code=f"{what}_not_proofed", status=422, who=accounts.label(account))
+        raise EnterpriseRefusal(
+            N_("The account %(who)s is not real-name verified; only verified people can represent or act for an enterprise."),
+            code=f"{what}_not_proofed",
+            status=422,
+            who=accounts.label(account),
+        )
     return account
 
 
@@ -102,12 +108,12 @@ def add(db: Session, *, credit_code: str, name: str, representative: str, actor:
     if db.get(Enterprise, code) is not None:
         raise EnterpriseRefusal(N_("This enterprise is already registered."), code="enterprise_exists", status=409)
     now = utc_now()
-    row = Enterprise(credit_code=code, name=name, representative_id=account.id, status="active", created_at=now,
-                     created_by=actor[:200], updated_at=now)
+    row = Enterprise(
+        credit_code=code, name=name, representative_id=account.id, status="active", created_at=now, created_by=actor[:200], updated_at=now
+    )
     db.add(row)
     db.flush()
-    audit.record(db, actor=actor, action="idp.enterprise.added", target=code,
-                 details={"name": name, "representative": account.id})
+    audit.record(db, actor=actor, action="idp.enterprise.added", target=code, details={"name": name, "representative": account.id})
     return row
 
 
@@ -118,8 +124,13 @@ def set_representative(db: Session, credit_code: str, representative: str, *, ac
     old = row.representative_id
     row.representative_id, row.updated_at = account.id, utc_now()
     ended = _stop_acting(db, (SessionActing.credit_code == row.credit_code) & (SessionActing.role == REPRESENTATIVE))
-    audit.record(db, actor=actor, action="idp.enterprise.representative_changed", target=row.credit_code,
-                 details={"from": old, "to": account.id, "sessions_stopped_acting": ended})
+    audit.record(
+        db,
+        actor=actor,
+        action="idp.enterprise.representative_changed",
+        target=row.credit_code,
+        details={"from": old, "to": account.id, "sessions_stopped_acting": ended},
+    )
     return row
 
 
@@ -171,21 +182,31 @@ def parse_matters(db: Session, value) -> str:
     if not codes:
         raise EnterpriseRefusal(N_("Name the matters the agent may handle, or choose all matters."), code="no_matters")
     if len(codes) > MAX_MATTERS:
-        raise EnterpriseRefusal(N_("At most %(max)s matters may be listed; choose all matters instead."), code="too_many_matters", max=MAX_MATTERS)
+        raise EnterpriseRefusal(
+            N_("At most %(max)s matters may be listed; choose all matters instead."), code="too_many_matters", max=MAX_MATTERS
+        )
     unknown = [c for c in codes if len(c) > 64 or db.get(Matter, c) is None]
     if unknown:
-        raise EnterpriseRefusal(N_("These matters are not in the catalogue: %(codes)s."), code="unknown_matters", codes=", ".join(c[:64] for c in unknown[:5]))
+        raise EnterpriseRefusal(
+            N_("These matters are not in the catalogue: %(codes)s."), code="unknown_matters", codes=", ".join(c[:64] for c in unknown[:5])
+        )
     return " ".join(codes)
 
 
-def authorise_agent(db: Session, *, credit_code: str, representative_id: str, agent: str, matters, expires_at: datetime, actor: str | None = None) -> AgentAuthorisation:
+def authorise_agent(
+    db: Session, *, credit_code: str, representative_id: str, agent: str, matters, expires_at: datetime, actor: str | None = None
+) -> AgentAuthorisation:
     """The representative authorises an agent; an earlier authorisation of the same agent is replaced."""
     enterprise = get(db, credit_code)
     if enterprise.status != "active" or enterprise.representative_id != representative_id:
-        raise EnterpriseRefusal(N_("Only the enterprise's legal representative may authorise agents."), code="not_representative", status=403)
+        raise EnterpriseRefusal(
+            N_("Only the enterprise's legal representative may authorise agents."), code="not_representative", status=403
+        )
     agent_account = _proofed_account(db, agent, "agent")
     if agent_account.id == representative_id:
-        raise EnterpriseRefusal(N_("The legal representative acts for the enterprise already and needs no authorisation."), code="agent_is_representative")
+        raise EnterpriseRefusal(
+            N_("The legal representative acts for the enterprise already and needs no authorisation."), code="agent_is_representative"
+        )
     scope = parse_matters(db, matters)
     now = utc_now()
     if expires_at.tzinfo is None or expires_at <= now:
@@ -196,20 +217,36 @@ def authorise_agent(db: Session, *, credit_code: str, representative_id: str, ag
     for earlier in authorisations_of(db, enterprise.credit_code):
         if earlier.agent_id == agent_account.id:
             _revoke(db, earlier, actor=actor, reason="replaced")
-    row = AgentAuthorisation(id=str(uuid.uuid4()), credit_code=enterprise.credit_code, agent_id=agent_account.id, matters=scope,
-                             granted_by=representative_id, granted_at=now, expires_at=expires_at.replace(microsecond=0))
+    row = AgentAuthorisation(
+        id=str(uuid.uuid4()),
+        credit_code=enterprise.credit_code,
+        agent_id=agent_account.id,
+        matters=scope,
+        granted_by=representative_id,
+        granted_at=now,
+        expires_at=expires_at.replace(microsecond=0),
+    )
     db.add(row)
     db.flush()
-    audit.record(db, actor=actor, action="idp.enterprise.agent_authorised", target=enterprise.credit_code,
-                 details={"authorisation": row.id, "agent": agent_account.id, "matters": scope, "expires_at": row.expires_at.isoformat()})
+    audit.record(
+        db,
+        actor=actor,
+        action="idp.enterprise.agent_authorised",
+        target=enterprise.credit_code,
+        details={"authorisation": row.id, "agent": agent_account.id, "matters": scope, "expires_at": row.expires_at.isoformat()},
+    )
     return row
 
 
-def revoke_agent(db: Session, *, credit_code: str, authorisation_id: str, by_account: str | None = None, actor: str | None = None) -> AgentAuthorisation:
+def revoke_agent(
+    db: Session, *, credit_code: str, authorisation_id: str, by_account: str | None = None, actor: str | None = None
+) -> AgentAuthorisation:
     """Revoke at once: by the representative (``by_account``) or by staff (``actor`` only)."""
     enterprise = get(db, credit_code)
     if by_account is not None and enterprise.representative_id != by_account:
-        raise EnterpriseRefusal(N_("Only the enterprise's legal representative may revoke its agents."), code="not_representative", status=403)
+        raise EnterpriseRefusal(
+            N_("Only the enterprise's legal representative may revoke its agents."), code="not_representative", status=403
+        )
     row = db.get(AgentAuthorisation, authorisation_id) if isinstance(authorisation_id, str) and len(authorisation_id) <= 36 else None
     if row is None or row.credit_code != enterprise.credit_code:
         raise EnterpriseRefusal(N_("There is no such authorisation."), code="no_authorisation", status=404)
@@ -222,8 +259,13 @@ def revoke_agent(db: Session, *, credit_code: str, authorisation_id: str, by_acc
 def _revoke(db: Session, row: AgentAuthorisation, *, actor: str, reason: str) -> None:
     row.revoked_at, row.revoked_by = utc_now(), actor[:200]
     stopped = _stop_acting(db, SessionActing.authorisation_id == row.id)
-    audit.record(db, actor=actor, action="idp.enterprise.agent_revoked", target=row.credit_code,
-                 details={"authorisation": row.id, "agent": row.agent_id, "reason": reason, "sessions_stopped_acting": stopped})
+    audit.record(
+        db,
+        actor=actor,
+        action="idp.enterprise.agent_revoked",
+        target=row.credit_code,
+        details={"authorisation": row.id, "agent": row.agent_id, "reason": reason, "sessions_stopped_acting": stopped},
+    )
 
 
 def _stop_acting(db: Session, condition) -> int:
@@ -293,8 +335,12 @@ def choices_for(db: Session, account_id: str) -> list[Choice]:
     rows = db.execute(
         select(AgentAuthorisation, Enterprise)
         .join(Enterprise, Enterprise.credit_code == AgentAuthorisation.credit_code)
-        .where(AgentAuthorisation.agent_id == account_id, AgentAuthorisation.revoked_at.is_(None), AgentAuthorisation.expires_at > now,
-               Enterprise.status == "active")
+        .where(
+            AgentAuthorisation.agent_id == account_id,
+            AgentAuthorisation.revoked_at.is_(None),
+            AgentAuthorisation.expires_at > now,
+            Enterprise.status == "active",
+        )
     )
     found += [Choice(e.credit_code, e.name, AGENT, a.id, a.matters, a.expires_at) for a, e in rows]
     return sorted(found, key=lambda c: (c.role != REPRESENTATIVE, c.name))
@@ -308,8 +354,11 @@ def may_act_for_any(account_id: ColumnElement, now: ColumnElement) -> ColumnElem
     """
     represents = exists().where(Enterprise.representative_id == account_id, Enterprise.status == "active")
     is_agent = exists().where(
-        AgentAuthorisation.agent_id == account_id, AgentAuthorisation.revoked_at.is_(None), AgentAuthorisation.expires_at > now,
-        Enterprise.credit_code == AgentAuthorisation.credit_code, Enterprise.status == "active",
+        AgentAuthorisation.agent_id == account_id,
+        AgentAuthorisation.revoked_at.is_(None),
+        AgentAuthorisation.expires_at > now,
+        Enterprise.credit_code == AgentAuthorisation.credit_code,
+        Enterprise.status == "active",
     )
     return or_(represents, is_agent)
 
@@ -357,7 +406,9 @@ def choose(db: Session, session: SSOSession, credit_code: str | None, *, matter_
         if choice is None:
             raise EnterpriseRefusal(N_("You may not act for this enterprise."), code="may_not_act", status=403)
         if not choice.covers(matter_code):
-            raise EnterpriseRefusal(N_("Your authorisation for this enterprise does not cover this matter."), code="matter_not_covered", status=403)
+            raise EnterpriseRefusal(
+                N_("Your authorisation for this enterprise does not cover this matter."), code="matter_not_covered", status=403
+            )
     row = db.get(SessionActing, session.sid)
     keep_key = row is not None and choice is not None and row.credit_code == choice.credit_code and row.key_proven
     if row is None:
@@ -370,8 +421,13 @@ def choose(db: Session, session: SSOSession, credit_code: str | None, *, matter_
     row.key_proven = keep_key
     row.chosen_at = utc_now()
     db.flush()
-    audit.record(db, actor=f"account:{session.account_id}", action="idp.enterprise.acting_chosen", target=session.sid[:12],
-                 details={"credit_code": choice.credit_code if choice else None, "role": row.role, "authorisation": row.authorisation_id})
+    audit.record(
+        db,
+        actor=f"account:{session.account_id}",
+        action="idp.enterprise.acting_chosen",
+        target=session.sid[:12],
+        details={"credit_code": choice.credit_code if choice else None, "role": row.role, "authorisation": row.authorisation_id},
+    )
     return row
 
 
@@ -384,8 +440,11 @@ def prove_key(db: Session, session: SSOSession, account_id: str, credit_code: st
     choice = next((c for c in choices_for(db, account_id) if c.credit_code == code), None)
     if choice is None:
         raise EnterpriseRefusal(
-            N_("You are neither the legal representative of this enterprise nor one of its authorised agents, so its USB key is not accepted from you."),
-            code="not_representative_or_agent", status=403,
+            N_(
+                "You are neither the legal representative of this enterprise nor one of its authorised agents, so its USB key is not accepted from you."
+            ),
+            code="not_representative_or_agent",
+            status=403,
         )
     row = choose(db, session, code)
     row.key_proven = True
@@ -417,8 +476,14 @@ class Decision:
 _NOT_READ = object()
 
 
-def for_authorization(db: Session, session: SSOSession, matter_code: str | None, *,
-                      acting_row: SessionActing | None | object = _NOT_READ, may_act: bool | None = None) -> Decision:
+def for_authorization(
+    db: Session,
+    session: SSOSession,
+    matter_code: str | None,
+    *,
+    acting_row: SessionActing | object | None = _NOT_READ,
+    may_act: bool | None = None,
+) -> Decision:
     """``acting_row`` (the session's :class:`SessionActing` or None) and ``may_act``
     (:func:`may_act_for_any`) when the caller read them already in this transaction."""
     current = acting(db, session.sid) if acting_row is _NOT_READ else _acting_of(db, acting_row)
@@ -442,8 +507,17 @@ def remember_code(db: Session, code: str, account_id: str, decision: Decision) -
     if decision.choice is None:
         return
     choice = decision.choice
-    db.add(ActingGrant(code_hash=_code_hash(code), account_id=account_id, credit_code=choice.credit_code, org_name=choice.name,
-                       role=choice.role, authorisation_id=choice.authorisation_id, created_at=utc_now()))
+    db.add(
+        ActingGrant(
+            code_hash=_code_hash(code),
+            account_id=account_id,
+            credit_code=choice.credit_code,
+            org_name=choice.name,
+            role=choice.role,
+            authorisation_id=choice.authorisation_id,
+            created_at=utc_now(),
+        )
+    )
 
 
 def claims_of(grant: ActingGrant) -> dict:
@@ -497,9 +571,10 @@ def account_summary(db: Session, account_id: str) -> dict:
 
 
 def any_for(db: Session, account_id: str) -> bool:
-    return db.scalar(
-        select(Enterprise.credit_code).where(Enterprise.representative_id == account_id).limit(1)
-    ) is not None or db.scalar(
-        select(AgentAuthorisation.id).where(AgentAuthorisation.agent_id == account_id, AgentAuthorisation.revoked_at.is_(None)).limit(1)
-    ) is not None
-
+    return (
+        db.scalar(select(Enterprise.credit_code).where(Enterprise.representative_id == account_id).limit(1)) is not None
+        or db.scalar(
+            select(AgentAuthorisation.id).where(AgentAuthorisation.agent_id == account_id, AgentAuthorisation.revoked_at.is_(None)).limit(1)
+        )
+        is not None
+    )

@@ -40,8 +40,13 @@ def _string(body: dict, name: str) -> str:
 def add():
     body = json_object_body()
     with core_db.transaction(_ctx().sessions) as db:
-        row = enterprises.add(db, credit_code=_string(body, "credit_code"), name=_string(body, "name"),
-                              representative=_string(body, "representative"), actor=_actor())
+        row = enterprises.add(
+            db,
+            credit_code=_string(body, "credit_code"),
+            name=_string(body, "name"),
+            representative=_string(body, "representative"),
+            actor=_actor(),
+        )
         answer = enterprises.as_json(db, row)
     return answer, 201, {"Location": f"{bp.url_prefix}/{row.credit_code}"}
 
@@ -56,8 +61,11 @@ def list_all():
     if not 1 <= limit <= 500 or offset < 0:
         raise Problem(400, "Bad Request", "limit must be 1..500 and offset not negative")
     with _ctx().sessions() as db:
-        return {"enterprises": [enterprises.as_json(db, r) for r in enterprises.all_enterprises(db, limit=limit, offset=offset)],
-                "limit": limit, "offset": offset}
+        return {
+            "enterprises": [enterprises.as_json(db, r) for r in enterprises.all_enterprises(db, limit=limit, offset=offset)],
+            "limit": limit,
+            "offset": offset,
+        }
 
 
 @bp.get("/<code>")

@@ -46,7 +46,7 @@ from core.db import utc_now
 from idp import clients, enterprises, keys, tokens
 from idp.clients import RegisteredClient
 from idp.context import IdPContext
-from idp.models import ActingGrant, Account, AuthorizationCode, RefreshToken, SSOSession
+from idp.models import Account, ActingGrant, AuthorizationCode, RefreshToken, SSOSession
 
 TOKEN_PATH = "/oauth/token"
 INTROSPECTION_PATH = "/oauth/introspect"
@@ -219,11 +219,15 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         access, claims = tokens.access_token(_ctx(), client, row.scope, auth=auth, family_id=family)
         refresh = None
         if client.check_grant_type("refresh_token"):
-            refresh, _ = tokens.new_refresh_token(session, client, auth, scope=row.scope, family_id=family, session_expires_at=session_expires_at)
+            refresh, _ = tokens.new_refresh_token(
+                session, client, auth, scope=row.scope, family_id=family, session_expires_at=session_expires_at
+            )
         id_token = None
         if "openid" in row.scope.split():
             extra = tokens.requested_claims(session, row.account_id, row.scope, row.claims)
-            id_token = tokens.id_token(_ctx(), client, auth, nonce=row.nonce, access_token_value=access, extra=extra, alg=tokens.id_token_alg(client))
+            id_token = tokens.id_token(
+                _ctx(), client, auth, nonce=row.nonce, access_token_value=access, extra=extra, alg=tokens.id_token_alg(client)
+            )
         return 200, tokens.token_response(access, claims, refresh=refresh, id_token_value=id_token), self.TOKEN_RESPONSE_HEADER
 
 
@@ -301,8 +305,9 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if auth is None:
             raise InvalidGrantError("The authorisation to act for the enterprise has ended.")
         access, claims = tokens.access_token(_ctx(), client, scope, auth=auth, family_id=row.family_id)
-        refresh, _ = tokens.new_refresh_token(session, client, auth, scope=row.scope, family_id=row.family_id,
-                                              session_expires_at=sso.expires_at if sso is not None else None)
+        refresh, _ = tokens.new_refresh_token(
+            session, client, auth, scope=row.scope, family_id=row.family_id, session_expires_at=sso.expires_at if sso is not None else None
+        )
         id_token = None
         if "openid" in scope.split():
             id_token = tokens.id_token(_ctx(), client, auth, nonce=None, access_token_value=access, alg=tokens.id_token_alg(client))

@@ -94,8 +94,7 @@ def current() -> str:
 def _remember_choice(response):
     lang = request.args.get("lang")
     if lang in SUPPORTED and request.cookies.get(COOKIE) != lang:
-        response.set_cookie(COOKIE, lang, max_age=COOKIE_MAX_AGE, samesite="Lax", httponly=True, path="/",
-                            secure=request.is_secure)
+        response.set_cookie(COOKIE, lang, max_age=COOKIE_MAX_AGE, samesite="Lax", httponly=True, path="/", secure=request.is_secure)
     return response
 
 

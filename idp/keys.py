@@ -146,7 +146,13 @@ def rotate(ctx: IdPContext, db: Session, alg: str, *, actor: str, immediately: b
         actor=actor,
         action="idp.signing_key.rotated",
         target=new.kid,
-        details={"alg": alg, "retired": [r.kid for r in old], "signs_from": stops.isoformat(), "old_published_until": until.isoformat(), "immediately": immediately},
+        details={
+            "alg": alg,
+            "retired": [r.kid for r in old],
+            "signs_from": stops.isoformat(),
+            "old_published_until": until.isoformat(),
+            "immediately": immediately,
+        },
     )
     forget(ctx)
     return Rotation(alg, new.kid, tuple(r.kid for r in old), stops, until if old else None)
@@ -242,7 +248,9 @@ def sign(ctx: IdPContext, claims: dict, *, typ: str = "JWT", alg: str = DEFAULT_
     key = active(ctx, alg)
     header = _HEADERS.get((key.kid, alg, typ))
     if header is None:
-        header = _HEADERS[(key.kid, alg, typ)] = _b64_bytes(json.dumps({"alg": alg, "kid": key.kid, "typ": typ}, separators=(",", ":")).encode())
+        header = _HEADERS[(key.kid, alg, typ)] = _b64_bytes(
+            json.dumps({"alg": alg, "kid": key.kid, "typ": typ}, separators=(",", ":")).encode()
+        )
     signing_input = header + b"." + _b64_bytes(_CLAIMS_JSON(claims).encode("utf-8"))
     signer = _signer(ctx, key)
     if alg == "ES256":

@@ -80,8 +80,11 @@ class LogoutRequest:
 
     def carried_params(self) -> dict[str, str]:
         """What the confirmation form must send back so the answer leads to the same place."""
-        carried = {"client_id": self.client.client_id if self.client else None,
-                   "post_logout_redirect_uri": self.post_logout_redirect_uri, "state": self.state}
+        carried = {
+            "client_id": self.client.client_id if self.client else None,
+            "post_logout_redirect_uri": self.post_logout_redirect_uri,
+            "state": self.state,
+        }
         return {k: v for k, v in carried.items() if v}
 
 
@@ -110,9 +113,14 @@ def parse_request(ctx: IdPContext, db: Session, params) -> LogoutRequest:
     target = values.get("post_logout_redirect_uri")
     if target is not None:
         if client is None:
-            raise LogoutRefusal(N_("The logout request asks to return to an address but does not say which application it comes from."), code="redirect_without_client")
+            raise LogoutRefusal(
+                N_("The logout request asks to return to an address but does not say which application it comes from."),
+                code="redirect_without_client",
+            )
         if target not in client.post_logout_redirect_uris:
-            raise LogoutRefusal(N_("The address to return to after logout is not registered for this application."), code="unregistered_redirect")
+            raise LogoutRefusal(
+                N_("The address to return to after logout is not registered for this application."), code="unregistered_redirect"
+            )
     return LogoutRequest(client, hint, target, values.get("state"))
 
 
@@ -160,10 +168,14 @@ def queue(db: Session, sid: str) -> list[int]:
             if not uri:
                 continue
             existing = db.scalar(
-                select(LogoutDelivery).where(LogoutDelivery.sid == sid, LogoutDelivery.client_id == client_id, LogoutDelivery.channel == channel)
+                select(LogoutDelivery).where(
+                    LogoutDelivery.sid == sid, LogoutDelivery.client_id == client_id, LogoutDelivery.channel == channel
+                )
             )
             if existing is None:
-                existing = LogoutDelivery(sid=sid, client_id=client_id, channel=channel, status=PENDING, attempts=0, last_error="", next_attempt_at=now)
+                existing = LogoutDelivery(
+                    sid=sid, client_id=client_id, channel=channel, status=PENDING, attempts=0, last_error="", next_attempt_at=now
+                )
                 db.add(existing)
                 db.flush()
             if channel == BACK and existing.status == PENDING:
@@ -307,7 +319,9 @@ def _record(ctx: IdPContext, claimed: _Claimed, reason: str | None, now: datetim
         if _permanent(reason) or attempts > len(RETRY_DELAYS):
             row.status = FAILED
             outcome.failed += 1
-            audit.record(db, actor="system:idp", action="idp.logout.failed", target=claimed.sid[:12], details={**details, "error": reason[:120]})
+            audit.record(
+                db, actor="system:idp", action="idp.logout.failed", target=claimed.sid[:12], details={**details, "error": reason[:120]}
+            )
             log.warning("back-channel logout to %s given up after %d attempt(s): %s", claimed.client_id, attempts, reason)
         else:
             row.next_attempt_at = now + RETRY_DELAYS[attempts - 1]

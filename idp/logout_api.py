@@ -74,7 +74,10 @@ def end_session():
             if request.form.get("decision") != "logout":
                 return redirect(wanted.redirect_to or "/account", 303)
             if not consent.check_form_token(ctx, request.form.get("form_token"), row.sid, FORM_BINDING):
-                raise Refusal(N_("This form has expired or was not sent from this site, so nothing was done. Reload the page and try again."), code="csrf")
+                raise Refusal(
+                    N_("This form has expired or was not sent from this site, so nothing was done. Reload the page and try again."),
+                    code="csrf",
+                )
         elif not logout.hint_matches(wanted, row):
             # Without proof that the hall speaks for this very session, the person decides.
             account = db.get(Account, row.account_id)

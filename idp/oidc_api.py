@@ -68,8 +68,24 @@ def provider_metadata(ctx: IdPContext) -> dict:
         "code_challenge_methods_supported": ["S256"],
         "acr_values_supported": list(levels.ACR_VALUES),
         "claims_supported": [
-            "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "azp", "at_hash",
-            "name", "preferred_username", "locale", "real_name_verified", "resident_id_masked", "real_name_method",
+            "sub",
+            "iss",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "acr",
+            "amr",
+            "sid",
+            "azp",
+            "at_hash",
+            "name",
+            "preferred_username",
+            "locale",
+            "real_name_verified",
+            "resident_id_masked",
+            "real_name_method",
         ],
         "claims_parameter_supported": True,
         "claim_types_supported": ["normal"],
@@ -203,8 +219,8 @@ def _page(status: int, **context) -> Response:
     response = Response(html, status=status, mimetype="text/html")
     response.headers.update(PAGE_HEADERS)
     response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'"
-    )  # no form-action: the consent form's answer redirects on to the hall
+        f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'"  # no form-action: the consent form's answer redirects on to the hall
+    )
     return response
 
 
@@ -228,7 +244,9 @@ def authorize():
     params = request.args if request.method == "GET" else request.form
     with core_db.transaction(ctx.sessions) as db:
         try:
-            location = authorization.authorize(ctx, db, params, sessions.sid_from_cookie(ctx.secret_key, request.cookies.get(sessions.COOKIE)))
+            location = authorization.authorize(
+                ctx, db, params, sessions.sid_from_cookie(ctx.secret_key, request.cookies.get(sessions.COOKIE))
+            )
         except authorization.PageError as exc:
             return _error_page(exc.error, exc.message, exc.params)
     return _redirect(location)
@@ -277,7 +295,10 @@ def consent_page():
                 form_token=consent.form_token(ctx, row.sid, next_url),
             )
         if not consent.check_form_token(ctx, request.form.get("form_token"), row.sid, next_url):
-            return _error_page("invalid_request", N_("The form has expired or was not sent from this page. Please start again from the site you came from."))
+            return _error_page(
+                "invalid_request",
+                N_("The form has expired or was not sent from this page. Please start again from the site you came from."),
+            )
         if request.form.get("decision") != "allow":
             return _redirect(authorization.error_location(ctx, authorization.RedirectError("access_denied", "The user refused.", authz)))
         consent.grant(db, row.account_id, authz.client.client_id, authz.scopes)
@@ -300,9 +321,13 @@ def _form_problem() -> Response | None:
         return _oauth_error("invalid_request", "Too many parameters.")
     for name, values in form.lists():
         if len(values) > 1:
-            return _oauth_error("invalid_request", f"The '{name[:40]}' parameter is repeated." if name.isascii() else "A parameter is repeated.")
+            return _oauth_error(
+                "invalid_request", f"The '{name[:40]}' parameter is repeated." if name.isascii() else "A parameter is repeated."
+            )
         if len(values[0]) > TOKEN_LIMITS.get(name, TOKEN_DEFAULT_LIMIT):
-            return _oauth_error("invalid_request", f"The '{name[:40]}' parameter is too long." if name.isascii() else "A parameter is too long.")
+            return _oauth_error(
+                "invalid_request", f"The '{name[:40]}' parameter is too long." if name.isascii() else "A parameter is too long."
+            )
     ways = ("authorization" in request.headers) + ("client_secret" in form) + ("client_assertion" in form)
     if ways > 1:
         return _oauth_error("invalid_request", "Use only one way of client authentication.")

@@ -58,10 +58,17 @@ NOTICES = {
 }
 # Which form field a refusal is about, by the prefix of its code (for aria-invalid).
 FIELD_OF = (
-    ("password_unchanged", "new_password"), ("wrong_current_password", "current_password"),
-    ("password", "password"), ("bad_mobile", "identifier"), ("bad_username", "identifier"),
-    ("identifier", "identifier"), ("mobile_taken", "identifier"), ("username_taken", "identifier"),
-    ("display_name", "display_name"), ("name", "name"), ("resident_id", "resident_id"),
+    ("password_unchanged", "new_password"),
+    ("wrong_current_password", "current_password"),
+    ("password", "password"),
+    ("bad_mobile", "identifier"),
+    ("bad_username", "identifier"),
+    ("identifier", "identifier"),
+    ("mobile_taken", "identifier"),
+    ("username_taken", "identifier"),
+    ("display_name", "display_name"),
+    ("name", "name"),
+    ("resident_id", "resident_id"),
 )
 
 
@@ -128,8 +135,10 @@ def _serializers():
     pair = ctx.cache.get("idp.pages.csrf")
     if pair is None:
         key = ctx.secret_key
-        pair = ctx.cache["idp.pages.csrf"] = (URLSafeSerializer(key, salt="hallmark.idp.csrf.cookie"),
-                                              URLSafeTimedSerializer(key, salt="hallmark.idp.csrf.form"))
+        pair = ctx.cache["idp.pages.csrf"] = (
+            URLSafeSerializer(key, salt="hallmark.idp.csrf.cookie"),
+            URLSafeTimedSerializer(key, salt="hallmark.idp.csrf.form"),
+        )
     return pair
 
 
@@ -278,7 +287,9 @@ def _sign_in(db, account: Account):
 
 
 def _with_session_cookie(response, sid: str):
-    response.set_cookie(sessions.COOKIE, sessions.cookie_value(_ctx().secret_key, sid), httponly=True, samesite="Lax", secure=_secure(), path="/")
+    response.set_cookie(
+        sessions.COOKIE, sessions.cookie_value(_ctx().secret_key, sid), httponly=True, samesite="Lax", secure=_secure(), path="/"
+    )
     return response
 
 
@@ -300,8 +311,7 @@ def register():
         if password != repeat:
             raise accounts.AccountRefusal(N_("The two passwords are not the same."), code="password_mismatch")
         with core_db.transaction(_ctx().sessions) as db:
-            account = accounts.register(db, identifier=form["identifier"], password=password,
-                                        display_name=form["display_name"], ip=_ip())
+            account = accounts.register(db, identifier=form["identifier"], password=password, display_name=form["display_name"], ip=_ip())
             sid = _sign_in(db, account)
     except Refusal as exc:
         return render("idp/register.html", exc.status, error=exc, next=next_url, form=form)
@@ -317,14 +327,21 @@ def login():
         with core_db.transaction(ctx.sessions) as db:
             live = _live(db)
             signed_in = accounts.label(live[1]) if live else None
-        return render("idp/login.html", next=next_url, identifier="", signed_in=signed_in,
-                      notice=NOTICES.get(request.args.get("notice", "")), **_cert_login_values("login"))
+        return render(
+            "idp/login.html",
+            next=next_url,
+            identifier="",
+            signed_in=signed_in,
+            notice=NOTICES.get(request.args.get("notice", "")),
+            **_cert_login_values("login"),
+        )
     identifier = request.form.get("identifier", "")[:200]
     try:
         account = accounts.authenticate(ctx, identifier, request.form.get("password", ""), ip=_ip())
     except Refusal as exc:
-        return render("idp/login.html", exc.status, error=exc, next=next_url, identifier=identifier, signed_in=None,
-                      **_cert_login_values("login"))
+        return render(
+            "idp/login.html", exc.status, error=exc, next=next_url, identifier=identifier, signed_in=None, **_cert_login_values("login")
+        )
     with core_db.transaction(ctx.sessions) as db:
         sid = _sign_in(db, account)  # only its id is used: no need to read the account again
     return _with_session_cookie(redirect(next_url, 303), sid)
@@ -352,8 +369,15 @@ def step_up():
     missing = levels.missing(level, has_session=True, proofed=proofed, amr=amr)
     if not missing:
         return redirect(next_url, 303)
-    values = {"next": next_url, "level": level, "level_name": LEVEL_NAMES[level], "missing": missing, "form": {},
-              "acting_for": acting_for, **(_cert_login_values("step-up") if missing.hardware_key and not missing.proofing else {})}
+    values = {
+        "next": next_url,
+        "level": level,
+        "level_name": LEVEL_NAMES[level],
+        "missing": missing,
+        "form": {},
+        "acting_for": acting_for,
+        **(_cert_login_values("step-up") if missing.hardware_key and not missing.proofing else {}),
+    }
     if missing.proofing and request.method == "POST":
         form = {k: request.form.get(k, "")[:100] for k in ("name", "resident_id")}
         try:
@@ -370,14 +394,38 @@ def step_up():
 
 def _device(user_agent: str) -> str:
     ua = user_agent or ""
-    browser = next((name for key, name in (
-        ("MicroMessenger", N_("WeChat")), ("Edg/", "Edge"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"),
-        ("Chromium/", "Chromium"), ("Safari/", "Safari"), ("python-requests", "python-requests"),
-    ) if key in ua), None)
-    system = next((name for key, name in (
-        ("iPhone", "iPhone"), ("iPad", "iPad"), ("Android", "Android"), ("HarmonyOS", "HarmonyOS"),
-        ("Windows", "Windows"), ("Mac OS X", "macOS"), ("Linux", "Linux"),
-    ) if key in ua), None)
+    browser = next(
+        (
+            name
+            for key, name in (
+                ("MicroMessenger", N_("WeChat")),
+                ("Edg/", "Edge"),
+                ("Firefox/", "Firefox"),
+                ("Chrome/", "Chrome"),
+                ("Chromium/", "Chromium"),
+                ("Safari/", "Safari"),
+                ("python-requests", "python-requests"),
+            )
+            if key in ua
+        ),
+        None,
+    )
+    system = next(
+        (
+            name
+            for key, name in (
+                ("iPhone", "iPhone"),
+                ("iPad", "iPad"),
+                ("Android", "Android"),
+                ("HarmonyOS", "HarmonyOS"),
+                ("Windows", "Windows"),
+                ("Mac OS X", "macOS"),
+                ("Linux", "Linux"),
+            )
+            if key in ua
+        ),
+        None,
+    )
     if browser and system:
         return gettext("%(browser)s on %(system)s", browser=gettext(browser), system=system)
     return gettext(browser) if browser else (system or gettext("Unknown device"))
@@ -388,20 +436,26 @@ def _account_page(db, row, account, *, status: int = 200, error: Refusal | None 
     level = levels.achieved(proofed=proofing is not None, amr=set(row.amr.split()))
     live = []
     for other in sessions.active_for(db, account.id):
-        live.append({
-            "handle": _handle(other.sid),
-            "current": other.sid == row.sid,
-            "device": _device(other.user_agent),
-            "ip": other.ip or "-",
-            "last_seen": format_datetime(other.last_seen_at, "yyyy-MM-dd HH:mm"),
-            "since": format_datetime(other.created_at, "yyyy-MM-dd HH:mm"),
-        })
+        live.append(
+            {
+                "handle": _handle(other.sid),
+                "current": other.sid == row.sid,
+                "device": _device(other.user_agent),
+                "ip": other.ip or "-",
+                "last_seen": format_datetime(other.last_seen_at, "yyyy-MM-dd HH:mm"),
+                "since": format_datetime(other.created_at, "yyyy-MM-dd HH:mm"),
+            }
+        )
     live.sort(key=lambda s: not s["current"])
     return render(
-        "idp/account.html", status, error=error,
-        account=account, label=accounts.label(account),
+        "idp/account.html",
+        status,
+        error=error,
+        account=account,
+        label=accounts.label(account),
         mobile=accounts.mask_mobile(account.mobile) if account.mobile else None,
-        level=level, level_name=LEVEL_NAMES[level],
+        level=level,
+        level_name=LEVEL_NAMES[level],
         proofing=proofing,
         proofing_when=format_datetime(proofing.verified_at, "yyyy-MM-dd") if proofing else None,
         document_name=gettext(realname.DOCUMENTS[proofing.document]) if proofing and proofing.document in realname.DOCUMENTS else "",
@@ -537,13 +591,16 @@ def _cert_login_values(purpose: str) -> dict:
     g.cert_login_agent = options.agent_url
     messages = {
         "working": gettext("Asking the USB key to sign. Enter its PIN if the USB-key program asks for it."),
-        "no_agent": gettext("The USB-key program (hallmark-key) does not answer on this computer. Start it, insert the USB key and try again."),
+        "no_agent": gettext(
+            "The USB-key program (hallmark-key) does not answer on this computer. Start it, insert the USB key and try again."
+        ),
         "agent_refused": gettext("The USB-key program did not sign: %(reason)s"),
         "failed": gettext("Signing in with the USB key did not work. Try again."),
         "done": gettext("Signed. Signing you in..."),
     }
-    return {"cert_login": {"purpose": purpose, "agent": options.agent_url, "messages": messages,
-                           "forwarded": _forwarded_certificate(options)}}
+    return {
+        "cert_login": {"purpose": purpose, "agent": options.agent_url, "messages": messages, "forwarded": _forwarded_certificate(options)}
+    }
 
 
 def _wants_json() -> bool:
@@ -555,7 +612,14 @@ def _cert_refused(exc: Refusal, back: str):
     if _wants_json():
         from core.problems import Problem
 
-        titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 409: "Conflict", 413: "Content Too Large", 503: "Service Unavailable"}
+        titles = {
+            400: "Bad Request",
+            401: "Unauthorized",
+            403: "Forbidden",
+            409: "Conflict",
+            413: "Content Too Large",
+            503: "Service Unavailable",
+        }
         return Problem(exc.status, titles.get(exc.status, "Refused"), exc.translated(), code=exc.code).response()
     return render("idp/error.html", exc.status, error=exc, back=back)
 
@@ -598,8 +662,16 @@ def cert_login():
     sid = _cookie_sid()
     fields = {name: request.form.get(name) for name in ("challenge", "signature", "algorithm", "certificate", "chain")}
     try:
-        outcome = certlogin.complete(_ctx(), _ca(), _cert_options(), fields, browser=_browser(sid), sid=sid, ip=_ip(),
-                                     user_agent=request.headers.get("User-Agent", ""))
+        outcome = certlogin.complete(
+            _ctx(),
+            _ca(),
+            _cert_options(),
+            fields,
+            browser=_browser(sid),
+            sid=sid,
+            ip=_ip(),
+            user_agent=request.headers.get("User-Agent", ""),
+        )
     except Refusal as exc:
         return _cert_refused(exc, "/login?" + urlencode({"next": next_url}))
     return _after_cert_login(outcome, next_url)
@@ -612,8 +684,14 @@ def cert_login_forwarded():
     options, sid = _cert_options(), _cookie_sid()
     try:
         outcome = certlogin.complete_forwarded(
-            _ctx(), _ca(), options, request.headers.get(options.client_cert_header), remote_addr=request.remote_addr,
-            purpose=request.form.get("purpose", "login"), sid=sid, user_agent=request.headers.get("User-Agent", ""),
+            _ctx(),
+            _ca(),
+            options,
+            request.headers.get(options.client_cert_header),
+            remote_addr=request.remote_addr,
+            purpose=request.form.get("purpose", "login"),
+            sid=sid,
+            user_agent=request.headers.get("User-Agent", ""),
         )
     except Refusal as exc:
         return _cert_refused(exc, "/login?" + urlencode({"next": next_url}))
@@ -647,14 +725,26 @@ def act_for():
                 return redirect(next_url, 303)
             except Refusal as exc:
                 error = exc
-                audit.record(db, actor=f"account:{account.id}", action="idp.enterprise.acting_refused", target=row.sid[:12],
-                             details={"choice": choice[:40], "matter": matter_code, "reason": exc.code})
+                audit.record(
+                    db,
+                    actor=f"account:{account.id}",
+                    action="idp.enterprise.acting_refused",
+                    target=row.sid[:12],
+                    details={"choice": choice[:40], "matter": matter_code, "reason": exc.code},
+                )
         current = enterprises.acting(db, row.sid)
         choices = enterprises.choices_for(db, account.id)
         matter = db.get(Matter, matter_code) if matter_code else None
         return render(
-            "idp/act_for.html", error.status if error else 200, error=error, next=next_url, here=here, label=accounts.label(account),
-            choices=choices, matter=matter, matter_code=matter_code,
+            "idp/act_for.html",
+            error.status if error else 200,
+            error=error,
+            next=next_url,
+            here=here,
+            label=accounts.label(account),
+            choices=choices,
+            matter=matter,
+            matter_code=matter_code,
             current=(current[1].credit_code if current and current[1] else ("self" if current else None)),
             **(_cert_login_values("enterprise") if choices else {}),
         )
@@ -662,7 +752,8 @@ def act_for():
 
 def _end_of_day(text: str):
     """``YYYY-MM-DD`` as the end of that day in China Standard Time (authorisations end at midnight there)."""
-    from datetime import datetime, time as day_time
+    from datetime import datetime
+    from datetime import time as day_time
     from zoneinfo import ZoneInfo
 
     try:
@@ -675,7 +766,9 @@ def _end_of_day(text: str):
 def _represented(db, account_id: str, handle: str) -> str:
     code = _code_of(handle, [e.credit_code for e in enterprises.account_summary(db, account_id)["represented"]])
     if code is None:
-        raise enterprises.EnterpriseRefusal(N_("Only the enterprise's legal representative may authorise agents."), code="not_representative", status=403)
+        raise enterprises.EnterpriseRefusal(
+            N_("Only the enterprise's legal representative may authorise agents."), code="not_representative", status=403
+        )
     return code
 
 
@@ -689,9 +782,14 @@ def authorise_agent(handle):
                 return _to_login("/account")
             account = live[1]
             matters = enterprises.ALL_MATTERS if request.form.get("all_matters") else request.form.get("matters", "")[:2000]
-            enterprises.authorise_agent(db, credit_code=_represented(db, account.id, handle), representative_id=account.id,
-                                        agent=request.form.get("agent", "")[:200],
-                                        matters=matters, expires_at=_end_of_day(request.form.get("expires", "")))
+            enterprises.authorise_agent(
+                db,
+                credit_code=_represented(db, account.id, handle),
+                representative_id=account.id,
+                agent=request.form.get("agent", "")[:200],
+                matters=matters,
+                expires_at=_end_of_day(request.form.get("expires", "")),
+            )
     except Refusal as exc:
         with core_db.transaction(ctx.sessions) as db:
             live = _live(db)
@@ -710,7 +808,9 @@ def revoke_agent(handle, authorisation_id):
             return _to_login("/account")
         code = _code_of(handle, [e.credit_code for e in enterprises.account_summary(db, live[1].id)["represented"]])
         if code is None:
-            raise enterprises.EnterpriseRefusal(N_("Only the enterprise's legal representative may revoke its agents."), code="not_representative", status=403)
+            raise enterprises.EnterpriseRefusal(
+                N_("Only the enterprise's legal representative may revoke its agents."), code="not_representative", status=403
+            )
         enterprises.revoke_agent(db, credit_code=code, authorisation_id=authorisation_id[:40], by_account=live[1].id)
     return redirect("/account?notice=agent-revoked#enterprises", 303)
 

@@ -32,15 +32,55 @@ MAX_LENGTH = 128  # argon2 pre-hashes, so this is about sanity, not cost
 # Passwords of 10+ characters and 2+ character classes that still top every leak
 # list (Chinese and international). Compared case-insensitively.
 COMMON = frozenset(
-    """
-    1234567890a a1234567890 123456789a a123456789 aa123456789 aa12345678 abc1234567
-    abcd123456 abc123456789 qq123456789 qwe1234567 qwer123456 1qaz2wsx3edc 1q2w3e4r5t
-    q1w2e3r4t5 qazwsxedc123 1qaz2wsx3e zxcvbnm123 asdfghjkl1 qwertyuiop1 qwertyuiop123
-    password12 password123 password1234 passw0rd123 p@ssw0rd123 p@ssword123 iloveyou12
-    iloveyou123 woaini1314 woaini520520 woaini12345 5201314abc abc5201314 admin12345
-    admin123456 administrator1 welcome123 letmein123 huawei12345 wang123456 zhang123456
-    li123456789 liu123456789 chen1234567 a5201314520 1314520abc
-    """.split()
+    [
+        "1234567890a",
+        "a1234567890",
+        "123456789a",
+        "a123456789",
+        "aa123456789",
+        "aa12345678",
+        "abc1234567",
+        "abcd123456",
+        "abc123456789",
+        "qq123456789",
+        "qwe1234567",
+        "qwer123456",
+        "1qaz2wsx3edc",
+        "1q2w3e4r5t",
+        "q1w2e3r4t5",
+        "qazwsxedc123",
+        "1qaz2wsx3e",
+        "zxcvbnm123",
+        "asdfghjkl1",
+        "qwertyuiop1",
+        "qwertyuiop123",
+        "password12",
+        "password123",
+        "password1234",
+        "passw0rd123",
+        "p@ssw0rd123",
+        "p@ssword123",
+        "iloveyou12",
+        "iloveyou123",
+        "woaini1314",
+        "woaini520520",
+        "woaini12345",
+        "5201314abc",
+        "abc5201314",
+        "admin12345",
+        "admin123456",
+        "administrator1",
+        "welcome123",
+        "letmein123",
+        "huawei12345",
+        "wang123456",
+        "zhang123456",
+        "li123456789",
+        "liu123456789",
+        "chen1234567",
+        "a5201314520",
+        "1314520abc",
+    ]
 )
 
 _hasher = PasswordHasher(type=Type.ID, **ARGON2_PARAMETERS)

@@ -20,7 +20,14 @@ def _ctx() -> IdPContext:
 
 @bp.errorhandler(Refusal)
 def _refused(exc: Refusal):
-    titles = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 409: "Conflict", 422: "Unprocessable Content", 503: "Service Unavailable"}
+    titles = {
+        400: "Bad Request",
+        403: "Forbidden",
+        404: "Not Found",
+        409: "Conflict",
+        422: "Unprocessable Content",
+        503: "Service Unavailable",
+    }
     return Problem(exc.status, titles.get(exc.status, "Refused"), exc.english(), code=exc.code).response()
 
 
@@ -37,8 +44,14 @@ def counter_verification():
             raise Problem(400, "Bad Request", f"'{name}' is required and must be a non-empty string")
     client = g.token.get("client_id") or g.token.get("sub")
     account, row = realname.verify_at_counter(
-        _ctx(), account=body["account"], resident_id=body["resident_id"], name=body["name"], clerk=body["clerk"],
-        location=body["location"], document=body["document"], via=f"api client:{client}",
+        _ctx(),
+        account=body["account"],
+        resident_id=body["resident_id"],
+        name=body["name"],
+        clerk=body["clerk"],
+        location=body["location"],
+        document=body["document"],
+        via=f"api client:{client}",
     )
     return realname.as_json(account.id, row), 201, {"Location": f"/api/idp/accounts/{account.id}/proofing"}
 

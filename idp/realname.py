@@ -80,7 +80,7 @@ class RegistryUnavailable(Exception):
 # --------------------------------------------------------------------------- input
 
 
-_DOTS = str.maketrans({c: "·" for c in "•‧・∙⋅.･"})
+_DOTS = str.maketrans(dict.fromkeys("•‧・∙⋅.･", "·"))
 
 
 def normalise_name(text: str) -> str:
@@ -114,18 +114,20 @@ def id_refusal(exc: InvalidIdentifier) -> ProofingRefusal:
     reason = exc.reason
     if reason.startswith("check character should be"):
         return ProofingRefusal(
-            N_("The resident ID number's last character (the check digit) does not match the others; one of the characters was probably mistyped."),
+            N_(
+                "The resident ID number's last character (the check digit) does not match the others; one of the characters was probably mistyped."
+            ),
             code="resident_id_checksum",
         )
-    if reason.startswith("must be 18 characters") or reason.startswith("15-digit"):
+    if reason.startswith(("must be 18 characters", "15-digit")):
         return ProofingRefusal(N_("A resident ID number has 18 characters."), code="resident_id_length")
     if "birth date" in reason or "birth year" in reason:
-        return ProofingRefusal(N_("The birth date inside the resident ID number (characters 7-14) is not possible."), code="resident_id_birth_date")
+        return ProofingRefusal(
+            N_("The birth date inside the resident ID number (characters 7-14) is not possible."), code="resident_id_birth_date"
+        )
     if reason.startswith("region code"):
         return ProofingRefusal(N_("The resident ID number does not start with a valid region code."), code="resident_id_region")
-    return ProofingRefusal(
-        N_("A resident ID number has 17 digits followed by a digit or X."), code="resident_id_characters"
-    )
+    return ProofingRefusal(N_("A resident ID number has 17 digits followed by a digit or X."), code="resident_id_characters")
 
 
 def id_hash(ctx: IdPContext, rid: ResidentID) -> str:
@@ -188,7 +190,9 @@ class HttpRegistry:
     def check(self, name: str, rid: ResidentID) -> RegistryAnswer:
         body = json.dumps({"name": name, "resident_id": rid.value}, ensure_ascii=False).encode()
         request = urllib.request.Request(
-            self.url, data=body, method="POST",
+            self.url,
+            data=body,
+            method="POST",
             headers={"Content-Type": "application/json; charset=utf-8", "Accept": "application/json"},
         )
         try:
@@ -245,8 +249,18 @@ def as_json(account_id: str, row: IdentityProofing | None) -> dict:
 
 
 def _bind(
-    db: Session, ctx: IdPContext, *, account_id: str, rid: ResidentID, legal_name: str, method: str,
-    source: str, actor: str, location: str = "", document: str = "", details: dict | None = None,
+    db: Session,
+    ctx: IdPContext,
+    *,
+    account_id: str,
+    rid: ResidentID,
+    legal_name: str,
+    method: str,
+    source: str,
+    actor: str,
+    location: str = "",
+    document: str = "",
+    details: dict | None = None,
 ) -> IdentityProofing | ProofingRefusal:
     """Bind, or return the refusal after auditing it (so the caller can commit the audit and then refuse)."""
     masked, digest = rid.masked(), id_hash(ctx, rid)
@@ -254,8 +268,15 @@ def _bind(
         return _already_verified()
     other = db.scalar(select(IdentityProofing.account_id).where(IdentityProofing.resident_id_hash == digest))
     row = IdentityProofing(
-        account_id=account_id, resident_id_hash=digest, resident_id_masked=masked, legal_name=legal_name,
-        method=method, source=source, location=location, document=document, verified_at=utc_now(),
+        account_id=account_id,
+        resident_id_hash=digest,
+        resident_id_masked=masked,
+        legal_name=legal_name,
+        method=method,
+        source=source,
+        location=location,
+        document=document,
+        verified_at=utc_now(),
     )
     if other is None:
         try:
@@ -264,15 +285,25 @@ def _bind(
         except IntegrityError:  # a concurrent binding won the race
             other = db.scalar(select(IdentityProofing.account_id).where(IdentityProofing.resident_id_hash == digest)) or "?"
     if other is not None:
-        audit.record(db, actor=actor, action="idp.proofing.refused", target=account_id,
-                     details={"reason": "resident ID already bound", "resident_id": masked, "bound_to": other, "method": method})
+        audit.record(
+            db,
+            actor=actor,
+            action="idp.proofing.refused",
+            target=account_id,
+            details={"reason": "resident ID already bound", "resident_id": masked, "bound_to": other, "method": method},
+        )
         return ProofingRefusal(
             N_("This resident ID is already bound to another account. If that is not yours, go to a service centre counter."),
-            code="already_bound", status=409,
+            code="already_bound",
+            status=409,
         )
-    audit.record(db, actor=actor, action="idp.proofing.verified", target=account_id,
-                 details={"method": method, "source": source, "resident_id": masked, "location": location,
-                          "document": document, **(details or {})})
+    audit.record(
+        db,
+        actor=actor,
+        action="idp.proofing.verified",
+        target=account_id,
+        details={"method": method, "source": source, "resident_id": masked, "location": location, "document": document, **(details or {})},
+    )
     for live in sessions.active_for(db, account_id):  # the level is derived from proofing: recompute it
         sessions.refresh_level(db, live)
     return row
@@ -296,7 +327,9 @@ def verify_online(
     if wait > 0:
         raise ProofingRefusal(
             N_("Too many unsuccessful checks for this account. Try again in %(minutes)s minutes, or verify at a service centre counter."),
-            code="rate_limited", status=429, minutes=int(wait // 60) + 1,
+            code="rate_limited",
+            status=429,
+            minutes=int(wait // 60) + 1,
         )
     registry = registry or registry_for(ctx)
     actor = f"account:{account_id}"
@@ -305,25 +338,50 @@ def verify_online(
     except RegistryUnavailable as exc:
         log.warning("population registry unavailable: %s", exc)
         with core_db.transaction(ctx.sessions) as db:
-            audit.record(db, actor=actor, action="idp.proofing.failed", target=account_id,
-                         details={"reason": "registry unavailable", "registry": registry.name, "resident_id": rid.masked(), "ip": ip})
+            audit.record(
+                db,
+                actor=actor,
+                action="idp.proofing.failed",
+                target=account_id,
+                details={"reason": "registry unavailable", "registry": registry.name, "resident_id": rid.masked(), "ip": ip},
+            )
         raise ProofingRefusal(
             N_("The population registry cannot be reached just now, so you are not verified yet. Please try again in a few minutes."),
-            code="registry_unavailable", status=503,
+            code="registry_unavailable",
+            status=503,
         ) from None
     if not answer.confirmed:
         limiter.take(account_id)
         with core_db.transaction(ctx.sessions) as db:
-            audit.record(db, actor=actor, action="idp.proofing.failed", target=account_id,
-                         details={"reason": "no match" if not answer.match else f"registry status {answer.status}",
-                                  "registry": registry.name, "resident_id": rid.masked(), "ip": ip})
+            audit.record(
+                db,
+                actor=actor,
+                action="idp.proofing.failed",
+                target=account_id,
+                details={
+                    "reason": "no match" if not answer.match else f"registry status {answer.status}",
+                    "registry": registry.name,
+                    "resident_id": rid.masked(),
+                    "ip": ip,
+                },
+            )
         raise ProofingRefusal(
             N_("The population registry does not confirm this name and ID number. Check both, exactly as on the identity card."),
-            code="not_confirmed", status=422,
+            code="not_confirmed",
+            status=422,
         )
     with core_db.transaction(ctx.sessions) as db:
-        outcome = _bind(db, ctx, account_id=account_id, rid=rid, legal_name=legal_name, method="registry",
-                        source=registry.name, actor=actor, details={"ip": ip})
+        outcome = _bind(
+            db,
+            ctx,
+            account_id=account_id,
+            rid=rid,
+            legal_name=legal_name,
+            method="registry",
+            source=registry.name,
+            actor=actor,
+            details={"ip": ip},
+        )
     if isinstance(outcome, Refusal):
         raise outcome
     return outcome
@@ -346,21 +404,41 @@ def verify_at_counter(
         target = accounts.find(db, account, by_id=True)
         staff = accounts.find(db, clerk)
         if staff is None or not accounts.has_role(staff, "clerk"):
-            audit.record(db, actor=f"account:{staff.id}" if staff else "unknown clerk", action="idp.proofing.refused",
-                         target=target.id if target else "", details={"reason": "not an active clerk", "via": via})
+            audit.record(
+                db,
+                actor=f"account:{staff.id}" if staff else "unknown clerk",
+                action="idp.proofing.refused",
+                target=target.id if target else "",
+                details={"reason": "not an active clerk", "via": via},
+            )
             outcome = ProofingRefusal(N_("%(clerk)s is not an active counter clerk."), code="not_a_clerk", status=403, clerk=clerk)
         elif target is None:
             outcome = ProofingRefusal(N_("There is no account %(account)s."), code="unknown_account", status=404, account=account)
         elif staff.id == target.id:
-            audit.record(db, actor=f"account:{staff.id}", action="idp.proofing.refused", target=target.id,
-                         details={"reason": "clerk's own account", "via": via})
+            audit.record(
+                db,
+                actor=f"account:{staff.id}",
+                action="idp.proofing.refused",
+                target=target.id,
+                details={"reason": "clerk's own account", "via": via},
+            )
             outcome = ProofingRefusal(N_("A clerk cannot verify their own account."), code="own_account", status=403)
         elif target.status != "active":
             outcome = ProofingRefusal(N_("The account %(account)s is disabled."), code="disabled", status=409, account=account)
         else:
-            outcome = _bind(db, ctx, account_id=target.id, rid=rid, legal_name=legal_name, method="counter",
-                            source=staff.id, location=location, document=document, actor=f"account:{staff.id}",
-                            details={"clerk": accounts.label(staff), "via": via})
+            outcome = _bind(
+                db,
+                ctx,
+                account_id=target.id,
+                rid=rid,
+                legal_name=legal_name,
+                method="counter",
+                source=staff.id,
+                location=location,
+                document=document,
+                actor=f"account:{staff.id}",
+                details={"clerk": accounts.label(staff), "via": via},
+            )
     if isinstance(outcome, Refusal):
         raise outcome
     return target, outcome
@@ -422,7 +500,12 @@ def _check_row(line: int, cells: list[str], key: bytes) -> _Person | BadRow:
 
 
 def import_registry(
-    ctx: IdPContext, handle: Iterable[str], *, actor: str, source: str = "", batch: int = 500,
+    ctx: IdPContext,
+    handle: Iterable[str],
+    *,
+    actor: str,
+    source: str = "",
+    batch: int = 500,
     progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
     """Validate every row; upsert the good ones in one transaction; report the bad ones by line.
@@ -463,22 +546,42 @@ def import_registry(
                 progress(report.rows)
         _upsert(db, pending, report)
         if report.added or report.updated:
-            audit.record(db, actor=actor, action="idp.registry.imported", target=source[:300],
-                         details={"rows": report.rows, "added": report.added, "updated": report.updated,
-                                  "unchanged": report.unchanged, "rejected": len(report.bad)})
+            audit.record(
+                db,
+                actor=actor,
+                action="idp.registry.imported",
+                target=source[:300],
+                details={
+                    "rows": report.rows,
+                    "added": report.added,
+                    "updated": report.updated,
+                    "unchanged": report.unchanged,
+                    "rejected": len(report.bad),
+                },
+            )
     return report
 
 
 def _upsert(db: Session, people: list[_Person], report: ImportReport) -> None:
     if not people:
         return
-    existing = {p.resident_id_hash: p for p in db.scalars(select(RegistryPerson).where(RegistryPerson.resident_id_hash.in_([p.digest for p in people])))}
+    existing = {
+        p.resident_id_hash: p
+        for p in db.scalars(select(RegistryPerson).where(RegistryPerson.resident_id_hash.in_([p.digest for p in people])))
+    }
     now = utc_now()
     for person in people:
         row = existing.get(person.digest)
         if row is None:
-            db.add(RegistryPerson(resident_id_hash=person.digest, resident_id_masked=person.masked, name=person.name,
-                                  status=person.status, imported_at=now))
+            db.add(
+                RegistryPerson(
+                    resident_id_hash=person.digest,
+                    resident_id_masked=person.masked,
+                    name=person.name,
+                    status=person.status,
+                    imported_at=now,
+                )
+            )
             report.added += 1
         elif (row.name, row.status) != (person.name, person.status):
             row.name, row.status, row.imported_at = person.name, person.status, now
@@ -492,7 +595,26 @@ def _upsert(db: Session, people: list[_Person], report: ImportReport) -> None:
 
 _SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐"
 _GIVEN_MALE = ["伟", "强", "磊", "军", "洋", "勇", "杰", "涛", "明", "超", "建国", "志强", "俊杰", "浩然", "子轩", "宇航", "文博", "国平"]
-_GIVEN_FEMALE = ["芳", "娜", "敏", "静", "丽", "艳", "娟", "霞", "秀英", "桂英", "秀兰", "婷婷", "欣怡", "梓涵", "雨桐", "思琪", "晓燕", "玉兰"]
+_GIVEN_FEMALE = [
+    "芳",
+    "娜",
+    "敏",
+    "静",
+    "丽",
+    "艳",
+    "娟",
+    "霞",
+    "秀英",
+    "桂英",
+    "秀兰",
+    "婷婷",
+    "欣怡",
+    "梓涵",
+    "雨桐",
+    "思琪",
+    "晓燕",
+    "玉兰",
+]
 # (county-level code, name) from GB/T 2260, spread over the country
 _REGIONS = ["110101", "310104", "440106", "330106", "510107", "420106", "320102", "610113", "350102", "370102", "430104", "530102"]
 

@@ -82,7 +82,9 @@ def start(db: Session, account: Account, amr: set[str], *, ip: str = "", user_ag
     db.execute(_INSERT_SESSION, {column: getattr(row, column) for column in _SESSION_COLUMNS})
     make_transient_to_detached(row)
     db.add(row)
-    audit.record(db, actor=f"account:{account.id}", action="idp.session.started", target=row.sid[:12], details={"amr": row.amr, "acr": row.acr})
+    audit.record(
+        db, actor=f"account:{account.id}", action="idp.session.started", target=row.sid[:12], details={"amr": row.amr, "acr": row.acr}
+    )
     return row
 
 
@@ -134,7 +136,13 @@ def add_factor(db: Session, row: SSOSession, method: str) -> SSOSession:
     row.amr = " ".join(sorted(amr))
     row.acr = levels.achieved(proofed=_proofed(db, row.account_id), amr=amr)
     row.auth_time = utc_now()
-    audit.record(db, actor=f"account:{row.account_id}", action="idp.session.stepped_up", target=row.sid[:12], details={"method": method, "acr": row.acr})
+    audit.record(
+        db,
+        actor=f"account:{row.account_id}",
+        action="idp.session.stepped_up",
+        target=row.sid[:12],
+        details={"method": method, "acr": row.acr},
+    )
     return row
 
 
@@ -173,7 +181,9 @@ def end(db: Session, sid: str, *, actor: str) -> SSOSession | None:
     row.ended_at = utc_now()
     notices = logout.queue(db, sid)
     db.info.setdefault(PENDING_NOTICES, []).extend(notices)
-    audit.record(db, actor=actor, action="idp.session.ended", target=sid[:12], details={"account": row.account_id, "halls_to_notify": len(notices)})
+    audit.record(
+        db, actor=actor, action="idp.session.ended", target=sid[:12], details={"account": row.account_id, "halls_to_notify": len(notices)}
+    )
     return row
 
 

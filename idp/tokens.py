@@ -175,7 +175,12 @@ def verify_access_token(ctx: IdPContext, token: str) -> dict:
     if str(decoded.header.get("typ", "")).lower() not in (ACCESS_TOKEN_TYPE, "application/at+jwt"):
         raise InvalidToken("the token is not an access token")
     claims = decoded.claims
-    options = {"iss": {"essential": True, "value": ctx.issuer}, "sub": {"essential": True}, "jti": {"essential": True}, "exp": {"essential": True}}
+    options = {
+        "iss": {"essential": True, "value": ctx.issuer},
+        "sub": {"essential": True},
+        "jti": {"essential": True},
+        "exp": {"essential": True},
+    }
     try:
         jwt.JWTClaimsRegistry(now=int(time.time()), leeway=LEEWAY, **options).validate(claims)
     except JoseError:
@@ -229,7 +234,9 @@ def revoke_family(db: Session, family_id: str, *, reason: str, actor: str) -> No
     count = db.execute(
         update(RefreshToken).where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None)).values(revoked_at=now)
     ).rowcount
-    audit.record(db, actor=actor, action="idp.token.family_revoked", target=family_id[:12], details={"reason": reason, "refresh_tokens": count})
+    audit.record(
+        db, actor=actor, action="idp.token.family_revoked", target=family_id[:12], details={"reason": reason, "refresh_tokens": count}
+    )
 
 
 def revoke_access_token(db: Session, claims: dict) -> None:
@@ -343,8 +350,9 @@ def session_alive(db: Session, sid: str | None) -> SSOSession | None:
     return row
 
 
-def new_refresh_token(db: Session, client: RegisteredClient, auth: Authentication, *, scope: str, family_id: str,
-                      session_expires_at: datetime | None) -> tuple[str, datetime]:
+def new_refresh_token(
+    db: Session, client: RegisteredClient, auth: Authentication, *, scope: str, family_id: str, session_expires_at: datetime | None
+) -> tuple[str, datetime]:
     """A new refresh token; it never outlives the SSO session (``session_expires_at``, None without one)."""
     value = new_secret_value()
     now = utc_now()
@@ -473,7 +481,7 @@ def requested_claims(db: Session, account_id: str, scope: str, claims_request: s
     if not claims_request:
         return {}
     try:
-        wanted = (json.loads(claims_request).get(where) or {})
+        wanted = json.loads(claims_request).get(where) or {}
     except (ValueError, AttributeError):
         return {}
     if not isinstance(wanted, dict):

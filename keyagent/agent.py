@@ -184,8 +184,12 @@ class Agent:
         if not candidates:
             raise Refused(409, "no_certificate", f"the USB key holds no valid certificate usable for {purpose}")
         if len(candidates) > 1:
-            raise Refused(409, "choose_certificate", "several certificates fit; name one by its id",
-                          certificates=[self._status_entry(c) for c in candidates])
+            raise Refused(
+                409,
+                "choose_certificate",
+                "several certificates fit; name one by its id",
+                certificates=[self._status_entry(c) for c in candidates],
+            )
         return candidates[0]
 
     def sign(self, purpose: str, data: bytes, wanted: str | None) -> Signature:
@@ -301,8 +305,13 @@ class Agent:
         if purpose == "login":
             log.info("signed login challenge for origin %s with %s; data sha256=%s", origin, signature.certificate.subject, digest)
         else:
-            log.info("signed document %r for origin %s with %s; signed attributes sha256=%s",
-                     description, origin, signature.certificate.subject, digest)
+            log.info(
+                "signed document %r for origin %s with %s; signed attributes sha256=%s",
+                description,
+                origin,
+                signature.certificate.subject,
+                digest,
+            )
         answer = {
             "signature": b64url(signature.value),
             "algorithm": signature.algorithm,

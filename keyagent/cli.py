@@ -32,13 +32,22 @@ def _module_option(f):
 def _common(f):
     """--config, --module, --token, --softhsm2-conf, --pin-file; merged into a KeyConfig."""
 
-    @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                  help="settings file (default ~/.config/hallmark-key/agent.toml or $HALLMARK_KEY_CONFIG)")
+    @click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="settings file (default ~/.config/hallmark-key/agent.toml or $HALLMARK_KEY_CONFIG)",
+    )
     @_module_option
     @click.option("--token", "token_label", default=None, help="label of the token to use (needed when several are present)")
     @click.option("--softhsm2-conf", type=click.Path(dir_okay=False), default=None, help="SoftHSM2 only: its configuration file")
-    @click.option("--pin-file", type=click.Path(exists=True, dir_okay=False), default=None,
-                  help="read the PIN from this file (tests and scripts; otherwise $HALLMARK_KEY_PIN or a prompt)")
+    @click.option(
+        "--pin-file",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="read the PIN from this file (tests and scripts; otherwise $HALLMARK_KEY_PIN or a prompt)",
+    )
     @functools.wraps(f)
     def wrapped(config_path, module_path, token_label, softhsm2_conf, pin_file, **kwargs):
         try:
@@ -190,8 +199,15 @@ def enroll(settings, profile, name, resident_id, credit_code, idp_url, access_to
                 from keyagent import oauth
 
                 access_token = oauth.obtain_access_token(idp_url, say=click.echo, open_browser=not no_browser)
-            done = enrolment.enrol(usb, profile=profile, name=name, idp_url=idp_url, access_token=access_token,
-                                   resident_id=resident_id, credit_code=credit_code)
+            done = enrolment.enrol(
+                usb,
+                profile=profile,
+                name=name,
+                idp_url=idp_url,
+                access_token=access_token,
+                resident_id=resident_id,
+                credit_code=credit_code,
+            )
     except enrolment.EnrolmentFailed as exc:
         _fail(f"{exc} (nothing was stored on the USB key)")
     except (HSMError, pkcs11.PKCS11Error) as exc:
@@ -247,7 +263,9 @@ def import_certificate(settings, bundle):
 @main.command(name="serve")
 @_common
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="port on 127.0.0.1 (default 17443 or the config file's)")
-@click.option("--allow-origin", "origins", multiple=True, help="a hall origin allowed to ask for signatures (repeatable; added to the config file's)")
+@click.option(
+    "--allow-origin", "origins", multiple=True, help="a hall origin allowed to ask for signatures (repeatable; added to the config file's)"
+)
 def serve(settings, port, origins):
     """Run the local signing agent on 127.0.0.1 for the configured hall origins."""
     import logging
@@ -271,8 +289,11 @@ def serve(settings, port, origins):
         _fail(str(exc) or type(exc).__name__)
 
     def ready(server):
-        click.echo(f"hallmark-key agent listening on http://127.0.0.1:{server.server_port} (token {usb.label!r}, "
-                   f"{len(identities)} certificate(s)); allowed origins: {', '.join(allowed)}", err=True)
+        click.echo(
+            f"hallmark-key agent listening on http://127.0.0.1:{server.server_port} (token {usb.label!r}, "
+            f"{len(identities)} certificate(s)); allowed origins: {', '.join(allowed)}",
+            err=True,
+        )
         click.echo(f"ready http://127.0.0.1:{server.server_port}")
         sys.stdout.flush()
 
@@ -357,8 +378,12 @@ def sign_pdf(settings, source, target, level, tsa_url, reason):
 @click.argument("source", type=click.Path(exists=True, dir_okay=False))
 @click.argument("target", type=click.Path(dir_okay=False))
 @click.option("--server", default=None, help="the Hallmark server (default from the config file)")
-@click.option("--access-token", envvar="HALLMARK_KEY_ACCESS_TOKEN", required=True,
-              help="bearer token with scope sign:remote (or $HALLMARK_KEY_ACCESS_TOKEN)")
+@click.option(
+    "--access-token",
+    envvar="HALLMARK_KEY_ACCESS_TOKEN",
+    required=True,
+    help="bearer token with scope sign:remote (or $HALLMARK_KEY_ACCESS_TOKEN)",
+)
 @click.option("--level", type=click.Choice(["B-B", "B-T", "B-LT", "B-LTA"]), default="B-LT", show_default=True)
 @click.option("--expect", "expected", default=None, help="refuse unless the certificate states this resident ID / credit code")
 @click.option("--reason", default=None)
@@ -369,8 +394,16 @@ def sign_remote(settings, source, target, server, access_token, level, expected,
     try:
         session, identity, signer = _pdf_signer(settings)
         try:
-            finished = key_pdf.sign_remote(server or settings.idp, access_token, Path(source).read_bytes(), signer, identity,
-                                           level=level, expected_identifier=expected, reason=reason)
+            finished = key_pdf.sign_remote(
+                server or settings.idp,
+                access_token,
+                Path(source).read_bytes(),
+                signer,
+                identity,
+                level=level,
+                expected_identifier=expected,
+                reason=reason,
+            )
         finally:
             session.close()
     except key_pdf.SigningFailed as exc:

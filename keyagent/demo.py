@@ -30,8 +30,13 @@ class DemoToken:
     created: bool
 
     def as_json(self) -> dict:
-        return {"directory": str(self.directory), "softhsm2_conf": str(self.softhsm2_conf), "token": self.token,
-                "agent_config": str(self.agent_config), "created": self.created}
+        return {
+            "directory": str(self.directory),
+            "softhsm2_conf": str(self.softhsm2_conf),
+            "token": self.token,
+            "agent_config": str(self.agent_config),
+            "created": self.created,
+        }
 
 
 def _toml_value(value) -> str:
@@ -51,7 +56,9 @@ def write_agent_config(path: Path, settings: dict) -> None:
     os.chmod(path, 0o600)
 
 
-def create_demo_token(directory: Path, *, label: str = DEMO_LABEL, allowed_origins: list[str] = (), port: int = key_config.DEFAULT_PORT) -> DemoToken:
+def create_demo_token(
+    directory: Path, *, label: str = DEMO_LABEL, allowed_origins: list[str] = (), port: int = key_config.DEFAULT_PORT
+) -> DemoToken:
     """Create (or keep) the token and its ``agent.toml``; origins given are added to those already allowed."""
     directory = directory.absolute()
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -65,12 +72,15 @@ def create_demo_token(directory: Path, *, label: str = DEMO_LABEL, allowed_origi
     if created:
         softhsm.init_token(conf, label, pin, secrets.token_hex(8))
     origins = list(dict.fromkeys([*existing.get("allowed_origins", []), *(key_config.normalise_origin(o) for o in allowed_origins)]))
-    write_agent_config(agent_config, {
-        "module": existing.get("module") or softhsm.default_module(),
-        "token": label,
-        "softhsm2_conf": str(conf),
-        "pin": pin,
-        "port": existing.get("port", port),
-        "allowed_origins": origins,
-    })
+    write_agent_config(
+        agent_config,
+        {
+            "module": existing.get("module") or softhsm.default_module(),
+            "token": label,
+            "softhsm2_conf": str(conf),
+            "pin": pin,
+            "port": existing.get("port", port),
+            "allowed_origins": origins,
+        },
+    )
     return DemoToken(directory, conf, label, agent_config, created)

@@ -51,7 +51,7 @@ def _get_json(url: str, data: dict | None = None) -> dict:
 class _Callback(BaseHTTPRequestHandler):
     server: _CallbackServer
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def do_GET(self):
         parts = urlsplit(self.path)
         if parts.path != "/callback":
             self.send_error(404)
@@ -116,18 +116,22 @@ def obtain_access_token(
     verifier, challenge = pkce_pair()
     server = _CallbackServer(state)
     redirect_uri = f"http://127.0.0.1:{server.server_address[1]}/callback"
-    url = meta["authorization_endpoint"] + "?" + urlencode(
-        {
-            "response_type": "code",
-            "client_id": CLIENT_ID,
-            "redirect_uri": redirect_uri,
-            "scope": SCOPE,
-            "state": state,
-            "code_challenge": challenge,
-            "code_challenge_method": "S256",
-            "acr_values": acr,
-            "prompt": "login",
-        }
+    url = (
+        meta["authorization_endpoint"]
+        + "?"
+        + urlencode(
+            {
+                "response_type": "code",
+                "client_id": CLIENT_ID,
+                "redirect_uri": redirect_uri,
+                "scope": SCOPE,
+                "state": state,
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+                "acr_values": acr,
+                "prompt": "login",
+            }
+        )
     )
     thread = threading.Thread(target=server.serve_forever, name="hallmark-key-callback", daemon=True)
     thread.start()
@@ -151,7 +155,13 @@ def obtain_access_token(
         raise EnrolmentFailed("the login answer came from another issuer; nothing was enrolled")
     token = _get_json(
         meta["token_endpoint"],
-        {"grant_type": "authorization_code", "code": result["code"], "redirect_uri": redirect_uri, "client_id": CLIENT_ID, "code_verifier": verifier},
+        {
+            "grant_type": "authorization_code",
+            "code": result["code"],
+            "redirect_uri": redirect_uri,
+            "client_id": CLIENT_ID,
+            "code_verifier": verifier,
+        },
     )
     access = token.get("access_token")
     if not isinstance(access, str):

@@ -61,7 +61,7 @@ def open_token(module_path: str, token_label: str | None, pin: str):
     criteria = TokenCriteria(label=token_label) if token_label else None
     try:
         return open_pkcs11_session(module_path, token_criteria=criteria, user_pin=pin)
-    except Exception as exc:  # noqa: BLE001 - python-pkcs11 and pyHanko raise many kinds; all mean the token is not usable
+    except Exception as exc:
         raise SigningFailed(f"cannot open the USB key: {type(exc).__name__} {exc}".strip()) from None
 
 
@@ -88,7 +88,7 @@ def find_identity(session, key_id: bytes | None = None) -> TokenIdentity:
         raise SigningFailed("the USB key holds no certificate for signing documents with a private key beside it")
 
     def preference(identity: TokenIdentity):
-        usage = set((identity.certificate.key_usage_value.native if identity.certificate.key_usage_value else []))
+        usage = set(identity.certificate.key_usage_value.native if identity.certificate.key_usage_value else [])
         return ("non_repudiation" not in usage, -identity.certificate.not_valid_after.timestamp())
 
     chosen = sorted(candidates, key=preference)[0]
@@ -110,8 +110,12 @@ def _chain(leaf: asn1_x509.Certificate, authorities: list[asn1_x509.Certificate]
 
 def pkcs11_signer(session, identity: TokenIdentity) -> PKCS11Signer:
     return PKCS11Signer(
-        session, key_id=identity.key_id, signing_cert=identity.certificate, other_certs_to_pull=None,
-        ca_chain=identity.chain, use_raw_mechanism=identity.is_ec,
+        session,
+        key_id=identity.key_id,
+        signing_cert=identity.certificate,
+        other_certs_to_pull=None,
+        ca_chain=identity.chain,
+        use_raw_mechanism=identity.is_ec,
     )
 
 
@@ -133,7 +137,10 @@ def sign_pdf(data: bytes, signer: PKCS11Signer, *, level: str = "B-B", tsa_url: 
         counter += 1
         name = f"Signature-{counter}"
     meta = signers.PdfSignatureMetadata(
-        field_name=name, md_algorithm="sha256", subfilter=fields.SigSeedSubFilter.PADES, reason=reason,
+        field_name=name,
+        md_algorithm="sha256",
+        subfilter=fields.SigSeedSubFilter.PADES,
+        reason=reason,
     )
     timestamper = HTTPTimeStamper(tsa_url) if level == "B-T" else None
     output = signers.PdfSigner(meta, signer, timestamper=timestamper).sign_pdf(writer)
@@ -147,7 +154,9 @@ def sign_bytes(signer: PKCS11Signer, data: bytes) -> bytes:
 
 def _post(url: str, body: dict, token: str) -> dict:
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST",
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}", "Accept": "application/json"},
     )
     try:

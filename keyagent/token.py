@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from pkcs11 import Attribute, ObjectClass
 from pkcs11.util.x509 import decode_x509_certificate
 
-from hsm import HSMError, KeyAlgorithm, PKCS11KeyManager, PKCS11URI
+from hsm import PKCS11URI, HSMError, KeyAlgorithm, PKCS11KeyManager
 from hsm import module as pkcs11_module
 
 PinSource = Callable[[], str]
@@ -227,10 +227,7 @@ class UsbKey:
 
     def private_keys(self) -> list[StoredKey]:
         """Private keys (needs the PIN): they are private objects, invisible before login."""
-        return [
-            StoredKey(info.label, PKCS11URI.parse(info.uri).id or b"", info.algorithm, private=True)
-            for info in self.manager.keys()
-        ]
+        return [StoredKey(info.label, PKCS11URI.parse(info.uri).id or b"", info.algorithm, private=True) for info in self.manager]
 
     def identities(self) -> list[StoredCertificate]:
         """End-entity certificates whose private key is on the token: what can sign (needs the PIN)."""

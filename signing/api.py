@@ -50,11 +50,16 @@ def _pdf_and_options() -> tuple[bytes, dict]:
         if upload is None:
             raise Problem(400, "Bad Request", "send the PDF in a form field named 'file'", code="no_file")
         data = upload.read(limit + 1)
-        options.update({k: v for k, v in request.form.items()})
+        options.update(dict(request.form.items()))
     elif request.mimetype in ("application/pdf", "application/octet-stream"):
         data = request.get_data(cache=False)
     else:
-        raise Problem(415, "Unsupported Media Type", "send the PDF as application/pdf, or as multipart/form-data with a 'file' field", code="media_type")
+        raise Problem(
+            415,
+            "Unsupported Media Type",
+            "send the PDF as application/pdf, or as multipart/form-data with a 'file' field",
+            code="media_type",
+        )
     return data, options
 
 
@@ -109,15 +114,23 @@ def seal_pdf():
     seal_name = seals.choose_for_client(sctx.ca, client, options.get("seal"))
     reason = _reason(options.get("reason"))
     result = pades.seal_pdf(
-        sctx, data, seal_name=seal_name, level=options.get("level"), placement=placement_from(options), reason=reason,
+        sctx,
+        data,
+        seal_name=seal_name,
+        level=options.get("level"),
+        placement=placement_from(options),
+        reason=reason,
         actor=f"client:{client}",
     )
-    return pdf_response(result.pdf, {
-        "Hallmark-Document-Id": result.document.id,
-        "Hallmark-Verify-URL": result.verify_url,
-        "Hallmark-Level": result.document.level,
-        "Content-Disposition": f'attachment; filename="sealed-{result.document.id}.pdf"',
-    })
+    return pdf_response(
+        result.pdf,
+        {
+            "Hallmark-Document-Id": result.document.id,
+            "Hallmark-Verify-URL": result.verify_url,
+            "Hallmark-Level": result.document.level,
+            "Content-Disposition": f'attachment; filename="sealed-{result.document.id}.pdf"',
+        },
+    )
 
 
 @bp.post("/api/validate")
@@ -173,9 +186,15 @@ def remote_prepare():
     if expected is not None and not isinstance(expected, str):
         raise Problem(400, "Bad Request", "'expected_identifier' must be a string", code="bad_field")
     prepared = remote.prepare(
-        sctx, data, certificate, [_base64(c, "chain") for c in chain], level=body.get("level"),
-        placement=placement_from({**options, "visible": options.get("visible", "false")}), reason=_reason(body.get("reason")),
-        expected_identifier=expected, actor=f"client:{_client()}",
+        sctx,
+        data,
+        certificate,
+        [_base64(c, "chain") for c in chain],
+        level=body.get("level"),
+        placement=placement_from({**options, "visible": options.get("visible", "false")}),
+        reason=_reason(body.get("reason")),
+        expected_identifier=expected,
+        actor=f"client:{_client()}",
     )
     return prepared, 201
 

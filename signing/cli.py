@@ -76,7 +76,9 @@ def seal_list(as_json):
     if not rows:
         click.echo("no seals yet; add one with 'hallmark sign seal add --department ... --credit-code ...'")
     for row in rows:
-        click.echo(f"{row.name}  [{row.status}, certificate {row.certificate_status} until {row.not_after[:10]}]  {row.department} {row.credit_code}")
+        click.echo(
+            f"{row.name}  [{row.status}, certificate {row.certificate_status} until {row.not_after[:10]}]  {row.department} {row.credit_code}"
+        )
 
 
 @seal.command(name="image")
@@ -176,8 +178,12 @@ def validate(file, as_json):
             sub = f"/{entry['sub_indication']}" if entry.get("sub_indication") else ""
             click.echo(f"  {entry['id']} {entry['indication']}{sub}  {signer.get('name', '?')} {identifier.get('masked', '')}")
             if entry.get("pades_level"):
-                click.echo(f"      level {entry['pades_level']}, signed {entry.get('signing_time')}, timestamp {(entry.get('timestamp') or {}).get('time')}")
-                click.echo(f"      revocation {entry['revocation']['status']}, modified after signing: {'yes' if entry['modified_after_signing'] else 'no'}")
+                click.echo(
+                    f"      level {entry['pades_level']}, signed {entry.get('signing_time')}, timestamp {(entry.get('timestamp') or {}).get('time')}"
+                )
+                click.echo(
+                    f"      revocation {entry['revocation']['status']}, modified after signing: {'yes' if entry['modified_after_signing'] else 'no'}"
+                )
             for line in entry.get("errors", []) + entry.get("warnings", []):
                 click.echo(f"      - {line}")
     if found["signatures_count"] == 0 or found["valid_signatures_count"] != found["signatures_count"]:

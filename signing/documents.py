@@ -40,7 +40,9 @@ def certificate_state(sctx: SigningContext, row: SignedDocument) -> CertificateS
     if certificate is None:
         return CertificateState("unknown")  # a USB key of a recognised external CA
     if certificate.status == "revoked":
-        return CertificateState("revoked", certificate.revoked_at.isoformat() if certificate.revoked_at else None, certificate.revocation_reason)
+        return CertificateState(
+            "revoked", certificate.revoked_at.isoformat() if certificate.revoked_at else None, certificate.revocation_reason
+        )
     if certificate.not_after < utc_now():
         return CertificateState("expired")
     return CertificateState("valid")
@@ -79,7 +81,7 @@ def compare(sctx: SigningContext, row: SignedDocument, data: bytes) -> Compariso
         outcome = "identical"
     elif entry is None:
         outcome = "not_this_document"
-    elif entry["sub_indication"] == "HASH_FAILURE" or entry.get("errors") and not _intact(entry):
+    elif entry["sub_indication"] == "HASH_FAILURE" or (entry.get("errors") and not _intact(entry)):
         outcome = "tampered"
     elif entry.get("modified_after_signing"):
         outcome = "signed_then_changed"

@@ -33,7 +33,6 @@ import secrets
 from dataclasses import dataclass
 
 from asn1crypto import x509 as asn1_x509
-from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.sign import fields, signers
@@ -148,18 +147,20 @@ def field_spec(writer: IncrementalPdfFileWriter, page_count: int, field_name: st
         box = (placement.x, placement.y, placement.x + placement.width, placement.y + placement.height)
     if box[0] < x0 - 0.5 or box[1] < y0 - 0.5 or box[2] > x1 + 0.5 or box[3] > y1 + 0.5:
         raise Problem(
-            422, "Unprocessable Content",
+            422,
+            "Unprocessable Content",
             f"the stamp at ({box[0]:g}, {box[1]:g}) sized {placement.width:g}x{placement.height:g} does not fit on page {page} "
-            f"({x1 - x0:g}x{y1 - y0:g} points)", code="bad_position",
+            f"({x1 - x0:g}x{y1 - y0:g} points)",
+            code="bad_position",
         )
-    return fields.SigFieldSpec(field_name, on_page=page - 1, box=tuple(int(round(v)) for v in box))
+    return fields.SigFieldSpec(field_name, on_page=page - 1, box=tuple(round(v) for v in box))
 
 
 def unique_field_name(reader, base: str) -> str:
     existing = set()
     try:
         form = reader.root.get("/AcroForm")
-        for ref in (form.get_object().get("/Fields", []) if form is not None else []):
+        for ref in form.get_object().get("/Fields", []) if form is not None else []:
             name = ref.get_object().get("/T")
             if name is not None:
                 existing.add(str(name))
@@ -178,8 +179,17 @@ def key_usage_for(certificate: asn1_x509.Certificate) -> set[str]:
     return {"non_repudiation"} if "non_repudiation" in usage or not usage else {"digital_signature"}
 
 
-def signature_metadata(sctx: SigningContext, field_name: str, level: str, leaf_serials: list[str], *, reason: str | None, name: str | None,
-                       key_usage: set[str], allow_fetching: bool = False) -> signers.PdfSignatureMetadata:
+def signature_metadata(
+    sctx: SigningContext,
+    field_name: str,
+    level: str,
+    leaf_serials: list[str],
+    *,
+    reason: str | None,
+    name: str | None,
+    key_usage: set[str],
+    allow_fetching: bool = False,
+) -> signers.PdfSignatureMetadata:
     long_term = level in ("B-LT", "B-LTA")
     return signers.PdfSignatureMetadata(
         field_name=field_name,
@@ -206,26 +216,65 @@ def signing_failure(exc: Exception) -> Problem:
     return Problem(422, "Unprocessable Content", f"the PDF cannot be signed: {text[:300]}", code="cannot_sign")
 
 
-def record(sctx: SigningContext, *, document_id: str, kind: str, seal_name: str | None, certificate: asn1_x509.Certificate,
-           certificate_serial: str, level: str, field_name: str, output: bytes, signature: bytes, actor: str, action: str,
-           signer_display: str, id_kind: str | None, id_masked: str | None, details: dict | None = None, session=None) -> SignedDocument:
+def record(
+    sctx: SigningContext,
+    *,
+    document_id: str,
+    kind: str,
+    seal_name: str | None,
+    certificate: asn1_x509.Certificate,
+    certificate_serial: str,
+    level: str,
+    field_name: str,
+    output: bytes,
+    signature: bytes,
+    actor: str,
+    action: str,
+    signer_display: str,
+    id_kind: str | None,
+    id_masked: str | None,
+    details: dict | None = None,
+    session=None,
+) -> SignedDocument:
     """Store the document record and its audit event together (the file is returned only after this commits).
 
     With ``session`` the record joins the caller's transaction.
     """
     row = SignedDocument(
-        id=document_id, kind=kind, seal_name=seal_name, signer=signer_display[:400], signer_id_kind=id_kind,
-        signer_id_masked=id_masked, certificate_serial=certificate_serial, certificate_fingerprint=certificate.sha256.hex(),
-        level=level, field_name=field_name, signed_at=utc_now(), sha256=hashlib.sha256(output).hexdigest(),
-        signature_sha256=hashlib.sha256(signature).hexdigest(), size=len(output), actor=actor[:200],
+        id=document_id,
+        kind=kind,
+        seal_name=seal_name,
+        signer=signer_display[:400],
+        signer_id_kind=id_kind,
+        signer_id_masked=id_masked,
+        certificate_serial=certificate_serial,
+        certificate_fingerprint=certificate.sha256.hex(),
+        level=level,
+        field_name=field_name,
+        signed_at=utc_now(),
+        sha256=hashlib.sha256(output).hexdigest(),
+        signature_sha256=hashlib.sha256(signature).hexdigest(),
+        size=len(output),
+        actor=actor[:200],
     )
+
     def store(session) -> None:
         session.add(row)
         session.flush()
         audit.record(
-            session, actor=actor, action=action, target=document_id,
-            details={"seal": seal_name, "level": level, "sha256": row.sha256, "size": row.size, "certificate": certificate_serial,
-                     "signer": row.signer, **(details or {})},
+            session,
+            actor=actor,
+            action=action,
+            target=document_id,
+            details={
+                "seal": seal_name,
+                "level": level,
+                "sha256": row.sha256,
+                "size": row.size,
+                "certificate": certificate_serial,
+                "signer": row.signer,
+                **(details or {}),
+            },
         )
 
     if session is not None:
@@ -289,10 +338,15 @@ def seal_pdf(
 
     def attempt(writer, reserve: int | None) -> tuple[bytes, bytes]:
         signer = KeySigner(key, certificate, [issuer])
-        meta = signature_metadata(sctx, field_name, level, leaf_serials, reason=reason, name=seal.department, key_usage=key_usage_for(certificate))
+        meta = signature_metadata(
+            sctx, field_name, level, leaf_serials, reason=reason, name=seal.department, key_usage=key_usage_for(certificate)
+        )
         pdf_signer = signers.PdfSigner(
-            meta, signer, timestamper=sctx.timestamper() if level != "B-B" else None,
-            stamp_style=stamp.SealStampStyle(image=image), new_field_spec=spec,
+            meta,
+            signer,
+            timestamper=sctx.timestamper() if level != "B-B" else None,
+            stamp_style=stamp.SealStampStyle(image=image),
+            new_field_spec=spec,
         )
         output = io.BytesIO()
         pdf_signer.sign_pdf(writer, bytes_reserved=reserve, appearance_text_params={"url": verify_url}, output=output)
@@ -300,23 +354,38 @@ def seal_pdf(
 
     try:
         try:
-            signed, signature = attempt(writer, reserve_bytes([seal.certificate_der, issuer.dump()], seal.certificate.public_key(), level != "B-B"))
+            signed, signature = attempt(
+                writer, reserve_bytes([seal.certificate_der, issuer.dump()], seal.certificate.public_key(), level != "B-B")
+            )
         except SigningError as exc:
             if "larger than expected" not in str(exc):
                 raise
             log.warning("the reserved signature space was too small (%s); signing again with pyHanko's estimate", exc)
             signed, signature = attempt(IncrementalPdfFileWriter.from_reader(pdfinput.read(data, limit=sctx.max_pdf_bytes)), None)
     except trust.TimeStampUnavailable:
-        raise Problem(503, "Service Unavailable", "the time-stamping authority could not timestamp the seal; try again", code="tsa_unavailable") from None
+        raise Problem(
+            503, "Service Unavailable", "the time-stamping authority could not timestamp the seal; try again", code="tsa_unavailable"
+        ) from None
     except (SigningError, ValidationError) as exc:
         raise signing_failure(exc) from None
     except PdfError as exc:
         log.info("refused a PDF pyHanko could not update: %s", exc)
         raise pdfinput.refuse(422, "corrupt", "the PDF is damaged and cannot be signed") from None
     row = record(
-        sctx, document_id=document_id, kind="seal", seal_name=seal.name, certificate=certificate, certificate_serial=seal.serial,
-        level=level, field_name=field_name, output=signed, signature=signature, actor=actor, action="signing.pdf.sealed",
-        signer_display=f"{seal.department} (NTRCN-{mask_credit_code(seal.credit_code)})", id_kind="credit_code",
+        sctx,
+        document_id=document_id,
+        kind="seal",
+        seal_name=seal.name,
+        certificate=certificate,
+        certificate_serial=seal.serial,
+        level=level,
+        field_name=field_name,
+        output=signed,
+        signature=signature,
+        actor=actor,
+        action="signing.pdf.sealed",
+        signer_display=f"{seal.department} (NTRCN-{mask_credit_code(seal.credit_code)})",
+        id_kind="credit_code",
         id_masked=mask_credit_code(seal.credit_code),
     )
     return SignedResult(signed, row, verify_url)

@@ -30,7 +30,6 @@ TRANSLATIONS = Path(__file__).parent / "translations"
 SUPPORTED = ("zh", "en")
 
 
-
 def N_(message: str) -> str:
     """Mark a msgid for extraction; it is translated where it is shown."""
     return message
@@ -97,8 +96,13 @@ def render(template: str, status: int = 200, **values):
     lang = _lang()
     links = {code: request.path + "?" + urlencode({"lang": code}) for code in SUPPORTED}
     body = render_template(
-        template, lang=lang, html_lang={"zh": "zh-CN", "en": "en"}[lang], lang_links=links,
-        nonce=g.get("signing_nonce", ""), when=_when, **values,
+        template,
+        lang=lang,
+        html_lang={"zh": "zh-CN", "en": "en"}[lang],
+        lang_links=links,
+        nonce=g.get("signing_nonce", ""),
+        when=_when,
+        **values,
     )
     return body, status
 
@@ -154,7 +158,10 @@ def verify_upload(document_id):
     except Problem as problem:
         return render("signing/verify.html", problem.status, error=_problem_text(problem), document=described)
     return render(
-        "signing/verify.html", document=described, outcome=comparison.outcome, report=_report_view(comparison.report),
+        "signing/verify.html",
+        document=described,
+        outcome=comparison.outcome,
+        report=_report_view(comparison.report),
         entry=comparison.entry,
     )
 

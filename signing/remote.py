@@ -99,7 +99,10 @@ def _check_certificate(sctx: SigningContext, certificate: x509.Certificate, chai
         return
     if not usage.content_commitment:
         # A login (digitalSignature-only) key must not put a person's name under a document.
-        raise _bad("the signer's certificate may not sign documents (no nonRepudiation key usage); use the signing certificate", "certificate_usage")
+        raise _bad(
+            "the signer's certificate may not sign documents (no nonRepudiation key usage); use the signing certificate",
+            "certificate_usage",
+        )
     if not isinstance(certificate.public_key(), (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
         raise _bad("only ECDSA and RSA keys can sign here", "certificate_key")
 
@@ -111,22 +114,44 @@ class _PlaceholderSigner(GivenSignature):
         super().__init__(b"", certificate, chain)
 
 
-async def _prepare(sctx: SigningContext, reader, level: str, certificate, certificate_parsed, chain_parsed, serials, placement, reason,
-                   field_name, document_id, external):
+async def _prepare(
+    sctx: SigningContext,
+    reader,
+    level: str,
+    certificate,
+    certificate_parsed,
+    chain_parsed,
+    serials,
+    placement,
+    reason,
+    field_name,
+    document_id,
+    external,
+):
     writer = IncrementalPdfFileWriter.from_reader(reader)
     page_count = int(reader.root["/Pages"]["/Count"])
     spec = pades.field_spec(writer, page_count, field_name, placement)
     signer = _PlaceholderSigner(certificate_parsed, chain_parsed)
-    meta = pades.signature_metadata(sctx, field_name, level, serials, reason=reason, name=None, key_usage=pades.key_usage_for(certificate_parsed),
-                                    allow_fetching=external)
+    meta = pades.signature_metadata(
+        sctx,
+        field_name,
+        level,
+        serials,
+        reason=reason,
+        name=None,
+        key_usage=pades.key_usage_for(certificate_parsed),
+        allow_fetching=external,
+    )
     pdf_signer = signers.PdfSigner(meta, signer, stamp_style=stamp.SealStampStyle(image=None), new_field_spec=spec)
     reserve = pades.reserve_bytes([certificate_parsed.dump(), *(c.dump() for c in chain_parsed)], certificate.public_key(), level != "B-B")
     prepared, _, output = await pdf_signer.async_digest_doc_for_signing(
         writer, bytes_reserved=reserve, appearance_text_params={"url": sctx.verify_url(document_id)}
     )
     signed_attrs = await signer.signed_attrs(
-        prepared.document_digest, pades.MD_ALGORITHM,
-        PdfCMSSignedAttributes(signing_time=utc_now()), use_pades=True,
+        prepared.document_digest,
+        pades.MD_ALGORITHM,
+        PdfCMSSignedAttributes(signing_time=utc_now()),
+        use_pades=True,
     )
     return prepared, output.getvalue(), signed_attrs
 
@@ -172,17 +197,32 @@ def prepare(
     now = utc_now()
     expires = now + sctx.remote_session_lifetime
     row = RemoteSession(
-        id=session_id, actor=actor[:200], created_at=now, expires_at=expires, status="pending", level=level, field_name=field_name,
-        md_algorithm=pades.MD_ALGORITHM, certificate=certificate_der, chain=json.dumps([base64.b64encode(d).decode() for d in chain_der]),
-        prepared_pdf=prepared_pdf, reserved_start=prepared.reserved_region_start, reserved_end=prepared.reserved_region_end,
-        document_digest=prepared.document_digest, signed_attrs=signed_attrs.dump(), document_id=document_id,
+        id=session_id,
+        actor=actor[:200],
+        created_at=now,
+        expires_at=expires,
+        status="pending",
+        level=level,
+        field_name=field_name,
+        md_algorithm=pades.MD_ALGORITHM,
+        certificate=certificate_der,
+        chain=json.dumps([base64.b64encode(d).decode() for d in chain_der]),
+        prepared_pdf=prepared_pdf,
+        reserved_start=prepared.reserved_region_start,
+        reserved_end=prepared.reserved_region_end,
+        document_digest=prepared.document_digest,
+        signed_attrs=signed_attrs.dump(),
+        document_id=document_id,
     )
     with sctx.sessions() as session, session.begin():
         # Prepared copies of abandoned sessions are dropped as new ones arrive.
         session.execute(delete(RemoteSession).where(RemoteSession.expires_at < now, RemoteSession.status == "pending"))
         session.add(row)
         audit.record(
-            session, actor=actor, action="signing.remote.prepared", target=session_id,
+            session,
+            actor=actor,
+            action="signing.remote.prepared",
+            target=session_id,
             details={"level": level, "certificate": serials[0], "signer": identity["subject"][:200]},
         )
     kind = "ec" if isinstance(certificate.public_key(), ec.EllipticCurvePublicKey) else "rsa"
@@ -264,7 +304,12 @@ def finish(sctx: SigningContext, session_id: str, signature: bytes, *, actor: st
     try:
         signed = asyncio.run(_finish(sctx, row, parsed, chain, signature))
     except trust.TimeStampUnavailable:
-        raise Problem(503, "Service Unavailable", "the time-stamping authority could not timestamp the signature; finish again", code="tsa_unavailable") from None
+        raise Problem(
+            503,
+            "Service Unavailable",
+            "the time-stamping authority could not timestamp the signature; finish again",
+            code="tsa_unavailable",
+        ) from None
     except (SigningError, ValidationError) as exc:
         raise pades.signing_failure(exc) from None
     identity = signer_identity(parsed)
@@ -276,9 +321,22 @@ def finish(sctx: SigningContext, session_id: str, signature: bytes, *, actor: st
         current.status = "finished"
         current.prepared_pdf = b""
         document = pades.record(
-            sctx, session=session, document_id=row.document_id, kind="token", seal_name=None, certificate=parsed, certificate_serial=format(parsed.serial_number, "x"),
-            level=row.level, field_name=row.field_name, output=signed, signature=signature, actor=actor, action="signing.remote.finished",
-            signer_display=identity["subject"], id_kind=found["kind"] if found else None, id_masked=found["masked"] if found else None,
+            sctx,
+            session=session,
+            document_id=row.document_id,
+            kind="token",
+            seal_name=None,
+            certificate=parsed,
+            certificate_serial=format(parsed.serial_number, "x"),
+            level=row.level,
+            field_name=row.field_name,
+            output=signed,
+            signature=signature,
+            actor=actor,
+            action="signing.remote.finished",
+            signer_display=identity["subject"],
+            id_kind=found["kind"] if found else None,
+            id_masked=found["masked"] if found else None,
             details={"session": session_id},
         )
     return {

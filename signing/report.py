@@ -79,7 +79,12 @@ def identifier(certificate: asn1_x509.Certificate) -> dict | None:
         return _identifier("credit_code", organisation_id[6:], "subject organizationIdentifier (NTRCN-)")
     # Private extensions are unknown to asn1crypto: their value is the DER of a PrintableString.
     extensions = {ext["extn_id"].dotted: ext["extn_value"].native for ext in certificate["tbs_certificate"]["extensions"] or []}
-    for oid, kind in ((OID_ID_CARD_2023, "resident_id"), (OID_ID_CARD_2012, "resident_id"), (OID_CREDIT_CODE_2023, "credit_code"), (OID_BUSINESS_REGISTRATION, "credit_code")):
+    for oid, kind in (
+        (OID_ID_CARD_2023, "resident_id"),
+        (OID_ID_CARD_2012, "resident_id"),
+        (OID_CREDIT_CODE_2023, "credit_code"),
+        (OID_BUSINESS_REGISTRATION, "credit_code"),
+    ):
         raw = extensions.get(oid)
         value = _printable(raw) if isinstance(raw, bytes) else None
         if value:
@@ -185,7 +190,11 @@ async def _validate(ctx: CAContext, signature: EmbeddedPdfSignature, dss: _DSS, 
     signature.compute_integrity_info()
     if doc_timestamps_after:
         return "long-term (ETSI EN 319 102-1 5.6.3)", await ades.ades_lta_validation(signature, PdfSignatureValidationSpec(spec))
-    arguments = dict(raw_digest=signature.compute_digest(), extra_status_kwargs=signature.summarise_integrity_info(), status_cls=PdfSignatureStatus)
+    arguments = {
+        "raw_digest": signature.compute_digest(),
+        "extra_status_kwargs": signature.summarise_integrity_info(),
+        "status_cls": PdfSignatureStatus,
+    }
     if _has_signature_timestamp(signature):
         return "with time (ETSI EN 319 102-1 5.5)", await ades.ades_with_time_validation(signature.signed_data, spec, **arguments)
     # pyHanko's basic validation builds its status without the PDF integrity fields.
@@ -287,8 +296,14 @@ def _mask_text(text: str) -> str:
 
 def _failed_entry(number: int, signature: EmbeddedPdfSignature, reason: str) -> dict:
     return {
-        "id": f"S-{number}", "field": signature.field_name, "indication": "TOTAL_FAILED", "sub_indication": "FORMAT_FAILURE",
-        "validation_process": None, "signer": None, "errors": [reason], "warnings": [],
+        "id": f"S-{number}",
+        "field": signature.field_name,
+        "indication": "TOTAL_FAILED",
+        "sub_indication": "FORMAT_FAILURE",
+        "validation_process": None,
+        "signer": None,
+        "errors": [reason],
+        "warnings": [],
     }
 
 
@@ -374,4 +389,3 @@ def document_records(session, report: dict) -> dict:
         return {}
     rows = session.execute(select(SignedDocument.signature_sha256, SignedDocument.id).where(SignedDocument.signature_sha256.in_(digests)))
     return dict(rows.all())
-

@@ -24,10 +24,16 @@ LINES = (
 def sample_pdf() -> bytes:
     writer = PdfFileWriter()
     name = generic.NameObject
-    font = writer.add_object(generic.DictionaryObject({
-        name("/Type"): name("/Font"), name("/Subtype"): name("/Type1"), name("/BaseFont"): name("/Helvetica"),
-        name("/Encoding"): name("/WinAnsiEncoding"),
-    }))
+    font = writer.add_object(
+        generic.DictionaryObject(
+            {
+                name("/Type"): name("/Font"),
+                name("/Subtype"): name("/Type1"),
+                name("/BaseFont"): name("/Helvetica"),
+                name("/Encoding"): name("/WinAnsiEncoding"),
+            }
+        )
+    )
     text = ["BT /F1 18 Tf 72 760 Td 22 TL"]
     for number, line in enumerate(LINES):
         escaped = line.format(today=date.today().isoformat()).replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
@@ -36,12 +42,16 @@ def sample_pdf() -> bytes:
         text.append(f"({escaped}) Tj T*")
     text.append("ET")
     content = writer.add_object(generic.StreamObject(stream_data="\n".join(text).encode("latin-1")))
-    writer.insert_page(generic.DictionaryObject({
-        name("/Type"): name("/Page"),
-        name("/MediaBox"): generic.ArrayObject([generic.NumberObject(n) for n in (0, 0, 595, 842)]),
-        name("/Contents"): content,
-        name("/Resources"): generic.DictionaryObject({name("/Font"): generic.DictionaryObject({name("/F1"): font})}),
-    }))
+    writer.insert_page(
+        generic.DictionaryObject(
+            {
+                name("/Type"): name("/Page"),
+                name("/MediaBox"): generic.ArrayObject([generic.NumberObject(n) for n in (0, 0, 595, 842)]),
+                name("/Contents"): content,
+                name("/Resources"): generic.DictionaryObject({name("/Font"): generic.DictionaryObject({name("/F1"): font})}),
+            }
+        )
+    )
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()

@@ -93,7 +93,7 @@ def add(
         if session.get(Seal, name) is not None:
             raise _conflict(f"there is already a seal named {name!r}")
     label = _key_label(name)
-    key = next((k for k in ctx.keys.keys() if k.label == label), None) or ctx.keys.create_key(label, KeyAlgorithm.EC_P256)
+    key = next((k for k in ctx.keys if k.label == label), None) or ctx.keys.create_key(label, KeyAlgorithm.EC_P256)
     profile = profiles.get(PROFILE)
     subject, id_extensions, id_value = issuance.subject_for(profile, issuance.Identity(name=department, subject_id=code))
     try:
@@ -103,17 +103,34 @@ def add(
                 ctx, profile, issuer, key.public_key, subject, serial=issuance.random_serial(session), extra_extensions=id_extensions
             )
             row = issuance.store(
-                ctx, session, certificate, authority=issuer.name, profile=PROFILE, id_kind="credit_code",
-                id_value=id_value, actor=actor, key_uri=key.uri,
+                ctx,
+                session,
+                certificate,
+                authority=issuer.name,
+                profile=PROFILE,
+                id_kind="credit_code",
+                id_value=id_value,
+                actor=actor,
+                key_uri=key.uri,
             )
             seal = Seal(
-                name=name, department=department, credit_code=code, certificate_serial=row.serial, key_uri=key.uri,
-                image_png=png, status="active", created_at=utc_now(), created_by=actor[:200],
+                name=name,
+                department=department,
+                credit_code=code,
+                certificate_serial=row.serial,
+                key_uri=key.uri,
+                image_png=png,
+                status="active",
+                created_at=utc_now(),
+                created_by=actor[:200],
             )
             session.add(seal)
             session.flush()
             audit.record(
-                session, actor=actor, action="signing.seal.added", target=name,
+                session,
+                actor=actor,
+                action="signing.seal.added",
+                target=name,
                 details={"department": department, "credit_code": code, "certificate": row.serial, "key": key.uri},
             )
     except IntegrityError:
@@ -123,15 +140,22 @@ def add(
 
 def _info(seal: Seal, certificate: Certificate) -> SealInfo:
     return SealInfo(
-        name=seal.name, department=seal.department, credit_code=seal.credit_code, certificate_serial=seal.certificate_serial,
-        status=seal.status, certificate_status=certificate.status, not_after=certificate.not_after.isoformat(),
+        name=seal.name,
+        department=seal.department,
+        credit_code=seal.credit_code,
+        certificate_serial=seal.certificate_serial,
+        status=seal.status,
+        certificate_status=certificate.status,
+        not_after=certificate.not_after.isoformat(),
         created_at=seal.created_at.isoformat(),
     )
 
 
 def list_seals(ctx: CAContext) -> list[SealInfo]:
     with ctx.sessions() as session:
-        rows = session.execute(select(Seal, Certificate).join(Certificate, Certificate.serial == Seal.certificate_serial).order_by(Seal.name))
+        rows = session.execute(
+            select(Seal, Certificate).join(Certificate, Certificate.serial == Seal.certificate_serial).order_by(Seal.name)
+        )
         return [_info(seal, certificate) for seal, certificate in rows]
 
 
@@ -160,8 +184,10 @@ def _department_code(session, department: str) -> str:
         if len(codes) == 1:
             return codes.pop()
         if not codes:
-            raise _bad(f"{department!r} is neither a unified social credit code nor the department of a seal", code="no_such_department")
-        raise _bad(f"several departments are named {department!r}; give the credit code")
+            raise _bad(
+                f"{department!r} is neither a unified social credit code nor the department of a seal", code="no_such_department"
+            ) from None
+        raise _bad(f"several departments are named {department!r}; give the credit code") from None
 
 
 def grant(ctx: CAContext, client_id: str, department: str, *, actor: str) -> SealGrant:
@@ -203,10 +229,17 @@ def choose_for_client(ctx: CAContext, client_id: str, name: str | None) -> str:
                 session.rollback()
                 with session.begin():
                     # A client reaching for another department's seal is worth knowing about.
-                    audit.record(session, actor=f"client:{client_id}", action="signing.seal.refused", target=seal.name,
-                                 details={"reason": "seal of another department", "credit_code": seal.credit_code})
+                    audit.record(
+                        session,
+                        actor=f"client:{client_id}",
+                        action="signing.seal.refused",
+                        target=seal.name,
+                        details={"reason": "seal of another department", "credit_code": seal.credit_code},
+                    )
                 raise Problem(
-                    403, "Forbidden", f"client {client_id!r} may not use the seal {name!r}: it belongs to another department",
+                    403,
+                    "Forbidden",
+                    f"client {client_id!r} may not use the seal {name!r}: it belongs to another department",
                     code="seal_of_another_department",
                 )
             return seal.name
@@ -214,7 +247,9 @@ def choose_for_client(ctx: CAContext, client_id: str, name: str | None) -> str:
             raise Problem(403, "Forbidden", f"client {client_id!r} has not been granted any department's seals", code="no_seal_granted")
         names = list(session.scalars(select(Seal.name).where(Seal.credit_code.in_(codes), Seal.status == "active")))
     if len(names) != 1:
-        raise Problem(400, "Bad Request", "name the seal to use ('seal'): this client may use " + (", ".join(sorted(names)) or "no active seal"))
+        raise Problem(
+            400, "Bad Request", "name the seal to use ('seal'): this client may use " + (", ".join(sorted(names)) or "no active seal")
+        )
     return names[0]
 
 
@@ -258,9 +293,15 @@ def load(ctx: CAContext, name: str) -> LoadedSeal:
     der = certificate_row.der
     with _loaded_lock:
         found = LoadedSeal(
-            name=seal.name, department=seal.department, credit_code=seal.credit_code, key_uri=seal.key_uri,
-            serial=seal.certificate_serial, certificate=x509.load_der_x509_certificate(der), certificate_der=der,
-            issuer=ctx.authority(certificate_row.authority).certificate, image_png=seal.image_png,
+            name=seal.name,
+            department=seal.department,
+            credit_code=seal.credit_code,
+            key_uri=seal.key_uri,
+            serial=seal.certificate_serial,
+            certificate=x509.load_der_x509_certificate(der),
+            certificate_der=der,
+            issuer=ctx.authority(certificate_row.authority).certificate,
+            image_png=seal.image_png,
             fingerprint=hashlib.sha256(der).hexdigest(),
         )
         _loaded[key] = found

@@ -168,5 +168,5 @@ class SealStamp(BaseStamp):
 
 def default_box(page_box: tuple[float, float, float, float], width: float = DEFAULT_WIDTH, height: float = DEFAULT_HEIGHT) -> tuple:
     """Bottom right of the page, where a Chinese official document is sealed over its date."""
-    x0, y0, x1, _ = page_box
+    _x0, y0, x1, _ = page_box
     return (x1 - MARGIN - width, y0 + MARGIN, x1 - MARGIN, y0 + MARGIN + height)

@@ -31,9 +31,9 @@ from core.identifiers import generate_credit_code, generate_resident_id, lookup_
 from hsm import KeyAlgorithm, PKCS11KeyManager, softhsm
 from idp import accounts
 from idp.models import IdentityProofing
-
 from tests.conftest import USB_TOKEN_LABEL as USB_LABEL  # made before the module is loaded
 from tests.conftest import USB_TOKEN_PIN as USB_PIN
+
 PASSWORD = "Camphor-tree 2026"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 DATA_CSRF = re.compile(r'data-csrf="([^"]+)"')
@@ -93,7 +93,9 @@ def issue(ca_ctx, profile: str, signer, subject_id: str, name: str = "张三") -
     """A certificate from the test CA for the token's key; returns (serial, certificate)."""
     from ca import issuance
 
-    row, certificate = issuance.issue(ca_ctx, profile, UsbKey.csr(signer), issuance.Identity(name=name, subject_id=subject_id), actor="test")
+    row, certificate = issuance.issue(
+        ca_ctx, profile, UsbKey.csr(signer), issuance.Identity(name=name, subject_id=subject_id), actor="test"
+    )
     return row.serial, certificate
 
 
@@ -106,11 +108,27 @@ def issue_in_the_past(ca_ctx, profile_name: str, signer, subject_id: str, *, day
     issued_at = datetime.now(UTC) - timedelta(days=days_ago)
     with ca_ctx.sessions() as session, session.begin():
         issuer = ca_ctx.authority(profile.issuer, session)
-        certificate = issuance.build(ca_ctx, profile, issuer, signer.public_key(), subject, serial=issuance.random_serial(session),
-                                     extra_extensions=extensions, now=issued_at)
+        certificate = issuance.build(
+            ca_ctx,
+            profile,
+            issuer,
+            signer.public_key(),
+            subject,
+            serial=issuance.random_serial(session),
+            extra_extensions=extensions,
+            now=issued_at,
+        )
         # Backdate within the profile: a 730-day profile issued 800 days ago ended 70 days ago.
-        issuance.store(ca_ctx, session, certificate, authority=issuer.name, profile=profile.name, id_kind=profile.subject_id,
-                       id_value=id_value, actor="test")
+        issuance.store(
+            ca_ctx,
+            session,
+            certificate,
+            authority=issuer.name,
+            profile=profile.name,
+            id_kind=profile.subject_id,
+            id_value=id_value,
+            actor="test",
+        )
     return certificate
 
 
@@ -127,10 +145,19 @@ def add_person(factory, lookup_key: bytes, *, proofed: bool = True, name: str = 
     with core_db.transaction(factory) as db:
         account = accounts.register(db, identifier=username, password=PASSWORD, display_name=name)
         if proofed:
-            db.add(IdentityProofing(account_id=account.id, resident_id_hash=lookup_hash(lookup_key, "resident_id", resident_id),
-                                    resident_id_masked=resident_id[:3] + "*" * 11 + resident_id[-4:], legal_name=name,
-                                    method="counter", source="test", location="test centre", document="resident-card",
-                                    verified_at=utc_now()))
+            db.add(
+                IdentityProofing(
+                    account_id=account.id,
+                    resident_id_hash=lookup_hash(lookup_key, "resident_id", resident_id),
+                    resident_id_masked=resident_id[:3] + "*" * 11 + resident_id[-4:],
+                    legal_name=name,
+                    method="counter",
+                    source="test",
+                    location="test centre",
+                    document="resident-card",
+                    verified_at=utc_now(),
+                )
+            )
         return Person(account.id, username, resident_id)
 
 
@@ -140,7 +167,12 @@ def query_of(location: str) -> dict:
 
 def signed_fields(challenge: str, signer, cert: x509.Certificate, certs=(), **override) -> dict:
     signature, algorithm = UsbKey.sign(signer, challenge)
-    fields = {"challenge": challenge, "signature": signature, "algorithm": algorithm, "certificate": b64der(cert),
-              "chain": json.dumps([b64der(c) for c in certs])}
+    fields = {
+        "challenge": challenge,
+        "signature": signature,
+        "algorithm": algorithm,
+        "certificate": b64der(cert),
+        "chain": json.dumps([b64der(c) for c in certs]),
+    }
     fields.update(override)
     return fields

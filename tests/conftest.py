@@ -88,8 +88,17 @@ class PostgresServer:
         data = self.dir / "data"
         self._run(self.bin / "initdb", "-D", data, "-U", self.user, "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8")
         self._run(
-            self.bin / "pg_ctl", "-D", data, "-l", self.dir / "log", "-w", "-t", "60", "start",
-            "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            self.bin / "pg_ctl",
+            "-D",
+            data,
+            "-l",
+            self.dir / "log",
+            "-w",
+            "-t",
+            "60",
+            "start",
+            "-o",
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
         )
 
     def url(self, database: str) -> str:

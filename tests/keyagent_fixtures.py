@@ -69,14 +69,21 @@ class UsbKeyToken:
 
     def run(self, *args, input: str | None = None, timeout: float = 120, **extra) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "keyagent.cli", *args], input=input, env=self.env(**extra),
-            capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+            [sys.executable, "-m", "keyagent.cli", *args],
+            input=input,
+            env=self.env(**extra),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
         )
 
     def pkcs11_tool(self, *args) -> str:
         result = subprocess.run(
             ["pkcs11-tool", "--module", softhsm.default_module(), "--token-label", self.label, *args],
-            env=self.env(), capture_output=True, timeout=60,
+            env=self.env(),
+            capture_output=True,
+            timeout=60,
         )
         assert result.returncode == 0, result.stderr
         return result.stdout.decode("utf-8", "replace")
@@ -116,12 +123,19 @@ class Hall:
         with core_db.transaction(self.sessions) as db:
             account = accounts.register(db, identifier=username, password=PASSWORD, display_name=legal_name)
             if resident_id:
-                db.add(IdentityProofing(
-                    account_id=account.id,
-                    resident_id_hash=lookup_hash(self.settings.lookup_key.encode(), "resident_id", resident_id),
-                    resident_id_masked=mask_resident_id(resident_id), legal_name=legal_name,
-                    method="counter", source="test", location="测试服务中心", document="resident-card", verified_at=utc_now(),
-                ))
+                db.add(
+                    IdentityProofing(
+                        account_id=account.id,
+                        resident_id_hash=lookup_hash(self.settings.lookup_key.encode(), "resident_id", resident_id),
+                        resident_id_masked=mask_resident_id(resident_id),
+                        legal_name=legal_name,
+                        method="counter",
+                        source="test",
+                        location="测试服务中心",
+                        document="resident-card",
+                        verified_at=utc_now(),
+                    )
+                )
         return username
 
     def audit_actions(self, target: str | None = None) -> list[tuple[str, dict]]:
@@ -158,27 +172,56 @@ def log_in_through_browser(base: str, authorize_url: str, username: str, redirec
             continue
         assert token and 'name="password"' in response.text, response.text[:500]
         next_url = parse_qs(urlsplit(response.url).query)["next"][0]
-        response = browser.post(base + "/login", data={"csrf_token": token.group(1), "next": next_url, "identifier": username, "password": PASSWORD},
-                                allow_redirects=False, timeout=10)
+        response = browser.post(
+            base + "/login",
+            data={"csrf_token": token.group(1), "next": next_url, "identifier": username, "password": PASSWORD},
+            allow_redirects=False,
+            timeout=10,
+        )
         assert response.status_code == 303, response.text[:500]
     raise AssertionError("the login flow did not come back to the client")
 
 
-def access_token(base: str, username: str, *, client_id: str = "hallmark-key", scope: str = "openid cert:enrol", port: int = 49152,
-                 redirect_path: str = "/callback") -> dict:
+def access_token(
+    base: str,
+    username: str,
+    *,
+    client_id: str = "hallmark-key",
+    scope: str = "openid cert:enrol",
+    port: int = 49152,
+    redirect_path: str = "/callback",
+) -> dict:
     """An access token for ``username`` from the real code flow with PKCE (a public client, loopback redirect)."""
     redirect_uri = f"http://127.0.0.1:{port}{redirect_path}"
     verifier, challenge = pkce()
     state = secrets.token_urlsafe(8)
-    request = requests.Request("GET", base + "/oauth/authorize", params={
-        "response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "scope": scope, "state": state,
-        "code_challenge": challenge, "code_challenge_method": "S256", "prompt": "login",
-    }).prepare()
+    request = requests.Request(
+        "GET",
+        base + "/oauth/authorize",
+        params={
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "scope": scope,
+            "state": state,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "prompt": "login",
+        },
+    ).prepare()
     location = log_in_through_browser(base, request.url, username, redirect_uri)
     params = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
     assert params.get("state") == state and "code" in params, params
-    token = requests.post(base + "/oauth/token", data={
-        "grant_type": "authorization_code", "code": params["code"], "redirect_uri": redirect_uri, "client_id": client_id, "code_verifier": verifier,
-    }, timeout=10)
+    token = requests.post(
+        base + "/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": params["code"],
+            "redirect_uri": redirect_uri,
+            "client_id": client_id,
+            "code_verifier": verifier,
+        },
+        timeout=10,
+    )
     assert token.status_code == 200, token.text
     return token.json()

@@ -64,8 +64,12 @@ def check_logout_token(token: str, jwks: dict, *, issuer: str, client_id: str) -
     assert decoded.header["typ"] == "logout+jwt"
     claims = decoded.claims
     jwt.JWTClaimsRegistry(
-        iss={"essential": True, "value": issuer}, aud={"essential": True, "value": client_id},
-        iat={"essential": True}, exp={"essential": True}, jti={"essential": True}, sid={"essential": True},
+        iss={"essential": True, "value": issuer},
+        aud={"essential": True, "value": client_id},
+        iat={"essential": True},
+        exp={"essential": True},
+        jti={"essential": True},
+        sid={"essential": True},
     ).validate(claims)
     assert claims["events"] == {"http://schemas.openid.net/event/backchannel-logout": {}}
     assert "nonce" not in claims

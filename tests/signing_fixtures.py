@@ -41,21 +41,31 @@ def make_pdf(text: str = "Hallmark test document", pages: int = 1) -> bytes:
     from pyhanko.pdf_utils.writer import PdfFileWriter
 
     writer = PdfFileWriter()
-    font = writer.add_object(generic.DictionaryObject({
-        generic.NameObject("/Type"): generic.NameObject("/Font"),
-        generic.NameObject("/Subtype"): generic.NameObject("/Type1"),
-        generic.NameObject("/BaseFont"): generic.NameObject("/Helvetica"),
-    }))
+    font = writer.add_object(
+        generic.DictionaryObject(
+            {
+                generic.NameObject("/Type"): generic.NameObject("/Font"),
+                generic.NameObject("/Subtype"): generic.NameObject("/Type1"),
+                generic.NameObject("/BaseFont"): generic.NameObject("/Helvetica"),
+            }
+        )
+    )
     for number in range(pages):
         content = writer.add_object(generic.StreamObject(stream_data=f"BT /F1 14 Tf 72 760 Td ({text} - page {number + 1}) Tj ET".encode()))
-        writer.insert_page(generic.DictionaryObject({
-            generic.NameObject("/Type"): generic.NameObject("/Page"),
-            generic.NameObject("/MediaBox"): generic.ArrayObject([generic.NumberObject(n) for n in (0, 0, 595, 842)]),
-            generic.NameObject("/Contents"): content,
-            generic.NameObject("/Resources"): generic.DictionaryObject({
-                generic.NameObject("/Font"): generic.DictionaryObject({generic.NameObject("/F1"): font}),
-            }),
-        }))
+        writer.insert_page(
+            generic.DictionaryObject(
+                {
+                    generic.NameObject("/Type"): generic.NameObject("/Page"),
+                    generic.NameObject("/MediaBox"): generic.ArrayObject([generic.NumberObject(n) for n in (0, 0, 595, 842)]),
+                    generic.NameObject("/Contents"): content,
+                    generic.NameObject("/Resources"): generic.DictionaryObject(
+                        {
+                            generic.NameObject("/Font"): generic.DictionaryObject({generic.NameObject("/F1"): font}),
+                        }
+                    ),
+                }
+            )
+        )
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
@@ -87,8 +97,11 @@ def nss_database(directory: Path, root_der: bytes) -> str:
     directory.mkdir(parents=True, exist_ok=True)
     subprocess.run(["certutil", "-N", "-d", f"sql:{directory}", "--empty-password"], check=True, capture_output=True)
     (directory / "root.der").write_bytes(root_der)
-    subprocess.run(["certutil", "-A", "-d", f"sql:{directory}", "-n", "hallmark-root", "-t", "CT,C,C", "-i", directory / "root.der"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["certutil", "-A", "-d", f"sql:{directory}", "-n", "hallmark-root", "-t", "CT,C,C", "-i", directory / "root.der"],
+        check=True,
+        capture_output=True,
+    )
     return f"sql:{directory}"
 
 
@@ -143,7 +156,11 @@ def pyhanko_ades(pdf: bytes, root_der: bytes, intermediates_der: list[bytes], cr
     from pyhanko.sign.validation import ades
     from pyhanko.sign.validation.ades import _dss_to_local_knowledge  # pyHanko's own reading of the DSS
     from pyhanko.sign.validation.policy_decl import (
-        LocalKnowledge, PdfSignatureValidationSpec, RevinfoOnlineFetchingRule, RevocationInfoGatheringSpec, SignatureValidationSpec,
+        LocalKnowledge,
+        PdfSignatureValidationSpec,
+        RevinfoOnlineFetchingRule,
+        RevocationInfoGatheringSpec,
+        SignatureValidationSpec,
     )
     from pyhanko.sign.validation.settings import KeyUsageConstraints
     from pyhanko.sign.validation.status import PdfSignatureStatus
@@ -211,7 +228,9 @@ class SigningWorld:
     def token(self, scope: str = "sign:seal sign:validate sign:remote", other: bool = False) -> str:
         client, secret = (self.other_client_id, self.other_client_secret) if other else (self.client_id, self.client_secret)
         meta = requests.get(self.base + "/.well-known/openid-configuration", timeout=10).json()
-        answer = requests.post(meta["token_endpoint"], data={"grant_type": "client_credentials", "scope": scope}, auth=(client, secret), timeout=10)
+        answer = requests.post(
+            meta["token_endpoint"], data={"grant_type": "client_credentials", "scope": scope}, auth=(client, secret), timeout=10
+        )
         assert answer.status_code == 200, answer.text
         return answer.json()["access_token"]
 
@@ -232,15 +251,45 @@ def start_world(tmp_path_factory) -> SigningWorld:
     hallmark("init")
     hallmark("sign", "seal", "add", "--department", DEPARTMENT, "--credit-code", DEPARTMENT_CODE)
     hallmark("sign", "seal", "add", "--department", OTHER_DEPARTMENT, "--credit-code", valid_credit_code(OTHER_CODE))
-    added = json.loads(hallmark("idp", "client", "add", "--name", "市场监管审批系统", "--client-id", "market-approval",
-                                "--grant", "client_credentials", "--scope", "sign:seal sign:validate sign:remote", "--json").stdout)
-    other = json.loads(hallmark("idp", "client", "add", "--name", "自然资源审批系统", "--client-id", "land-approval",
-                                "--grant", "client_credentials", "--scope", "sign:seal sign:validate sign:remote", "--json").stdout)
+    added = json.loads(
+        hallmark(
+            "idp",
+            "client",
+            "add",
+            "--name",
+            "市场监管审批系统",
+            "--client-id",
+            "market-approval",
+            "--grant",
+            "client_credentials",
+            "--scope",
+            "sign:seal sign:validate sign:remote",
+            "--json",
+        ).stdout
+    )
+    other = json.loads(
+        hallmark(
+            "idp",
+            "client",
+            "add",
+            "--name",
+            "自然资源审批系统",
+            "--client-id",
+            "land-approval",
+            "--grant",
+            "client_credentials",
+            "--scope",
+            "sign:seal sign:validate sign:remote",
+            "--json",
+        ).stdout
+    )
     hallmark("sign", "seal", "grant", "market-approval", DEPARTMENT_CODE)
     hallmark("sign", "seal", "grant", "land-approval", OTHER_DEPARTMENT)
     process = subprocess.Popen(
         [sys.executable, "-m", "hallmark.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-        env=hallmark_env(instance, HALLMARK_PUBLIC_URL=base), cwd=ROOT, stdout=subprocess.DEVNULL,
+        env=hallmark_env(instance, HALLMARK_PUBLIC_URL=base),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
         stderr=(instance / "server.log").open("wb"),  # read it when a test meets a 500
         start_new_session=True,
     )
@@ -256,8 +305,9 @@ def start_world(tmp_path_factory) -> SigningWorld:
 
         root_der = x509.load_pem_x509_certificate(root_der).public_bytes(Encoding.DER)
     nssdir = nss_database(tmp_path_factory.mktemp("nss"), root_der)
-    return SigningWorld(instance, base, added["client_id"], added["client_secret"], other["client_id"], other["client_secret"],
-                        nssdir, root_der, process)
+    return SigningWorld(
+        instance, base, added["client_id"], added["client_secret"], other["client_id"], other["client_secret"], nssdir, root_der, process
+    )
 
 
 @pytest.fixture(scope="session")

@@ -76,17 +76,15 @@ def test_database_refuses_update_and_delete(migrated):
     engine, factory = migrated
     append(factory, 2)
     for sql in ("UPDATE audit_events SET actor = 'x'", "DELETE FROM audit_events"):
-        with pytest.raises(DBAPIError, match="append-only"):
-            with engine.begin() as conn:
-                conn.execute(text(sql))
+        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+            conn.execute(text(sql))
 
 
 def test_action_and_event_commit_together(migrated):
     engine, factory = migrated
-    with pytest.raises(RuntimeError):
-        with db.transaction(factory) as session:
-            audit.record(session, actor="a", action="will.roll.back")
-            raise RuntimeError("the action failed")
+    with pytest.raises(RuntimeError), db.transaction(factory) as session:
+        audit.record(session, actor="a", action="will.roll.back")
+        raise RuntimeError("the action failed")
     append(factory, 1)
     with factory() as session:
         result = audit.verify(session)
@@ -99,9 +97,8 @@ def test_full_resident_id_is_refused(migrated, where, value):
     _, factory = migrated
     fields = {"actor": "clerk", "action": "x", "target": "", "details": {}}
     fields[where] = {"id": value} if where == "details" else f"about {value}"
-    with pytest.raises(ValueError, match="full resident ID"):
-        with db.transaction(factory) as session:
-            audit.record(session, **fields)
+    with pytest.raises(ValueError, match="full resident ID"), db.transaction(factory) as session:
+        audit.record(session, **fields)
     with factory() as session:
         assert audit.verify(session).checked == 0  # nothing half-written
 
@@ -110,7 +107,9 @@ def test_other_18_digit_numbers_are_not_mistaken_for_resident_ids(migrated):
     _, factory = migrated
     with db.transaction(factory) as session:
         # An all-digit unified social credit code (registration authority 9, not a province) and a serial number.
-        audit.record(session, actor="test", action="idp.enterprise.added", target="913501024322642298", details={"serial": "123456789012345678"})
+        audit.record(
+            session, actor="test", action="idp.enterprise.added", target="913501024322642298", details={"serial": "123456789012345678"}
+        )
     with factory() as session:
         assert audit.verify(session).ok
 

@@ -34,8 +34,14 @@ BIN = Path(sys.executable).parent
 
 def issue(ctx, name="张三") -> tuple[Certificate, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
-    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])).sign(key, hashes.SHA256())
-    return issuance.issue(ctx, "person-auth", csr.public_bytes(serialization.Encoding.PEM), issuance.Identity(name=name, subject_id=RESIDENT), actor="test")
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")]))
+        .sign(key, hashes.SHA256())
+    )
+    return issuance.issue(
+        ctx, "person-auth", csr.public_bytes(serialization.Encoding.PEM), issuance.Identity(name=name, subject_id=RESIDENT), actor="test"
+    )
 
 
 def ocsp_request(cert: x509.Certificate, issuer: x509.Certificate, algorithm=None, nonce: bytes | None = None) -> bytes:
@@ -151,7 +157,7 @@ def test_concurrent_publications_get_distinct_consecutive_numbers(ca_context):
             for _ in range(3):
                 with ctx.sessions() as session, session.begin():
                     numbers.append(crl.publish(ctx, session, "people").number)
-        except Exception as exc:  # noqa: BLE001  (reported below: an assertion in a thread would go unseen)
+        except Exception as exc:
             failures.append(exc)
 
     threads = [threading.Thread(target=publish_three) for _ in range(4)]
@@ -295,9 +301,12 @@ def test_responder_answers_good_revoked_unknown_unauthorized_and_echoes_nonces(c
         # A serial people never issued: unknown. One issued by services asked of people: unknown too.
         services_row = next(r for r in _rows(ctx) if r.authority == "services")
         for serial in (12345, int(services_row.serial, 16)):
-            request = x509_ocsp.OCSPRequestBuilder().add_certificate_by_hash(
-                *ocsp.issuer_hashes(people, "sha1"), serial, hashes.SHA1()
-            ).build().public_bytes(serialization.Encoding.DER)
+            request = (
+                x509_ocsp.OCSPRequestBuilder()
+                .add_certificate_by_hash(*ocsp.issuer_hashes(people, "sha1"), serial, hashes.SHA1())
+                .build()
+                .public_bytes(serialization.Encoding.DER)
+            )
             unknown = responder.answer(request)
             assert status_of(ctx, unknown.der).certificate_status is x509_ocsp.OCSPCertStatus.UNKNOWN and not unknown.cacheable
 
@@ -305,8 +314,13 @@ def test_responder_answers_good_revoked_unknown_unauthorized_and_echoes_nonces(c
         foreign_key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Elsewhere CA")])
         foreign = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(foreign_key.public_key())
-            .serial_number(7).not_valid_before(datetime.now(UTC)).not_valid_after(datetime.now(UTC) + timedelta(days=1))
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(foreign_key.public_key())
+            .serial_number(7)
+            .not_valid_before(datetime.now(UTC))
+            .not_valid_after(datetime.now(UTC) + timedelta(days=1))
             .sign(foreign_key, hashes.SHA256())
         )
         for request in (ocsp_request(cert, foreign), ocsp_request(people, ctx.authority("root").certificate)):
@@ -486,12 +500,41 @@ def revoking_instance(tmp_path_factory):
     instance = where / "instance"
     assert run_hallmark(instance, "init").returncode == 0
     subprocess.run(
-        ["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=x",
-         "-keyout", "leaf.key", "-out", "leaf.csr"],
-        cwd=where, check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=x",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+        ],
+        cwd=where,
+        check=True,
+        capture_output=True,
     )
-    issued = run_hallmark(instance, "ca", "issue", "--profile", "person-auth", "--csr", str(where / "leaf.csr"),
-                          "--subject-id", RESIDENT, "--name", "张三", "--out", str(where / "leaf.pem"))
+    issued = run_hallmark(
+        instance,
+        "ca",
+        "issue",
+        "--profile",
+        "person-auth",
+        "--csr",
+        str(where / "leaf.csr"),
+        "--subject-id",
+        RESIDENT,
+        "--name",
+        "张三",
+        "--out",
+        str(where / "leaf.pem"),
+    )
     assert issued.returncode == 0, issued.stderr
     return instance, where
 
@@ -508,8 +551,9 @@ def test_openssl_ocsp_good_then_revoked_at_once_on_two_nodes(revoking_instance):
         request = ocsp_request(leaf, people)
 
         def ask(base, *extra):
-            return openssl("ocsp", "-issuer", "people.pem", "-cert", "leaf.pem", "-url", f"{base}/pki/ocsp", "-CAfile", "root.pem",
-                           *extra, cwd=where)
+            return openssl(
+                "ocsp", "-issuer", "people.pem", "-cert", "leaf.pem", "-url", f"{base}/pki/ocsp", "-CAfile", "root.pem", *extra, cwd=where
+            )
 
         def statuses(base, times=8):
             # New connections each time, so both workers of the server answer.
@@ -601,7 +645,7 @@ def test_threads_share_one_responder_and_see_a_revocation_at_once(ca_context):
                 response = status_of(ctx, responder.answer(request).der)
                 if response.serial_number == cert.serial_number:
                     seen.append((started, response.certificate_status))
-        except Exception as exc:  # noqa: BLE001  (reported below: an assertion in a thread would go unseen)
+        except Exception as exc:
             failures.append(exc)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]

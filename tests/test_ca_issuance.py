@@ -72,10 +72,15 @@ def test_every_profile_passes_openssl_strict_and_pkilint(ca_context, tmp_path, p
     leaf = tmp_path / "leaf.pem"
     leaf.write_bytes(pem(cert))
     root, inter = write_chain(ca_context, tmp_path, profile.issuer)
-    purpose = {"server-tls": ["-purpose", "sslserver"], "person-auth": ["-purpose", "sslclient"], "enterprise-auth": ["-purpose", "sslclient"]}
+    purpose = {
+        "server-tls": ["-purpose", "sslserver"],
+        "person-auth": ["-purpose", "sslclient"],
+        "enterprise-auth": ["-purpose", "sslclient"],
+    }
     result = subprocess.run(
         ["openssl", "verify", "-x509_strict", *purpose.get(profile_name, []), "-CAfile", root, "-untrusted", inter, leaf],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0 and result.stdout.strip().endswith(": OK"), result.stdout + result.stderr
     findings = lint("lint_pkix_cert", leaf)
@@ -260,7 +265,15 @@ def test_api_issue_lookup_list_revoke(api_app):
         ("not json", 400),
         ({"profile": "person-auth"}, 400),
         ({"profile": "person-auth", "csr": 5, "name": "x"}, 400),
-        ({"profile": "person-auth", "csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----", "name": "x", "subject_id": RESIDENT}, 400),
+        (
+            {
+                "profile": "person-auth",
+                "csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----",
+                "name": "x",
+                "subject_id": RESIDENT,
+            },
+            400,
+        ),
         ({"profile": "server-tls", "csr": "x", "name": "x", "san": "a.example"}, 400),
         ({"profile": "person-auth", "csr": "x", "name": "x", "subject_id": 42}, 400),
     ],
@@ -277,13 +290,41 @@ def test_cli_issue_and_revoke(initialised_instance, tmp_path):
     key = tmp_path / "key.pem"
     csr = tmp_path / "req.pem"
     subprocess.run(
-        ["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=whatever",
-         "-keyout", key, "-out", csr],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=whatever",
+            "-keyout",
+            key,
+            "-out",
+            csr,
+        ],
+        check=True,
+        capture_output=True,
     )
     out = tmp_path / "cert.pem"
-    issued = run_hallmark(initialised_instance, "ca", "issue", "--profile", "person-auth", "--csr", str(csr),
-                          "--subject-id", RESIDENT, "--name", "王五", "--out", str(out))
+    issued = run_hallmark(
+        initialised_instance,
+        "ca",
+        "issue",
+        "--profile",
+        "person-auth",
+        "--csr",
+        str(csr),
+        "--subject-id",
+        RESIDENT,
+        "--name",
+        "王五",
+        "--out",
+        str(out),
+    )
     assert issued.returncode == 0, issued.stderr
     cert = x509.load_pem_x509_certificate(out.read_bytes())
     serial = format(cert.serial_number, "x")
@@ -294,8 +335,19 @@ def test_cli_issue_and_revoke(initialised_instance, tmp_path):
     assert revoked.returncode == 0 and f"revoked {serial} (keyCompromise)" in revoked.stdout
     again = run_hallmark(initialised_instance, "ca", "revoke", serial, "--reason", "keyCompromise")
     assert again.returncode == 1 and "already revoked" in again.stderr and "Traceback" not in again.stderr
-    bad = run_hallmark(initialised_instance, "ca", "issue", "--profile", "person-auth", "--csr", str(csr),
-                       "--subject-id", "110105194912310021", "--name", "王五")
+    bad = run_hallmark(
+        initialised_instance,
+        "ca",
+        "issue",
+        "--profile",
+        "person-auth",
+        "--csr",
+        str(csr),
+        "--subject-id",
+        "110105194912310021",
+        "--name",
+        "王五",
+    )
     assert bad.returncode == 1 and "check character" in bad.stderr and "Traceback" not in bad.stderr
     again_init = run_hallmark(initialised_instance, "ca", "init")
     assert again_init.returncode == 0 and "nothing changed" in again_init.stdout

@@ -83,8 +83,14 @@ class ExternalCA:
                 builder = builder.add_extension(_crl_dp(crl_url), critical=False)
         self.certificate = builder.sign((issuer or self).key, hashes.SHA256())
 
-    def leaf(self, dns: str = "hall.example.gov.cn", *, crl_url: str | None = None, not_after: datetime | None = None,
-             not_before: datetime | None = None) -> x509.Certificate:
+    def leaf(
+        self,
+        dns: str = "hall.example.gov.cn",
+        *,
+        crl_url: str | None = None,
+        not_after: datetime | None = None,
+        not_before: datetime | None = None,
+    ) -> x509.Certificate:
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (
             x509.CertificateBuilder()
@@ -168,7 +174,11 @@ def _unreachable_url() -> str:
 
 def _csr() -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
-    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])).sign(key, hashes.SHA256())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")]))
+        .sign(key, hashes.SHA256())
+    )
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
@@ -203,7 +213,9 @@ def test_unrelated_ca_is_refused_until_trusted_and_again_after_removal(ca_contex
     added = _events(ca_context, "ca.trust.added")
     assert len(added) == 1 and added[0].target == anchor.fingerprint and '"kind":"root"' in added[0].details
 
-    accepted = validation.validate(ca_context, leaf.public_bytes(serialization.Encoding.DER), usage={"digitalSignature"}, extended_usage={"clientAuth"})
+    accepted = validation.validate(
+        ca_context, leaf.public_bytes(serialization.Encoding.DER), usage={"digitalSignature"}, extended_usage={"clientAuth"}
+    )
     assert (accepted.ok, accepted.status) == (True, "valid"), accepted.reason
     assert accepted.trusted_via == "anchor" and accepted.anchor_fingerprint == anchor.fingerprint
     assert accepted.chain == ["CN=Test Hall Login, O=Fujian Test CA, C=CN", "CN=Fujian Test Root CA, O=Fujian Test CA, C=CN"]
@@ -222,8 +234,16 @@ def test_unrelated_ca_is_refused_until_trusted_and_again_after_removal(ca_contex
     assert (expired.ok, expired.status) == (False, "expired") and "expired" in expired.reason
 
     # Re-adding, our own CA, an end-entity certificate and garbage are refused with a reason.
-    assert "already recognised" in _problem(lambda: trust.add_anchor(ca_context, other.certificate.public_bytes(serialization.Encoding.DER), actor="test"), 409).detail
-    assert "Hallmark's own 'root' CA" in _problem(lambda: trust.add_anchor(ca_context, ca_context.authority("root").der, actor="test"), 409).detail
+    assert (
+        "already recognised"
+        in _problem(
+            lambda: trust.add_anchor(ca_context, other.certificate.public_bytes(serialization.Encoding.DER), actor="test"), 409
+        ).detail
+    )
+    assert (
+        "Hallmark's own 'root' CA"
+        in _problem(lambda: trust.add_anchor(ca_context, ca_context.authority("root").der, actor="test"), 409).detail
+    )
     assert "not a CA certificate" in _problem(lambda: trust.add_anchor(ca_context, _pem(leaf), actor="test"), 422).detail
     assert "not an X.509 certificate" in _problem(lambda: trust.add_anchor(ca_context, b"\x30\x03\x02\x01", actor="test"), 400).detail
     _problem(lambda: trust.add_anchor(ca_context, _pem(ExternalCA("Other CA").certificate), actor="test", revocation_policy="lax"), 400)
@@ -307,7 +327,13 @@ def test_our_own_certificates_use_our_records(ca_context):
     assert validation.validate(ca_context, responder.der).status == "valid"
     assert validation.validate(ca_context, ca_context.authority("root").der).status == "valid"  # the anchor itself
 
-    for garbage in (b"", b"not a certificate", b"\x30\x82\x01\x00garbage", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", 42):
+    for garbage in (
+        b"",
+        b"not a certificate",
+        b"\x30\x82\x01\x00garbage",
+        b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        42,
+    ):
         bad = validation.validate(ca_context, garbage)
         assert (bad.ok, bad.status) == (False, "invalid")
     assert validation.validate(ca_context, certificate, intermediates=[b"junk"]).status == "invalid"
@@ -326,7 +352,11 @@ def test_cross_certificate_constrains_the_external_ca(ca_context, crl_server, tm
         crosscert.cross_certify(ca_context, _pem(other.certificate), path_length=0, permitted_subtrees=["dns:"], actor="test")
     assert bad_subtree.value.status == 400
     cross = crosscert.cross_certify(
-        ca_context, _pem(other.certificate), path_length=0, permitted_subtrees=["dns:.example.gov.cn", "dn:C=CN,O=Fujian Test CA"], actor="test"
+        ca_context,
+        _pem(other.certificate),
+        path_length=0,
+        permitted_subtrees=["dns:.example.gov.cn", "dn:C=CN,O=Fujian Test CA"],
+        actor="test",
     )
     root = ca_context.authority("root").certificate
     assert cross.subject == other.certificate.subject and cross.issuer == root.subject
@@ -334,9 +364,10 @@ def test_cross_certificate_constrains_the_external_ca(ca_context, crl_server, tm
     assert cross.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
     nc = cross.extensions.get_extension_for_class(x509.NameConstraints)
     assert nc.critical and x509.DNSName("example.gov.cn") in nc.value.permitted_subtrees
-    assert cross.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value == other.certificate.extensions.get_extension_for_class(
-        x509.SubjectKeyIdentifier
-    ).value
+    assert (
+        cross.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        == other.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    )
     assert cross.not_valid_after_utc <= NOW + timedelta(days=5 * 365 + 2)
     with ca_context.sessions() as session:
         stored = session.get(Certificate, format(cross.serial_number, "x"))
@@ -350,21 +381,32 @@ def test_cross_certificate_constrains_the_external_ca(ca_context, crl_server, tm
     assert through.chain[1] == "CN=Fuzhou Root CA, O=Fujian Test CA, C=CN"
 
     refused = validation.validate(ca_context, outside)
-    assert (refused.ok, refused.status) == (False, "invalid") and "permitted namespace" in refused.reason and "portal.example.com" in refused.reason
+    assert (
+        (refused.ok, refused.status) == (False, "invalid")
+        and "permitted namespace" in refused.reason
+        and "portal.example.com" in refused.reason
+    )
     deep = validation.validate(ca_context, too_deep, intermediates=[sub_ca.certificate])
     assert (deep.ok, deep.status) == (False, "invalid") and "path length" in deep.reason
 
-    assert "already has a cross-certificate" in _problem(
-        lambda: crosscert.cross_certify(ca_context, _pem(other.certificate), path_length=None, permitted_subtrees=[], actor="test"), 409
-    ).detail
-    assert "through a cross-certificate" in _problem(lambda: trust.add_anchor(ca_context, _pem(other.certificate), actor="test"), 409).detail
+    assert (
+        "already has a cross-certificate"
+        in _problem(
+            lambda: crosscert.cross_certify(ca_context, _pem(other.certificate), path_length=None, permitted_subtrees=[], actor="test"), 409
+        ).detail
+    )
+    assert (
+        "through a cross-certificate" in _problem(lambda: trust.add_anchor(ca_context, _pem(other.certificate), actor="test"), 409).detail
+    )
 
     assert "issued by Hallmark's own 'root' CA" in _problem(lambda: trust.add_anchor(ca_context, _pem(cross), actor="test"), 409).detail
     # pkilint, which nobody here wrote, finds nothing at WARNING or above in it or in root -> cross.
     (tmp_path / "cross.pem").write_bytes(_pem(cross))
     (tmp_path / "root.pem").write_bytes(_pem(root))
     for tool, *files in (("lint_pkix_cert", "cross.pem"), ("lint_pkix_signer_signee_cert_chain", "root.pem", "cross.pem")):
-        linted = subprocess.run([str(BIN / tool), "lint", "-s", "WARNING", *(str(tmp_path / f) for f in files)], capture_output=True, text=True)
+        linted = subprocess.run(
+            [str(BIN / tool), "lint", "-s", "WARNING", *(str(tmp_path / f) for f in files)], capture_output=True, text=True
+        )
         assert linted.returncode == 0, f"{tool}: {linted.stdout}{linted.stderr}"
 
     # Taking it out of the trust store revokes the cross-certificate, on our root's CRL.
@@ -427,8 +469,18 @@ def test_cli_trust_add_and_cross_certify_judged_by_openssl(tmp_path, crl_server)
 
     def verify(leaf: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            ["openssl", "verify", "-x509_strict", "-CAfile", tmp_path / "ourroot.pem", "-untrusted", tmp_path / "cross.pem", tmp_path / leaf],
-            capture_output=True, text=True,
+            [
+                "openssl",
+                "verify",
+                "-x509_strict",
+                "-CAfile",
+                tmp_path / "ourroot.pem",
+                "-untrusted",
+                tmp_path / "cross.pem",
+                tmp_path / leaf,
+            ],
+            capture_output=True,
+            text=True,
         )
 
     accepted = verify("inside.pem")

@@ -61,7 +61,11 @@ def handmade_query(algorithm: str = "sha256", digest: bytes | None = None, **fie
     """A TimeStampReq openssl would refuse to make (odd algorithms, lengths, versions, extensions)."""
     digest = hashlib.sha256(DATA).digest() if digest is None else digest
     return tsp.TimeStampReq(
-        {"version": fields.pop("version", "v1"), "message_imprint": {"hash_algorithm": {"algorithm": algorithm}, "hashed_message": digest}, **fields}
+        {
+            "version": fields.pop("version", "v1"),
+            "message_imprint": {"hash_algorithm": {"algorithm": algorithm}, "hashed_message": digest},
+            **fields,
+        }
     ).dump()
 
 
@@ -192,11 +196,30 @@ def test_our_policy_asked_for_explicitly_is_granted(tsa_ctx, tmp_path):
         (lambda p: query(p, "-sha256") + b"\x00", "bad_data_format", "TimeStampReq"),  # trailing bytes
         (lambda p: query(p, "-sha256", "-tspolicy", "1.2.3.4"), "unaccepted_policy", tsa.TSA_POLICY),
         (lambda p: handmade_query(extensions=[{"extn_id": "1.2.3.4", "extn_value": b"\x05\x00"}]), "unaccepted_extensions", "extension"),
-        (lambda p: handmade_query(extensions=[{"extn_id": "1.2.3.4", "critical": True, "extn_value": b"\x05\x00"}]), "unaccepted_extensions", "extension"),
+        (
+            lambda p: handmade_query(extensions=[{"extn_id": "1.2.3.4", "critical": True, "extn_value": b"\x05\x00"}]),
+            "unaccepted_extensions",
+            "extension",
+        ),
         (lambda p: b"\x30" * (tsa.MAX_REQUEST_BYTES + 1), "bad_data_format", "larger than"),
     ],
-    ids=["sha1", "md5", "sm3", "unknown-oid", "sha3", "short-imprint", "sha512-with-sha256-length", "version-2", "garbage",
-         "empty", "trailing-bytes", "foreign-policy", "extension", "critical-extension", "oversized"],
+    ids=[
+        "sha1",
+        "md5",
+        "sm3",
+        "unknown-oid",
+        "sha3",
+        "short-imprint",
+        "sha512-with-sha256-length",
+        "version-2",
+        "garbage",
+        "empty",
+        "trailing-bytes",
+        "foreign-policy",
+        "extension",
+        "critical-extension",
+        "oversized",
+    ],
 )
 def test_refusals_carry_the_rfc_3161_failure_bit(tsa_ctx, tmp_path, make, failure, words):
     reply = tsa.respond(tsa_ctx, make(tmp_path))
@@ -213,7 +236,11 @@ def test_missing_certificate_or_unusable_key_is_system_failure(tsa_ctx, tmp_path
     q = query(tmp_path, "-sha256", "-cert")
     row = tsa_row(tsa_ctx)
     with tsa_ctx.sessions() as session, session.begin():
-        session.execute(update(Certificate).where(Certificate.serial == row.serial).values(key_uri="pkcs11:token=hallmark-test;id=%de%ad%be%ef;type=private"))
+        session.execute(
+            update(Certificate)
+            .where(Certificate.serial == row.serial)
+            .values(key_uri="pkcs11:token=hallmark-test;id=%de%ad%be%ef;type=private")
+        )
     tsa.forget(tsa_ctx)
     state, fail_info, text = status(tsa.respond(tsa_ctx, q))
     assert (state, fail_info) == ("rejection", {"system_failure"}) and "signing key is unavailable" in text
@@ -236,7 +263,9 @@ def test_rsa_tsa_key_signs_with_pkcs1_and_verifies(tsa_ctx, key_manager, tmp_pat
     with tsa_ctx.sessions() as session, session.begin():
         issuer = tsa_ctx.authority(tsa.TSA_AUTHORITY, session)
         cert = issuance.build(tsa_ctx, profile, issuer, key.public_key, subject, serial=issuance.random_serial(session))
-        issuance.store(tsa_ctx, session, cert, authority=issuer.name, profile=profile.name, id_kind=None, id_value=None, actor="test", key_uri=key.uri)
+        issuance.store(
+            tsa_ctx, session, cert, authority=issuer.name, profile=profile.name, id_kind=None, id_value=None, actor="test", key_uri=key.uri
+        )
     monkeypatch.setattr(tsa, "RELOAD_SECONDS", 0)  # what a running process does after RELOAD_SECONDS, without the wait
     reply = tsa.respond(tsa_ctx, query(tmp_path, "-sha512", "-cert"))
     assert status(reply)[0] == "granted"
@@ -346,11 +375,11 @@ def test_openssl_query_over_http_verifies_against_the_root(tsa_url, instance_cha
 
 
 def test_pyhanko_timestamps_over_http_and_validates_against_our_root(tsa_url, instance_chain):
+    from asn1crypto import x509 as asn1_x509
     from pyhanko.sign.timestamps import HTTPTimeStamper
     from pyhanko.sign.validation.generic_cms import validate_tst_signed_data
     from pyhanko.sign.validation.status import TimestampSignatureStatus
     from pyhanko_certvalidator import ValidationContext
-    from asn1crypto import x509 as asn1_x509
 
     digest = hashlib.sha256(DATA).digest()
 

@@ -43,10 +43,18 @@ def test_hsm_status_keys_and_create(initialised_instance):
     "overrides, args, message",
     [
         ({"HALLMARK_PIN_SOURCE": "env:BAD_PIN", "BAD_PIN": "000000"}, ("hsm", "status"), "refused the user PIN (wrong PIN)"),
-        ({"HALLMARK_PKCS11_MODULE": "/opt/vendor/libmissing.so"}, ("hsm", "status"), "cannot load the PKCS#11 module '/opt/vendor/libmissing.so': no such file"),
+        (
+            {"HALLMARK_PKCS11_MODULE": "/opt/vendor/libmissing.so"},
+            ("hsm", "status"),
+            "cannot load the PKCS#11 module '/opt/vendor/libmissing.so': no such file",
+        ),
         ({"HALLMARK_TOKEN_LABEL": "elsewhere"}, ("hsm", "keys"), "no token labelled 'elsewhere'"),
         ({"HALLMARK_PIN_SOURCE": "env:UNSET_PIN"}, ("hsm", "status"), "UNSET_PIN, which is not set"),
-        ({"HALLMARK_DATABASE_URL": "postgresql+psycopg://hallmark:topsecret@127.0.0.1:1/hallmark"}, ("audit", "verify"), "cannot reach the database at postgresql+psycopg://hallmark:***@127.0.0.1:1/hallmark"),
+        (
+            {"HALLMARK_DATABASE_URL": "postgresql+psycopg://hallmark:topsecret@127.0.0.1:1/hallmark"},
+            ("audit", "verify"),
+            "cannot reach the database at postgresql+psycopg://hallmark:***@127.0.0.1:1/hallmark",
+        ),
         ({"HALLMARK_DATABASE_URL": "nosuchdb://x"}, ("audit", "verify"), "is not usable"),
         ({}, ("hsm", "create-key", "k", "--algorithm", "dsa-1024"), "Invalid value for '--algorithm'"),
     ],

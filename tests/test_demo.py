@@ -40,12 +40,19 @@ class Demo:
 def demo(tmp_path_factory):
     instance = tmp_path_factory.mktemp("demo")
     idp_port, city, county, agent = free_port(), free_port(), free_port(), free_port()
-    env = hallmark_env(instance, HALLMARK_BIND=f"127.0.0.1:{idp_port}", HALLMARK_PUBLIC_URL=f"http://127.0.0.1:{idp_port}",
-                       HALLMARK_DEMO_HALL_PORTS=f"{city},{county}", HALLMARK_WORKERS="1", HALLMARK_CERT_AGENT_PORT=str(agent))
+    env = hallmark_env(
+        instance,
+        HALLMARK_BIND=f"127.0.0.1:{idp_port}",
+        HALLMARK_PUBLIC_URL=f"http://127.0.0.1:{idp_port}",
+        HALLMARK_DEMO_HALL_PORTS=f"{city},{county}",
+        HALLMARK_WORKERS="1",
+        HALLMARK_CERT_AGENT_PORT=str(agent),
+    )
     assert run_hallmark(instance, "init").returncode == 0
     log = (instance / "demo.log").open("w")
-    process = subprocess.Popen([sys.executable, "examples/run.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "examples/run.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 90
         while "Press Ctrl-C" not in (instance / "demo.log").read_text():
@@ -73,8 +80,11 @@ def login_at(browser: requests.Session, demo: Demo, hall: str, username: str) ->
     if "/login?next=" in response.url:
         token = CSRF.search(response.text).group(1)
         next_url = re.search(r'name="next" value="([^"]+)"', response.text).group(1).replace("&amp;", "&")
-        response = browser.post(demo.idp + "/login", timeout=15, data={
-            "csrf_token": token, "next": next_url, "identifier": username, "password": demo.accounts[username]["password"]})
+        response = browser.post(
+            demo.idp + "/login",
+            timeout=15,
+            data={"csrf_token": token, "next": next_url, "identifier": username, "password": demo.accounts[username]["password"]},
+        )
     return response
 
 
@@ -82,7 +92,9 @@ def test_single_sign_on_and_single_logout_across_the_two_halls(demo):
     browser = requests.Session()
     city = login_at(browser, demo, "city-hall", "demo-realname")
     assert city.url.startswith(demo.hall("city-hall")) and 'id="level" data-acr="urn:hallmark:loa:2"' in city.text
-    assert "演示居民乙" in city.text and "***" in city.text, city.text[city.text.find("<section>"):][:600]  # the masked resident ID from userinfo
+    assert "演示居民乙" in city.text and "***" in city.text, city.text[city.text.find("<section>") :][
+        :600
+    ]  # the masked resident ID from userinfo
 
     # The county hall: no login form, straight back with the same person.
     county = browser.get(demo.hall("county-hall") + "/login", timeout=15)
@@ -134,8 +146,14 @@ def browser(tmp_path):
         pytest.skip("chromium not found: apt-get install -y chromium fonts-noto-cjk")
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM, args=ARGS, headless=True,
-                                                       viewport={"width": 1100, "height": 900}, locale="zh-CN")
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            args=ARGS,
+            headless=True,
+            viewport={"width": 1100, "height": 900},
+            locale="zh-CN",
+        )
         context.set_default_timeout(20_000)
         yield context.pages[0] if context.pages else context.new_page()
         context.close()
@@ -146,16 +164,45 @@ def partner_hall(demo):
     """A third-party hall (not first-party, so the IdP asks for consent), run from examples/hall like the others."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    added = run_hallmark(demo.instance, "idp", "client", "add", "--json", "--name", "便民服务合作平台", "--client-id", f"partner-{port}",
-                         "--redirect-uri", base + "/callback", "--scope", "openid profile hallmark:realname",
-                         "--backchannel-logout-uri", base + "/backchannel-logout", "--post-logout-redirect-uri", base + "/",
-                         **{k: v for k, v in demo.env.items() if k.startswith("HALLMARK_")})
+    added = run_hallmark(
+        demo.instance,
+        "idp",
+        "client",
+        "add",
+        "--json",
+        "--name",
+        "便民服务合作平台",
+        "--client-id",
+        f"partner-{port}",
+        "--redirect-uri",
+        base + "/callback",
+        "--scope",
+        "openid profile hallmark:realname",
+        "--backchannel-logout-uri",
+        base + "/backchannel-logout",
+        "--post-logout-redirect-uri",
+        base + "/",
+        **{k: v for k, v in demo.env.items() if k.startswith("HALLMARK_")},
+    )
     assert added.returncode == 0, added.stderr
     client = json.loads(added.stdout)
-    env = {**demo.env, "HALL_CLIENT_ID": client["client_id"], "HALL_CLIENT_SECRET": client["client_secret"], "HALL_NAME": "便民服务合作平台",
-           "HALL_NAME_EN": "Partner service platform", "HALL_PORT": str(port), "HALL_IDP": demo.idp}
-    process = subprocess.Popen([sys.executable, "examples/hall/hall.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {
+        **demo.env,
+        "HALL_CLIENT_ID": client["client_id"],
+        "HALL_CLIENT_SECRET": client["client_secret"],
+        "HALL_NAME": "便民服务合作平台",
+        "HALL_NAME_EN": "Partner service platform",
+        "HALL_PORT": str(port),
+        "HALL_IDP": demo.idp,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "examples/hall/hall.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_for_http(base + "/", process=process)
         yield base
@@ -167,8 +214,20 @@ def partner_hall(demo):
 def test_browser_login_consent_step_up_and_logout(demo, partner_hall, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
     out = demo.instance / "people.csv"
-    assert run_hallmark(demo.instance, "idp", "registry", "demo", "--count", "3", "--out", str(out),
-                        **{k: v for k, v in demo.env.items() if k.startswith("HALLMARK_")}).returncode == 0
+    assert (
+        run_hallmark(
+            demo.instance,
+            "idp",
+            "registry",
+            "demo",
+            "--count",
+            "3",
+            "--out",
+            str(out),
+            **{k: v for k, v in demo.env.items() if k.startswith("HALLMARK_")},
+        ).returncode
+        == 0
+    )
     person = list(csv.DictReader(out.open(encoding="utf-8")))[2]  # not the one the real-name demo account holds
     page = browser
 

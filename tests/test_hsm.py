@@ -20,8 +20,8 @@ from hsm import (
     KeyNotFound,
     MalformedURI,
     ModuleNotLoadable,
-    PKCS11KeyManager,
     PinIncorrect,
+    PKCS11KeyManager,
     TokenNotFound,
 )
 from hsm.errors import HSMError, KeyExists
@@ -93,7 +93,7 @@ def test_key_found_by_label_only_and_listed(key_manager):
     uri = key_uri(key_manager, KeyAlgorithm.EC_P384)
     by_label = key_manager.signer(f"pkcs11:token={TOKEN_LABEL};object=test-ec-p384")
     assert by_label.public_key().public_numbers() == key_manager.public_key(uri).public_numbers()
-    listed = {k.label: k for k in key_manager.keys()}
+    listed = {k.label: k for k in key_manager}
     assert listed["test-ec-p384"].uri == uri and listed["test-ec-p384"].algorithm == "ec-p384"
 
 
@@ -141,7 +141,8 @@ def test_certificate_signed_in_hsm_passes_openssl_verify(key_manager, tmp_path):
     (tmp_path / "leaf.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
     result = subprocess.run(
         ["openssl", "verify", "-x509_strict", "-CAfile", tmp_path / "root.pem", tmp_path / "leaf.pem"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0 and result.stdout.strip().endswith(": OK"), result.stdout + result.stderr
     # A certificate whose signature is not the root's is refused by the same judge.
@@ -210,14 +211,14 @@ def test_recovers_when_token_sessions_become_invalid(key_manager):
 
 
 def test_pyhanko_signs_a_pdf_with_an_hsm_key(key_manager):
-    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-    from pyhanko.pdf_utils.writer import PdfFileWriter
+    from asn1crypto import x509 as asn1_x509
     from pyhanko.pdf_utils import generic
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.pdf_utils.writer import PdfFileWriter
     from pyhanko.sign import signers
     from pyhanko.sign.validation import validate_pdf_signature
     from pyhanko_certvalidator import ValidationContext
-    from asn1crypto import x509 as asn1_x509
 
     from hsm.pyhanko_signer import HSMSigner
 
@@ -225,17 +226,25 @@ def test_pyhanko_signs_a_pdf_with_an_hsm_key(key_manager):
     now = dt.datetime.now(dt.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Seal Test")])
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.KeyUsage(True, True, False, False, False, False, False, False, False), critical=True)
         .sign(key, hashes.SHA256())
     )
     writer = PdfFileWriter()
-    writer.insert_page(generic.DictionaryObject({
-        generic.NameObject("/Type"): generic.NameObject("/Page"),
-        generic.NameObject("/MediaBox"): generic.ArrayObject([generic.NumberObject(n) for n in (0, 0, 595, 842)]),
-    }))
+    writer.insert_page(
+        generic.DictionaryObject(
+            {
+                generic.NameObject("/Type"): generic.NameObject("/Page"),
+                generic.NameObject("/MediaBox"): generic.ArrayObject([generic.NumberObject(n) for n in (0, 0, 595, 842)]),
+            }
+        )
+    )
     blank = io.BytesIO()
     writer.write(blank)
     blank.seek(0)

@@ -23,7 +23,7 @@ from ca import hierarchy, revocation
 from core import audit
 from core import db as core_db
 from core.models import AuditEvent
-from idp import certlogin, clients, keys, tokens
+from idp import certlogin, clients, keys
 from idp.models import CertificateBinding, LoginChallenge, Matter, SSOSession
 from tests.certlogin_fixtures import (  # noqa: F401 (usb_key is a fixture)
     DATA_CSRF,
@@ -62,8 +62,17 @@ class World:
 
     def hall(self, client_id="hall") -> str:
         with self.tx() as db:
-            return clients.add(self.ctx, db, client_id=client_id, actor="test", name="City hall", client_type="confidential",
-                               redirect_uris=[CB], scopes=["openid", "profile"], first_party=True).client_secret
+            return clients.add(
+                self.ctx,
+                db,
+                client_id=client_id,
+                actor="test",
+                name="City hall",
+                client_type="confidential",
+                redirect_uris=[CB],
+                scopes=["openid", "profile"],
+                first_party=True,
+            ).client_secret
 
     def matter(self, code: str, level: int):
         from core.db import utc_now
@@ -104,7 +113,8 @@ class Browser:
     def page(self, path: str):
         response = self.client.get(path)
         found = DATA_CSRF.search(response.get_data(as_text=True)) or __import__("re").search(
-            r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True))
+            r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True)
+        )
         if found:
             self.csrf = found.group(1)
         return response
@@ -112,12 +122,16 @@ class Browser:
     def challenge(self, purpose="login") -> str:
         if self.csrf is None:
             self.page("/login")
-        response = self.client.post("/login/cert/challenge", data={"csrf_token": self.csrf, "purpose": purpose}, headers={"Accept": "application/json"})
+        response = self.client.post(
+            "/login/cert/challenge", data={"csrf_token": self.csrf, "purpose": purpose}, headers={"Accept": "application/json"}
+        )
         assert response.status_code == 200, response.get_data(as_text=True)
         return response.get_json()["challenge"]
 
     def post(self, fields: dict, next_url="/account", path="/login/cert", **kw):
-        return self.client.post(path, data={"csrf_token": self.csrf, "next": next_url, **fields}, headers={"Accept": "application/json"}, **kw)
+        return self.client.post(
+            path, data={"csrf_token": self.csrf, "next": next_url, **fields}, headers={"Accept": "application/json"}, **kw
+        )
 
     def login_with(self, signer, certificate, chain=(), next_url="/account", purpose="login", **override):
         return self.post(signed_fields(self.challenge(purpose), signer, certificate, chain, **override), next_url)
@@ -129,8 +143,15 @@ def world(tmp_path, migrated, key_manager, usb_key):
     from tests.conftest import app_settings
 
     engine, _ = migrated
-    app = create_app(app_settings(tmp_path, engine.url.render_as_string(hide_password=False), HALLMARK_PUBLIC_URL=ISSUER,
-                                  HALLMARK_TRUSTED_PROXIES="10.9.8.7", HALLMARK_CERT_AGENT_PORT="17999"))
+    app = create_app(
+        app_settings(
+            tmp_path,
+            engine.url.render_as_string(hide_password=False),
+            HALLMARK_PUBLIC_URL=ISSUER,
+            HALLMARK_TRUSTED_PROXIES="10.9.8.7",
+            HALLMARK_CERT_AGENT_PORT="17999",
+        )
+    )
     services = app.extensions["hallmark.services"]
     hierarchy.init_hierarchy(services.ca, actor="test")
     yield World(app, usb_key)
@@ -194,11 +215,25 @@ def test_first_certificate_login_binds_the_account_and_reaches_level_3_with_hwk(
 
     # The hall gets level 3 and amr hwk in the ID token; a second login binds nothing new.
     secret = world.hall()
-    query = {"response_type": "code", "client_id": "hall", "redirect_uri": CB, "scope": "openid", "state": "s", "acr_values": "urn:hallmark:loa:3"}
+    query = {
+        "response_type": "code",
+        "client_id": "hall",
+        "redirect_uri": CB,
+        "scope": "openid",
+        "state": "s",
+        "acr_values": "urn:hallmark:loa:3",
+    }
     answer = browser.client.get("/oauth/authorize?" + urlencode(query))
     code = query_of(answer.location)["code"]
-    token = world.app.test_client().post("/oauth/token", data={"grant_type": "authorization_code", "code": code, "redirect_uri": CB},
-                                         headers={"Authorization": "Basic " + base64.b64encode(f"hall:{secret}".encode()).decode()}).get_json()
+    token = (
+        world.app.test_client()
+        .post(
+            "/oauth/token",
+            data={"grant_type": "authorization_code", "code": code, "redirect_uri": CB},
+            headers={"Authorization": "Basic " + base64.b64encode(f"hall:{secret}".encode()).decode()},
+        )
+        .get_json()
+    )
     claims = jwt.decode(token["id_token"], KeySet.import_key_set(keys.jwks_dict(world.ctx)), algorithms=["ES256", "RS256"]).claims
     assert claims["acr"] == "urn:hallmark:loa:3" and "hwk" in claims["amr"] and claims["sub"] == person.account_id
     assert world.browser().login_with(signer, certificate).status_code == 200
@@ -213,8 +248,12 @@ def test_step_up_from_real_name_to_certificate_without_the_password(world):
     world.matter("inheritance", 3)
     browser = world.browser()
     browser.page("/login")
-    assert browser.client.post("/login", data={"csrf_token": browser.csrf, "identifier": person.username,
-                                               "password": "Camphor-tree 2026"}).status_code == 303
+    assert (
+        browser.client.post(
+            "/login", data={"csrf_token": browser.csrf, "identifier": person.username, "password": "Camphor-tree 2026"}
+        ).status_code
+        == 303
+    )
     assert world.session_of(browser).acr == 2
     query = {"response_type": "code", "client_id": "hall", "redirect_uri": CB, "scope": "openid", "state": "s", "matter": "inheritance"}
     step = browser.client.get("/oauth/authorize?" + urlencode(query))
@@ -355,28 +394,41 @@ def test_forwarded_client_certificate_only_from_a_trusted_proxy(world):
 
     direct = world.browser()  # REMOTE_ADDR 127.0.0.1: not a configured proxy
     direct.page("/login")
-    refused(direct.client.post("/login/cert/tls", data={"csrf_token": direct.csrf}, headers={"X-SSL-Client-Cert": header, "Accept": "application/json"}),
-            "untrusted_proxy", 403)
+    refused(
+        direct.client.post(
+            "/login/cert/tls", data={"csrf_token": direct.csrf}, headers={"X-SSL-Client-Cert": header, "Accept": "application/json"}
+        ),
+        "untrusted_proxy",
+        403,
+    )
     assert "/login/cert/tls" not in direct.page("/login").get_data(as_text=True)
 
     proxied = world.browser(remote_addr="10.9.8.7")
     page = proxied.client.get("/login", headers={"X-SSL-Client-Cert": header}).get_data(as_text=True)
     assert 'action="/login/cert/tls"' in page
     proxied.page("/login")
-    done = proxied.client.post("/login/cert/tls", data={"csrf_token": proxied.csrf, "next": "/account"}, headers={"X-SSL-Client-Cert": header})
+    done = proxied.client.post(
+        "/login/cert/tls", data={"csrf_token": proxied.csrf, "next": "/account"}, headers={"X-SSL-Client-Cert": header}
+    )
     assert done.status_code == 303 and done.location == "/account"
     session = world.session_of(proxied)
     assert session.account_id == person.account_id and session.acr == 3 and session.amr == "hwk"
     assert [b.via for b in world.bindings()] == ["proxy"]
-    refused(proxied.client.post("/login/cert/tls", data={"csrf_token": proxied.csrf}, headers={"X-SSL-Client-Cert": "garbage%", "Accept": "application/json"}),
-            "malformed")
-    refused(proxied.client.post("/login/cert/tls", data={"csrf_token": proxied.csrf}, headers={"Accept": "application/json"}), "no_client_certificate")
+    refused(
+        proxied.client.post(
+            "/login/cert/tls", data={"csrf_token": proxied.csrf}, headers={"X-SSL-Client-Cert": "garbage%", "Accept": "application/json"}
+        ),
+        "malformed",
+    )
+    refused(
+        proxied.client.post("/login/cert/tls", data={"csrf_token": proxied.csrf}, headers={"Accept": "application/json"}),
+        "no_client_certificate",
+    )
     assert [r["reason"] for r in world.refusals()] == ["untrusted_proxy", "malformed", "no_client_certificate"]
 
 
 def test_proxy_path_is_off_by_default(tmp_path, migrated, key_manager):
     from core import settings
-
     from tests.conftest import app_settings
 
     engine, _ = migrated
@@ -396,7 +448,14 @@ def test_migration_matches_the_models(migrated):
     from core.db import Base
 
     engine, _ = migrated
-    ours = {"idp_login_challenges", "idp_certificate_bindings", "idp_enterprises", "idp_agent_authorisations", "idp_session_acting", "idp_acting_grants"}
+    ours = {
+        "idp_login_challenges",
+        "idp_certificate_bindings",
+        "idp_enterprises",
+        "idp_agent_authorisations",
+        "idp_session_acting",
+        "idp_acting_grants",
+    }
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert [d for d in differences if any(name in repr(d) for name in ours)] == []
@@ -424,7 +483,11 @@ def test_every_message_of_certificate_login_and_enterprises_is_translated():
     for name in ("certlogin.py", "enterprises.py"):
         wanted |= {m[1] for m in extract_from_file("python", idp_dir / name, keywords=keywords) if isinstance(m[1], str)}
     for name in ("_certlogin.html", "act_for.html"):
-        wanted |= {m[1] for m in extract_from_file("jinja2", idp_dir / "templates" / "idp" / name, keywords=DEFAULT_KEYWORDS) if isinstance(m[1], str)}
+        wanted |= {
+            m[1]
+            for m in extract_from_file("jinja2", idp_dir / "templates" / "idp" / name, keywords=DEFAULT_KEYWORDS)
+            if isinstance(m[1], str)
+        }
     assert len(wanted) > 60
     with (idp_dir / "translations" / "zh" / "LC_MESSAGES" / "messages.po").open("rb") as handle:
         zh = read_po(handle, locale="zh")

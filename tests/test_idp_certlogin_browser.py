@@ -32,13 +32,21 @@ def site(tmp_path_factory):
     process, base = start_server(instance, HALLMARK_CERT_AGENT_PORT=str(agent_port))
     agent = None
     try:
-        prepared = run_hallmark(instance, "demo", "prepare", "--json", timeout=300, HALLMARK_PUBLIC_URL=base, HALLMARK_CERT_AGENT_PORT=str(agent_port))
+        prepared = run_hallmark(
+            instance, "demo", "prepare", "--json", timeout=300, HALLMARK_PUBLIC_URL=base, HALLMARK_CERT_AGENT_PORT=str(agent_port)
+        )
         assert prepared.returncode == 0, prepared.stderr
         demo = json.loads(prepared.stdout)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HALLMARK_", "SOFTHSM2_"))}
         log = (instance / "agent.log").open("w")
-        agent = subprocess.Popen([sys.executable, "-m", "keyagent.cli", "serve", "--config", demo["usb_key"]["agent_config"], "--port", str(agent_port)],
-                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "keyagent.cli", "serve", "--config", demo["usb_key"]["agent_config"], "--port", str(agent_port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         wait_for_http(f"http://127.0.0.1:{agent_port}/v1/status", process=agent)
         yield base, demo, instance
     finally:
@@ -52,8 +60,14 @@ def site(tmp_path_factory):
 def browser(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM, args=ARGS, headless=True,
-                                                       viewport={"width": 1280, "height": 900}, locale="zh-CN")
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            args=ARGS,
+            headless=True,
+            viewport={"width": 1280, "height": 900},
+            locale="zh-CN",
+        )
         context.set_default_timeout(30_000)
         yield context.pages[0] if context.pages else context.new_page()
         context.close()

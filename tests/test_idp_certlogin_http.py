@@ -52,8 +52,22 @@ class Site:
         username = "h" + uuid.uuid4().hex[:8]
         password = re.search(r"password \(shown only now\): (\S+)", self.cli("idp", "account", "add", "--username", username)).group(1)
         resident = generate_resident_id("350102", date(1960, 1, 1) + timedelta(days=next(self.counter) * 97), next(self.counter) % 1000)
-        self.cli("idp", "verify-at-counter", "--account", username, "--resident-id", resident, "--name", "王五", "--clerk", "clerk1",
-                 "--location", "福州市民服务中心", "--document", "resident-card")
+        self.cli(
+            "idp",
+            "verify-at-counter",
+            "--account",
+            username,
+            "--resident-id",
+            resident,
+            "--name",
+            "王五",
+            "--clerk",
+            "clerk1",
+            "--location",
+            "福州市民服务中心",
+            "--document",
+            "resident-card",
+        )
         return username, password, resident
 
     def certificate(self, signer, resident: str, tmp_path, profile="person-auth") -> x509.Certificate:
@@ -70,7 +84,9 @@ class Site:
     def id_claims(self, token: dict) -> dict:
         keyset = KeySet.import_key_set(requests.get(self.meta["jwks_uri"], timeout=10).json())
         claims = jwt.decode(token["id_token"], keyset, algorithms=["ES256", "RS256"]).claims
-        jwt.JWTClaimsRegistry(iss={"essential": True, "value": self.meta["issuer"]}, aud={"essential": True, "value": "city-hall"}).validate(claims)
+        jwt.JWTClaimsRegistry(
+            iss={"essential": True, "value": self.meta["issuer"]}, aud={"essential": True, "value": "city-hall"}
+        ).validate(claims)
         return claims
 
 
@@ -78,8 +94,24 @@ class Site:
 def site(tmp_path_factory, usb_key):
     instance = tmp_path_factory.mktemp("certlogin-http")
     assert run_hallmark(instance, "init").returncode == 0
-    hall = json.loads(run_hallmark(instance, "idp", "client", "add", "--json", "--name", "市网上办事大厅", "--client-id", "city-hall",
-                                   "--redirect-uri", CB, "--scope", "openid profile", "--first-party").stdout)
+    hall = json.loads(
+        run_hallmark(
+            instance,
+            "idp",
+            "client",
+            "add",
+            "--json",
+            "--name",
+            "市网上办事大厅",
+            "--client-id",
+            "city-hall",
+            "--redirect-uri",
+            CB,
+            "--scope",
+            "openid profile",
+            "--first-party",
+        ).stdout
+    )
     assert run_hallmark(instance, "idp", "account", "add", "--username", "clerk1", "--role", "clerk").returncode == 0
     assert run_hallmark(instance, "idp", "matter", "set", "house-transfer", "--level", "3", "--name", "房屋转移登记").returncode == 0
     process, base = start_server(instance, workers=2, HALLMARK_TRUSTED_PROXIES="127.0.0.2")
@@ -105,12 +137,17 @@ def usb_key_login(site, browser: requests.Session, url: str, signer, certificate
     assert page.status_code == 200 and "data-cert-login" in page.text
     csrf = DATA_CSRF.search(page.text).group(1)
     next_url = re.search(r'data-next="([^"]*)"', page.text).group(1).replace("&amp;", "&")
-    asked = browser.post(site.base + "/login/cert/challenge", data={"csrf_token": csrf, "purpose": purpose},
-                         headers={"Accept": "application/json"}, timeout=10)
+    asked = browser.post(
+        site.base + "/login/cert/challenge",
+        data={"csrf_token": csrf, "purpose": purpose},
+        headers={"Accept": "application/json"},
+        timeout=10,
+    )
     assert asked.status_code == 200, asked.text
     fields = signed_fields(asked.json()["challenge"], signer, certificate)
-    return browser.post(site.base + "/login/cert", data={"csrf_token": csrf, "next": next_url, **fields},
-                        headers={"Accept": "application/json"}, timeout=30)
+    return browser.post(
+        site.base + "/login/cert", data={"csrf_token": csrf, "next": next_url, **fields}, headers={"Accept": "application/json"}, timeout=30
+    )
 
 
 def follow_to_hall(site, browser, location: str) -> str:
@@ -129,8 +166,9 @@ def test_usb_key_login_reaches_level_3_with_hwk_in_the_id_token(site, tmp_path):
     certificate = site.certificate(signer, resident, tmp_path)
     browser, hall = requests.Session(), site.hall()
     verifier, nonce = generate_token(48), generate_token(20)
-    url, state = hall.create_authorization_url(site.meta["authorization_endpoint"], code_verifier=verifier, nonce=nonce,
-                                               acr_values="urn:hallmark:loa:3")
+    url, state = hall.create_authorization_url(
+        site.meta["authorization_endpoint"], code_verifier=verifier, nonce=nonce, acr_values="urn:hallmark:loa:3"
+    )
     first = browser.get(url, allow_redirects=False, timeout=10)
     assert first.headers["Location"].startswith("/login?next=")
     done = usb_key_login(site, browser, first.headers["Location"], signer, certificate)
@@ -164,8 +202,12 @@ def test_step_up_from_real_name_to_certificate_without_the_password(site, tmp_pa
     login = browser.get(url, allow_redirects=False, timeout=10).headers["Location"]
     page = browser.get(site.base + login, timeout=10)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    posted = browser.post(site.base + "/login", data={"csrf_token": csrf, "next": query_of(login)["next"], "identifier": username, "password": password},
-                          allow_redirects=False, timeout=10)
+    posted = browser.post(
+        site.base + "/login",
+        data={"csrf_token": csrf, "next": query_of(login)["next"], "identifier": username, "password": password},
+        allow_redirects=False,
+        timeout=10,
+    )
     step = browser.get(site.base + posted.headers["Location"], allow_redirects=False, timeout=10).headers["Location"]
     assert step.startswith("/login/step-up?") and query_of(step)["level"] == "3"
     step_page = browser.get(site.base + step, timeout=10).text
@@ -173,7 +215,9 @@ def test_step_up_from_real_name_to_certificate_without_the_password(site, tmp_pa
     done = usb_key_login(site, browser, step, signer, certificate, purpose="step-up")
     assert done.status_code == 200, done.text
     location = follow_to_hall(site, browser, done.json()["redirect"])
-    claims = site.id_claims(hall.fetch_token(site.meta["token_endpoint"], authorization_response=location, code_verifier=verifier, state=state))
+    claims = site.id_claims(
+        hall.fetch_token(site.meta["token_endpoint"], authorization_response=location, code_verifier=verifier, state=state)
+    )
     assert claims["acr"] == "urn:hallmark:loa:3" and claims["amr"] == ["hwk", "pwd"]
 
 
@@ -182,24 +226,48 @@ def test_unrecognised_ca_is_refused_until_trusted_with_the_cli(site, tmp_path):
     signer = site.usb.new_key()
     now = datetime.now(UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Fujian Provincial CA"),
-                         x509.NameAttribute(NameOID.COMMON_NAME, "Fujian Provincial Root CA")])
-    root = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"), x509.NameAttribute(NameOID.SERIAL_NUMBER, f"IDCCN-{resident}"),
-                                     x509.NameAttribute(NameOID.COMMON_NAME, "王五")]))
-            .issuer_name(ca_name).public_key(signer.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    ca_name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Fujian Provincial CA"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "Fujian Provincial Root CA"),
+        ]
+    )
+    root = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+                    x509.NameAttribute(NameOID.SERIAL_NUMBER, f"IDCCN-{resident}"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, "王五"),
+                ]
+            )
+        )
+        .issuer_name(ca_name)
+        .public_key(signer.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     refused = usb_key_login(site, requests.Session(), "/login", signer, leaf)
     assert refused.status_code == 400 and refused.json()["code"] == "untrusted"
     root_file = tmp_path / "fujian-root.pem"
@@ -219,8 +287,9 @@ def test_forwarded_certificate_is_accepted_only_from_the_configured_proxy(site, 
     def attempt(browser):
         page = browser.get(site.base + "/login", headers=header, timeout=10)
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-        answer = browser.post(site.base + "/login/cert/tls", data={"csrf_token": csrf, "next": "/account"}, headers=header,
-                              allow_redirects=False, timeout=30)
+        answer = browser.post(
+            site.base + "/login/cert/tls", data={"csrf_token": csrf, "next": "/account"}, headers=header, allow_redirects=False, timeout=30
+        )
         return page, answer
 
     direct = requests.Session()

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from ca.models import Certificate
 from tests.conftest import run_hallmark, start_server, stop_server
-from tests.keyagent_fixtures import ZHANG_SAN_ID, new_resident_id, Hall, access_token, log_in_through_browser, make_usb_key
+from tests.keyagent_fixtures import ZHANG_SAN_ID, Hall, access_token, log_in_through_browser, make_usb_key, new_resident_id
 
 pytestmark = pytest.mark.slow
 BASIC_CB = "http://127.0.0.1:8009/basic-cb"
@@ -37,11 +37,40 @@ def hall(tmp_path_factory):
     assert init.returncode == 0, init.stderr
     assert "hallmark-key" in init.stdout
     # A public tool without the real-name minimum, to obtain basic-level and scope-less tokens.
-    added = run_hallmark(instance, "idp", "client", "add", "--name", "测试工具", "--client-id", "basic-tool", "--type", "public",
-                         "--redirect-uri", BASIC_CB, "--scope", "openid cert:enrol", "--first-party", "--json")
+    added = run_hallmark(
+        instance,
+        "idp",
+        "client",
+        "add",
+        "--name",
+        "测试工具",
+        "--client-id",
+        "basic-tool",
+        "--type",
+        "public",
+        "--redirect-uri",
+        BASIC_CB,
+        "--scope",
+        "openid cert:enrol",
+        "--first-party",
+        "--json",
+    )
     assert added.returncode == 0, added.stderr
-    machine = run_hallmark(instance, "idp", "client", "add", "--name", "审批系统", "--client-id", "approval", "--grant",
-                           "client_credentials", "--scope", "cert:enrol", "--json")
+    machine = run_hallmark(
+        instance,
+        "idp",
+        "client",
+        "add",
+        "--name",
+        "审批系统",
+        "--client-id",
+        "approval",
+        "--grant",
+        "client_credentials",
+        "--scope",
+        "cert:enrol",
+        "--json",
+    )
     assert machine.returncode == 0, machine.stderr
     process, base = start_server(instance)
     world = Hall(instance, base)
@@ -58,7 +87,11 @@ def certificate_count(hall: Hall) -> int:
 
 def software_csr(name: str = "张三", curve=ec.SECP256R1()) -> str:
     key = ec.generate_private_key(curve)
-    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])).sign(key, hashes.SHA256())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .sign(key, hashes.SHA256())
+    )
     return csr.public_bytes(serialization.Encoding.PEM).decode()
 
 
@@ -71,8 +104,21 @@ def test_enroll_stores_a_certificate_openssl_verifies(hall, tmp_path):
     username = hall.account(resident_id=resident_id, legal_name="张三")
     token = access_token(hall.base, username, port=51234)
     usb = make_usb_key(tmp_path / "usb")
-    result = usb.run("enroll", "--profile", "person-auth", "--name", "张三", "--resident-id", resident_id, "--idp", hall.base,
-                     "--access-token", token["access_token"], "--pin-file", str(usb.pin_file))
+    result = usb.run(
+        "enroll",
+        "--profile",
+        "person-auth",
+        "--name",
+        "张三",
+        "--resident-id",
+        resident_id,
+        "--idp",
+        hall.base,
+        "--access-token",
+        token["access_token"],
+        "--pin-file",
+        str(usb.pin_file),
+    )
     assert result.returncode == 0, result.stderr + result.stdout
     serial = re.search(r"enrolled person-auth certificate ([0-9a-f]+)", result.stdout).group(1)
     assert usb.pin not in result.stdout + result.stderr
@@ -94,14 +140,29 @@ def test_enroll_stores_a_certificate_openssl_verifies(hall, tmp_path):
     der = usb.read_certificate_der(key_id)
     certificate = x509.load_der_x509_certificate(der)
     assert format(certificate.serial_number, "x") == serial
-    assert certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value == x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
+    assert certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value == x509.ExtendedKeyUsage(
+        [ExtendedKeyUsageOID.CLIENT_AUTH]
+    )
     (tmp_path / "leaf.der").write_bytes(der)
     subprocess.run(["openssl", "x509", "-inform", "DER", "-in", tmp_path / "leaf.der", "-out", tmp_path / "leaf.pem"], check=True)
     for name in ("root", "people"):
         (tmp_path / f"{name}.der").write_bytes(requests.get(f"{hall.base}/pki/ca/{name}.crt", timeout=10).content)
         subprocess.run(["openssl", "x509", "-inform", "DER", "-in", tmp_path / f"{name}.der", "-out", tmp_path / f"{name}.pem"], check=True)
-    verify = subprocess.run(["openssl", "verify", "-purpose", "sslclient", "-CAfile", tmp_path / "root.pem", "-untrusted", tmp_path / "people.pem",
-                             tmp_path / "leaf.pem"], capture_output=True, text=True)
+    verify = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-purpose",
+            "sslclient",
+            "-CAfile",
+            tmp_path / "root.pem",
+            "-untrusted",
+            tmp_path / "people.pem",
+            tmp_path / "leaf.pem",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert verify.returncode == 0 and ": OK" in verify.stdout, verify.stdout + verify.stderr
     # The certificate's key is the token's key.
     usb.pkcs11_tool("--read-object", "--type", "pubkey", "--id", key_id, "--output-file", str(tmp_path / "pub.der"))
@@ -111,7 +172,11 @@ def test_enroll_stores_a_certificate_openssl_verifies(hall, tmp_path):
     actions = [a for a, _ in hall.audit_actions()]
     assert "idp.enrolment.issued" in actions and "ca.certificate.issued" in actions
     issued = [d for a, d in hall.audit_actions() if a == "idp.enrolment.issued"][-1]
-    assert issued["serial"] == serial and issued["subject_id"] == resident_id[:3] + "*" * 11 + resident_id[-4:] and issued["client_id"] == "hallmark-key"
+    assert (
+        issued["serial"] == serial
+        and issued["subject_id"] == resident_id[:3] + "*" * 11 + resident_id[-4:]
+        and issued["client_id"] == "hallmark-key"
+    )
 
 
 def test_enroll_with_browser_login_on_a_loopback_port(hall, tmp_path):
@@ -120,9 +185,27 @@ def test_enroll_with_browser_login_on_a_loopback_port(hall, tmp_path):
     username = hall.account(resident_id=resident_id, legal_name="李四")
     usb = make_usb_key(tmp_path / "usb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "keyagent.cli", "enroll", "--profile", "person-auth", "--name", "李 四", "--resident-id", resident_id,
-         "--idp", hall.base, "--no-browser", "--pin-file", str(usb.pin_file)],
-        env=usb.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "keyagent.cli",
+            "enroll",
+            "--profile",
+            "person-auth",
+            "--name",
+            "李 四",
+            "--resident-id",
+            resident_id,
+            "--idp",
+            hall.base,
+            "--no-browser",
+            "--pin-file",
+            str(usb.pin_file),
+        ],
+        env=usb.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         url = None
@@ -148,14 +231,35 @@ def test_enroll_with_browser_login_on_a_loopback_port(hall, tmp_path):
 
 
 def test_loopback_redirect_matches_any_port_but_not_another_path(hall):
-    ok = requests.get(hall.base + "/oauth/authorize", params={
-        "response_type": "code", "client_id": "hallmark-key", "redirect_uri": "http://127.0.0.1:61000/callback", "scope": "openid",
-        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256", "state": "s"}, allow_redirects=False, timeout=10)
+    ok = requests.get(
+        hall.base + "/oauth/authorize",
+        params={
+            "response_type": "code",
+            "client_id": "hallmark-key",
+            "redirect_uri": "http://127.0.0.1:61000/callback",
+            "scope": "openid",
+            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "code_challenge_method": "S256",
+            "state": "s",
+        },
+        allow_redirects=False,
+        timeout=10,
+    )
     assert ok.status_code == 302 and ok.headers["Location"].startswith("/login")
     for wrong in ("http://127.0.0.1:61000/elsewhere", "http://localhost:61000/callback", "http://192.0.2.1:61000/callback"):
-        refused = requests.get(hall.base + "/oauth/authorize", params={
-            "response_type": "code", "client_id": "hallmark-key", "redirect_uri": wrong, "scope": "openid",
-            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256"}, allow_redirects=False, timeout=10)
+        refused = requests.get(
+            hall.base + "/oauth/authorize",
+            params={
+                "response_type": "code",
+                "client_id": "hallmark-key",
+                "redirect_uri": wrong,
+                "scope": "openid",
+                "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+                "code_challenge_method": "S256",
+            },
+            allow_redirects=False,
+            timeout=10,
+        )
         assert refused.status_code == 400, wrong
 
 
@@ -173,18 +277,33 @@ def test_refused_enrolment_leaves_nothing_behind(hall, tmp_path, case):
         resident_id = new_resident_id()
         username = hall.account(resident_id=resident_id, legal_name="王五")
         token = access_token(hall.base, username)
-        args = ("--name", "王五", "--resident-id", ZHANG_SAN_ID) if case == "id-mismatch" else ("--name", "王六", "--resident-id", resident_id)
+        args = (
+            ("--name", "王五", "--resident-id", ZHANG_SAN_ID) if case == "id-mismatch" else ("--name", "王六", "--resident-id", resident_id)
+        )
     before = certificate_count(hall)
     usb = make_usb_key(tmp_path / "usb")
-    result = usb.run("enroll", "--profile", "person-auth", *args, "--idp", hall.base, "--access-token", token["access_token"],
-                     "--pin-file", str(usb.pin_file))
+    result = usb.run(
+        "enroll",
+        "--profile",
+        "person-auth",
+        *args,
+        "--idp",
+        hall.base,
+        "--access-token",
+        token["access_token"],
+        "--pin-file",
+        str(usb.pin_file),
+    )
     assert result.returncode == 1
     expected = {"id-mismatch": "resident ID is not the one", "name-mismatch": "not the legal name", "basic-level": "real-name login"}[case]
     assert expected in result.stderr and "nothing was stored" in result.stderr
     assert _keys_on(usb) == []  # the key pair made for the attempt is gone again
     assert certificate_count(hall) == before
     refused = [d for a, d in hall.audit_actions() if a == "idp.enrolment.refused"]
-    assert refused[-1]["reason"] == {"id-mismatch": "identity_mismatch", "name-mismatch": "name_mismatch", "basic-level": "insufficient_level"}[case]
+    assert (
+        refused[-1]["reason"]
+        == {"id-mismatch": "identity_mismatch", "name-mismatch": "name_mismatch", "basic-level": "insufficient_level"}[case]
+    )
 
 
 def test_api_refusals_are_problems_and_store_nothing(hall):
@@ -212,13 +331,19 @@ def test_api_refusals_are_problems_and_store_nothing(hall):
     assert certificate_count(hall) == before
 
     # Without the scope: a proofed person's token that was not issued for enrolment.
-    no_scope = access_token(hall.base, username, client_id="basic-tool", scope="openid", port=8009, redirect_path="/basic-cb")["access_token"]
+    no_scope = access_token(hall.base, username, client_id="basic-tool", scope="openid", port=8009, redirect_path="/basic-cb")[
+        "access_token"
+    ]
     refused = post_enrolment(hall, no_scope, good)
     assert refused.status_code == 403 and "cert:enrol" in refused.json()["detail"]
     assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
     # A client's own token (client credentials) speaks for no person.
-    machine = requests.post(hall.base + "/oauth/token", data={"grant_type": "client_credentials", "scope": "cert:enrol"},
-                            auth=("approval", hall.approval_secret), timeout=10).json()["access_token"]
+    machine = requests.post(
+        hall.base + "/oauth/token",
+        data={"grant_type": "client_credentials", "scope": "cert:enrol"},
+        auth=("approval", hall.approval_secret),
+        timeout=10,
+    ).json()["access_token"]
     refused = post_enrolment(hall, machine, good)
     assert refused.status_code == 403 and refused.json()["code"] == "not_a_person"
     assert post_enrolment(hall, "not-a-token", good).status_code == 401
@@ -256,7 +381,9 @@ def test_enterprise_certificate_for_the_legal_representative_only(hall, tmp_path
     representative = hall.account(resident_id=new_resident_id(), legal_name="钱七")
     bystander = hall.account(resident_id=new_resident_id(), legal_name="孙八")
     with core_db.transaction(hall.sessions) as db:
-        enterprises.add(db, credit_code=code, name="福州示例科技有限公司", representative=accounts.find(db, representative).id, actor="test")
+        enterprises.add(
+            db, credit_code=code, name="福州示例科技有限公司", representative=accounts.find(db, representative).id, actor="test"
+        )
 
     body = {"profile": "enterprise-auth", "csr": software_csr("福州示例科技有限公司"), "name": "福州示例科技有限公司", "credit_code": code}
     refused = post_enrolment(hall, access_token(hall.base, bystander)["access_token"], body)
@@ -266,9 +393,22 @@ def test_enterprise_certificate_for_the_legal_representative_only(hall, tmp_path
     assert wrong_name.status_code == 403 and wrong_name.json()["code"] == "name_mismatch"
 
     usb = make_usb_key(tmp_path / "usb")
-    result = usb.run("enroll", "--profile", "enterprise-auth", "--name", "福州示例科技有限公司", "--credit-code", code, "--idp", hall.base,
-                     "--access-token", token, "--pin-file", str(usb.pin_file))
+    result = usb.run(
+        "enroll",
+        "--profile",
+        "enterprise-auth",
+        "--name",
+        "福州示例科技有限公司",
+        "--credit-code",
+        code,
+        "--idp",
+        hall.base,
+        "--access-token",
+        token,
+        "--pin-file",
+        str(usb.pin_file),
+    )
     assert result.returncode == 0, result.stderr
     listed = json.loads(usb.run("list", "--json").stdout)["tokens"][0]
-    leaf = [c for c in listed["certificates"] if not c["ca"]][0]
+    leaf = next(c for c in listed["certificates"] if not c["ca"])
     assert f"NTRCN-{code[:3]}" + "*" * 11 + code[-4:] in leaf["subject"] and "O=福州示例科技有限公司" in leaf["subject"] and leaf["has_key"]

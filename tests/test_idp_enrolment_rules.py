@@ -10,8 +10,14 @@ from idp import enrolment
 
 
 def claims(**overrides) -> dict:
-    return {"sub": "6d349492-507e-4e1d-8bc3-580a27fefc72", "client_id": "hallmark-key", "acr": "urn:hallmark:loa:2",
-            "auth_time": int(time.time()) - 30, "scope": "openid cert:enrol", **overrides}
+    return {
+        "sub": "6d349492-507e-4e1d-8bc3-580a27fefc72",
+        "client_id": "hallmark-key",
+        "acr": "urn:hallmark:loa:2",
+        "auth_time": int(time.time()) - 30,
+        "scope": "openid cert:enrol",
+        **overrides,
+    }
 
 
 def refusal(function, *args) -> enrolment.EnrolmentRefused:
@@ -36,7 +42,9 @@ def test_token_must_be_a_fresh_real_name_login():
 def test_request_body_shape():
     good = {"profile": "person-auth", "csr": "x", "name": "张三", "resident_id": "11010519491231002X"}
     assert enrolment.parse_request(good).resident_id == "11010519491231002X"
-    assert enrolment.parse_request({"profile": "enterprise-auth", "csr": "x", "name": "某公司", "credit_code": "91350100M000100Y43"}).credit_code
+    assert enrolment.parse_request(
+        {"profile": "enterprise-auth", "csr": "x", "name": "某公司", "credit_code": "91350100M000100Y43"}
+    ).credit_code
     for body, code in [
         ({**good, "profile": "person-sign"}, "wrong_profile"),
         ({**good, "profile": 3}, "bad_request"),

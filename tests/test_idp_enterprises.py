@@ -26,7 +26,7 @@ from idp import clients, enterprises, keys
 from idp.models import AgentAuthorisation, SessionActing
 from tests.certlogin_fixtures import PASSWORD, issue, new_credit_code, query_of, signed_fields, usb_key  # noqa: F401
 from tests.conftest import run_hallmark
-from tests.test_idp_certlogin import CB, ISSUER, World, refused  # noqa: F401 (the world fixture below builds on them)
+from tests.test_idp_certlogin import CB, ISSUER, World, refused
 
 
 @pytest.fixture
@@ -78,8 +78,9 @@ def authorize(browser, **params):
 
 
 def tokens_for(world, code: str) -> dict:
-    response = world.app.test_client().post("/oauth/token", data={"grant_type": "authorization_code", "code": code, "redirect_uri": CB},
-                                            headers=basic(world.secret))
+    response = world.app.test_client().post(
+        "/oauth/token", data={"grant_type": "authorization_code", "code": code, "redirect_uri": CB}, headers=basic(world.secret)
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     return response.get_json()
 
@@ -110,8 +111,10 @@ def test_representative_authorises_an_agent_who_acts_for_the_enterprise_until_re
     masked = code[:6] + "*" * 8 + code[-4:]
     assert "闽南茶业有限公司" in page and masked in page and code not in page and "授权经办人" in page
     until = (date.today() + timedelta(days=90)).isoformat()
-    granted = rep.client.post(f"/account/enterprises/{handle_of(world, code)}/agents",
-                              data={"csrf_token": rep.csrf, "agent": clerk.username, "matters": "tax-filing, land-transfer", "expires": until})
+    granted = rep.client.post(
+        f"/account/enterprises/{handle_of(world, code)}/agents",
+        data={"csrf_token": rep.csrf, "agent": clerk.username, "matters": "tax-filing, land-transfer", "expires": until},
+    )
     assert granted.status_code == 303 and granted.location == "/account?notice=agent-authorised#enterprises"
     assert clerk.username in rep.page("/account").get_data(as_text=True)
     [grant] = events(world, "idp.enterprise.agent_authorised")
@@ -156,11 +159,14 @@ def test_representative_authorises_an_agent_who_acts_for_the_enterprise_until_re
     with world.ctx.sessions() as db:
         authorisation = db.scalars(select(AgentAuthorisation)).one()
         assert db.scalar(select(SessionActing).where(SessionActing.authorisation_id == authorisation.id)) is not None
-    revoked = rep.client.post(f"/account/enterprises/{handle_of(world, code)}/agents/{authorisation.id}/revoke", data={"csrf_token": rep.csrf})
+    revoked = rep.client.post(
+        f"/account/enterprises/{handle_of(world, code)}/agents/{authorisation.id}/revoke", data={"csrf_token": rep.csrf}
+    )
     assert revoked.status_code == 303
     assert events(world, "idp.enterprise.agent_revoked")[0]["sessions_stopped_acting"] == 1
-    refresh = world.app.test_client().post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": again["refresh_token"]},
-                                           headers=basic(world.secret))
+    refresh = world.app.test_client().post(
+        "/oauth/token", data={"grant_type": "refresh_token", "refresh_token": again["refresh_token"]}, headers=basic(world.secret)
+    )
     assert refresh.status_code == 400 and refresh.get_json()["error"] == "invalid_grant"
     gone = world.app.test_client().get("/oauth/userinfo", headers={"Authorization": f"Bearer {again['access_token']}"})
     assert gone.status_code == 401
@@ -175,15 +181,17 @@ def test_code_issued_while_acting_is_refused_after_revocation(world):
     boss, clerk = world.person(), world.person()
     code = register(world, boss)
     with world.tx() as db:
-        authorisation = enterprises.authorise_agent(db, credit_code=code, representative_id=boss.account_id, agent=clerk.username,
-                                                    matters="*", expires_at=_days(30))
+        authorisation = enterprises.authorise_agent(
+            db, credit_code=code, representative_id=boss.account_id, agent=clerk.username, matters="*", expires_at=_days(30)
+        )
     agent = signed_in(world, clerk)
     agent.client.post("/account/act-for", data={"csrf_token": agent.csrf, "choice": handle_of(world, code)})
     issued = query_of(authorize(agent).location)["code"]
     with world.tx() as db:
         enterprises.revoke_agent(db, credit_code=code, authorisation_id=authorisation.id, by_account=boss.account_id)
-    late = world.app.test_client().post("/oauth/token", data={"grant_type": "authorization_code", "code": issued, "redirect_uri": CB},
-                                        headers=basic(world.secret))
+    late = world.app.test_client().post(
+        "/oauth/token", data={"grant_type": "authorization_code", "code": issued, "redirect_uri": CB}, headers=basic(world.secret)
+    )
     assert late.status_code == 400 and late.get_json()["error"] == "invalid_grant"
 
 
@@ -230,7 +238,10 @@ def test_bad_input_is_refused_and_nothing_half_written(world):
     code = register(world, boss)
     with world.tx() as db:
         for kwargs, reason in (
-            ({"credit_code": code[:-1] + ("0" if code[-1] != "0" else "1"), "name": "x", "representative": boss.username}, "bad_credit_code"),
+            (
+                {"credit_code": code[:-1] + ("0" if code[-1] != "0" else "1"), "name": "x", "representative": boss.username},
+                "bad_credit_code",
+            ),
             ({"credit_code": new_credit_code(), "name": "x", "representative": unverified.username}, "representative_not_proofed"),
             ({"credit_code": new_credit_code(), "name": "x", "representative": "nobody-here"}, "no_representative"),
             ({"credit_code": code, "name": "x", "representative": boss.username}, "enterprise_exists"),
@@ -253,9 +264,17 @@ def test_bad_input_is_refused_and_nothing_half_written(world):
         response = rep.client.post(f"/account/enterprises/{handle_of(world, code)}/agents", data={"csrf_token": rep.csrf, **data})
         assert response.status_code == status and text in response.get_data(as_text=True), (data, response.status_code)
     agent = signed_in(world, clerk)
-    assert agent.client.post(f"/account/enterprises/{handle_of(world, code)}/agents", data={"csrf_token": agent.csrf, "agent": clerk.username,
-                                                                        "all_matters": "1", "expires": until}).status_code == 403
-    assert agent.client.post(f"/account/enterprises/{handle_of(world, code)}/agents/x/revoke", data={"csrf_token": agent.csrf}).status_code == 403
+    assert (
+        agent.client.post(
+            f"/account/enterprises/{handle_of(world, code)}/agents",
+            data={"csrf_token": agent.csrf, "agent": clerk.username, "all_matters": "1", "expires": until},
+        ).status_code
+        == 403
+    )
+    assert (
+        agent.client.post(f"/account/enterprises/{handle_of(world, code)}/agents/x/revoke", data={"csrf_token": agent.csrf}).status_code
+        == 403
+    )
     with world.ctx.sessions() as db:
         assert db.scalars(select(AgentAuthorisation)).all() == []
 
@@ -263,22 +282,44 @@ def test_bad_input_is_refused_and_nothing_half_written(world):
 def test_staff_json_api(world):
     boss = world.person()
     with world.tx() as db:
-        secret = clients.add(world.ctx, db, client_id="console", actor="test", name="Console", client_type="confidential",
-                             grant_types=["client_credentials"], scopes=[enterprises.STAFF_SCOPE]).client_secret
-        other = clients.add(world.ctx, db, client_id="other", actor="test", name="Other", client_type="confidential",
-                            grant_types=["client_credentials"], scopes=["ca:read"]).client_secret
+        secret = clients.add(
+            world.ctx,
+            db,
+            client_id="console",
+            actor="test",
+            name="Console",
+            client_type="confidential",
+            grant_types=["client_credentials"],
+            scopes=[enterprises.STAFF_SCOPE],
+        ).client_secret
+        other = clients.add(
+            world.ctx,
+            db,
+            client_id="other",
+            actor="test",
+            name="Other",
+            client_type="confidential",
+            grant_types=["client_credentials"],
+            scopes=["ca:read"],
+        ).client_secret
 
     def token(client_id, client_secret, scope):
         auth = "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
-        return world.app.test_client().post("/oauth/token", data={"grant_type": "client_credentials", "scope": scope},
-                                            headers={"Authorization": auth}).get_json()["access_token"]
+        return (
+            world.app.test_client()
+            .post("/oauth/token", data={"grant_type": "client_credentials", "scope": scope}, headers={"Authorization": auth})
+            .get_json()["access_token"]
+        )
 
     api = world.app.test_client()
     staff = {"Authorization": f"Bearer {token('console', secret, enterprises.STAFF_SCOPE)}"}
     code = new_credit_code()
     body = {"credit_code": code, "name": "福州软件园", "representative": boss.username}
     assert api.post("/api/idp/enterprises", json=body).status_code == 401
-    assert api.post("/api/idp/enterprises", json=body, headers={"Authorization": f"Bearer {token('other', other, 'ca:read')}"}).status_code == 403
+    assert (
+        api.post("/api/idp/enterprises", json=body, headers={"Authorization": f"Bearer {token('other', other, 'ca:read')}"}).status_code
+        == 403
+    )
     created = api.post("/api/idp/enterprises", json=body, headers=staff)
     assert created.status_code == 201 and created.get_json()["credit_code"] == code and created.headers["Location"].endswith(code)
     assert api.post("/api/idp/enterprises", json=body, headers=staff).status_code == 409
@@ -301,15 +342,36 @@ def test_cli_enterprise_add_and_list(tmp_path):
         result = run_hallmark(instance, "idp", "account", "add", *args)
         assert result.returncode == 0, result.stderr
     resident = generate_resident_id("350102", date(1970, 5, 1), 123)
-    verified = run_hallmark(instance, "idp", "verify-at-counter", "--account", "boss1", "--resident-id", resident, "--name", "林总",
-                            "--clerk", "clerk1", "--location", "福州市行政服务中心", "--document", "resident-card")
+    verified = run_hallmark(
+        instance,
+        "idp",
+        "verify-at-counter",
+        "--account",
+        "boss1",
+        "--resident-id",
+        resident,
+        "--name",
+        "林总",
+        "--clerk",
+        "clerk1",
+        "--location",
+        "福州市行政服务中心",
+        "--document",
+        "resident-card",
+    )
     assert verified.returncode == 0, verified.stderr
     code = new_credit_code()
-    added = run_hallmark(instance, "idp", "enterprise", "add", "--credit-code", code, "--name", "福州茉莉花茶厂", "--representative", "boss1")
+    added = run_hallmark(
+        instance, "idp", "enterprise", "add", "--credit-code", code, "--name", "福州茉莉花茶厂", "--representative", "boss1"
+    )
     assert added.returncode == 0 and "boss1" in added.stdout and code not in added.stdout, added.stderr
-    bad = run_hallmark(instance, "idp", "enterprise", "add", "--credit-code", "91350100M000100Y44", "--name", "x", "--representative", "boss1")
+    bad = run_hallmark(
+        instance, "idp", "enterprise", "add", "--credit-code", "91350100M000100Y44", "--name", "x", "--representative", "boss1"
+    )
     assert bad.returncode == 1 and "not a valid unified social credit code" in bad.stderr
-    unverified = run_hallmark(instance, "idp", "enterprise", "add", "--credit-code", new_credit_code(), "--name", "x", "--representative", "clerk1")
+    unverified = run_hallmark(
+        instance, "idp", "enterprise", "add", "--credit-code", new_credit_code(), "--name", "x", "--representative", "clerk1"
+    )
     assert unverified.returncode == 1 and "not real-name verified" in unverified.stderr
     listed = run_hallmark(instance, "idp", "enterprise", "list")
     assert "福州茉莉花茶厂" in listed.stdout and code[:6] in listed.stdout and code not in listed.stdout

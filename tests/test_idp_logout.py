@@ -30,8 +30,12 @@ def receiver():
 
 def two_halls(world, receiver, *, county_front=True):
     world.client("hall", backchannel_logout_uri=receiver.base + "/city", post_logout_redirect_uris=[AFTER])
-    world.client("county", redirect_uris=[CB2], backchannel_logout_uri=receiver.base + "/county",
-                 frontchannel_logout_uri="https://county.test/fc?x=1" if county_front else None)
+    world.client(
+        "county",
+        redirect_uris=[CB2],
+        backchannel_logout_uri=receiver.base + "/county",
+        frontchannel_logout_uri="https://county.test/fc?x=1" if county_front else None,
+    )
 
 
 def signed_in_at_both(world):
@@ -39,8 +43,9 @@ def signed_in_at_both(world):
     account_id = world.account("li")
     sid = world.login(account_id)
     code = world.code(verifier=VERIFIER, nonce="n")
-    issued = world.token({"grant_type": "authorization_code", "code": code, "redirect_uri": CB, "code_verifier": VERIFIER}, "hall",
-                         world.secrets["hall"]).get_json()
+    issued = world.token(
+        {"grant_type": "authorization_code", "code": code, "redirect_uri": CB, "code_verifier": VERIFIER}, "hall", world.secrets["hall"]
+    ).get_json()
     world.code(client_id="county", redirect_uri=CB2, verifier=VERIFIER)
     return sid, account_id, issued
 
@@ -66,7 +71,9 @@ def deliveries(world, sid):
 
 def test_rp_initiated_logout_reaches_every_hall(world, receiver):
     sid, account_id, issued = signed_in_at_both(world)
-    answer = world.browser.get("/oauth/logout", query_string={"id_token_hint": issued["id_token"], "post_logout_redirect_uri": AFTER, "state": "s-9"})
+    answer = world.browser.get(
+        "/oauth/logout", query_string={"id_token_hint": issued["id_token"], "post_logout_redirect_uri": AFTER, "state": "s-9"}
+    )
     # The hint names this very session: no question asked.
     assert answer.status_code == 303 and answer.location.startswith("/logout/done?ticket=")
     cleared = answer.headers.getlist("Set-Cookie")
@@ -93,7 +100,11 @@ def test_rp_initiated_logout_reaches_every_hall(world, receiver):
     assert world.authorize(verifier=VERIFIER, prompt="none").location.startswith(CB + "?error=login_required")
 
     found = deliveries(world, sid)
-    assert {k: v.status for k, v in found.items()} == {("hall", "back"): "delivered", ("county", "back"): "delivered", ("county", "front"): "delivered"}
+    assert {k: v.status for k, v in found.items()} == {
+        ("hall", "back"): "delivered",
+        ("county", "back"): "delivered",
+        ("county", "front"): "delivered",
+    }
     actions = audit_actions(world)
     assert actions.count("idp.logout.delivered") == 2 and "idp.session.ended" in actions
 
@@ -107,15 +118,19 @@ def test_without_a_matching_hint_the_person_confirms(world, receiver):
 
     forged = world.browser.post("/oauth/logout", data={"form_token": form_token + "x", "decision": "logout", "client_id": "hall"})
     assert forged.status_code == 400
-    stay = world.browser.post("/oauth/logout", data={"form_token": form_token, "decision": "stay", "client_id": "hall",
-                                                     "post_logout_redirect_uri": AFTER, "state": "k"})
+    stay = world.browser.post(
+        "/oauth/logout",
+        data={"form_token": form_token, "decision": "stay", "client_id": "hall", "post_logout_redirect_uri": AFTER, "state": "k"},
+    )
     assert stay.status_code == 303 and stay.location == AFTER + "?state=k"
     with world.ctx.sessions() as db:
         assert db.get(SSOSession, sid).ended_at is None
     assert not deliveries(world, sid)
 
-    done = world.browser.post("/oauth/logout", data={"form_token": form_token, "decision": "logout", "client_id": "hall",
-                                                     "post_logout_redirect_uri": AFTER, "state": "k"})
+    done = world.browser.post(
+        "/oauth/logout",
+        data={"form_token": form_token, "decision": "logout", "client_id": "hall", "post_logout_redirect_uri": AFTER, "state": "k"},
+    )
     assert done.status_code == 303 and done.location.startswith("/logout/done?")
     receiver.wait_for("/city")
     receiver.wait_for("/county")
@@ -194,7 +209,7 @@ def test_failed_notices_are_retried_then_given_up_and_audited(world, receiver):
     city = deliveries(world, sid)[("hall", "back")]
     assert city.status == "delivered" and city.attempts == 3
     tokens = receiver.tokens("/city")
-    assert len({t for t in tokens}) == 3  # a fresh token (jti) each attempt
+    assert len(set(tokens)) == 3  # a fresh token (jti) each attempt
     actions = audit_actions(world)
     assert "idp.logout.failed" in actions and "idp.logout.delivered" in actions and "idp.session.ended_all" in actions
 
@@ -216,9 +231,18 @@ def test_the_session_cookie_is_not_the_bare_sid(world):
     account_id = world.account("qian")
     sid = world.login(account_id)
     world.browser.set_cookie(sessions.COOKIE, sid, domain="localhost")  # what a token's sid claim would give
-    assert world.browser.get("/oauth/authorize", query_string={"response_type": "code", "client_id": "hall", "redirect_uri": CB,
-                                                                "scope": "openid", "prompt": "none", "code_challenge": "x" * 43,
-                                                                "code_challenge_method": "S256"}).location.startswith(CB + "?error=login_required")
+    assert world.browser.get(
+        "/oauth/authorize",
+        query_string={
+            "response_type": "code",
+            "client_id": "hall",
+            "redirect_uri": CB,
+            "scope": "openid",
+            "prompt": "none",
+            "code_challenge": "x" * 43,
+            "code_challenge_method": "S256",
+        },
+    ).location.startswith(CB + "?error=login_required")
     assert sessions.sid_from_cookie(world.ctx.secret_key, sessions.cookie_value(world.ctx.secret_key, sid)) == sid
     assert sessions.sid_from_cookie(world.ctx.secret_key, sid + ".AAAA") is None
     assert sessions.sid_from_cookie(b"another key", sessions.cookie_value(world.ctx.secret_key, sid)) is None

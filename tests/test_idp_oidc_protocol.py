@@ -69,11 +69,24 @@ class World:
         now = datetime.now(UTC)
         account_id = str(uuid.uuid4())
         with self.tx() as db:
-            db.add(Account(id=account_id, username=name, display_name=f"{name} display", password_hash="x", created_at=now, password_changed_at=now))
+            db.add(
+                Account(
+                    id=account_id, username=name, display_name=f"{name} display", password_hash="x", created_at=now, password_changed_at=now
+                )
+            )
             if proofed:
                 db.flush()
-                db.add(IdentityProofing(account_id=account_id, resident_id_hash=secrets.token_hex(32), resident_id_masked="110***********002X",
-                                        legal_name="张三", method="registry", source="test", verified_at=now))
+                db.add(
+                    IdentityProofing(
+                        account_id=account_id,
+                        resident_id_hash=secrets.token_hex(32),
+                        resident_id_masked="110***********002X",
+                        legal_name="张三",
+                        method="registry",
+                        source="test",
+                        verified_at=now,
+                    )
+                )
         return account_id
 
     def login(self, account_id, *, amr=frozenset({"pwd"}), auth_time: datetime | None = None) -> str:
@@ -86,7 +99,14 @@ class World:
         return sid
 
     def authorize(self, client_id="hall", redirect_uri=CB, verifier=None, **params):
-        query = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "scope": "openid profile", "state": "st-1", **params}
+        query = {
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "scope": "openid profile",
+            "state": "st-1",
+            **params,
+        }
         if verifier:
             query.setdefault("code_challenge", pkce(verifier))
             query.setdefault("code_challenge_method", "S256")
@@ -195,16 +215,19 @@ def test_rotation_publishes_first_then_signs_and_retires_after_tokens_expire(oid
 # -- clients -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"redirect_uris": ["http://hall.example/cb"]}, "plain http"),
-    ({"redirect_uris": ["https://hall.example/cb#frag"]}, "fragment"),
-    ({"redirect_uris": ["/relative"]}, "absolute"),
-    ({"redirect_uris": ["https://user:pw@hall.example/cb"]}, "user information"),
-    ({"client_type": "public", "grant_types": ["client_credentials"], "redirect_uris": []}, "public client"),
-    ({"auth_method": "private_key_jwt"}, "--jwks"),
-    ({"min_acr": 4}, "minimum level"),
-    ({"scopes": ['bad"scope']}, "not acceptable"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"redirect_uris": ["http://hall.example/cb"]}, "plain http"),
+        ({"redirect_uris": ["https://hall.example/cb#frag"]}, "fragment"),
+        ({"redirect_uris": ["/relative"]}, "absolute"),
+        ({"redirect_uris": ["https://user:pw@hall.example/cb"]}, "user information"),
+        ({"client_type": "public", "grant_types": ["client_credentials"], "redirect_uris": []}, "public client"),
+        ({"auth_method": "private_key_jwt"}, "--jwks"),
+        ({"min_acr": 4}, "minimum level"),
+        ({"scopes": ['bad"scope']}, "not acceptable"),
+    ],
+)
 def test_client_registration_refuses_bad_settings(oidc, kw, message):
     with pytest.raises(clients.ClientError) as caught:
         oidc.client("bad", **kw)
@@ -240,14 +263,17 @@ def test_client_secret_is_a_keyed_hash_and_removal_takes_everything(oidc):
 # -- the authorization endpoint: errors before and after the client is trusted ---------------------
 
 
-@pytest.mark.parametrize("params, text", [
-    ({"client_id": "nobody"}, "not registered with this service"),
-    ({"redirect_uri": "https://evil.test/cb"}, "not registered for this application"),
-    ({"redirect_uri": CB + "/"}, "not registered for this application"),  # exact match, not prefix
-    ({"redirect_uri": None}, "redirect_uri is missing"),
-    ({"client_id": None}, "client_id is missing"),
-    ({"client_id": "x" * 70}, "too long"),
-])
+@pytest.mark.parametrize(
+    "params, text",
+    [
+        ({"client_id": "nobody"}, "not registered with this service"),
+        ({"redirect_uri": "https://evil.test/cb"}, "not registered for this application"),
+        ({"redirect_uri": CB + "/"}, "not registered for this application"),  # exact match, not prefix
+        ({"redirect_uri": None}, "redirect_uri is missing"),
+        ({"client_id": None}, "client_id is missing"),
+        ({"client_id": "x" * 70}, "too long"),
+    ],
+)
 def test_untrusted_client_or_redirect_gets_a_page_never_a_redirect(oidc, params, text):
     oidc.client()
     response = oidc.authorize(**params)
@@ -265,22 +291,28 @@ def test_repeated_client_id_is_a_page(oidc):
     assert response.status_code == 400 and "Location" not in response.headers
 
 
-@pytest.mark.parametrize("params, error", [
-    ({"response_type": "token"}, "unsupported_response_type"),
-    ({"response_type": None}, "invalid_request"),
-    ({"scope": "openid admin"}, "invalid_scope"),
-    ({"code_challenge": pkce("x" * 50), "code_challenge_method": "plain"}, "invalid_request"),
-    ({"code_challenge": pkce("x" * 50), "code_challenge_method": None}, "invalid_request"),  # default would be plain
-    ({"code_challenge": "short", "code_challenge_method": "S256"}, "invalid_request"),
-    ({"prompt": "none login"}, "invalid_request"),
-    ({"prompt": "bogus"}, "invalid_request"),
-    ({"max_age": "-1"}, "invalid_request"),
-    ({"claims": "{not json"}, "invalid_request"),
-    ({"matter": "no-such-matter"}, "invalid_request"),
-    ({"request": "eyJ..."}, "request_not_supported"),
-    ({"nonce": "n" * 201}, "invalid_request"),
-    ({"claims": json.dumps({"id_token": {"acr": {"essential": True, "values": ["urn:other:high"]}}})}, "unmet_authentication_requirements"),
-])
+@pytest.mark.parametrize(
+    "params, error",
+    [
+        ({"response_type": "token"}, "unsupported_response_type"),
+        ({"response_type": None}, "invalid_request"),
+        ({"scope": "openid admin"}, "invalid_scope"),
+        ({"code_challenge": pkce("x" * 50), "code_challenge_method": "plain"}, "invalid_request"),
+        ({"code_challenge": pkce("x" * 50), "code_challenge_method": None}, "invalid_request"),  # default would be plain
+        ({"code_challenge": "short", "code_challenge_method": "S256"}, "invalid_request"),
+        ({"prompt": "none login"}, "invalid_request"),
+        ({"prompt": "bogus"}, "invalid_request"),
+        ({"max_age": "-1"}, "invalid_request"),
+        ({"claims": "{not json"}, "invalid_request"),
+        ({"matter": "no-such-matter"}, "invalid_request"),
+        ({"request": "eyJ..."}, "request_not_supported"),
+        ({"nonce": "n" * 201}, "invalid_request"),
+        (
+            {"claims": json.dumps({"id_token": {"acr": {"essential": True, "values": ["urn:other:high"]}}})},
+            "unmet_authentication_requirements",
+        ),
+    ],
+)
 def test_bad_requests_go_back_to_the_client_with_state_and_iss(oidc, params, error):
     oidc.client()
     response = oidc.authorize(**params)
@@ -294,7 +326,9 @@ def test_repeated_parameter_is_invalid_request(oidc):
     oidc.client()
     response = oidc.browser.get(f"/oauth/authorize?client_id=hall&redirect_uri={CB}&response_type=code&scope=openid&scope=profile&state=s")
     assert query_of(response.location)["error"] == "invalid_request"
-    odd = oidc.browser.get(f"/oauth/authorize?client_id=hall&redirect_uri={CB}&response_type=code&scope=openid&%E5%8F%82%22=1&%E5%8F%82%22=2")
+    odd = oidc.browser.get(
+        f"/oauth/authorize?client_id=hall&redirect_uri={CB}&response_type=code&scope=openid&%E5%8F%82%22=1&%E5%8F%82%22=2"
+    )
     description = query_of(odd.location)["error_description"]
     assert all(0x20 <= ord(c) <= 0x7E and c not in '"\\' for c in description)
 
@@ -308,7 +342,9 @@ def test_public_clients_must_use_pkce(oidc):
     code = oidc.code(client_id="app", verifier=VERIFIER)
     missing = oidc.token({"grant_type": "authorization_code", "code": code, "redirect_uri": CB, "client_id": "app"})
     assert missing.status_code == 400 and missing.get_json()["error"] == "invalid_request"
-    wrong = oidc.token({"grant_type": "authorization_code", "code": code, "redirect_uri": CB, "client_id": "app", "code_verifier": "w" * 50})
+    wrong = oidc.token(
+        {"grant_type": "authorization_code", "code": code, "redirect_uri": CB, "client_id": "app", "code_verifier": "w" * 50}
+    )
     assert wrong.status_code == 400 and wrong.get_json()["error"] == "invalid_grant"
     good = oidc.token({"grant_type": "authorization_code", "code": code, "redirect_uri": CB, "client_id": "app", "code_verifier": VERIFIER})
     assert good.status_code == 200, good.get_json()
@@ -340,8 +376,17 @@ def test_matter_level_two_steps_up_a_basic_session_and_only_asks_for_proofing(oi
     assert query_of(oidc.authorize(matter="marriage-cert", prompt="none").location)["error"] == "interaction_required"
     # The step-up page verifies the real name and refreshes the session's level, then returns to next.
     with oidc.tx() as db:
-        db.add(IdentityProofing(account_id=account, resident_id_hash="h" * 64, resident_id_masked="110***********002X",
-                                legal_name="张三", method="registry", source="test", verified_at=datetime.now(UTC)))
+        db.add(
+            IdentityProofing(
+                account_id=account,
+                resident_id_hash="h" * 64,
+                resident_id_masked="110***********002X",
+                legal_name="张三",
+                method="registry",
+                source="test",
+                verified_at=datetime.now(UTC),
+            )
+        )
         db.flush()
         sessions.refresh_level(db, db.get(SSOSession, sid))
     back = oidc.browser.get(step["next"])
@@ -406,7 +451,12 @@ def test_prompt_login_and_max_age_need_a_fresh_login_without_looping(oidc):
     answered = query_of(oidc.browser.get(query_of(zero.location)["next"]).location)
     assert "code" in answered
     secret = oidc_secret(oidc)
-    claims = decode(oidc, oidc.token({"grant_type": "authorization_code", "code": answered["code"], "redirect_uri": CB}, "hall", secret).get_json()["id_token"]).claims
+    claims = decode(
+        oidc,
+        oidc.token({"grant_type": "authorization_code", "code": answered["code"], "redirect_uri": CB}, "hall", secret).get_json()[
+            "id_token"
+        ],
+    ).claims
     assert abs(claims["auth_time"] - time.time()) < 10
 
 
@@ -468,9 +518,16 @@ def test_code_flow_tokens_and_claims(oidc):
     info = oidc.rp.get("/oauth/userinfo", headers={"Authorization": "Bearer " + body["access_token"]})
     assert info.status_code == 200
     assert info.get_json() == {
-        "sub": account, "name": "zhang display", "preferred_username": "zhang", "locale": "zh",
-        "acr": "urn:hallmark:loa:2", "amr": ["pwd"], "auth_time": claims["auth_time"],
-        "real_name_verified": True, "resident_id_masked": "110***********002X", "real_name_method": "registry",
+        "sub": account,
+        "name": "zhang display",
+        "preferred_username": "zhang",
+        "locale": "zh",
+        "acr": "urn:hallmark:loa:2",
+        "amr": ["pwd"],
+        "auth_time": claims["auth_time"],
+        "real_name_verified": True,
+        "resident_id_masked": "110***********002X",
+        "real_name_method": "registry",
     }
 
 
@@ -495,12 +552,21 @@ def test_code_bound_to_client_redirect_uri_and_lifetime(oidc):
     secret2 = oidc.client("county", redirect_uris=[CB2])
     oidc.login(oidc.account())
     code = oidc.code()
-    assert oidc.token({"grant_type": "authorization_code", "code": code, "redirect_uri": CB}, "county", secret2).get_json()["error"] == "invalid_grant"
-    assert oidc.token({"grant_type": "authorization_code", "code": code, "redirect_uri": CB2}, "hall", secret).get_json()["error"] == "invalid_grant"
+    assert (
+        oidc.token({"grant_type": "authorization_code", "code": code, "redirect_uri": CB}, "county", secret2).get_json()["error"]
+        == "invalid_grant"
+    )
+    assert (
+        oidc.token({"grant_type": "authorization_code", "code": code, "redirect_uri": CB2}, "hall", secret).get_json()["error"]
+        == "invalid_grant"
+    )
     expired = oidc.code()
     with oidc.tx() as db:
         db.get(AuthorizationCode, tokens.digest(expired)).expires_at = datetime.now(UTC) - timedelta(seconds=1)
-    assert oidc.token({"grant_type": "authorization_code", "code": expired, "redirect_uri": CB}, "hall", secret).get_json()["error"] == "invalid_grant"
+    assert (
+        oidc.token({"grant_type": "authorization_code", "code": expired, "redirect_uri": CB}, "hall", secret).get_json()["error"]
+        == "invalid_grant"
+    )
     assert oidc.token({"grant_type": "authorization_code", "code": code, "redirect_uri": CB}, "hall", secret).status_code == 200
 
 
@@ -515,7 +581,10 @@ def test_refresh_rotation_and_reuse_detection(oidc):
     # The old one again: refused, and the whole family (the new refresh token and its access token) dies.
     replay = oidc.token({"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}, "hall", secret)
     assert replay.status_code == 400 and replay.get_json()["error"] == "invalid_grant"
-    assert oidc.token({"grant_type": "refresh_token", "refresh_token": second["refresh_token"]}, "hall", secret).get_json()["error"] == "invalid_grant"
+    assert (
+        oidc.token({"grant_type": "refresh_token", "refresh_token": second["refresh_token"]}, "hall", secret).get_json()["error"]
+        == "invalid_grant"
+    )
     assert oidc.introspect(second["access_token"], "hall", secret) == {"active": False}
 
 
@@ -526,7 +595,10 @@ def test_ended_session_ends_refresh_and_introspection(oidc):
     with oidc.tx() as db:
         sessions.end(db, sid, actor="test")
     assert oidc.introspect(first["access_token"], "hall", secret) == {"active": False}
-    assert oidc.token({"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}, "hall", secret).get_json()["error"] == "invalid_grant"
+    assert (
+        oidc.token({"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}, "hall", secret).get_json()["error"]
+        == "invalid_grant"
+    )
 
 
 def test_revocation(oidc):
@@ -537,19 +609,26 @@ def test_revocation(oidc):
     other = oidc.rp.post("/oauth/revoke", data={"token": first["access_token"]}, headers=basic("county", secret2))
     assert other.status_code == 400  # not its token
     assert oidc.introspect(first["access_token"], "hall", secret)["active"] is True
-    revoked = oidc.rp.post("/oauth/revoke", data={"token": first["access_token"], "token_type_hint": "access_token"}, headers=basic("hall", secret))
+    revoked = oidc.rp.post(
+        "/oauth/revoke", data={"token": first["access_token"], "token_type_hint": "access_token"}, headers=basic("hall", secret)
+    )
     assert revoked.status_code == 200
     assert oidc.introspect(first["access_token"], "hall", secret) == {"active": False}
     assert oidc.introspect(first["refresh_token"], "hall", secret)["active"] is True  # only that access token
     assert oidc.rp.post("/oauth/revoke", data={"token": first["refresh_token"]}, headers=basic("hall", secret)).status_code == 200
-    assert oidc.token({"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}, "hall", secret).get_json()["error"] == "invalid_grant"
+    assert (
+        oidc.token({"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}, "hall", secret).get_json()["error"]
+        == "invalid_grant"
+    )
     assert oidc.rp.post("/oauth/revoke", data={"token": "unknown"}, headers=basic("hall", secret)).status_code == 200
 
 
 def test_introspection_is_for_confidential_clients_and_their_own_tokens(oidc):
     secret = oidc.client()
     oidc.client("app", client_type="public")
-    rs_secret = oidc.client("resource-server", redirect_uris=[], grant_types=["client_credentials"], scopes=["hallmark:introspect", "ca:read"])
+    rs_secret = oidc.client(
+        "resource-server", redirect_uris=[], grant_types=["client_credentials"], scopes=["hallmark:introspect", "ca:read"]
+    )
     other_secret = oidc.client("county", redirect_uris=[CB2])
     oidc.login(oidc.account())
     first = oidc.token({"grant_type": "authorization_code", "code": oidc.code(), "redirect_uri": CB}, "hall", secret).get_json()
@@ -561,7 +640,9 @@ def test_introspection_is_for_confidential_clients_and_their_own_tokens(oidc):
 
 
 def test_client_credentials(oidc):
-    secret = oidc.client("approval", redirect_uris=[], grant_types=["client_credentials"], scopes=["ca:issue", "ca:read"], first_party=False)
+    secret = oidc.client(
+        "approval", redirect_uris=[], grant_types=["client_credentials"], scopes=["ca:issue", "ca:read"], first_party=False
+    )
     by_basic = oidc.token({"grant_type": "client_credentials", "scope": "ca:issue"}, "approval", secret)
     assert by_basic.status_code == 200
     claims = decode(oidc, by_basic.get_json()["access_token"]).claims
@@ -576,18 +657,24 @@ def test_client_credentials(oidc):
     assert oidc.token({"grant_type": "client_credentials"}, "nobody", "x").status_code == 401
     hall_secret = oidc.client()
     assert oidc.token({"grant_type": "client_credentials"}, "hall", hall_secret).get_json()["error"] == "unauthorized_client"
-    assert oidc.token({"grant_type": "password", "username": "a", "password": "b"}, "approval", secret).get_json()["error"] == "unsupported_grant_type"
+    assert (
+        oidc.token({"grant_type": "password", "username": "a", "password": "b"}, "approval", secret).get_json()["error"]
+        == "unsupported_grant_type"
+    )
     # a client_credentials token is no user token
     userinfo = oidc.rp.get("/oauth/userinfo", headers={"Authorization": "Bearer " + by_basic.get_json()["access_token"]})
     assert userinfo.status_code == 403 and "insufficient_scope" in userinfo.headers["WWW-Authenticate"]
 
 
-@pytest.mark.parametrize("form, query, error", [
-    ({"grant_type": ["client_credentials", "client_credentials"]}, "", "invalid_request"),
-    ({"grant_type": "client_credentials", "scope": "x" * 600}, "", "invalid_request"),
-    ({"grant_type": "client_credentials"}, "?grant_type=client_credentials", "invalid_request"),
-    ({"grant_type": "client_credentials", "client_secret": "s"}, "", "invalid_request"),  # and a Basic header: two ways
-])
+@pytest.mark.parametrize(
+    "form, query, error",
+    [
+        ({"grant_type": ["client_credentials", "client_credentials"]}, "", "invalid_request"),
+        ({"grant_type": "client_credentials", "scope": "x" * 600}, "", "invalid_request"),
+        ({"grant_type": "client_credentials"}, "?grant_type=client_credentials", "invalid_request"),
+        ({"grant_type": "client_credentials", "client_secret": "s"}, "", "invalid_request"),  # and a Basic header: two ways
+    ],
+)
 def test_token_endpoint_refuses_repeated_oversized_and_url_parameters(oidc, form, query, error):
     secret = oidc.client("approval", redirect_uris=[], grant_types=["client_credentials"], scopes=["ca:issue"])
     answer = oidc.rp.post("/oauth/token" + query, data=form, headers=basic("approval", secret))
@@ -597,7 +684,9 @@ def test_token_endpoint_refuses_repeated_oversized_and_url_parameters(oidc, form
 def test_forged_expired_and_alg_none_tokens_are_refused_everywhere(oidc):
     secret = oidc.client()
     oidc.login(oidc.account())
-    good = oidc.token({"grant_type": "authorization_code", "code": oidc.code(), "redirect_uri": CB}, "hall", secret).get_json()["access_token"]
+    good = oidc.token({"grant_type": "authorization_code", "code": oidc.code(), "redirect_uri": CB}, "hall", secret).get_json()[
+        "access_token"
+    ]
     header, payload, signature = good.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
     b64 = lambda data: base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()  # noqa: E731
@@ -612,22 +701,40 @@ def test_forged_expired_and_alg_none_tokens_are_refused_everywhere(oidc):
         assert oidc.rp.get("/oauth/userinfo", headers={"Authorization": "Bearer " + bad}).status_code == 401
         assert oidc.introspect(bad, "hall", secret) == {"active": False}
     # an ID token is no access token
-    id_token = oidc.token({"grant_type": "authorization_code", "code": oidc.code(), "redirect_uri": CB}, "hall", secret).get_json()["id_token"]
+    id_token = oidc.token({"grant_type": "authorization_code", "code": oidc.code(), "redirect_uri": CB}, "hall", secret).get_json()[
+        "id_token"
+    ]
     assert oidc.rp.get("/oauth/userinfo", headers={"Authorization": "Bearer " + id_token}).status_code == 401
 
 
 def test_private_key_jwt(oidc):
     key = RSAKey.generate_key(2048, parameters={"kid": "rp-1"}, private=True)
     jwks = json.dumps({"keys": [key.as_dict(private=False)]})
-    oidc.client("signed", redirect_uris=[], grant_types=["client_credentials"], scopes=["ca:read"], auth_method="private_key_jwt", jwks=jwks)
+    oidc.client(
+        "signed", redirect_uris=[], grant_types=["client_credentials"], scopes=["ca:read"], auth_method="private_key_jwt", jwks=jwks
+    )
 
     def assertion(**over):
         now = int(time.time())
-        claims = {"iss": "signed", "sub": "signed", "aud": ISSUER + "/oauth/token", "jti": secrets.token_urlsafe(12), "exp": now + 60, "iat": now, **over}
+        claims = {
+            "iss": "signed",
+            "sub": "signed",
+            "aud": ISSUER + "/oauth/token",
+            "jti": secrets.token_urlsafe(12),
+            "exp": now + 60,
+            "iat": now,
+            **over,
+        }
         return jwt.encode({"alg": "RS256", "kid": "rp-1"}, claims, key)
 
     def request(token):
-        return oidc.token({"grant_type": "client_credentials", "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer", "client_assertion": token})
+        return oidc.token(
+            {
+                "grant_type": "client_credentials",
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": token,
+            }
+        )
 
     one = assertion()
     assert request(one).status_code == 200
@@ -636,17 +743,29 @@ def test_private_key_jwt(oidc):
     assert request(assertion(exp=int(time.time()) - 300)).get_json()["error"] == "invalid_client"
     assert request(assertion(exp=int(time.time()) + 7200)).get_json()["error"] == "invalid_client"
     other = RSAKey.generate_key(2048, parameters={"kid": "rp-1"}, private=True)
-    forged = jwt.encode({"alg": "RS256", "kid": "rp-1"}, {"iss": "signed", "sub": "signed", "aud": ISSUER, "jti": "abcdefghij", "exp": int(time.time()) + 60}, other)
+    forged = jwt.encode(
+        {"alg": "RS256", "kid": "rp-1"},
+        {"iss": "signed", "sub": "signed", "aud": ISSUER, "jti": "abcdefghij", "exp": int(time.time()) + 60},
+        other,
+    )
     assert request(forged).get_json()["error"] == "invalid_client"
     head = base64.urlsafe_b64encode(b'{"alg":"none"}').rstrip(b"=").decode()
-    body = base64.urlsafe_b64encode(json.dumps({"iss": "signed", "sub": "signed", "aud": ISSUER, "jti": "zzzzzzzzzz", "exp": int(time.time()) + 60}).encode()).rstrip(b"=").decode()
+    body = (
+        base64.urlsafe_b64encode(
+            json.dumps({"iss": "signed", "sub": "signed", "aud": ISSUER, "jti": "zzzzzzzzzz", "exp": int(time.time()) + 60}).encode()
+        )
+        .rstrip(b"=")
+        .decode()
+    )
     assert request(f"{head}.{body}.").get_json()["error"] == "invalid_client"
 
 
 def test_client_credentials_fast_path_answers_like_the_authlib_path(oidc, monkeypatch):
     from idp import grants
 
-    secret = oidc.client("approval", redirect_uris=[], grant_types=["client_credentials"], scopes=["ca:issue", "ca:read"], auth_method="client_secret_post")
+    secret = oidc.client(
+        "approval", redirect_uris=[], grant_types=["client_credentials"], scopes=["ca:issue", "ca:read"], auth_method="client_secret_post"
+    )
     form = {"grant_type": "client_credentials", "scope": "ca:read", "client_id": "approval", "client_secret": secret}
     fast = oidc.token(form)
     monkeypatch.setattr(grants, "client_credentials_fast", lambda *a, **k: None)
@@ -657,7 +776,9 @@ def test_client_credentials_fast_path_answers_like_the_authlib_path(oidc, monkey
     assert set(a) == set(b) and a["scope"] == b["scope"] == "ca:read" and a["expires_in"] == b["expires_in"]
     ca, cb = decode(oidc, a["access_token"]), decode(oidc, b["access_token"])
     assert ca.header == cb.header and set(ca.claims) == set(cb.claims)
-    assert {k: v for k, v in ca.claims.items() if k not in ("jti", "iat", "exp")} == {k: v for k, v in cb.claims.items() if k not in ("jti", "iat", "exp")}
+    assert {k: v for k, v in ca.claims.items() if k not in ("jti", "iat", "exp")} == {
+        k: v for k, v in cb.claims.items() if k not in ("jti", "iat", "exp")
+    }
 
 
 def test_plain_client_credentials_are_answered_before_flask_and_everything_else_after(oidc, monkeypatch):
@@ -674,11 +795,20 @@ def test_plain_client_credentials_are_answered_before_flask_and_everything_else_
     assert len(calls) == 2  # errors come from the Authlib path
     import io
 
-    chunked = oidc.rp.post("/oauth/token", input_stream=io.BytesIO(b"grant_type=client_credentials"), content_type="application/x-www-form-urlencoded",
-                           headers={**basic("approval", secret), "Transfer-Encoding": "chunked"}, environ_overrides={"wsgi.input_terminated": True})
+    chunked = oidc.rp.post(
+        "/oauth/token",
+        input_stream=io.BytesIO(b"grant_type=client_credentials"),
+        content_type="application/x-www-form-urlencoded",
+        headers={**basic("approval", secret), "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
     assert chunked.status_code == 200
     before = len(calls)
-    big = oidc.token({"grant_type": "client_credentials", "padding": "x" * 250, "more": "y" * 250, **{f"p{i}": "z" * 250 for i in range(16)}}, "approval", secret)
+    big = oidc.token(
+        {"grant_type": "client_credentials", "padding": "x" * 250, "more": "y" * 250, **{f"p{i}": "z" * 250 for i in range(16)}},
+        "approval",
+        secret,
+    )
     assert big.status_code == 200 and len(calls) == before + 1  # over the fast path's body limit: Flask serves it
 
 
@@ -704,10 +834,15 @@ def test_two_refreshes_racing_with_one_token_leave_one_winner_and_a_dead_family(
 
     def refresh(_):
         client = oidc.app.test_client()
-        return client.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}, headers=basic("hall", secret))
+        return client.post(
+            "/oauth/token", data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}, headers=basic("hall", secret)
+        )
 
     with ThreadPoolExecutor(2) as pool:
         answers = list(pool.map(refresh, range(2)))
     assert sorted(a.status_code for a in answers) == [200, 400]
     winner = next(a for a in answers if a.status_code == 200).get_json()
-    assert oidc.token({"grant_type": "refresh_token", "refresh_token": winner["refresh_token"]}, "hall", secret).get_json()["error"] == "invalid_grant"
+    assert (
+        oidc.token({"grant_type": "refresh_token", "refresh_token": winner["refresh_token"]}, "hall", secret).get_json()["error"]
+        == "invalid_grant"
+    )

@@ -196,7 +196,10 @@ def test_real_name_step_up_and_verification(site):
     other.register("realname2")
     taken = other.post("/account/verify", {"name": alice["name"], "resident_id": alice["resident_id"]})
     assert taken.status_code == 409 and "该身份证号码已绑定其他账号" in text(taken)
-    assert other.post("/account/verify", {"name": mallory["name"], "resident_id": mallory["resident_id"]}).headers["Location"] == "/account?notice=verified"
+    assert (
+        other.post("/account/verify", {"name": mallory["name"], "resident_id": mallory["resident_id"]}).headers["Location"]
+        == "/account?notice=verified"
+    )
     assert "实名认证成功" in text(other.get("/account?notice=verified"))
     b.no_full_ids()
     other.no_full_ids()
@@ -238,19 +241,31 @@ def test_csrf_is_enforced(site):
     attacker = Browser(base)
     attacker.get("/login")
     b.get("/login")
-    forged = b.http.post(base + "/login", data={"identifier": "csrfuser", "password": "Correct horse 42", "csrf_token": attacker.token},
-                         allow_redirects=False)
+    forged = b.http.post(
+        base + "/login",
+        data={"identifier": "csrfuser", "password": "Correct horse 42", "csrf_token": attacker.token},
+        allow_redirects=False,
+    )
     assert forged.status_code == 400 and "hallmark_sso" not in b.http.cookies
-    tampered = b.http.post(base + "/login", data={"identifier": "csrfuser", "password": "Correct horse 42", "csrf_token": b.token + "x"},
-                           allow_redirects=False)
+    tampered = b.http.post(
+        base + "/login", data={"identifier": "csrfuser", "password": "Correct horse 42", "csrf_token": b.token + "x"}, allow_redirects=False
+    )
     assert tampered.status_code == 400
     assert b.login("csrfuser").status_code == 303
 
 
-@pytest.mark.parametrize("target", [
-    "https://evil.example/", "//evil.example/x", "/\\evil.example", "http:/evil.example", "javascript:alert(1)",
-    "/account\r\nLocation: https://evil.example", "account",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/",
+        "//evil.example/x",
+        "/\\evil.example",
+        "http:/evil.example",
+        "javascript:alert(1)",
+        "/account\r\nLocation: https://evil.example",
+        "account",
+    ],
+)
 def test_next_must_stay_on_this_site(site, target):
     base, _ = site
     b = Browser(base)
@@ -266,11 +281,15 @@ def test_password_change_on_the_account_page(site):
     here, there = Browser(base), Browser(base)
     here.register("changer")
     there.login("changer")
-    wrong = here.post("/account/password", {"current_password": "Nope horse 42", "new_password": "Newer horse 42", "new_password2": "Newer horse 42"})
+    wrong = here.post(
+        "/account/password", {"current_password": "Nope horse 42", "new_password": "Newer horse 42", "new_password2": "Newer horse 42"}
+    )
     assert wrong.status_code == 403 and "当前密码不正确" in text(wrong) and "<details open>" in wrong.text
     weak = here.post("/account/password", {"current_password": "Correct horse 42", "new_password": "short", "new_password2": "short"})
     assert weak.status_code == 400 and "密码至少需要 10 个字符" in text(weak)
-    changed = here.post("/account/password", {"current_password": "Correct horse 42", "new_password": "Newer horse 42", "new_password2": "Newer horse 42"})
+    changed = here.post(
+        "/account/password", {"current_password": "Correct horse 42", "new_password": "Newer horse 42", "new_password2": "Newer horse 42"}
+    )
     assert changed.status_code == 303
     assert "密码已修改，其他设备均已退出登录" in text(here.get("/account?notice=password-changed"))
     assert there.get("/account", allow_redirects=False).status_code == 302

@@ -96,16 +96,19 @@ def test_read_only_catalogues_compile_elsewhere_as_root(tmp_path, monkeypatch):
     assert target != source and (target / "zh" / "LC_MESSAGES" / "messages.mo").exists()
 
 
-@pytest.mark.parametrize("query, cookie, accept, expected", [
-    ("", None, None, "zh"),
-    ("lang=en", None, None, "en"),
-    ("lang=fr", None, "en", "en"),
-    ("", "en", "zh-CN", "en"),
-    ("lang=zh", "en", None, "zh"),
-    ("", None, "en-GB,en;q=0.8", "en"),
-    ("", None, "de-DE", "zh"),
-    ("", "xx", "zh-TW", "zh"),
-])
+@pytest.mark.parametrize(
+    "query, cookie, accept, expected",
+    [
+        ("", None, None, "zh"),
+        ("lang=en", None, None, "en"),
+        ("lang=fr", None, "en", "en"),
+        ("", "en", "zh-CN", "en"),
+        ("lang=zh", "en", None, "zh"),
+        ("", None, "en-GB,en;q=0.8", "en"),
+        ("", None, "de-DE", "zh"),
+        ("", "xx", "zh-TW", "zh"),
+    ],
+)
 def test_locale_selection(query, cookie, accept, expected):
     app = Flask("t")
     i18n.init_app(app)

@@ -25,7 +25,9 @@ PEOPLE = realname.demo_people(6)
 @pytest.fixture
 def ctx(migrated):
     _, factory = migrated
-    return IdPContext(sessions=factory, keys=None, issuer="https://id.test", lookup_key=b"people-test-lookup-key", secret_key=b"people-test-secret-key")
+    return IdPContext(
+        sessions=factory, keys=None, issuer="https://id.test", lookup_key=b"people-test-lookup-key", secret_key=b"people-test-secret-key"
+    )
 
 
 def add(ctx, identifier, password="Correct horse 42", **kw):
@@ -49,34 +51,48 @@ def audit_text(ctx) -> str:
 # -- identifiers and the password policy -------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, kind, value", [
-    ("13800138000", "mobile", "13800138000"),
-    ("+86 138 0013 8000", "mobile", "13800138000"),
-    ("１３８００１３８０００", "mobile", "13800138000"),  # full-width digits from a phone keyboard
-    ("Alice_01", "username", "alice_01"),
-    ("li.si-2", "username", "li.si-2"),
-])
+@pytest.mark.parametrize(
+    "text, kind, value",
+    [
+        ("13800138000", "mobile", "13800138000"),
+        ("+86 138 0013 8000", "mobile", "13800138000"),
+        ("１３８００１３８０００", "mobile", "13800138000"),  # full-width digits from a phone keyboard
+        ("Alice_01", "username", "alice_01"),
+        ("li.si-2", "username", "li.si-2"),
+    ],
+)
 def test_identifiers_are_normalised(text, kind, value):
     assert accounts.parse_identifier(text) == accounts.Identifier(kind, value)
 
 
-@pytest.mark.parametrize("text, code", [
-    ("12800138000", "bad_mobile"), ("1380013800", "bad_mobile"), ("ab", "bad_username"),
-    ("1abc", "bad_username"), ("a" * 33, "bad_username"), ("bad name", "bad_username"), ("", "identifier_missing"),
-])
+@pytest.mark.parametrize(
+    "text, code",
+    [
+        ("12800138000", "bad_mobile"),
+        ("1380013800", "bad_mobile"),
+        ("ab", "bad_username"),
+        ("1abc", "bad_username"),
+        ("a" * 33, "bad_username"),
+        ("bad name", "bad_username"),
+        ("", "identifier_missing"),
+    ],
+)
 def test_malformed_identifiers_are_refused(text, code):
     assert refusal(accounts.parse_identifier, text).code == code
 
 
-@pytest.mark.parametrize("password, code", [
-    ("Short1", "password_too_short"),
-    ("abcdefghijkl", "password_one_class"),
-    ("123456789012", "password_one_class"),
-    ("woaini1314", "password_common"),
-    ("Password123", "password_common"),
-    ("my-wangwu-pass1", "password_contains_name"),
-    ("x" * 129 + "1", "password_too_long"),
-])
+@pytest.mark.parametrize(
+    "password, code",
+    [
+        ("Short1", "password_too_short"),
+        ("abcdefghijkl", "password_one_class"),
+        ("123456789012", "password_one_class"),
+        ("woaini1314", "password_common"),
+        ("Password123", "password_common"),
+        ("my-wangwu-pass1", "password_contains_name"),
+        ("x" * 129 + "1", "password_too_long"),
+    ],
+)
 def test_password_policy_names_the_rule(password, code):
     assert refusal(passwords.check_policy, password, username="wangwu").code == code
 
@@ -180,7 +196,10 @@ def test_password_change_ends_other_sessions(ctx):
         here = sessions.start(s, s.get(Account, account.id), {"pwd"}, ip="10.0.4.1").sid
         there = sessions.start(s, s.get(Account, account.id), {"pwd"}, ip="10.0.4.2").sid
     with db.transaction(ctx.sessions) as s:
-        assert refusal(accounts.change_password, s, account.id, "Wrong horse 1", "New horse 4242", keep_sid=here).code == "wrong_current_password"
+        assert (
+            refusal(accounts.change_password, s, account.id, "Wrong horse 1", "New horse 4242", keep_sid=here).code
+            == "wrong_current_password"
+        )
     with db.transaction(ctx.sessions) as s:
         assert refusal(accounts.change_password, s, account.id, "Correct horse 42", "short", keep_sid=here).code == "password_too_short"
     with db.transaction(ctx.sessions) as s:
@@ -329,8 +348,9 @@ def test_http_registry_failures_are_not_verified(ctx, http_registry, mode):
     url = "http://127.0.0.1:1/verify" if mode == "down" else http_registry
     account = add(ctx, f"http-{mode}")
     person = PEOPLE[0]
-    refused = refusal(realname.verify_online, ctx, account.id, person.name, person.resident_id,
-                      registry=realname.HttpRegistry(url, timeout=0.5))
+    refused = refusal(
+        realname.verify_online, ctx, account.id, person.name, person.resident_id, registry=realname.HttpRegistry(url, timeout=0.5)
+    )
     assert refused.code == "registry_unavailable" and refused.status == 503
     assert "try again" in str(refused)
     with ctx.sessions() as s:
@@ -360,7 +380,13 @@ def test_counter_verification(ctx):
     with db.transaction(ctx.sessions) as s:
         sid = sessions.start(s, s.get(Account, resident.id), {"pwd"}).sid
     person = PEOPLE[5]
-    kwargs = dict(account="13700001111", resident_id=person.resident_id, name=person.name, location="市民中心 3号窗口", document="resident-card")
+    kwargs = {
+        "account": "13700001111",
+        "resident_id": person.resident_id,
+        "name": person.name,
+        "location": "市民中心 3号窗口",
+        "document": "resident-card",
+    }
     assert refusal(realname.verify_at_counter, ctx, clerk="notclerk", **kwargs).code == "not_a_clerk"
     assert refusal(realname.verify_at_counter, ctx, clerk="nobody", **kwargs).status == 403
     assert refusal(realname.verify_at_counter, ctx, clerk="clerk01", **{**kwargs, "account": "clerk01"}).code == "own_account"
@@ -386,17 +412,22 @@ def test_counter_verification(ctx):
 def test_registry_import_reports_bad_rows_by_line(ctx):
     p = PEOPLE
     bad_check = p[1].resident_id[:-1] + ("1" if p[1].resident_id[-1] != "1" else "2")
-    text = "\n".join([
-        "name,resident_id,status",
-        f"{p[0].name},{p[0].resident_id}",
-        f"{p[1].name},{bad_check}",
-        "",
-        f"{p[2].name},{p[2].resident_id},gone",
-        f",{p[3].resident_id}",
-        f"{p[4].name},{p[4].resident_id},normal,extra",
-        f"{p[5].name},{p[0].resident_id}",
-        f"{p[5].name},{p[5].resident_id},deceased",
-    ]) + "\n"
+    text = (
+        "\n".join(
+            [
+                "name,resident_id,status",
+                f"{p[0].name},{p[0].resident_id}",
+                f"{p[1].name},{bad_check}",
+                "",
+                f"{p[2].name},{p[2].resident_id},gone",
+                f",{p[3].resident_id}",
+                f"{p[4].name},{p[4].resident_id},normal,extra",
+                f"{p[5].name},{p[0].resident_id}",
+                f"{p[5].name},{p[5].resident_id},deceased",
+            ]
+        )
+        + "\n"
+    )
     report = realname.import_registry(ctx, io.StringIO(text), actor="test")
     assert (report.rows, report.added) == (7, 2)
     reasons = {bad.line: bad.reason for bad in report.bad}

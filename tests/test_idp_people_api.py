@@ -40,8 +40,15 @@ def api(tmp_path, migrated):
 
 
 def body(**overrides):
-    return {"account": "resident1", "resident_id": PERSON.resident_id, "name": PERSON.name, "clerk": "clerk01",
-            "location": "市民中心 5号窗口", "document": "resident-card", **overrides}
+    return {
+        "account": "resident1",
+        "resident_id": PERSON.resident_id,
+        "name": PERSON.name,
+        "clerk": "clerk01",
+        "location": "市民中心 5号窗口",
+        "document": "resident-card",
+        **overrides,
+    }
 
 
 def test_counter_verification_api(api):
@@ -70,7 +77,10 @@ def test_counter_verification_api(api):
     assert client.get(created.headers["Location"]).status_code == 401
     with ctx.sessions() as s:
         plain = accounts.find(s, "plainuser")
-    assert client.get(f"/api/idp/accounts/{plain.id}/proofing", headers=token("idp:counter")).get_json() == {"account_id": plain.id, "verified": False}
+    assert client.get(f"/api/idp/accounts/{plain.id}/proofing", headers=token("idp:counter")).get_json() == {
+        "account_id": plain.id,
+        "verified": False,
+    }
     assert client.get("/api/idp/accounts/nobody/proofing", headers=token("idp:counter")).status_code == 404
 
     again = client.post(url, json=body(account="plainuser"), headers=token("idp:counter"))

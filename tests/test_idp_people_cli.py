@@ -29,8 +29,15 @@ def _run_with_input(instance, args, text):
 
     from tests.conftest import ROOT, hallmark_env
 
-    return subprocess.run([sys.executable, "-m", "hallmark.cli", *args], env=hallmark_env(instance), input=text,
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "hallmark.cli", *args],
+        env=hallmark_env(instance),
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
 
 
 FULL_ID = re.compile(r"\d{17}[\dX]")
@@ -60,16 +67,64 @@ def test_accounts_demo_registry_and_counter(instance, tmp_path):
     assert "(0 new)" in again.stdout
 
     person = rows[0]
-    counter = ok(instance, "idp", "verify-at-counter", "--account", "13800138000", "--resident-id", person["resident_id"],
-                 "--name", person["name"], "--clerk", "clerk01", "--location", "市民中心 3号窗口", "--document", "resident-card")
+    counter = ok(
+        instance,
+        "idp",
+        "verify-at-counter",
+        "--account",
+        "13800138000",
+        "--resident-id",
+        person["resident_id"],
+        "--name",
+        person["name"],
+        "--clerk",
+        "clerk01",
+        "--location",
+        "市民中心 3号窗口",
+        "--document",
+        "resident-card",
+    )
     assert "verified at the counter" in counter.stdout and "市民中心 3号窗口" in counter.stdout
     assert person["resident_id"] not in counter.stdout
-    not_clerk = run_hallmark(instance, "idp", "verify-at-counter", "--account", "clerk01", "--resident-id", rows[1]["resident_id"],
-                             "--name", rows[1]["name"], "--clerk", "13800138000", "--location", "x", "--document", "resident-card")
+    not_clerk = run_hallmark(
+        instance,
+        "idp",
+        "verify-at-counter",
+        "--account",
+        "clerk01",
+        "--resident-id",
+        rows[1]["resident_id"],
+        "--name",
+        rows[1]["name"],
+        "--clerk",
+        "13800138000",
+        "--location",
+        "x",
+        "--document",
+        "resident-card",
+    )
     assert not_clerk.returncode == 1 and "not an active counter clerk" in not_clerk.stderr
     ok(instance, "idp", "account", "add", "--username", "second")
-    bound = _run_with_input(instance, ("idp", "verify-at-counter", "--account", "second", "--resident-id", "-", "--name", person["name"],
-                                       "--clerk", "clerk01", "--location", "x", "--document", "resident-card"), person["resident_id"] + "\n")
+    bound = _run_with_input(
+        instance,
+        (
+            "idp",
+            "verify-at-counter",
+            "--account",
+            "second",
+            "--resident-id",
+            "-",
+            "--name",
+            person["name"],
+            "--clerk",
+            "clerk01",
+            "--location",
+            "x",
+            "--document",
+            "resident-card",
+        ),
+        person["resident_id"] + "\n",
+    )
     assert bound.returncode == 1 and "already bound to another account" in bound.stderr
     verify = ok(instance, "audit", "verify")
     assert "intact" in verify.stdout
@@ -113,7 +168,9 @@ def test_matters(instance):
     assert "marriage-registration" in demo.stdout and "婚姻登记" in demo.stdout
     changed = ok(instance, "idp", "matter", "set", "policy-enquiry", "--level", "2")
     assert "政策咨询" in changed.stdout and "level 2" in changed.stdout
-    new = ok(instance, "idp", "matter", "set", "business-licence", "--level", "2", "--name", "营业执照办理", "--department", "市场监督管理局")
+    new = ok(
+        instance, "idp", "matter", "set", "business-licence", "--level", "2", "--name", "营业执照办理", "--department", "市场监督管理局"
+    )
     assert "business-licence" in new.stdout
     listed = ok(instance, "idp", "matter", "list").stdout
     assert re.search(r"marriage-registration\s+level 3\s+婚姻登记", listed)

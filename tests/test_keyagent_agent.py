@@ -80,7 +80,9 @@ class RunningAgent:
         self.log_path = tmp_path / f"agent-{self.port}.log"
         self.log = open(self.log_path, "w")
         command = [sys.executable, "-m", "keyagent.cli", "serve", "--port", str(self.port), *args]
-        self.process = subprocess.Popen(command, env=clean_env(), cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.process = subprocess.Popen(
+            command, env=clean_env(), cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True
+        )
         if stdin_pin is not None:
             self.process.stdin.write(stdin_pin + "\n")
             self.process.stdin.flush()
@@ -107,12 +109,16 @@ class RunningAgent:
     def post(self, body, origin: str | None = HALL, **headers) -> requests.Response:
         if origin is not None:
             headers["Origin"] = origin
-        return requests.post(self.base + "/v1/sign", data=json.dumps(body), headers={"Content-Type": "application/json", **headers}, timeout=30)
+        return requests.post(
+            self.base + "/v1/sign", data=json.dumps(body), headers={"Content-Type": "application/json", **headers}, timeout=30
+        )
 
 
 @pytest.fixture(scope="module")
 def agent(demo_key, tmp_path_factory):
-    running = RunningAgent(demo_key, tmp_path_factory.mktemp("agent-log"), "--config", str(demo_key.agent_config), "--allow-origin", OTHER_HALL)
+    running = RunningAgent(
+        demo_key, tmp_path_factory.mktemp("agent-log"), "--config", str(demo_key.agent_config), "--allow-origin", OTHER_HALL
+    )
     yield running
     running.stop()
 
@@ -153,7 +159,7 @@ def test_login_challenge_signed_for_an_allowed_origin(agent, demo_key):
     assert agent.post({"purpose": "login", "data": b64url(other)}, origin=OTHER_HALL).status_code == 200
     log = agent.text_log()
     assert f"signed login challenge for origin {HALL}" in log and hashlib.sha256(data).hexdigest() in log
-    pin = [line for line in demo_key.agent_config.read_text().splitlines() if line.startswith("pin")][0].split('"')[1]
+    pin = next(line for line in demo_key.agent_config.read_text().splitlines() if line.startswith("pin")).split('"')[1]
     assert pin not in log and demo_key.resident_id not in log
 
 
@@ -168,7 +174,7 @@ def test_origins_not_on_the_allow_list_are_refused(agent):
     assert requests.get(agent.base + "/v1/status", timeout=10).status_code == 403  # no Origin at all
     assert f"origin '{EVIL}': not on the allow-list" in agent.text_log()
     # DNS rebinding: an allowed Origin, but the request was addressed to another host name.
-    rebound = agent.post({"purpose": "login", "data": b64url(challenge())}, Host="evil.example:%d" % agent.port)
+    rebound = agent.post({"purpose": "login", "data": b64url(challenge())}, Host=f"evil.example:{agent.port}")
     assert rebound.status_code == 403 and rebound.json()["error"] == "bad_host"
 
 
@@ -179,7 +185,12 @@ def test_challenge_for_another_origin_expired_or_malformed_is_not_signed(agent):
     assert expired.status_code == 400 and expired.json()["error"] == "expired_challenge"
     too_long = agent.post({"purpose": "login", "data": b64url(challenge(lifetime=3600))})
     assert too_long.status_code == 400
-    for data in (b"hallmark-login/1 " + HALL.encode(), b"\xff\xfe", b"sign this please", b"hallmark-login/2 " + HALL.encode() + b" abcdefghijklmnopq 1"):
+    for data in (
+        b"hallmark-login/1 " + HALL.encode(),
+        b"\xff\xfe",
+        b"sign this please",
+        b"hallmark-login/2 " + HALL.encode() + b" abcdefghijklmnopq 1",
+    ):
         response = agent.post({"purpose": "login", "data": b64url(data)})
         assert response.status_code == 400 and "signature" not in response.json()
     # Request shape.
@@ -192,8 +203,12 @@ def test_challenge_for_another_origin_expired_or_malformed_is_not_signed(agent):
 
 
 def test_preflight_answers_allowed_origins_only(agent):
-    headers = {"Origin": HALL, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type",
-               "Access-Control-Request-Private-Network": "true"}
+    headers = {
+        "Origin": HALL,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+        "Access-Control-Request-Private-Network": "true",
+    }
     response = requests.options(agent.base + "/v1/sign", headers=headers, timeout=10)
     assert response.status_code == 204
     assert response.headers["Access-Control-Allow-Origin"] == HALL
@@ -206,10 +221,12 @@ def test_preflight_answers_allowed_origins_only(agent):
 
 
 def _signed_attributes(document: bytes) -> bytes:
-    return cms.CMSAttributes([
-        cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
-        cms.CMSAttribute({"type": "message_digest", "values": [hashlib.sha256(document).digest()]}),
-    ]).dump()
+    return cms.CMSAttributes(
+        [
+            cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
+            cms.CMSAttribute({"type": "message_digest", "values": [hashlib.sha256(document).digest()]}),
+        ]
+    ).dump()
 
 
 def test_a_login_certificate_never_signs_a_document(agent):
@@ -228,7 +245,7 @@ def test_a_login_certificate_never_signs_a_document(agent):
 
 def test_pin_from_a_prompt_is_not_echoed(demo_key, tmp_path):
     settings = demo_key.agent_config.read_text()
-    pin = [line for line in settings.splitlines() if line.startswith("pin")][0].split('"')[1]
+    pin = next(line for line in settings.splitlines() if line.startswith("pin")).split('"')[1]
     without_pin = tmp_path / "agent.toml"
     without_pin.write_text("\n".join(line for line in settings.splitlines() if not line.startswith("pin")) + "\n")
     running = RunningAgent(demo_key, tmp_path, "--config", str(without_pin), stdin_pin=pin)
@@ -243,18 +260,40 @@ def test_pin_from_a_prompt_is_not_echoed(demo_key, tmp_path):
 
 
 def test_wrong_pin_and_wildcard_origins_stop_the_agent(demo_key, tmp_path):
-    wrong = subprocess.run([sys.executable, "-m", "keyagent.cli", "serve", "--config", str(demo_key.agent_config), "--port", str(free_port())],
-                           env=clean_env(HALLMARK_KEY_PIN="00000000"), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    wrong = subprocess.run(
+        [sys.executable, "-m", "keyagent.cli", "serve", "--config", str(demo_key.agent_config), "--port", str(free_port())],
+        env=clean_env(HALLMARK_KEY_PIN="00000000"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert wrong.returncode == 1 and "wrong PIN" in wrong.stderr and "00000000" not in wrong.stderr + wrong.stdout
-    wildcard = subprocess.run([sys.executable, "-m", "keyagent.cli", "serve", "--config", str(demo_key.agent_config), "--allow-origin", "*"],
-                              env=clean_env(), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    wildcard = subprocess.run(
+        [sys.executable, "-m", "keyagent.cli", "serve", "--config", str(demo_key.agent_config), "--allow-origin", "*"],
+        env=clean_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert wildcard.returncode == 2 and "no wildcards" in wildcard.stderr
 
 
 def test_list_shows_which_key_has_a_certificate(demo_key):
-    listed = subprocess.run([sys.executable, "-m", "keyagent.cli", "list", "--config", str(demo_key.agent_config), "--login"],
-                            env=clean_env(), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [sys.executable, "-m", "keyagent.cli", "list", "--config", str(demo_key.agent_config), "--login"],
+        env=clean_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert listed.returncode == 0, listed.stderr
     assert "token 'demo-usb-key'" in listed.stdout and "key on token" in listed.stdout
-    assert "key pair 'person-auth" in listed.stdout and f"serialNumber=IDCCN-{demo_key.resident_id[:3]}" in listed.stdout and demo_key.resident_id not in listed.stdout
+    assert (
+        "key pair 'person-auth" in listed.stdout
+        and f"serialNumber=IDCCN-{demo_key.resident_id[:3]}" in listed.stdout
+        and demo_key.resident_id not in listed.stdout
+    )
     assert "CA certificate" in listed.stdout

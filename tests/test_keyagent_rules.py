@@ -13,7 +13,15 @@ from keyagent import agent, config
 def test_origins_are_normalised_and_wildcards_refused():
     assert config.normalise_origin("HTTPS://Hall.Example.gov.cn:443/") == "https://hall.example.gov.cn"
     assert config.normalise_origin("http://127.0.0.1:8000") == "http://127.0.0.1:8000"
-    for bad in ("*", "null", "", "https://*.example.gov.cn", "https://hall.example/path", "ftp://hall.example", "https://hall.example:99999"):
+    for bad in (
+        "*",
+        "null",
+        "",
+        "https://*.example.gov.cn",
+        "https://hall.example/path",
+        "ftp://hall.example",
+        "https://hall.example:99999",
+    ):
         with pytest.raises(config.ConfigError):
             config.normalise_origin(bad)
 
@@ -24,7 +32,7 @@ def test_settings_file_then_environment(tmp_path):
     loaded = config.load(path, environ={"HALLMARK_KEY_TOKEN": "other key"})
     assert (loaded.token, loaded.port, loaded.allowed_origins, loaded.pin) == ("other key", 18000, ["https://hall.example"], "1234")
     assert "1234" not in repr(loaded)
-    path.write_text('prot = 1\n')
+    path.write_text("prot = 1\n")
     with pytest.raises(config.ConfigError, match="unknown setting"):
         config.load(path, environ={})
     path.write_text('port = "high"\n')
@@ -59,10 +67,12 @@ def test_login_challenge_rules():
 
 
 def test_document_data_must_be_der_signed_attributes():
-    attributes = cms.CMSAttributes([
-        cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
-        cms.CMSAttribute({"type": "message_digest", "values": [hashlib.sha256(b"x").digest()]}),
-    ]).dump()
+    attributes = cms.CMSAttributes(
+        [
+            cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
+            cms.CMSAttribute({"type": "message_digest", "values": [hashlib.sha256(b"x").digest()]}),
+        ]
+    ).dump()
     agent.check_signed_attributes(attributes)
     no_digest = cms.CMSAttributes([cms.CMSAttribute({"type": "content_type", "values": ["data"]})]).dump()
     # The same content with an indefinite length (BER, not DER).

@@ -20,7 +20,11 @@ def test_defaults_live_in_the_instance(tmp_path):
 
 def test_environment_overrides_file(tmp_path):
     (tmp_path / "hallmark.toml").write_text('public_url = "https://file.example"\ntoken_label = "from-file"\nworkers = 3\n')
-    env = {"HALLMARK_PUBLIC_URL": "https://id.example.gov.cn", "HALLMARK_DATABASE_URL": "postgresql+psycopg://u@db/h", "HALLMARK_WORKERS": "4"}
+    env = {
+        "HALLMARK_PUBLIC_URL": "https://id.example.gov.cn",
+        "HALLMARK_DATABASE_URL": "postgresql+psycopg://u@db/h",
+        "HALLMARK_WORKERS": "4",
+    }
     s = settings.load(tmp_path, environ=env)
     assert s.public_url == "https://id.example.gov.cn"
     assert s.token_label == "from-file"

@@ -8,7 +8,10 @@ import requests
 from tests.signing_fixtures import DEPARTMENT, DEPARTMENT_CODE, make_pdf, signing_world, tamper  # noqa: F401 - fixture
 from tests.test_idp_pages_browser import ARGS, CHROMIUM, SHOTS
 
-pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="chromium not found: apt-get install -y chromium fonts-noto-cjk"), pytest.mark.slow]
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium not found: apt-get install -y chromium fonts-noto-cjk"),
+    pytest.mark.slow,
+]
 
 
 @pytest.fixture
@@ -16,8 +19,15 @@ def phone(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     with sync_api.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, args=ARGS, headless=True,
-            viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True, locale="zh-CN",
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            args=ARGS,
+            headless=True,
+            viewport={"width": 390, "height": 844},
+            device_scale_factor=2,
+            is_mobile=True,
+            has_touch=True,
+            locale="zh-CN",
         )
         context.set_default_timeout(20_000)
         yield context.pages[0] if context.pages else context.new_page()
@@ -40,8 +50,12 @@ def _stamp_encodes(pdf: bytes, url: str) -> bool:
 def test_verification_page_in_a_browser(signing_world, phone, tmp_path):
     world = signing_world
     token = world.token("sign:seal")
-    sealed = requests.post(world.base + "/api/sign/pdf", data=make_pdf(), timeout=60,
-                           headers={"Authorization": f"Bearer {token}", "Content-Type": "application/pdf"})
+    sealed = requests.post(
+        world.base + "/api/sign/pdf",
+        data=make_pdf(),
+        timeout=60,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/pdf"},
+    )
     assert sealed.status_code == 200
     assert _stamp_encodes(sealed.content, sealed.headers["Hallmark-Verify-URL"])
     assert not _stamp_encodes(sealed.content, sealed.headers["Hallmark-Verify-URL"] + "x")

@@ -27,13 +27,19 @@ pytestmark = pytest.mark.slow
 
 
 def _seal(world, pdf: bytes, token: str, **params) -> requests.Response:
-    return requests.post(world.base + "/api/sign/pdf", params=params, data=pdf,
-                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/pdf"}, timeout=60)
+    return requests.post(
+        world.base + "/api/sign/pdf",
+        params=params,
+        data=pdf,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/pdf"},
+        timeout=60,
+    )
 
 
 def _validate(world, pdf: bytes, token: str) -> dict:
-    answer = requests.post(world.base + "/api/validate", data=pdf,
-                           headers={"Authorization": f"Bearer {token}", "Content-Type": "application/pdf"}, timeout=60)
+    answer = requests.post(
+        world.base + "/api/validate", data=pdf, headers={"Authorization": f"Bearer {token}", "Content-Type": "application/pdf"}, timeout=60
+    )
     assert answer.status_code == 200, answer.text
     return answer.json()
 
@@ -88,7 +94,9 @@ def test_api_seal_is_valid_for_pdfsig_qpdf_pyhanko_and_our_report(signing_world,
     assert entry["sub_indication"] is None
     assert entry["pades_level"] == f"PAdES-BASELINE-{level[2:]}"
     assert entry["signer"]["identifier"] == {
-        "kind": "credit_code", "value": DEPARTMENT_CODE, "masked": entry["signer"]["identifier"]["masked"],
+        "kind": "credit_code",
+        "value": DEPARTMENT_CODE,
+        "masked": entry["signer"]["identifier"]["masked"],
         "source": "subject organizationIdentifier (NTRCN-)",
     }
     assert "*" in entry["signer"]["identifier"]["masked"]
@@ -187,7 +195,9 @@ def test_bad_input_is_refused_with_a_problem_and_nothing_stored(signing_world, b
     before = _documents(world)
     token = world.token()
     for path in ("/api/sign/pdf", "/api/validate"):
-        answer = requests.post(world.base + path, data=body, headers={"Authorization": f"Bearer {token}", "Content-Type": content_type}, timeout=60)
+        answer = requests.post(
+            world.base + path, data=body, headers={"Authorization": f"Bearer {token}", "Content-Type": content_type}, timeout=60
+        )
         assert answer.status_code == status, (path, answer.text)
         assert answer.headers["Content-Type"] == "application/problem+json"
         assert answer.json()["code"] == code
@@ -222,7 +232,9 @@ def test_verification_page_and_upload(signing_world):
     assert "Genuine: this document was sealed through Hallmark." in english.text
 
     def upload(data: bytes):
-        return requests.post(f"{world.base}/verify/{document_id}?lang=en", files={"file": ("copy.pdf", data, "application/pdf")}, timeout=60)
+        return requests.post(
+            f"{world.base}/verify/{document_id}?lang=en", files={"file": ("copy.pdf", data, "application/pdf")}, timeout=60
+        )
 
     same = upload(sealed.content)
     assert same.status_code == 200 and 'data-outcome="identical"' in same.text

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import sqlite3
 import subprocess
 import sys
@@ -45,7 +44,9 @@ def _on_token(conf: Path, code: str, *args: str) -> subprocess.CompletedProcess:
     """Run Python against the USB key's own SoftHSM2 configuration (a process has one)."""
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("HALLMARK_")}
     env["SOFTHSM2_CONF"] = str(conf)
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     return result
 
@@ -57,7 +58,9 @@ def usb_key(signing_world, tmp_path_factory) -> UsbKey:
     directory = tmp_path_factory.mktemp("usb-key")
     conf = softhsm.write_config(directory / "softhsm")
     softhsm.init_token(conf, "usb-key", USB_PIN, "13579111")
-    made = _on_token(conf, """
+    made = _on_token(
+        conf,
+        """
         import sys
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
@@ -69,13 +72,27 @@ def usb_key(signing_world, tmp_path_factory) -> UsbKey:
         csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "usb")])).sign(keys.signer(info.uri), hashes.SHA256())
         print(info.uri)
         print(csr.public_bytes(serialization.Encoding.PEM).decode())
-    """, USB_PIN)
+    """,
+        USB_PIN,
+    )
     uri, csr = made.stdout.split("\n", 1)
     key_id = uri.split("id=", 1)[1].replace("%", "")
     (directory / "req.pem").write_text(csr)
     code = valid_credit_code(ENTERPRISE_CODE_PREFIX)
-    issued = world.hallmark("ca", "issue", "--profile", "enterprise-sign", "--csr", str(directory / "req.pem"), "--subject-id", code,
-                            "--name", ENTERPRISE, "--out", str(directory / "cert.pem"))
+    issued = world.hallmark(
+        "ca",
+        "issue",
+        "--profile",
+        "enterprise-sign",
+        "--csr",
+        str(directory / "req.pem"),
+        "--subject-id",
+        code,
+        "--name",
+        ENTERPRISE,
+        "--out",
+        str(directory / "cert.pem"),
+    )
     assert issued.returncode == 0, issued.stderr
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
@@ -87,9 +104,28 @@ def usb_key(signing_world, tmp_path_factory) -> UsbKey:
     (directory / "people.der").write_bytes(people_der)
     for path, object_id, label in ((directory / "cert.der", key_id, "enterprise-sign"), (directory / "people.der", "ca01", "people-ca")):
         written = subprocess.run(
-            ["pkcs11-tool", "--module", softhsm.default_module(), "--token-label", "usb-key", "--login", "--pin", USB_PIN,
-             "--write-object", str(path), "--type", "cert", "--id", object_id, "--label", label],
-            env={"SOFTHSM2_CONF": str(conf), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60,
+            [
+                "pkcs11-tool",
+                "--module",
+                softhsm.default_module(),
+                "--token-label",
+                "usb-key",
+                "--login",
+                "--pin",
+                USB_PIN,
+                "--write-object",
+                str(path),
+                "--type",
+                "cert",
+                "--id",
+                object_id,
+                "--label",
+                label,
+            ],
+            env={"SOFTHSM2_CONF": str(conf), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert written.returncode == 0, written.stderr
     pin_file = directory / "pin"
@@ -103,20 +139,40 @@ def _hallmark_key(usb: UsbKey, *args: str) -> subprocess.CompletedProcess:
     config.touch()  # an empty settings file: nothing from the user's own configuration leaks in
     env["HALLMARK_KEY_CONFIG"] = str(config)
     return subprocess.run(
-        [sys.executable, "-m", "keyagent.cli", *args, "--softhsm2-conf", str(usb.conf), "--token", usb.label, "--pin-file", str(usb.pin_file)],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "keyagent.cli",
+            *args,
+            "--softhsm2-conf",
+            str(usb.conf),
+            "--token",
+            usb.label,
+            "--pin-file",
+            str(usb.pin_file),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
 
 def _token_sign(usb: UsbKey, data: bytes) -> bytes:
     """The USB key signs ``data`` the way the local agent does for purpose 'document' (SHA-256, hash-and-sign)."""
-    result = _on_token(usb.conf, """
+    result = _on_token(
+        usb.conf,
+        """
         import base64, sys
         from keyagent import pdf
         session = pdf.open_token(__import__("hsm.softhsm", fromlist=["x"]).default_module(), "usb-key", sys.argv[1])
         identity = pdf.find_identity(session)
         print(base64.b64encode(pdf.sign_bytes(pdf.pkcs11_signer(session, identity), base64.b64decode(sys.argv[2]))).decode())
-    """, USB_PIN, base64.b64encode(data).decode())
+    """,
+        USB_PIN,
+        base64.b64encode(data).decode(),
+    )
     return base64.b64decode(result.stdout.strip())
 
 
@@ -124,16 +180,30 @@ def test_sign_remote_with_the_usb_key_is_valid_for_pdfsig_and_us(signing_world, 
     world = signing_world
     source, target = tmp_path / "application.pdf", tmp_path / "signed.pdf"
     source.write_bytes(make_pdf("Enterprise application"))
-    result = _hallmark_key(usb_key, "sign-remote", str(source), str(target), "--server", world.base,
-                           "--access-token", world.token("sign:remote"), "--expect", usb_key.code)
+    result = _hallmark_key(
+        usb_key,
+        "sign-remote",
+        str(source),
+        str(target),
+        "--server",
+        world.base,
+        "--access-token",
+        world.token("sign:remote"),
+        "--expect",
+        usb_key.code,
+    )
     assert result.returncode == 0, result.stderr
     assert "signer: " + ENTERPRISE in result.stdout and usb_key.code not in result.stdout  # masked on screen
     judged = pdfsig(target, world.nssdir)
     assert judged[0].signature_valid and judged[0].certificate_trusted, judged[0].lines
     assert judged[0].value("Signer Certificate Common Name") == ENTERPRISE
     assert qpdf_clean(target)[0]
-    report = requests.post(world.base + "/api/validate", data=target.read_bytes(), timeout=60,
-                           headers={"Authorization": f"Bearer {world.token('sign:validate')}", "Content-Type": "application/pdf"}).json()
+    report = requests.post(
+        world.base + "/api/validate",
+        data=target.read_bytes(),
+        timeout=60,
+        headers={"Authorization": f"Bearer {world.token('sign:validate')}", "Content-Type": "application/pdf"},
+    ).json()
     entry = report["signatures"][0]
     assert entry["indication"] == "TOTAL_PASSED" and entry["pades_level"] == "PAdES-BASELINE-LT", entry
     assert entry["signer"]["identifier"]["value"] == usb_key.code and entry["hallmark_document"]["id"]
@@ -155,14 +225,25 @@ def test_sign_pdf_locally_on_the_usb_key(signing_world, usb_key, tmp_path):
 
 
 def _prepare(world, usb: UsbKey, **extra) -> requests.Response:
-    body = {"pdf": base64.b64encode(make_pdf()).decode(), "certificate": base64.b64encode(usb.certificate_der).decode(),
-            "chain": [base64.b64encode(d).decode() for d in usb.chain_der], "level": "B-T", **extra}
-    return requests.post(world.base + "/api/sign/remote", json=body, headers={"Authorization": f"Bearer {world.token('sign:remote')}"}, timeout=60)
+    body = {
+        "pdf": base64.b64encode(make_pdf()).decode(),
+        "certificate": base64.b64encode(usb.certificate_der).decode(),
+        "chain": [base64.b64encode(d).decode() for d in usb.chain_der],
+        "level": "B-T",
+        **extra,
+    }
+    return requests.post(
+        world.base + "/api/sign/remote", json=body, headers={"Authorization": f"Bearer {world.token('sign:remote')}"}, timeout=60
+    )
 
 
 def _finish(world, session_id: str, signature: bytes) -> requests.Response:
-    return requests.post(f"{world.base}/api/sign/remote/{session_id}/finish", json={"signature": base64.b64encode(signature).decode()},
-                         headers={"Authorization": f"Bearer {world.token('sign:remote')}"}, timeout=60)
+    return requests.post(
+        f"{world.base}/api/sign/remote/{session_id}/finish",
+        json={"signature": base64.b64encode(signature).decode()},
+        headers={"Authorization": f"Bearer {world.token('sign:remote')}"},
+        timeout=60,
+    )
 
 
 def _unb64url(text: str) -> bytes:
@@ -186,8 +267,15 @@ def test_remote_session_refuses_a_wrong_signature_then_finishes_once(signing_wor
     again = _finish(world, body["session"], _token_sign(usb_key, to_sign))
     assert again.status_code == 409 and again.json()["code"] == "session_finished"
     with sqlite3.connect(world.instance / "hallmark.db") as connection:
-        leftover = connection.execute("select length(prepared_pdf), status from signing_remote_sessions where id = ?", (body["session"],)).fetchone()
-        actions = [r[0] for r in connection.execute("select action from audit_events where target in (?, ?)", (body["session"], finished["document_id"]))]
+        leftover = connection.execute(
+            "select length(prepared_pdf), status from signing_remote_sessions where id = ?", (body["session"],)
+        ).fetchone()
+        actions = [
+            r[0]
+            for r in connection.execute(
+                "select action from audit_events where target in (?, ?)", (body["session"], finished["document_id"])
+            )
+        ]
     assert leftover == (0, "finished")
     assert actions == ["signing.remote.prepared", "signing.remote.finished"]
 
@@ -196,7 +284,9 @@ def test_expired_session_and_wrong_applicant_are_refused(signing_world, usb_key)
     world = signing_world
     prepared = _prepare(world, usb_key).json()
     with sqlite3.connect(world.instance / "hallmark.db") as connection:
-        connection.execute("update signing_remote_sessions set expires_at = '2000-01-01 00:00:00.000000' where id = ?", (prepared["session"],))
+        connection.execute(
+            "update signing_remote_sessions set expires_at = '2000-01-01 00:00:00.000000' where id = ?", (prepared["session"],)
+        )
     expired = _finish(world, prepared["session"], _token_sign(usb_key, _unb64url(prepared["to_sign"])))
     assert expired.status_code == 410 and expired.json()["code"] == "session_expired"
     other = _prepare(world, usb_key, expected_identifier=valid_credit_code("91350100MA000001"))
@@ -205,8 +295,12 @@ def test_expired_session_and_wrong_applicant_are_refused(signing_world, usb_key)
     assert unknown.status_code == 404
     not_a_certificate = _prepare(world, usb_key, certificate=base64.b64encode(b"nope").decode())
     assert not_a_certificate.status_code == 400 and not_a_certificate.json()["code"] == "bad_certificate"
-    not_pdf = requests.post(world.base + "/api/sign/remote", json={"pdf": "aGVsbG8=", "certificate": base64.b64encode(usb_key.certificate_der).decode()},
-                            headers={"Authorization": f"Bearer {world.token('sign:remote')}"}, timeout=30)
+    not_pdf = requests.post(
+        world.base + "/api/sign/remote",
+        json={"pdf": "aGVsbG8=", "certificate": base64.b64encode(usb_key.certificate_der).decode()},
+        headers={"Authorization": f"Bearer {world.token('sign:remote')}"},
+        timeout=30,
+    )
     assert not_pdf.status_code == 422 and not_pdf.json()["code"] == "not_a_pdf"
 
 
@@ -217,13 +311,27 @@ def test_a_hall_page_drives_remote_signing_through_the_local_agent(signing_world
 
     world, hall = signing_world, "https://hall.example"
     config = tmp_path / "agent.toml"
-    write_agent_config(config, {"module": softhsm.default_module(), "token": usb_key.label, "softhsm2_conf": str(usb_key.conf),
-                                "pin": USB_PIN, "allowed_origins": [hall]})
+    write_agent_config(
+        config,
+        {
+            "module": softhsm.default_module(),
+            "token": usb_key.label,
+            "softhsm2_conf": str(usb_key.conf),
+            "pin": USB_PIN,
+            "allowed_origins": [hall],
+        },
+    )
     port = free_port()
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("HALLMARK_", "SOFTHSM2_"))}
     env["XDG_CONFIG_HOME"] = str(tmp_path / "no-user-config")
-    agent = subprocess.Popen([sys.executable, "-m", "keyagent.cli", "serve", "--config", str(config), "--port", str(port)],
-                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "keyagent.cli", "serve", "--config", str(config), "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert agent.stdout.readline().startswith("ready ")
         base = f"http://127.0.0.1:{port}"
@@ -255,8 +363,12 @@ def test_only_the_client_that_prepared_a_session_can_finish_it(signing_world, us
     world = signing_world
     prepared = _prepare(world, usb_key).json()
     signature = _token_sign(usb_key, _unb64url(prepared["to_sign"]))
-    stranger = requests.post(f"{world.base}/api/sign/remote/{prepared['session']}/finish", json={"signature": base64.b64encode(signature).decode()},
-                             headers={"Authorization": f"Bearer {world.token('sign:remote', other=True)}"}, timeout=60)
+    stranger = requests.post(
+        f"{world.base}/api/sign/remote/{prepared['session']}/finish",
+        json={"signature": base64.b64encode(signature).decode()},
+        headers={"Authorization": f"Bearer {world.token('sign:remote', other=True)}"},
+        timeout=60,
+    )
     assert stranger.status_code == 404 and stranger.json()["code"] == "no_such_session"
     assert _finish(world, prepared["session"], signature).status_code == 200
 
@@ -270,24 +382,53 @@ def test_a_login_certificate_cannot_sign_documents(signing_world, usb_key, tmp_p
 
     world = signing_world
     key = ec.generate_private_key(ec.SECP256R1())  # a software key is enough: prepare only reads the certificate
-    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])).sign(key, hashes.SHA256())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")]))
+        .sign(key, hashes.SHA256())
+    )
     (tmp_path / "req.pem").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
     from tests.certlogin_fixtures import new_resident_id
 
-    issued = world.hallmark("ca", "issue", "--profile", "person-auth", "--csr", str(tmp_path / "req.pem"), "--subject-id", new_resident_id(),
-                            "--name", "张三", "--out", str(tmp_path / "auth.pem"))
+    issued = world.hallmark(
+        "ca",
+        "issue",
+        "--profile",
+        "person-auth",
+        "--csr",
+        str(tmp_path / "req.pem"),
+        "--subject-id",
+        new_resident_id(),
+        "--name",
+        "张三",
+        "--out",
+        str(tmp_path / "auth.pem"),
+    )
     assert issued.returncode == 0, issued.stderr
     login_cert = x509.load_pem_x509_certificate((tmp_path / "auth.pem").read_bytes()).public_bytes(serialization.Encoding.DER)
-    body = {"pdf": base64.b64encode(make_pdf()).decode(), "certificate": base64.b64encode(login_cert).decode(),
-            "chain": [base64.b64encode(d).decode() for d in usb_key.chain_der], "level": "B-T"}
-    refused = requests.post(world.base + "/api/sign/remote", json=body, headers={"Authorization": f"Bearer {world.token('sign:remote')}"}, timeout=60)
+    body = {
+        "pdf": base64.b64encode(make_pdf()).decode(),
+        "certificate": base64.b64encode(login_cert).decode(),
+        "chain": [base64.b64encode(d).decode() for d in usb_key.chain_der],
+        "level": "B-T",
+    }
+    refused = requests.post(
+        world.base + "/api/sign/remote", json=body, headers={"Authorization": f"Bearer {world.token('sign:remote')}"}, timeout=60
+    )
     assert refused.status_code == 422 and refused.json()["code"] == "certificate_usage"
 
 
-@pytest.mark.parametrize("options, body", [
-    ({"options": {"x": [1]}}, None), ({"options": {"page": {}}}, None), ({"level": 5}, None), ({"reason": ["x"]}, None),
-    ({"options": {"page": "nan"}}, None), ({"options": {"x": "inf"}}, None),
-])
+@pytest.mark.parametrize(
+    "options, body",
+    [
+        ({"options": {"x": [1]}}, None),
+        ({"options": {"page": {}}}, None),
+        ({"level": 5}, None),
+        ({"reason": ["x"]}, None),
+        ({"options": {"page": "nan"}}, None),
+        ({"options": {"x": "inf"}}, None),
+    ],
+)
 def test_odd_values_in_a_remote_request_are_refused_cleanly(signing_world, usb_key, options, body):
     prepared = _prepare(signing_world, usb_key, **options)
     assert 400 <= prepared.status_code < 500 and prepared.headers["Content-Type"].startswith("application/problem+json"), prepared.text

@@ -42,11 +42,16 @@ def test_migration_matches_the_models(migrated):
     engine, _ = migrated
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+
     def table_of(difference) -> str:
         if isinstance(difference, list):  # modify_* changes come grouped per column
             difference = difference[0]
         for item in difference[1:]:
-            name = getattr(item, "name", None) if hasattr(item, "columns") else (getattr(getattr(item, "table", None), "name", None) or (item if isinstance(item, str) else None))
+            name = (
+                getattr(item, "name", None)
+                if hasattr(item, "columns")
+                else (getattr(getattr(item, "table", None), "name", None) or (item if isinstance(item, str) else None))
+            )
             if name and name != "None":
                 return name
         return ""
@@ -88,14 +93,18 @@ def test_demo_seal_and_image_checks():
     with Image.open(io.BytesIO(png)) as image:
         assert image.format == "PNG" and image.size == (sealimage.SIZE, sealimage.SIZE) and image.mode == "RGBA"
         raw = image.tobytes()
-        pixels = [raw[i:i + 4] for i in range(0, len(raw), 4)]
+        pixels = [raw[i : i + 4] for i in range(0, len(raw), 4)]
         red = sum(1 for r, g, b, a in pixels if a > 200 and r > 150 and g < 80 and b < 80)
         transparent = sum(1 for *_, a in pixels if a == 0)
     assert red > 10_000 and transparent > 100_000  # a red seal on a clear background
     assert sealimage.check_image(png).startswith(b"\x89PNG")
     gif = io.BytesIO()
     Image.new("RGB", (100, 100)).save(gif, "GIF")
-    for bad, words in ((b"not an image", "cannot be read"), (gif.getvalue(), "PNG or JPEG"), (b"\x89PNG" + b"0" * (2 * 1024 * 1024), "larger")):
+    for bad, words in (
+        (b"not an image", "cannot be read"),
+        (gif.getvalue(), "PNG or JPEG"),
+        (b"\x89PNG" + b"0" * (2 * 1024 * 1024), "larger"),
+    ):
         with pytest.raises(Problem) as refused:
             sealimage.check_image(bad)
         assert refused.value.status == 422 and words in refused.value.detail
@@ -170,7 +179,9 @@ def test_seal_placement_and_report(sctx, seal_name):
     from signing.models import SignedDocument
 
     three_pages = make_pdf(pages=3)
-    result = pades.seal_pdf(sctx, three_pages, seal_name=seal_name, level="B-T", placement=pades.Placement(page=2, x=100, y=100), actor="test")
+    result = pades.seal_pdf(
+        sctx, three_pages, seal_name=seal_name, level="B-T", placement=pades.Placement(page=2, x=100, y=100), actor="test"
+    )
     signature = PdfFileReader(io.BytesIO(result.pdf)).embedded_signatures[0]
     widget = signature.sig_field
     rect = [float(v) for v in widget["/Rect"]]

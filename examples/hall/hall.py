@@ -131,7 +131,10 @@ def create_app(*, client_id: str, client_secret: str, name: str, name_en: str, b
             return redirect(url_for("home"))
         claims = token["userinfo"]  # the ID token, checked by Authlib against the IdP's keys, nonce included
         user = {
-            "sub": claims["sub"], "sid": claims.get("sid"), "acr": claims.get("acr"), "amr": claims.get("amr", []),
+            "sub": claims["sub"],
+            "sid": claims.get("sid"),
+            "acr": claims.get("acr"),
+            "amr": claims.get("amr", []),
             "name": claims.get("name") or claims.get("preferred_username") or claims["sub"][:8],
             "id_token": token.get("id_token"),
         }
@@ -156,7 +159,9 @@ def create_app(*, client_id: str, client_secret: str, name: str, name_en: str, b
         if user is None:
             return redirect(url_for("home"))
         # RP-initiated logout: the IdP ends the SSO session and tells the other halls.
-        return idp_client.logout_redirect(post_logout_redirect_uri=base + "/", id_token_hint=user["id_token"], state=secrets.token_urlsafe(12))
+        return idp_client.logout_redirect(
+            post_logout_redirect_uri=base + "/", id_token_hint=user["id_token"], state=secrets.token_urlsafe(12)
+        )
 
     @app.post("/backchannel-logout")
     def backchannel_logout():
@@ -187,8 +192,12 @@ def create_app(*, client_id: str, client_secret: str, name: str, name_en: str, b
                 # Perhaps signed with a key published after we cached the set (hallmark idp rotate-keys): fetch it again.
                 decoded = jwt.decode(token, KeySet.import_key_set(idp_client.fetch_jwk_set(force=True)), algorithms=algorithms)
             jwt.JWTClaimsRegistry(
-                iss={"essential": True, "value": metadata["issuer"]}, aud={"essential": True, "value": client_id},
-                iat={"essential": True}, exp={"essential": True}, jti={"essential": True}, leeway=60,
+                iss={"essential": True, "value": metadata["issuer"]},
+                aud={"essential": True, "value": client_id},
+                iat={"essential": True},
+                exp={"essential": True},
+                jti={"essential": True},
+                leeway=60,
             ).validate(decoded.claims)
         except (JoseError, ValueError, KeyError, TypeError):
             return None
@@ -210,7 +219,7 @@ def page(name: str, name_en: str, user: dict | None, catalogue: list[dict], noti
     for m in sorted(catalogue, key=lambda m: (m["level"], m["code"])):
         rows.append(
             f'<li><span class="lv l{m["level"]}">L{m["level"]}</span> <strong>{e(m["name"])}</strong>'
-            f' <small>{e(m.get("department") or "")}</small>'
+            f" <small>{e(m.get('department') or '')}</small>"
             f'<a class="btn" href="/matter/{e(m["code"])}" data-matter="{e(m["code"])}">办理 Start</a></li>'
         )
     if user:
@@ -218,8 +227,8 @@ def page(name: str, name_en: str, user: dict | None, catalogue: list[dict], noti
         who = (
             f'<p id="who">已登录 Logged in: <strong>{e(user["name"])}</strong></p>'
             f'<p>认证级别 Level: <span class="badge" id="level" data-acr="{e(user["acr"] or "")}">{e(zh)} · {e(en)}</span>'
-            f' <small>amr: {e(" ".join(user["amr"]))}</small></p>'
-            + (f'<p>实名 Verified name: 身份证 {e(user["resident_id_masked"])}</p>' if user.get("resident_id_masked") else "")
+            f" <small>amr: {e(' '.join(user['amr']))}</small></p>"
+            + (f"<p>实名 Verified name: 身份证 {e(user['resident_id_masked'])}</p>" if user.get("resident_id_masked") else "")
             + '<form method="post" action="/logout"><button id="logout">退出登录 Log out</button></form>'
         )
     else:
