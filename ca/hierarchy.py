@@ -74,7 +74,7 @@ def _key_label(kind: str, name: str) -> str:
 
 
 def _find_or_create_key(ctx: CAContext, label: str, algorithm: KeyAlgorithm):
-    existing = next((k for k in ctx.keys if k.label == label), None)
+    existing = next((k for k in ctx.keys.keys() if k.label == label), None)  # noqa: SIM118 - a key manager, not a dict
     return existing or ctx.keys.create_key(label, algorithm)
 
 

@@ -227,7 +227,7 @@ class UsbKey:
 
     def private_keys(self) -> list[StoredKey]:
         """Private keys (needs the PIN): they are private objects, invisible before login."""
-        return [StoredKey(info.label, PKCS11URI.parse(info.uri).id or b"", info.algorithm, private=True) for info in self.manager]
+        return [StoredKey(info.label, PKCS11URI.parse(info.uri).id or b"", info.algorithm, private=True) for info in self.manager.keys()]  # noqa: SIM118
 
     def identities(self) -> list[StoredCertificate]:
         """End-entity certificates whose private key is on the token: what can sign (needs the PIN)."""

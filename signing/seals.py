@@ -93,7 +93,7 @@ def add(
         if session.get(Seal, name) is not None:
             raise _conflict(f"there is already a seal named {name!r}")
     label = _key_label(name)
-    key = next((k for k in ctx.keys if k.label == label), None) or ctx.keys.create_key(label, KeyAlgorithm.EC_P256)
+    key = next((k for k in ctx.keys.keys() if k.label == label), None) or ctx.keys.create_key(label, KeyAlgorithm.EC_P256)  # noqa: SIM118 - a key manager, not a dict
     profile = profiles.get(PROFILE)
     subject, id_extensions, id_value = issuance.subject_for(profile, issuance.Identity(name=department, subject_id=code))
     try:
