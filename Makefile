@@ -13,18 +13,44 @@ DEB_RUNTIME := softhsm2 opensc openssl poppler-utils qpdf libnss3-tools fonts-no
 # need CJK fonts to render Chinese pages; they start their own PostgreSQL 15 when
 # HALLMARK_TEST_POSTGRES=1 (CI sets it).
 DEB_TEST := chromium $(if $(filter 1,$(HALLMARK_TEST_POSTGRES)),postgresql,)
+# The benchmarks load servers with wrk and run the peer OIDC provider on node.
+DEB_BENCH := wrk nodejs npm
 # Debian's python3 needs python3-venv for `python3 -m venv`.
 DEB_VENV := $(shell $(PYTHON) -c 'import ensurepip' >/dev/null 2>&1 || echo python3-venv)
 
-.PHONY: run test deps deps-runtime venv bench clean-instance
+# Exact versions with hashes (requirements/*.txt, written by `make lock`). The venv gets
+# the locked versions only (--require-hashes --no-deps), then the two distributions of
+# this repository, hallmark (the server) and hallmark-key (keyagent/), editable.
+RUNTIME_LOCK := requirements/runtime.txt
+TEST_LOCK := requirements/test.txt
+PROJECTS := pyproject.toml keyagent/pyproject.toml
+PIP_LOCKED = $(PY) -m pip install --quiet --require-hashes --no-deps
+PIP_PROJECTS = $(PY) -m pip install --quiet --no-deps -e . -e ./keyagent
+
+# Benchmarks in bench/, each against its peer (docs/benchmarks.md). BENCH_ARGS=--quick for smoke runs.
+BENCHMARKS := hsm_sign serve ocsp sign token login
+BENCH_ARGS ?=
+BENCH_PEER := bench/peers/oidc-provider
+
+# Steps run in the order written, also under `make -j`.
+.NOTPARALLEL:
+.PHONY: run test check deps deps-runtime deps-bench venv venv-runtime lock bench clean-instance
 
 # The identity provider on :8000 plus two demo halls (:8001, :8002); see examples/run.py.
-run: deps-runtime venv
+run: deps-runtime venv-runtime
 	$(VENV)/bin/hallmark init
 	$(PY) examples/run.py
 
-test: deps venv
+# The checks first, each failing with its own message, then the suite. pytest's exit
+# status is make's: 5 (no tests collected) fails too.
+test: deps venv check
 	$(PY) -m pytest
+
+check: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/deptry .
 
 deps: deps-runtime
 	@scripts/ensure-debian-packages.sh $(DEB_TEST)
@@ -32,17 +58,39 @@ deps: deps-runtime
 deps-runtime:
 	@scripts/ensure-debian-packages.sh $(DEB_RUNTIME) $(DEB_VENV)
 
-venv: $(VENV)/.installed
+# `make test` needs the test lock, `make run` the runtime lock; the versions they share
+# are the same (the test lock is resolved within the runtime lock), so either order works.
+# A venv is reinstalled only when a lock or a pyproject.toml is newer than its stamp.
+venv: $(VENV)/.installed-test
+venv-runtime: $(VENV)/.installed-runtime
 
-# Reinstall only when the project's dependencies change.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed-test: $(TEST_LOCK) $(PROJECTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PIP_LOCKED) -r $(TEST_LOCK)
+	$(PIP_PROJECTS)
+	$(PY) scripts/lockcheck.py --prune $(TEST_LOCK)
 	@touch $@
 
-bench: deps venv
-	$(PY) bench/hsm_sign.py && $(PY) bench/token.py && $(PY) bench/login.py
+$(VENV)/.installed-runtime: $(RUNTIME_LOCK) $(PROJECTS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP_LOCKED) -r $(RUNTIME_LOCK)
+	$(PIP_PROJECTS)
+	@touch $@
+
+# Refresh the locks to the newest releases pyproject.toml allows, then the whole test
+# run on them: commit the new requirements/*.txt only when this passes.
+lock: venv
+	scripts/lock.sh
+	$(MAKE) test
+
+deps-bench:
+	@scripts/ensure-debian-packages.sh $(DEB_BENCH)
+	@test -f $(BENCH_PEER)/node_modules/oidc-provider/package.json || (cd $(BENCH_PEER) && npm ci --no-audit --no-fund) \
+		|| { echo "the peer OIDC provider did not install; run:  (cd $(BENCH_PEER) && npm ci)" >&2; exit 1; }
+
+# Every benchmark, one after the other (they share 2 CPUs; see docs/benchmarks.md).
+bench: deps-runtime deps-bench venv
+	@set -e; for b in $(BENCHMARKS); do echo "== bench/$$b.py $(BENCH_ARGS)"; $(PY) bench/$$b.py $(BENCH_ARGS); done
 
 clean-instance:
 	rm -rf $(HALLMARK_INSTANCE)

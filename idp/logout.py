@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from core import audit, periodic
 from core import db as core_db
+from core import http as core_http
 from core.db import utc_now
 from idp import clients, keys
 from idp.context import IdPContext
@@ -269,13 +270,10 @@ _local = threading.local()
 
 
 def _http():
-    """One connection-pooling HTTP session per thread."""
-    import requests
-
+    """One connection-pooling HTTP session per thread (core.http: retries, no proxy from the environment)."""
     session = getattr(_local, "session", None)
     if session is None:
-        session = _local.session = requests.Session()
-        session.trust_env = False  # a proxy from the environment must not see logout tokens
+        session = _local.session = core_http.session(timeout=SEND_TIMEOUT)
     return session
 
 

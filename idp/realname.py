@@ -25,19 +25,19 @@ import json
 import logging
 import random
 import unicodedata
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol
 
+import requests
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import audit
 from core import db as core_db
+from core import http as core_http
 from core.db import utc_now
 from core.identifiers import (
     InvalidIdentifier,
@@ -170,11 +170,6 @@ class EmbeddedRegistry:
             return RegistryAnswer(normalise_name(person.name) == normalise_name(name), person.status)
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
 class HttpRegistry:
     """A registry gateway: ``POST url`` with ``{"name", "resident_id"}`` → ``{"match": bool, "status": str}``."""
 
@@ -185,23 +180,18 @@ class HttpRegistry:
             raise ValueError("registry_url must be an http(s) URL")
         self.url = url
         self.timeout = timeout
-        self._opener = urllib.request.build_opener(_NoRedirects)
+        self._http = core_http.session(timeout=timeout)  # quick retries; redirects are not followed
 
     def check(self, name: str, rid: ResidentID) -> RegistryAnswer:
         body = json.dumps({"name": name, "resident_id": rid.value}, ensure_ascii=False).encode()
-        request = urllib.request.Request(
-            self.url,
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json; charset=utf-8", "Accept": "application/json"},
-        )
+        headers = {"Content-Type": "application/json; charset=utf-8", "Accept": "application/json"}
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                raw = response.read(65536)
-        except urllib.error.HTTPError as exc:
-            raise RegistryUnavailable(f"the registry answered HTTP {exc.code}") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            raise RegistryUnavailable(f"the registry could not be reached: {getattr(exc, 'reason', exc)}") from None
+            with self._http.post(self.url, data=body, headers=headers, stream=True) as response:
+                if response.status_code >= 300:  # a redirect is not followed: the registry is the URL configured
+                    raise RegistryUnavailable(f"the registry answered HTTP {response.status_code}")
+                raw = response.raw.read(65536, decode_content=True)
+        except requests.RequestException as exc:
+            raise RegistryUnavailable(f"the registry could not be reached: {type(exc).__name__}") from None
         try:
             answer = json.loads(raw)
         except ValueError:
