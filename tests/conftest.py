@@ -1,19 +1,29 @@
 """Shared test harness: a real SoftHSM2 token, SQLite, and PostgreSQL when asked for.
 
-SoftHSM2 reads ``SOFTHSM2_CONF`` once, when the module is initialised, so the
-whole test process shares one token directory set up here before anything loads
-the module. Tests that need a token of their own run in a subprocess.
+SoftHSM2 reads ``SOFTHSM2_CONF`` and lists its tokens once, when the module is
+initialised, so the test process's own key manager shares one token directory set
+up here before anything loads the module. ``hallmark`` commands run in this process
+(click's CliRunner); each instance's token is reached through a private copy of the
+SoftHSM2 library (see ``pkcs11_module_for``), so every instance keeps a token of its
+own, as it would in a ``hallmark`` process.
+
+Instances are made once per session (``hallmark init`` into a template) and copied
+where a test needs one of its own (``initialised_copy``). Under pytest-xdist every
+worker is a process of its own with its own session folder, tokens and template.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -34,6 +44,9 @@ softhsm.init_token(_CONF, TOKEN_LABEL, USER_PIN, SO_PIN)
 USB_TOKEN_LABEL = "usbkey-certlogin"
 USB_TOKEN_PIN, USB_TOKEN_SO_PIN = "135792", "246813"
 softhsm.init_token(_CONF, USB_TOKEN_LABEL, USB_TOKEN_PIN, USB_TOKEN_SO_PIN)
+# The system's SoftHSM2 library goes first into the process's global symbol scope, before
+# any private copy of it (pkcs11_module_for): its own calls must never bind to a copy.
+_SYSTEM_PKCS11 = ctypes.CDLL(softhsm.default_module(), mode=os.RTLD_GLOBAL)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -144,9 +157,10 @@ def database_url(request, tmp_path) -> str:
 def migrated(database_url):
     """(engine, session factory) on a database at the latest revision."""
     from core import db
+    from hallmark import components
 
     engine = db.make_engine(database_url)
-    db.upgrade(engine)
+    components.upgrade_database(engine)
     yield engine, db.make_session_factory(engine)
     engine.dispose()
 
@@ -162,10 +176,12 @@ def hallmark_env(instance: Path, **overrides) -> dict:
     return env
 
 
-def run_hallmark(instance: Path, *args, timeout=120, **overrides) -> subprocess.CompletedProcess:
+def run_hallmark_process(instance: Path, *args, input: str | None = None, timeout=120, **overrides) -> subprocess.CompletedProcess:
+    """``hallmark`` as its own process, exactly as a user starts it (for the end-to-end smoke tests)."""
     return subprocess.run(
         [sys.executable, "-m", "hallmark.cli", *args],
         env=hallmark_env(instance, **overrides),
+        input=input,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -173,20 +189,122 @@ def run_hallmark(instance: Path, *args, timeout=120, **overrides) -> subprocess.
     )
 
 
+_pkcs11_lock = threading.Lock()
+_pkcs11_copies: dict[tuple[str, frozenset[str]], tuple[str, ctypes.CDLL]] = {}
+
+
+def _token_dir(conf: Path) -> Path | None:
+    try:
+        for line in conf.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "directories.tokendir":
+                return Path(value.strip())
+    except OSError:
+        pass
+    return None
+
+
+def pkcs11_module_for(conf: Path) -> str:
+    """A private copy of the SoftHSM2 library that serves the tokens listed in ``conf``.
+
+    SoftHSM2 keeps its configuration and token list in process-wide state set at
+    C_Initialize, so one library serves one token directory per process. A copy of
+    the library file, loaded with RTLD_DEEPBIND (its own symbols first), is a second
+    SoftHSM2 with state of its own; it reads ``SOFTHSM2_CONF`` when the key manager
+    initialises it. A new copy is made when the token directory gained or lost a token,
+    since a SoftHSM2 already initialised would not see the change.
+    """
+    tokens = _token_dir(conf)
+    present = frozenset(p.name for p in tokens.iterdir()) if tokens is not None and tokens.is_dir() else frozenset()
+    key = (str(conf), present)
+    with _pkcs11_lock:
+        if key not in _pkcs11_copies:
+            folder = _SESSION_DIR / "pkcs11" / str(len(_pkcs11_copies))
+            folder.mkdir(parents=True)
+            path = folder / "libsofthsm2.so"
+            shutil.copyfile(softhsm.default_module(), path)
+            handle = ctypes.CDLL(str(path), mode=os.RTLD_LOCAL | os.RTLD_DEEPBIND | os.RTLD_NOW)
+            _pkcs11_copies[key] = (str(path), handle)
+        return _pkcs11_copies[key][0]
+
+
+def run_hallmark(instance: Path, *args, input: str | None = None, timeout=120, **overrides) -> subprocess.CompletedProcess:
+    """``hallmark *args`` in this process through click's CliRunner, on ``instance``.
+
+    The environment is what ``hallmark_env`` gives a subprocess (no inherited
+    ``HALLMARK_*``), for the duration of the call. The answer looks like the
+    subprocess's: exit status, stdout, stderr, and a traceback on stderr when a
+    command raised instead of exiting. ``timeout`` is kept for the callers and left
+    to pytest-timeout.
+    """
+    from click.testing import CliRunner
+
+    from core import settings as settings_module
+    from hallmark.cli import main
+
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("HALLMARK_")}
+    env["HALLMARK_INSTANCE"] = str(instance)
+    env.update(overrides)
+    try:
+        settings = settings_module.load(Path(instance), environ={k: v for k, v in env.items() if v is not None})
+        conf, module = Path(settings.softhsm2_conf), settings.pkcs11_module
+    except Exception:  # a test of bad settings: the command itself reports them
+        conf, module = Path(instance) / "softhsm" / "softhsm2.conf", overrides.get("HALLMARK_PKCS11_MODULE", "")
+    if not module or Path(module).resolve() == Path(softhsm.default_module()).resolve():
+        env["SOFTHSM2_CONF"] = str(conf)
+        env["HALLMARK_PKCS11_MODULE"] = pkcs11_module_for(conf)
+    result = CliRunner().invoke(main, [str(a) for a in args], input=input, env=env, prog_name="hallmark", catch_exceptions=True)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["hallmark", *map(str, args)], result.exit_code, result.stdout, stderr)
+
+
+_template: Path | None = None
+_template_lock = threading.Lock()
+
+
+def instance_template() -> Path:
+    """An instance made by ``hallmark init`` once per session; never used directly, only copied."""
+    global _template
+    with _template_lock:
+        if _template is None:
+            path = _SESSION_DIR / "template"
+            result = run_hallmark(path, "init")
+            assert result.returncode == 0, result.stdout + result.stderr
+            _template = path
+        return _template
+
+
+def initialised_copy(destination: Path) -> Path:
+    """A copy of the session's initialised instance at ``destination`` (which must not exist yet).
+
+    The copy has the template's settings, database, PINs and SoftHSM2 token; its
+    ``softhsm2.conf`` names the copy's own token folder, so the copy and the template
+    share nothing.
+    """
+    template = instance_template()
+    shutil.copytree(template, destination, symlinks=True)
+    conf = destination / "softhsm" / "softhsm2.conf"
+    softhsm.write_config(conf.parent)
+    for name in ("hallmark.toml", "softhsm/softhsm2.conf"):
+        text = (destination / name).read_text()
+        assert str(template) not in text, f"{name} still names the template"
+    assert _token_dir(conf) == destination / "softhsm" / "tokens"
+    return destination
+
+
 @pytest.fixture(scope="session")
 def initialised_instance(tmp_path_factory) -> Path:
-    """An instance made by ``hallmark init``, shared by the tests that only read it."""
-    instance = tmp_path_factory.mktemp("instance")
-    result = run_hallmark(instance, "init")
-    assert result.returncode == 0, result.stderr
-    return instance
+    """An initialised instance shared by the tests that only read it (a copy of the session's template)."""
+    return initialised_copy(tmp_path_factory.mktemp("instance") / "instance")
 
 
 def app_settings(tmp_path: Path, database_url: str, **overrides):
     """Settings for an in-process app on the session's test token and the given database."""
     import json
 
-    from core import settings
+    from hallmark import components
 
     pins = tmp_path / "pins.json"
     pins.write_text(json.dumps({"user_pin": USER_PIN}))
@@ -201,17 +319,19 @@ def app_settings(tmp_path: Path, database_url: str, **overrides):
         "HALLMARK_LOGOUT_RETRY_SECONDS": "0",
         **overrides,
     }
-    return settings.load(tmp_path, environ=env)
+    return components.load_settings(tmp_path, environ=env)
 
 
 @pytest.fixture
 def ca_context(migrated, key_manager):
     """A CA hierarchy (root, issuing CAs, OCSP responders, TSA) in a fresh database, keys in the test token."""
-    from ca import hierarchy
+    from ca import hierarchy, publication
     from ca.context import CAContext
+    from core import events
 
     _, sessions = migrated
     ctx = CAContext(sessions=sessions, keys=key_manager, public_url="http://127.0.0.1:8000", lookup_key=b"test-lookup-key-0123456789")
+    publication.subscribe(events.of(sessions))  # what the CA component does when the composition root builds it
     hierarchy.init_hierarchy(ctx, actor="test")
     return ctx
 
