@@ -16,31 +16,24 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from asn1crypto.core import PrintableString
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 from sqlalchemy.orm import Session
 
+from ca import identity as ca_identity
 from ca import profiles, publication
 from ca.context import CAContext, LoadedAuthority
 from ca.models import Certificate
 from ca.profiles import Profile, ProfileError
 from core import audit
-from core.identifiers import InvalidIdentifier, lookup_hash, validate_credit_code, validate_resident_id
+from core.identifiers import InvalidIdentifier, lookup_hash, mask_credit_code, mask_resident_id, validate_credit_code, validate_resident_id
 from core.problems import Problem
 
 MAX_CSR_BYTES = 16 * 1024
 MAX_NAME_CHARS = 64  # RFC 5280 ub-common-name / ub-organization-name
 MAX_SANS = 50
-
-# Identifier extensions Chinese relying parties read (GM/T 0015-2012 and -2023).
-OID_CN_IDENTITY_CARD_2012 = x509.ObjectIdentifier("1.2.156.10260.4.1.1")
-OID_CN_IDENTITY_CARD_2023 = x509.ObjectIdentifier("1.2.156.10260.4.1.1.1")
-OID_CN_BUSINESS_REGISTRATION = x509.ObjectIdentifier("1.2.156.10260.4.1.3")
-OID_CN_ORGANISATION_CODE = x509.ObjectIdentifier("1.2.156.10260.4.1.4")
-OID_CN_CREDIT_CODE_2023 = x509.ObjectIdentifier("1.2.156.10260.4.4")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DNS = re.compile(r"^(?=.{1,253}$)(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -142,26 +135,19 @@ def subject_for(profile: Profile, identity: Identity) -> tuple[x509.Name, list[x
     name = check_name(identity.name)
     country = x509.NameAttribute(NameOID.COUNTRY_NAME, "CN")
     id_value = None
-    extra: list[tuple[x509.ObjectIdentifier, str]] = []
     try:
         if profile.subject_id == "resident_id":
             id_value = validate_resident_id(identity.subject_id or "").value
-            extra = [(OID_CN_IDENTITY_CARD_2012, id_value), (OID_CN_IDENTITY_CARD_2023, id_value)]
         elif profile.subject_id == "credit_code":
-            code = validate_credit_code(identity.subject_id or "")
-            id_value = code.value
-            extra = [
-                (OID_CN_BUSINESS_REGISTRATION, id_value),
-                (OID_CN_ORGANISATION_CODE, code.organisation_code),
-                (OID_CN_CREDIT_CODE_2023, id_value),
-            ]
+            id_value = validate_credit_code(identity.subject_id or "").value
     except InvalidIdentifier as exc:
         raise bad(str(exc), 422) from None
+    extensions = ca_identity.identifier_extensions(profile.subject_id, id_value) if id_value else []
     if profile.subject == "person":
         # ETSI EN 319 412-1 semantics identifier: IDC = national identity card number.
         attributes = [
             country,
-            x509.NameAttribute(NameOID.SERIAL_NUMBER, f"IDCCN-{id_value}"),
+            ca_identity.identifier_attribute("resident_id", id_value),
             x509.NameAttribute(NameOID.COMMON_NAME, name),
         ]
     elif profile.subject in ("enterprise", "department"):
@@ -169,7 +155,7 @@ def subject_for(profile: Profile, identity: Identity) -> tuple[x509.Name, list[x
         attributes = [
             country,
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
-            x509.NameAttribute(NameOID.ORGANIZATION_IDENTIFIER, f"NTRCN-{id_value}"),
+            ca_identity.identifier_attribute("credit_code", id_value),
             x509.NameAttribute(NameOID.COMMON_NAME, name),
         ]
     elif profile.subject == "server":
@@ -179,7 +165,6 @@ def subject_for(profile: Profile, identity: Identity) -> tuple[x509.Name, list[x
         attributes = [country, x509.NameAttribute(NameOID.ORGANIZATION_NAME, name)]
     else:  # service
         attributes = [country, x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Hallmark"), x509.NameAttribute(NameOID.COMMON_NAME, name)]
-    extensions = [x509.Extension(oid, False, x509.UnrecognizedExtension(oid, PrintableString(value).dump())) for oid, value in extra]
     return x509.Name(attributes), extensions, id_value
 
 
@@ -259,14 +244,12 @@ def store(
     actor: str,
     key_uri: str | None = None,
 ) -> Certificate:
-    from core.identifiers import mask_credit_code, mask_resident_id
-
     der = certificate.public_bytes(serialization.Encoding.DER)
     row = Certificate(
         serial=format(certificate.serial_number, "x"),
         authority=authority,
         profile=profile,
-        subject=_display_subject(certificate.subject),
+        subject=ca_identity.display_name(certificate.subject)[:400],
         subject_id_kind=id_kind,
         subject_id_hash=lookup_hash(ctx.lookup_key, id_kind, id_value) if id_value else None,
         subject_id_masked=(mask_resident_id if id_kind == "resident_id" else mask_credit_code)(id_value) if id_value else None,
@@ -290,19 +273,6 @@ def store(
     )
     publication.certificate_issued(ctx, session, row)
     return row
-
-
-def _display_subject(name: x509.Name) -> str:
-    """The subject DN as text, with any resident ID masked (it is stored in full only in the DER)."""
-    from core.identifiers import mask_resident_id
-
-    parts = []
-    for attribute in name:
-        value = attribute.value
-        if attribute.oid == NameOID.SERIAL_NUMBER and value.startswith("IDCCN-"):
-            value = "IDCCN-" + mask_resident_id(value[6:])
-        parts.append(f"{attribute.rfc4514_attribute_name}={value}")
-    return ", ".join(reversed(parts))[:400]
 
 
 def issue(

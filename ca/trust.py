@@ -13,6 +13,10 @@ A recognised CA is either
 Each carries a revocation policy for the certificates below it, applied by
 :mod:`ca.validation`: ``hard`` (fail closed when its CRL/OCSP cannot be had) or
 ``soft`` (accept, with a note).
+
+:func:`snapshot` is the store as every relying party of ours reads it (certificate
+login and path validation through :mod:`ca.validation`, signature validation and
+signing through ``signing.trust``): built here and nowhere else, cached per process.
 """
 
 from __future__ import annotations
@@ -21,19 +25,28 @@ import base64
 import binascii
 import hashlib
 import re
-from dataclasses import dataclass
+import threading
+import weakref
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from asn1crypto import crl as asn1_crl
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from pyhanko_certvalidator.authority import CertTrustAnchor, TrustQualifiers, derive_quals_from_cert
+from pyhanko_certvalidator.ltv.poe import KnownPOE, POEType, digest_for_poe
+from pyhanko_certvalidator.policy_decl import PKIXValidationParams
+from pyhanko_certvalidator.registry import SimpleTrustManager
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from ca import identity as ca_identity
 from ca import revocation
 from ca.context import CAContext
-from ca.models import Authority, Certificate, RecognisedCA
+from ca.models import CRL, Authority, Certificate, RecognisedCA
 from core import audit
 from core.problems import Problem
 
@@ -299,3 +312,212 @@ def remove_anchor(ctx: CAContext, fingerprint: str, actor: str) -> RecognisedCA:
             details={"subject": row.subject, "how": row.how, "revoked_cross_certificates": revoke},
         )
     return row
+
+
+# -- the trust store as relying parties read it ----------------------------------------------
+#
+# Certificate login, path validation (ca.validation), signature validation reports and remote
+# signing (signing.trust) all read this one parsed store, so they cannot disagree about which
+# CAs are trusted: our root, the recognised anchors, and below our root our issuing CAs and
+# the cross-certificates of the CAs still recognised as cross-certified. It is parsed once per
+# process and context and re-read when two small queries show a change: an authority, or a row
+# of the recognised CAs (added, removed, re-certified, its policy changed). Our current CRLs are
+# kept beside it, re-read when a CRL number moves, so a revocation does not re-parse the store.
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A trust anchor: our root or a CA recognised as an anchor."""
+
+    fingerprint: str  # SHA-256 of its DER, hex
+    subject: str  # for people, resident IDs masked
+    how: str  # "hallmark" | "anchor"
+    policy: str  # revocation policy below it: "hallmark" | "hard" | "soft"
+    certificate: asn1_x509.Certificate = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Cross:
+    """A cross-certificate of our root for a CA still recognised as cross-certified."""
+
+    serial: str
+    subject: str  # the cross-certified CA's, resident IDs masked
+    policy: str  # that CA's revocation policy, for the certificates below it
+    recognised: str  # fingerprint of the external CA's own certificate
+
+
+@dataclass(frozen=True)
+class TrustStore:
+    """The parsed trust store; shared read-only by every thread of the process."""
+
+    key: tuple
+    trust_manager: SimpleTrustManager  # the anchors, each with its own constraints (see _anchor_qualifiers)
+    anchors: dict  # SHA-256 digest of the anchor DER -> Anchor
+    intermediates: tuple  # asn1crypto certificates: our issuing CAs and the cross-certificates above
+    cross: dict  # SHA-256 digest -> Cross
+    own_issuers: frozenset  # asn1crypto Name.hashable of every authority of ours
+    root: asn1_x509.Certificate | None  # our root
+    known_poes: tuple  # KnownPOE: we have held these CA certificates since they were made or recognised
+
+    @property
+    def roots(self) -> tuple:
+        """The anchors' certificates (asn1crypto)."""
+        return tuple(anchor.certificate for anchor in self.anchors.values())
+
+    def is_ours(self, certificate: asn1_x509.Certificate) -> bool:
+        """Whether one of our authorities issued ``certificate``."""
+        return certificate.issuer.hashable in self.own_issuers
+
+
+@dataclass(frozen=True)
+class RevocationData:
+    """Our current CRLs, parsed."""
+
+    key: tuple
+    crls: tuple  # asn1crypto CertificateList, the current one of each authority
+    next_update: dict  # authority name -> datetime
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    store: TrustStore
+    revocation: RevocationData
+
+
+class _Cache:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.store: TrustStore | None = None
+        self.revocation: RevocationData | None = None
+
+
+_caches: dict[int, _Cache] = {}
+_caches_lock = threading.Lock()
+
+
+def _cache_for(ctx: CAContext) -> _Cache:
+    cache = _caches.get(id(ctx))
+    if cache is None:
+        with _caches_lock:
+            cache = _caches.get(id(ctx))
+            if cache is None:
+                cache = _caches[id(ctx)] = _Cache()
+                # Forget the cache with its context, so a new context at the same id starts clean.
+                weakref.finalize(ctx, _caches.pop, id(ctx), None)
+    return cache
+
+
+def _shared(item):
+    """Parse an asn1crypto object completely before threads share it.
+
+    asn1crypto parses lazily and fills a sequence's children in place, so a second
+    thread could glimpse a half-parsed certificate (an extension "absent").
+    """
+    item.native  # noqa: B018 (the access itself forces the full parse)
+    return item
+
+
+def _anchor_qualifiers(certificate: asn1_x509.Certificate) -> TrustQualifiers:
+    """The anchor's own validity, path length and name constraints apply (RFC 5937 style).
+
+    Its certificatePolicies do not: pyHanko would turn them into an explicit-policy
+    requirement, and a recognised CA is trusted for what it issues, not per policy.
+    """
+    derived = derive_quals_from_cert(certificate)
+    params = None
+    standard = derived.standard_parameters
+    if standard is not None and (standard.initial_permitted_subtrees or standard.initial_excluded_subtrees):
+        params = PKIXValidationParams(
+            initial_permitted_subtrees=standard.initial_permitted_subtrees,
+            initial_excluded_subtrees=standard.initial_excluded_subtrees,
+        )
+    return TrustQualifiers(
+        standard_parameters=params,
+        max_path_length=derived.max_path_length,
+        valid_from=derived.valid_from,
+        valid_until=derived.valid_until,
+        trusted_service_type=derived.trusted_service_type,
+    )
+
+
+def _build_store(ctx: CAContext, session, key: tuple, authorities: list[str]) -> TrustStore:
+    anchors, intermediates, own_issuers, poes = {}, [], set(), []
+    root, root_name = None, None
+    for name in authorities:
+        loaded = ctx.authority(name, session)
+        certificate = _shared(asn1_x509.Certificate.load(loaded.der))
+        own_issuers.add(certificate.subject.hashable)
+        poes.append(KnownPOE(POEType.PROVIDED, digest_for_poe(loaded.der), loaded.certificate.not_valid_before_utc))
+        if loaded.role == "root":
+            root, root_name = certificate, name
+            subject = ca_identity.display_name(loaded.certificate.subject)
+            anchors[certificate.sha256] = Anchor(certificate.sha256.hex(), subject, "hallmark", "hallmark", certificate)
+        else:
+            intermediates.append(certificate)
+    cross_certified = {}
+    for row in session.scalars(select(RecognisedCA)):
+        certificate = _shared(asn1_x509.Certificate.load(row.der))
+        poes.append(KnownPOE(POEType.PROVIDED, digest_for_poe(row.der), row.added_at))
+        if row.how == "anchor":
+            subject = ca_identity.display_subject(row.der)
+            anchors[certificate.sha256] = Anchor(row.fingerprint, subject, "anchor", row.revocation_policy, certificate)
+        else:
+            cross_certified[(certificate.subject.hashable, certificate.public_key.dump())] = row
+    cross = {}
+    if cross_certified and root_name is not None:
+        query = select(Certificate.serial, Certificate.der, Certificate.issued_at).where(
+            Certificate.authority == root_name, Certificate.profile == "cross-certificate"
+        )
+        for serial, der, issued_at in session.execute(query):
+            certificate = _shared(asn1_x509.Certificate.load(der))
+            row = cross_certified.get((certificate.subject.hashable, certificate.public_key.dump()))
+            if row is None:
+                continue  # its CA was taken out of the trust store
+            # Revoked or expired ones stay: the path check then says so, which says more than "untrusted".
+            intermediates.append(certificate)
+            cross[certificate.sha256] = Cross(serial, ca_identity.display_subject(row.der), row.revocation_policy, row.fingerprint)
+            poes.append(KnownPOE(POEType.PROVIDED, digest_for_poe(der), issued_at))
+    manager = SimpleTrustManager.build(
+        trust_roots=[CertTrustAnchor(anchor.certificate, quals=_anchor_qualifiers(anchor.certificate)) for anchor in anchors.values()]
+    )
+    return TrustStore(key, manager, anchors, tuple(intermediates), cross, frozenset(own_issuers), root, tuple(poes))
+
+
+def _build_revocation(session, key: tuple) -> RevocationData:
+    crls, next_update = [], {}
+    for name, number in key:
+        row = session.get(CRL, (name, number)) if number else None
+        if row is not None:
+            crls.append(_shared(asn1_crl.CertificateList.load(row.der)))
+            next_update[name] = row.next_update
+    return RevocationData(key, tuple(crls), next_update)
+
+
+def snapshot(ctx: CAContext, session=None) -> Snapshot:
+    """The trust store and our CRLs as they stand; parsed again only when the database says they changed."""
+    if session is None:
+        with ctx.sessions() as own:
+            return snapshot(ctx, own)
+    cache = _cache_for(ctx)
+    numbers = tuple(sorted(tuple(row) for row in session.execute(select(Authority.name, Authority.crl_number))))
+    recognised = frozenset(
+        tuple(row)
+        for row in session.execute(
+            select(RecognisedCA.fingerprint, RecognisedCA.how, RecognisedCA.revocation_policy, RecognisedCA.added_at)
+        )
+    )
+    store_key = (tuple(name for name, _ in numbers), recognised)
+    store, revocation = cache.store, cache.revocation
+    if store is not None and store.key == store_key and revocation is not None and revocation.key == numbers:
+        return Snapshot(store, revocation)
+    with cache.lock:
+        if cache.store is None or cache.store.key != store_key:
+            cache.store = _build_store(ctx, session, store_key, [name for name, _ in numbers])
+        if cache.revocation is None or cache.revocation.key != numbers:
+            cache.revocation = _build_revocation(session, numbers)
+        return Snapshot(cache.store, cache.revocation)
+
+
+def trust_store(ctx: CAContext, session=None) -> TrustStore:
+    """The current trust store alone (see :func:`snapshot`)."""
+    return snapshot(ctx, session).store

@@ -45,10 +45,10 @@ any path, ``at=`` a past moment       nothing is fetched; our CRLs apply        
                                       retroactively (Hallmark never suspends)     fails closed, ``soft`` notes it
 ====================================  ==========================================  ====================================
 
-The trust store, our CA certificates and our CRLs are parsed once per process
-and re-read only when a cheap check (CRL numbers of our authorities, rows of the
-trust store) shows that they changed, so a revocation or a new anchor takes effect
-on the next call in every process.
+The trust store, our CA certificates and our CRLs come from :func:`ca.trust.snapshot`
+(the one store signing reads too): parsed once per process and re-read only when a
+cheap check (CRL numbers of our authorities, rows of the trust store) shows that they
+changed, so a revocation or a new anchor takes effect on the next call in every process.
 """
 
 from __future__ import annotations
@@ -59,19 +59,15 @@ import hashlib
 import logging
 import re
 import threading
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
 from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator._state import ValProcState  # internal: see _validate_path
-from pyhanko_certvalidator.authority import CertTrustAnchor, TrustQualifiers, derive_quals_from_cert
 from pyhanko_certvalidator.errors import (
     CRLFetchError,
     DisallowedAlgorithmError,
@@ -90,19 +86,18 @@ from pyhanko_certvalidator.path import ValidationPath
 from pyhanko_certvalidator.policy_decl import (
     NO_REVOCATION,
     CertRevTrustPolicy,
-    PKIXValidationParams,
     RevocationCheckingPolicy,
     RevocationCheckingRule,
 )
-from pyhanko_certvalidator.registry import CertificateRegistry, PathBuilder, SimpleTrustManager
+from pyhanko_certvalidator.registry import CertificateRegistry, PathBuilder
 from pyhanko_certvalidator.sig_validate import DEFAULT_VALIDATION_CONTEXT, DefaultSignatureValidator
 from pyhanko_certvalidator.util import ConsList, get_declared_revinfo
 from pyhanko_certvalidator.validate import intl_validate_path, validate_usage
-from sqlalchemy import select
 
+from ca import identity as ca_identity
+from ca import trust as ca_trust
 from ca.context import CAContext
-from ca.models import CRL, Authority, Certificate, RecognisedCA
-from core.identifiers import mask_resident_id
+from core.identifiers import mask_resident_ids
 
 log = logging.getLogger("hallmark.ca.validation")
 
@@ -135,7 +130,6 @@ _EKU_ALIASES = {
     "timeStamping": "time_stamping",
     "OCSPSigning": "ocsp_signing",
 }
-_RESIDENT_ID = re.compile(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])")
 _PREFIX = re.compile(r"^The path could not be validated because (the )?", re.IGNORECASE)
 
 
@@ -164,167 +158,6 @@ class ValidationResult:
     trusted_via: str | None = None  # "hallmark" | "anchor" | "cross-certificate"
     revocation: Revocation = field(default_factory=Revocation)
     certificates: list[x509.Certificate] = field(default_factory=list, repr=False)  # the path, leaf first
-
-
-# -- the trust store, parsed once per process -----------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Anchor:
-    fingerprint: str
-    subject: str
-    how: str  # "hallmark" | "anchor"
-    policy: str  # "hallmark" | "hard" | "soft"
-
-
-@dataclass(frozen=True)
-class _Cross:
-    serial: str
-    subject: str
-    policy: str  # the cross-certified CA's policy, for the certificates below it
-    recognised: str  # fingerprint of the external CA's own certificate
-
-
-@dataclass(frozen=True)
-class _Trust:
-    key: tuple
-    trust_manager: SimpleTrustManager
-    anchors: dict  # SHA-256 digest of the anchor DER -> _Anchor
-    intermediates: tuple  # asn1crypto certificates: our issuing CAs and the cross-certificates in force
-    cross: dict  # SHA-256 digest -> _Cross
-    own_issuers: frozenset  # asn1crypto Name.hashable of every authority of ours
-
-
-@dataclass(frozen=True)
-class _Revinfo:
-    key: tuple
-    crls: tuple  # asn1crypto CertificateList, the current one of each authority
-    next_update: dict  # authority name -> datetime
-
-
-class _Cache:
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.trust: _Trust | None = None
-        self.revinfo: _Revinfo | None = None
-
-
-_caches: dict[int, _Cache] = {}
-_caches_lock = threading.Lock()
-
-
-def _cache_for(ctx: CAContext) -> _Cache:
-    cache = _caches.get(id(ctx))
-    if cache is None:
-        with _caches_lock:
-            cache = _caches.get(id(ctx))
-            if cache is None:
-                cache = _caches[id(ctx)] = _Cache()
-                # Forget the cache with its context, so a new context at the same id starts clean.
-                weakref.finalize(ctx, _caches.pop, id(ctx), None)
-    return cache
-
-
-def _shared(item):
-    """Parse an asn1crypto object completely before threads share it.
-
-    asn1crypto parses lazily and fills a sequence's children in place, so a second
-    thread could glimpse a half-parsed certificate (an extension "absent"). Objects
-    cached here are read by every validation in the process.
-    """
-    item.native  # noqa: B018 (the access itself forces the full parse)
-    return item
-
-
-def _anchor_qualifiers(certificate: asn1_x509.Certificate) -> TrustQualifiers:
-    """The anchor's own validity, path length and name constraints apply (RFC 5937 style).
-
-    Its certificatePolicies do not: pyHanko would turn them into an explicit-policy
-    requirement, and a recognised CA is trusted for what it issues, not per policy.
-    """
-    derived = derive_quals_from_cert(certificate)
-    params = None
-    standard = derived.standard_parameters
-    if standard is not None and (standard.initial_permitted_subtrees or standard.initial_excluded_subtrees):
-        params = PKIXValidationParams(
-            initial_permitted_subtrees=standard.initial_permitted_subtrees,
-            initial_excluded_subtrees=standard.initial_excluded_subtrees,
-        )
-    return TrustQualifiers(
-        standard_parameters=params,
-        max_path_length=derived.max_path_length,
-        valid_from=derived.valid_from,
-        valid_until=derived.valid_until,
-        trusted_service_type=derived.trusted_service_type,
-    )
-
-
-def _build_trust(ctx: CAContext, session, key: tuple, authorities: list[str]) -> _Trust:
-    roots, anchors, intermediates, own_issuers = [], {}, [], set()
-    root_name = None
-    for name in authorities:
-        loaded = ctx.authority(name, session)
-        certificate = _shared(asn1_x509.Certificate.load(loaded.der))
-        own_issuers.add(certificate.subject.hashable)
-        if loaded.role == "root":
-            root_name = name
-            roots.append(CertTrustAnchor(certificate, quals=_anchor_qualifiers(certificate)))
-            anchors[certificate.sha256] = _Anchor(
-                certificate.sha256.hex(), _display_name(loaded.certificate.subject), "hallmark", "hallmark"
-            )
-        else:
-            intermediates.append(certificate)
-    cross_policy = {}
-    for row in session.scalars(select(RecognisedCA)):
-        certificate = _shared(asn1_x509.Certificate.load(row.der))
-        if row.how == "anchor":
-            roots.append(CertTrustAnchor(certificate, quals=_anchor_qualifiers(certificate)))
-            anchors[certificate.sha256] = _Anchor(row.fingerprint, _display_der(row.der), "anchor", row.revocation_policy)
-        else:
-            cross_policy[(certificate.subject.hashable, certificate.public_key.dump())] = row
-    cross = {}
-    if cross_policy and root_name is not None:
-        query = select(Certificate.serial, Certificate.der).where(
-            Certificate.authority == root_name, Certificate.profile == "cross-certificate"
-        )
-        for serial, der in session.execute(query):
-            certificate = _shared(asn1_x509.Certificate.load(der))
-            row = cross_policy.get((certificate.subject.hashable, certificate.public_key.dump()))
-            if row is None:
-                continue  # its CA was taken out of the trust store
-            intermediates.append(certificate)
-            cross[certificate.sha256] = _Cross(serial, _display_der(row.der), row.revocation_policy, row.fingerprint)
-    return _Trust(key, SimpleTrustManager.build(trust_roots=roots), anchors, tuple(intermediates), cross, frozenset(own_issuers))
-
-
-def _build_revinfo(session, key: tuple) -> _Revinfo:
-    crls, next_update = [], {}
-    for name, number in key:
-        row = session.get(CRL, (name, number)) if number else None
-        if row is not None:
-            crls.append(_shared(asn1_crl.CertificateList.load(row.der)))
-            next_update[name] = row.next_update
-    return _Revinfo(key, tuple(crls), next_update)
-
-
-def _load(ctx: CAContext) -> tuple[_Trust, _Revinfo]:
-    """The parsed trust store and CRLs, re-read only when the database says they changed."""
-    cache = _cache_for(ctx)
-    with ctx.sessions() as session:
-        numbers = tuple(sorted(tuple(row) for row in session.execute(select(Authority.name, Authority.crl_number))))
-        recognised = frozenset(
-            tuple(row)
-            for row in session.execute(
-                select(RecognisedCA.fingerprint, RecognisedCA.how, RecognisedCA.revocation_policy, RecognisedCA.added_at)
-            )
-        )
-        trust_key = (tuple(name for name, _ in numbers), recognised)
-        with cache.lock:
-            if cache.trust is None or cache.trust.key != trust_key:
-                cache.trust = _build_trust(ctx, session, trust_key, [name for name, _ in numbers])
-            if cache.revinfo is None or cache.revinfo.key != numbers:
-                cache.revinfo = _build_revinfo(session, numbers)
-            return cache.trust, cache.revinfo
 
 
 # -- fetching external revocation information only ------------------------------------------
@@ -419,25 +252,6 @@ _signatures = RememberingSignatureValidator()
 # -- input -----------------------------------------------------------------------------------
 
 
-def _mask(text: str) -> str:
-    return _RESIDENT_ID.sub(lambda m: mask_resident_id(m.group(0)), text)
-
-
-def _display_name(name: x509.Name) -> str:
-    """RFC 4514-style text, most specific first, resident IDs masked (as stored subjects are)."""
-    parts = []
-    for attribute in name:
-        value = attribute.value if isinstance(attribute.value, str) else attribute.value.hex()
-        if attribute.oid == NameOID.SERIAL_NUMBER and value.startswith("IDCCN-"):
-            value = "IDCCN-" + mask_resident_id(value[6:])
-        parts.append(f"{attribute.rfc4514_attribute_name}={value}")
-    return _mask(", ".join(reversed(parts)))
-
-
-def _display_der(der: bytes) -> str:
-    return _display_name(x509.load_der_x509_certificate(der).subject)
-
-
 def _to_der(item) -> bytes:
     if isinstance(item, x509.Certificate):
         return item.public_bytes(serialization.Encoding.DER)
@@ -460,7 +274,7 @@ def _parse(item) -> tuple[x509.Certificate, asn1_x509.Certificate]:
 
 
 def _invalid(reason: str) -> ValidationResult:
-    return ValidationResult(False, "invalid", _mask(reason))
+    return ValidationResult(False, "invalid", mask_resident_ids(reason))
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -468,8 +282,8 @@ def _invalid(reason: str) -> ValidationResult:
 
 @dataclass
 class _Job:
-    trust: _Trust
-    revinfo: _Revinfo
+    trust: ca_trust.TrustStore
+    revinfo: ca_trust.RevocationData
     leaf: asn1_x509.Certificate
     leaf_crypto: x509.Certificate
     extra: list
@@ -498,10 +312,10 @@ class _Job:
 
 @dataclass
 class _Plan:
-    anchor: _Anchor
+    anchor: ca_trust.Anchor
     via: str  # "hallmark" | "anchor" | "cross-certificate"
     policy: str  # "hallmark" | "hard" | "soft"
-    cross: _Cross | None
+    cross: ca_trust.Cross | None
     certificates: list  # asn1crypto, leaf first, anchor last
     external: list  # asn1crypto certificates whose revocation falls under an external policy
 
@@ -514,7 +328,7 @@ class _Plan:
         return "Hallmark"
 
 
-def _plan(trust: _Trust, path: ValidationPath) -> _Plan:
+def _plan(trust: ca_trust.TrustStore, path: ValidationPath) -> _Plan:
     anchor_cert = path.trust_anchor.authority.certificate
     anchor = trust.anchors[anchor_cert.sha256]
     below = [path[i] for i in range(1, path.pkix_len + 1)]  # anchor's child first, leaf last
@@ -559,12 +373,12 @@ async def _validate_path(context: ValidationContext, path: ValidationPath) -> No
 
 
 def _subject(certificate: asn1_x509.Certificate) -> str:
-    return _display_der(certificate.dump())
+    return ca_identity.display_subject(certificate.dump())
 
 
 def _message(exc: Exception) -> str:
     text = _PREFIX.sub("", str(getattr(exc, "failure_msg", None) or exc)).strip()
-    return _mask(text.rstrip(".") or type(exc).__name__)
+    return mask_resident_ids(text.rstrip(".") or type(exc).__name__)
 
 
 def _result(job: _Job, plan: _Plan, status: str, reason: str, revocation: Revocation) -> ValidationResult:
@@ -572,7 +386,7 @@ def _result(job: _Job, plan: _Plan, status: str, reason: str, revocation: Revoca
     return ValidationResult(
         ok=status == "valid",
         status=status,
-        reason=_mask(reason),
+        reason=mask_resident_ids(reason),
         chain=[_subject(c) for c in certificates],
         anchor=plan.anchor.subject,
         anchor_fingerprint=plan.anchor.fingerprint,
@@ -697,19 +511,19 @@ def _pick(failures: list[ValidationResult]) -> ValidationResult:
 
 
 def _untrusted(job: _Job) -> ValidationResult:
-    subject = _display_name(job.leaf_crypto.subject)
+    subject = ca_identity.display_name(job.leaf_crypto.subject)
     if job.leaf.self_signed in ("yes", "maybe"):
         reason = f"untrusted: {subject} is self-signed and is not a recognised trust anchor"
     else:
-        issuer = _display_name(job.leaf_crypto.issuer)
+        issuer = ca_identity.display_name(job.leaf_crypto.issuer)
         reason = (
             f"untrusted: no path from {subject} to a trust anchor; its issuer {issuer} is neither a Hallmark CA "
             "nor recognised (trust it with 'hallmark ca trust add' or cross-certify it)"
         )
-    return ValidationResult(False, "untrusted", _mask(reason), chain=[subject], certificates=[job.leaf_crypto])
+    return ValidationResult(False, "untrusted", mask_resident_ids(reason), chain=[subject], certificates=[job.leaf_crypto])
 
 
-def _anchor_itself(job: _Job, anchor: _Anchor) -> ValidationResult:
+def _anchor_itself(job: _Job, anchor: ca_trust.Anchor) -> ValidationResult:
     moment = job.at or datetime.now(UTC)
     certificate = job.leaf_crypto
     status, reason = "valid", f"valid: {anchor.subject} is itself a trust anchor"
@@ -776,10 +590,10 @@ def _prepare(ctx: CAContext, certificate, intermediates, usage, extended_usage, 
             return _invalid(f"intermediate certificate #{number} is not an X.509 certificate in DER or PEM")
     if at is not None and at.tzinfo is None:
         at = at.replace(tzinfo=UTC)  # a naive moment is taken as UTC
-    trust, revinfo = _load(ctx)
+    found = ca_trust.snapshot(ctx)
     return _Job(
-        trust,
-        revinfo,
+        found.store,
+        found.revocation,
         leaf,
         leaf_crypto,
         extra,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -19,8 +18,6 @@ from core import identifiers
 from core.models import AuditEvent, AuditHead
 
 GENESIS = "0" * 64
-# A full 18-character resident ID anywhere in an event is a privacy leak: refuse it.
-_FULL_RESIDENT_ID = re.compile(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])")  # candidates; see identifiers.plausible_resident_id
 
 
 def canonical_form(seq: int, occurred_at: str, actor: str, action: str, target: str, details: str, prev_hash: str) -> bytes:
@@ -57,7 +54,7 @@ def record(
     """Append one event. Never pass secrets, PINs or unmasked resident IDs in it."""
     details_text = json.dumps(details or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     for text in (actor, target, details_text):
-        if any(identifiers.plausible_resident_id(found) for found in _FULL_RESIDENT_ID.findall(text)):
+        if identifiers.plausible_resident_ids(text):  # a full resident ID anywhere in an event is a privacy leak
             raise ValueError("refusing to write a full resident ID into the audit trail; mask or hash it first")
     occurred_at = (at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     # The UPDATE takes the head row's lock first, so concurrent appends queue up here.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import string
 from dataclasses import dataclass
 from datetime import date
@@ -24,7 +25,9 @@ __all__ = [
     "lookup_hash",
     "mask_credit_code",
     "mask_resident_id",
+    "mask_resident_ids",
     "organisation_code_check_char",
+    "plausible_resident_ids",
     "resident_id_check_char",
     "validate_credit_code",
     "validate_resident_id",
@@ -80,6 +83,11 @@ _PROVINCES = frozenset(
         "82",
     ]
 )
+
+# What may be a full resident ID inside free text (a log line, a library's error message, a
+# certificate subject): 17 digits and a digit or X, not part of a longer word. The one copy
+# of this pattern; :func:`mask_resident_ids` and :func:`plausible_resident_ids` apply it.
+RESIDENT_ID_PATTERN = re.compile(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])")
 
 # GB 32100-2015
 _USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"  # no I, O, Z, S, V
@@ -163,6 +171,11 @@ def plausible_resident_id(text: str) -> bool:
     except ValueError:
         return False
     return 1900 <= birth.year <= date.today().year
+
+
+def plausible_resident_ids(text: str) -> list[str]:
+    """The full resident IDs in free text: candidates of :data:`RESIDENT_ID_PATTERN` that are plausible."""
+    return [found for found in RESIDENT_ID_PATTERN.findall(text) if plausible_resident_id(found)]
 
 
 def validate_resident_id(text: str, *, today: date | None = None) -> ResidentID:
@@ -305,6 +318,11 @@ def _mask(text: str, head: int, tail: int, canonical_len: int) -> str:
 def mask_resident_id(text: str) -> str:
     """``110***********002X``: first 3 and last 4 characters (7 of 18, under 40%)."""
     return _mask(str(text).replace("x", "X"), 3, 4, 18)
+
+
+def mask_resident_ids(text: str) -> str:
+    """Free text with everything shaped like a resident ID masked, plausible or not (text meant for people)."""
+    return RESIDENT_ID_PATTERN.sub(lambda found: mask_resident_id(found.group(0)), text)
 
 
 def mask_credit_code(text: str) -> str:

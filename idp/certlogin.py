@@ -48,30 +48,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import unquote, urlsplit
 
-from asn1crypto import core as asn1_core
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ca import identity as ca_identity
 from ca import validation
 from ca.context import CAContext
+from ca.identity import CertificateIdentity
 from ca.models import Certificate as IssuedCertificate
 from core import audit
 from core import db as core_db
 from core.db import utc_now
-from core.identifiers import (
-    InvalidIdentifier,
-    lookup_hash,
-    mask_credit_code,
-    mask_resident_id,
-    validate_credit_code,
-    validate_resident_id,
-)
 from idp import levels, sessions
 from idp.accounts import TokenBucket
 from idp.context import IdPContext
@@ -97,8 +90,6 @@ LOGIN_PROFILES = {"person": "person-auth", "enterprise": "enterprise-auth"}
 DEFAULT_AGENT_PORT = 17443
 DEFAULT_CLIENT_CERT_HEADER = "X-SSL-Client-Cert"
 
-OID_RESIDENT_IDS = (x509.ObjectIdentifier("1.2.156.10260.4.1.1"), x509.ObjectIdentifier("1.2.156.10260.4.1.1.1"))
-OID_CREDIT_CODES = (x509.ObjectIdentifier("1.2.156.10260.4.4"), x509.ObjectIdentifier("1.2.156.10260.4.1.3"))
 _B64 = re.compile(r"^[A-Za-z0-9+/_\-]*={0,2}$")
 _NONCE = re.compile(r"^[A-Za-z0-9_\-]{32}$")
 
@@ -395,66 +386,26 @@ def _der_ecdsa(signature: bytes, key: ec.EllipticCurvePublicKey) -> bytes:
 # --------------------------------------------------------------------------- the certificate
 
 
-@dataclass(frozen=True)
-class CertIdentity:
-    kind: str  # person | enterprise
-    value: str  # the validated resident ID or credit code (never logged or shown in full)
-    name: str
+# ca.identity's reasons -> (message, refusal code)
+_IDENTITY_REFUSALS = {
+    "identity_unreadable": (N_("The certificate's identifier extension cannot be read."), "identity_unreadable"),
+    "identity_ambiguous": (N_("The certificate names both a person and an enterprise, so it is not accepted."), "identity_ambiguous"),
+    "identity_conflicting": (N_("The certificate names two different identifiers, so it is not accepted."), "identity_ambiguous"),
+    "identity_missing": (
+        N_("The certificate carries no resident ID or unified social credit code, so it cannot identify an account."),
+        "identity_missing",
+    ),
+    "identity_invalid": (N_("The identifier in the certificate is not a valid resident ID or credit code."), "identity_invalid"),
+}
 
-    def masked(self) -> str:
-        return mask_resident_id(self.value) if self.kind == "person" else mask_credit_code(self.value)
 
-    def lookup(self, key: bytes) -> str:
-        return lookup_hash(key, "resident_id" if self.kind == "person" else "credit_code", self.value)
-
-
-def _extension_text(certificate: x509.Certificate, oid) -> str | None:
+def identity_of(certificate: x509.Certificate) -> CertificateIdentity:
+    """The person's resident ID or the enterprise's credit code the certificate names (:func:`ca.identity.identity_of`)."""
     try:
-        extension = certificate.extensions.get_extension_for_oid(oid)
-    except x509.ExtensionNotFound:
-        return None
-    raw = getattr(extension.value, "value", b"")
-    try:
-        value = asn1_core.load(raw).native
-    except (ValueError, TypeError):
-        value = None
-    if not isinstance(value, str):
-        raise CertLoginRefusal(N_("The certificate's identifier extension cannot be read."), code="identity_unreadable")
-    return value.strip()
-
-
-def identity_of(certificate: x509.Certificate) -> CertIdentity:
-    """The person's resident ID or the enterprise's credit code the certificate names; all places must agree."""
-    subject = certificate.subject
-    people = [a.value[6:] for a in subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER) if str(a.value).startswith("IDCCN-")]
-    people += [v for v in (_extension_text(certificate, oid) for oid in OID_RESIDENT_IDS) if v]
-    firms = [a.value[6:] for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_IDENTIFIER) if str(a.value).startswith("NTRCN-")]
-    firms += [v for v in (_extension_text(certificate, oid) for oid in OID_CREDIT_CODES) if v]
-    if people and firms:
-        raise CertLoginRefusal(
-            N_("The certificate names both a person and an enterprise, so it is not accepted."), code="identity_ambiguous"
-        )
-    if not people and not firms:
-        raise CertLoginRefusal(
-            N_("The certificate carries no resident ID or unified social credit code, so it cannot identify an account."),
-            code="identity_missing",
-        )
-    names = subject.get_attributes_for_oid(NameOID.COMMON_NAME) or subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    name = str(names[0].value) if names else ""
-    try:
-        if people:
-            values = {validate_resident_id(v.upper()).value for v in people}
-            kind = "person"
-        else:
-            values = {validate_credit_code(v).value for v in firms}
-            kind = "enterprise"
-    except InvalidIdentifier:
-        raise CertLoginRefusal(
-            N_("The identifier in the certificate is not a valid resident ID or credit code."), code="identity_invalid"
-        ) from None
-    if len(values) != 1:
-        raise CertLoginRefusal(N_("The certificate names two different identifiers, so it is not accepted."), code="identity_ambiguous")
-    return CertIdentity(kind, values.pop(), name)
+        return ca_identity.identity_of(certificate)
+    except ca_identity.IdentityError as exc:
+        message, code = _IDENTITY_REFUSALS[exc.code]
+        raise CertLoginRefusal(message, code=code) from None
 
 
 def check_usage(certificate: x509.Certificate) -> None:
@@ -508,10 +459,10 @@ def _own_profile(ca_ctx: CAContext, fingerprint: str) -> str | None:
         return db.scalar(select(IssuedCertificate.profile).where(IssuedCertificate.fingerprint == fingerprint))
 
 
-def check_profile(ca_ctx: CAContext, submission: Submission, identity: CertIdentity) -> None:
+def check_profile(ca_ctx: CAContext, submission: Submission, identity: CertificateIdentity) -> None:
     """A certificate of ours must come from the login profile of its kind (not a signing or seal profile)."""
     profile = _own_profile(ca_ctx, submission.fingerprint)
-    if profile is not None and profile != LOGIN_PROFILES[identity.kind]:
+    if profile is not None and profile != LOGIN_PROFILES[identity.holder]:
         raise CertLoginRefusal(
             N_("This certificate was issued for another purpose (%(profile)s), not for signing in."), code="wrong_profile", profile=profile
         )
@@ -532,13 +483,7 @@ class Outcome:
 
 
 def _display_subject(name: x509.Name) -> str:
-    parts = []
-    for attribute in name:
-        value = str(attribute.value)
-        if attribute.oid == NameOID.SERIAL_NUMBER and value.startswith("IDCCN-"):
-            value = "IDCCN-" + mask_resident_id(value[6:])
-        parts.append(f"{attribute.rfc4514_attribute_name}={value}")
-    return ", ".join(reversed(parts))[:400]
+    return ca_identity.display_name(name)[:400]
 
 
 def describe(submission: Submission) -> dict:
@@ -553,7 +498,7 @@ def describe(submission: Submission) -> dict:
 
 
 def _bind(
-    db: Session, account_id: str, submission: Submission, identity: CertIdentity, key: bytes, *, via: str, status: str
+    db: Session, account_id: str, submission: Submission, identity: CertificateIdentity, key: bytes, *, via: str, status: str
 ) -> tuple[CertificateBinding, bool]:
     now = utc_now()
     existing = db.scalar(
@@ -568,7 +513,7 @@ def _bind(
     row = CertificateBinding(
         fingerprint=submission.fingerprint,
         account_id=account_id,
-        kind=identity.kind,
+        kind=identity.holder,
         subject_id_hash=identity.lookup(key),
         subject_id_masked=identity.masked(),
         subject=_display_subject(certificate.subject),
@@ -606,7 +551,7 @@ def _person(
     db: Session,
     ctx: IdPContext,
     submission: Submission,
-    identity: CertIdentity,
+    identity: CertificateIdentity,
     *,
     purpose: str,
     sid: str | None,
@@ -673,7 +618,7 @@ def _person(
 
 
 def _enterprise(
-    db: Session, ctx: IdPContext, submission: Submission, identity: CertIdentity, *, sid: str | None, via: str, status: str
+    db: Session, ctx: IdPContext, submission: Submission, identity: CertificateIdentity, *, sid: str | None, via: str, status: str
 ) -> Outcome:
     from idp import enterprises
 
@@ -788,7 +733,7 @@ def _finish(ctx, ca_ctx, submission: Submission, *, purpose: str, sid, via: str,
     result = check_certificate(ca_ctx, submission)
     check_profile(ca_ctx, submission, identity)
     with core_db.transaction(ctx.sessions) as db:
-        if identity.kind == "person":
+        if identity.holder == "person":
             if purpose == "enterprise":
                 raise CertLoginRefusal(
                     N_("This is a personal certificate; here the enterprise's USB key is needed."), code="not_enterprise"
@@ -806,7 +751,7 @@ def _finish(ctx, ca_ctx, submission: Submission, *, purpose: str, sid, via: str,
             details={
                 **describe(submission),
                 "subject_id": identity.masked(),
-                "kind": identity.kind,
+                "kind": identity.holder,
                 "action": outcome.action,
                 "via": via,
                 "ip": ip,

@@ -85,7 +85,7 @@ def _load_certificate(der: bytes, what: str) -> tuple[x509.Certificate, asn1_x50
 def signer_identity(parsed: asn1_x509.Certificate) -> dict:
     """Who signs: the name and the identifier (resident ID / credit code) the certificate states."""
     found = report.identifier(parsed)
-    return {"name": report._name(parsed), "subject": report._display(parsed.subject), "identifier": found}
+    return {"name": report._name(parsed), "subject": report._display(parsed), "identifier": found}
 
 
 def _check_certificate(sctx: SigningContext, certificate: x509.Certificate, chain: list[bytes]) -> None:

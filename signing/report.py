@@ -24,14 +24,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from asn1crypto import core
 from asn1crypto import x509 as asn1_x509
 from asn1crypto.crl import CertificateList
 from asn1crypto.ocsp import OCSPResponse
+from cryptography import x509
 from pyhanko.pdf_utils.decode_limits import DecodePurpose
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.sign.ades.report import AdESStatus
@@ -43,16 +42,14 @@ from pyhanko.sign.validation.status import ModificationInfo, PdfSignatureStatus
 from pyhanko_certvalidator.revinfo.archival import CRLContainer, OCSPContainer
 from sqlalchemy import select
 
+from ca import identity as ca_identity
+from ca import trust as ca_trust
 from ca.context import CAContext
-from core.identifiers import mask_credit_code, mask_resident_id
+from core.identifiers import mask_resident_ids
 from signing import pdfinput, pdfspeed, trust  # noqa: F401 - pdfspeed installs the fast hex-string reader
 
 log = logging.getLogger("hallmark.signing.report")
 
-OID_ID_CARD_2012 = "1.2.156.10260.4.1.1"
-OID_ID_CARD_2023 = "1.2.156.10260.4.1.1.1"
-OID_BUSINESS_REGISTRATION = "1.2.156.10260.4.1.3"
-OID_CREDIT_CODE_2023 = "1.2.156.10260.4.4"
 INDICATIONS = {AdESStatus.PASSED: "TOTAL_PASSED", AdESStatus.INDETERMINATE: "INDETERMINATE", AdESStatus.FAILED: "TOTAL_FAILED"}
 POLICY = "Hallmark: ETSI EN 319 102-1 with our root and recognised CAs as anchors; revocation data from the file and our records; nothing fetched"
 
@@ -60,55 +57,20 @@ POLICY = "Hallmark: ETSI EN 319 102-1 with our root and recognised CAs as anchor
 # -- identity in a certificate ----------------------------------------------------------------
 
 
-def _printable(extension_value: bytes) -> str | None:
-    try:
-        value = core.Asn1Value.load(extension_value).native
-    except ValueError:
-        return None
-    return value if isinstance(value, str) else None
-
-
 def identifier(certificate: asn1_x509.Certificate) -> dict | None:
-    """The resident ID or credit code a certificate states, and where it was read from."""
-    subject = certificate.subject.native
-    serial = subject.get("serial_number") or ""
-    if isinstance(serial, str) and serial.startswith("IDCCN-"):
-        return _identifier("resident_id", serial[6:], "subject serialNumber (IDCCN-)")
-    organisation_id = subject.get("organization_identifier") or subject.get("2.5.4.97") or ""
-    if isinstance(organisation_id, str) and organisation_id.startswith("NTRCN-"):
-        return _identifier("credit_code", organisation_id[6:], "subject organizationIdentifier (NTRCN-)")
-    # Private extensions are unknown to asn1crypto: their value is the DER of a PrintableString.
-    extensions = {ext["extn_id"].dotted: ext["extn_value"].native for ext in certificate["tbs_certificate"]["extensions"] or []}
-    for oid, kind in (
-        (OID_ID_CARD_2023, "resident_id"),
-        (OID_ID_CARD_2012, "resident_id"),
-        (OID_CREDIT_CODE_2023, "credit_code"),
-        (OID_BUSINESS_REGISTRATION, "credit_code"),
-    ):
-        raw = extensions.get(oid)
-        value = _printable(raw) if isinstance(raw, bytes) else None
-        if value:
-            return _identifier(kind, value, f"extension {oid}")
-    return None
-
-
-def _identifier(kind: str, value: str, source: str) -> dict:
-    masked = mask_resident_id(value) if kind == "resident_id" else mask_credit_code(value)
-    return {"kind": kind, "value": value, "masked": masked, "source": source}
+    """The resident ID or credit code a certificate states, and where it was read from (:func:`ca.identity.stated_identity`)."""
+    found = ca_identity.stated_identity(certificate)
+    return found.as_dict() if found is not None else None
 
 
 def _name(certificate: asn1_x509.Certificate) -> str:
-    subject = certificate.subject.native
-    return subject.get("common_name") or subject.get("organization_name") or certificate.subject.human_friendly
+    return ca_identity.holder_name(certificate) or certificate.subject.human_friendly
 
 
-def _display(name: asn1_x509.Name) -> str:
-    text = name.human_friendly
-    native = name.native
-    serial = native.get("serial_number")
-    if isinstance(serial, str) and serial.startswith("IDCCN-"):
-        text = text.replace(serial[6:], mask_resident_id(serial[6:]))
-    return text
+def _display(certificate: asn1_x509.Certificate, which: str = "subject") -> str:
+    """The certificate's subject (or issuer) for the report: RFC 4514 text, resident IDs masked."""
+    loaded = x509.load_der_x509_certificate(certificate.dump())
+    return ca_identity.display_name(loaded.issuer if which == "issuer" else loaded.subject)
 
 
 def _short(name: asn1_x509.Name) -> str:
@@ -185,7 +147,7 @@ def _claimed_signing_time(signature: EmbeddedPdfSignature) -> datetime | None:
 # -- one signature ----------------------------------------------------------------------------
 
 
-async def _validate(ctx: CAContext, signature: EmbeddedPdfSignature, dss: _DSS, doc_timestamps_after: int, found: trust.Material):
+async def _validate(ctx: CAContext, signature: EmbeddedPdfSignature, dss: _DSS, doc_timestamps_after: int, found: ca_trust.Snapshot):
     spec = trust.validation_spec(ctx, dss.knowledge, found)
     signature.compute_integrity_info()
     if doc_timestamps_after:
@@ -255,12 +217,12 @@ def _signature_entry(number: int, signature: EmbeddedPdfSignature, process: str,
         "validation_process": process,
         "signer": {
             "name": _name(certificate),
-            "subject": _display(certificate.subject),
+            "subject": _display(certificate),
             "identifier": signer_identifier,
         },
         "certificate": {
             "serial": format(certificate.serial_number, "x"),
-            "issuer": _display(certificate.issuer),
+            "issuer": _display(certificate, "issuer"),
             "issuer_name": _short(certificate.issuer),
             "not_before": _iso(certificate.not_valid_before),
             "not_after": _iso(certificate.not_valid_after),
@@ -284,14 +246,10 @@ def _signature_entry(number: int, signature: EmbeddedPdfSignature, process: str,
     elif status is not None and not status.valid:
         entry["errors"].append("the cryptographic signature does not verify")
     if result.failure_msg and indication != "TOTAL_PASSED":
-        entry["errors"].append(_mask_text(result.failure_msg)[:500])
+        entry["errors"].append(mask_resident_ids(result.failure_msg)[:500])
     if modification is not None and modification.name not in ("NONE", "LTA_UPDATES"):
         entry["warnings"].append(f"the file was changed after this signature ({modification.name.lower().replace('_', ' ')})")
     return entry
-
-
-def _mask_text(text: str) -> str:
-    return re.sub(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])", lambda m: mask_resident_id(m.group(0)), text)
 
 
 def _failed_entry(number: int, signature: EmbeddedPdfSignature, reason: str) -> dict:
@@ -324,7 +282,9 @@ async def _doc_timestamp_entry(signature: EmbeddedPdfSignature) -> dict:
 # -- the whole file -----------------------------------------------------------------------------
 
 
-async def async_validate(ctx: CAContext, data: bytes, *, limit: int = pdfinput.MAX_PDF_BYTES, found: trust.Material | None = None) -> dict:
+async def async_validate(
+    ctx: CAContext, data: bytes, *, limit: int = pdfinput.MAX_PDF_BYTES, found: ca_trust.Snapshot | None = None
+) -> dict:
     reader = pdfinput.read(data, limit=limit)
     found = found or trust.material(ctx)
     now = datetime.now(UTC)

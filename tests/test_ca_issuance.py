@@ -16,7 +16,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 from sqlalchemy import func, select
 
-from ca import hierarchy, issuance, profiles, queries, revocation
+from ca import hierarchy, identity, issuance, profiles, queries, revocation
 from ca.models import Authority, Certificate
 from core import audit
 from core.problems import Problem
@@ -120,15 +120,15 @@ def test_identifiers_in_standard_attribute_and_chinese_extensions(ca_context):
     csr, _ = csr_for(rsa.generate_private_key(65537, 2048))
     _, person = issuance.issue(ca_context, "person-auth", csr, IDENTITIES["person-auth"], actor="test")
     assert person.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value == f"IDCCN-{RESIDENT}"
-    ext = person.extensions.get_extension_for_oid(issuance.OID_CN_IDENTITY_CARD_2023)
+    ext = person.extensions.get_extension_for_oid(identity.OID_RESIDENT_ID_2023)
     assert RESIDENT.encode() in ext.value.value and not ext.critical
     csr, _ = csr_for()
     _, enterprise = issuance.issue(ca_context, "enterprise-sign", csr, IDENTITIES["enterprise-sign"], actor="test")
     assert enterprise.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "泉州示例科技有限公司"
     assert enterprise.subject.get_attributes_for_oid(NameOID.ORGANIZATION_IDENTIFIER)[0].value == f"NTRCN-{CREDIT}"
-    for oid in (issuance.OID_CN_BUSINESS_REGISTRATION, issuance.OID_CN_CREDIT_CODE_2023):
+    for oid in (identity.OID_BUSINESS_REGISTRATION, identity.OID_CREDIT_CODE_2023):
         assert CREDIT.encode() in enterprise.extensions.get_extension_for_oid(oid).value.value
-    assert b"M000100Y4" in enterprise.extensions.get_extension_for_oid(issuance.OID_CN_ORGANISATION_CODE).value.value
+    assert b"M000100Y4" in enterprise.extensions.get_extension_for_oid(identity.OID_ORGANISATION_CODE).value.value
     ku = enterprise.extensions.get_extension_for_class(x509.KeyUsage).value
     assert ku.content_commitment and not ku.digital_signature
 
