@@ -6,10 +6,12 @@ from flask import Blueprint, current_app, g, request
 
 from ca import issuance, queries, revocation
 from ca.context import CAContext
-from core.bearer import require_scope
+from core.bearer import ApiResource
 from core.problems import Problem, json_object_body
 
-bp = Blueprint("ca_api", __name__, url_prefix="/api/ca")
+# This API as an OAuth resource (RFC 8707): tokens must name public URL + /api/ca in their audience.
+RESOURCE = ApiResource("/api/ca", scopes=("ca:issue", "ca:read", "ca:revoke"))
+bp = Blueprint("ca_api", __name__, url_prefix=RESOURCE.root)
 EXTENSION = "hallmark.ca"
 
 
@@ -22,7 +24,7 @@ def _actor() -> str:
 
 
 @bp.post("/certificates")
-@require_scope("ca:issue")
+@RESOURCE.require("ca:issue")
 def issue_certificate():
     body = json_object_body()
     for key in ("profile", "csr", "name"):
@@ -41,13 +43,13 @@ def issue_certificate():
 
 
 @bp.get("/certificates/<serial>")
-@require_scope("ca:read")
+@RESOURCE.require("ca:read")
 def get_certificate(serial):
     return queries.as_json(queries.get(_ctx(), serial), include_pem=True)
 
 
 @bp.get("/certificates")
-@require_scope("ca:read")
+@RESOURCE.require("ca:read")
 def list_certificates():
     args = request.args
     try:
@@ -67,7 +69,7 @@ def list_certificates():
 
 
 @bp.post("/certificates/<serial>/revoke")
-@require_scope("ca:revoke")
+@RESOURCE.require("ca:revoke")
 def revoke_certificate(serial):
     body = json_object_body()
     reason = body.get("reason", "unspecified")

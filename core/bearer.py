@@ -1,14 +1,25 @@
-"""Bearer-token checks for JSON APIs (RFC 6750, tokens as RFC 9068 JWTs).
+"""Bearer-token checks for JSON APIs (RFC 6750, tokens as RFC 9068 JWTs), audience included.
 
-The verification keys are handed in at start-up (the composition root passes the
-identity provider's JWKS), so ``core`` never imports ``idp``.
+Every JSON API is an OAuth protected resource (RFC 8707) named by an absolute URI:
+the public URL followed by the API's root (``https://id.example/api/ca``). An API
+declares itself once, as an :class:`ApiResource`, and guards its views with
+:meth:`ApiResource.require`; a token is accepted only when its ``aud`` names that
+API. The identity provider issues tokens for these resources (``resource``
+parameter of the token request), so one minted for the signing API is refused by
+the CA API and the other way round.
+
+The verification keys and the public URL are handed in at start-up (the
+composition root passes the identity provider's JWKS), so ``core`` never imports
+``idp``; the same list of :class:`ApiResource` tells the identity provider which
+resources this instance serves (:func:`catalogue`).
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from flask import current_app, g, request
 from joserfc import jwt
@@ -22,11 +33,51 @@ ALGORITHMS = ("ES256", "ES384", "RS256", "PS256")
 MAX_TOKEN_BYTES = 8192
 
 
+def resource_uri(public_url: str, root: str) -> str:
+    """The identifier of the API served under ``root`` at ``public_url``: no trailing slash, no query, no fragment."""
+    return public_url.rstrip("/") + "/" + root.strip("/")
+
+
+@dataclass(frozen=True)
+class ApiResource:
+    """A JSON API as an OAuth protected resource: where it lives and the scopes it checks."""
+
+    root: str  # e.g. "/api/ca"
+    scopes: tuple[str, ...]  # every scope its views ask for; the identity provider uses them to choose a token's default audience
+
+    def uri(self, public_url: str) -> str:
+        return resource_uri(public_url, self.root)
+
+    def require(self, *scopes: str):
+        """Decorate a view of this API: see :func:`require_scope`."""
+        return require_scope(*scopes, resource=self)
+
+
+def catalogue(public_url: str, resources: Iterable[ApiResource]) -> dict[str, frozenset[str]]:
+    """This instance's APIs as the identity provider sees them: resource URI -> the scopes it serves."""
+    out: dict[str, set[str]] = {}
+    for resource in resources:
+        out.setdefault(resource.uri(public_url), set()).update(resource.scopes)
+    return {uri: frozenset(scopes) for uri, scopes in out.items()}
+
+
+def audiences(claims: dict) -> list[str]:
+    """The ``aud`` claim as a list (RFC 7519 allows one string or an array)."""
+    aud = claims.get("aud")
+    if isinstance(aud, str):
+        return [aud]
+    if isinstance(aud, list):
+        return [a for a in aud if isinstance(a, str)]
+    return []
+
+
 class BearerVerifier:
-    def __init__(self, jwks: dict | Callable[[], dict], issuer: str, audience: str | None = None, leeway: int = 30):
+    """Checks access tokens of one issuer; ``public_url`` (default: the issuer) names this instance's APIs."""
+
+    def __init__(self, jwks: dict | Callable[[], dict], issuer: str, public_url: str | None = None, leeway: int = 30):
         self._jwks = jwks
         self.issuer = issuer
-        self.audience = audience
+        self.public_url = public_url or issuer
         self.leeway = leeway
 
     def keyset(self) -> KeySet:
@@ -36,8 +87,11 @@ class BearerVerifier:
             self._keyset, self._last_jwks = KeySet.import_key_set(jwks), jwks
         return self._keyset
 
-    def verify(self, token: str) -> dict:
-        """The token's claims, or a 401 problem saying what is wrong with it."""
+    def verify(self, token: str, audience: str | None = None) -> dict:
+        """The token's claims, or a 401 problem saying what is wrong with it.
+
+        ``audience`` is the resource URI the token must name in its ``aud``.
+        """
         if len(token) > MAX_TOKEN_BYTES:
             raise _invalid("the access token is too long")
         try:
@@ -50,21 +104,22 @@ class BearerVerifier:
             raise _invalid("the token is not an access token (typ must be at+jwt)")
         claims = decoded.claims
         options = {"iss": {"essential": True, "value": self.issuer}, "exp": {"essential": True}, "sub": {"essential": True}}
-        if self.audience:
-            options["aud"] = {"essential": True, "value": self.audience}
         try:
             jwt.JWTClaimsRegistry(now=int(time.time()), leeway=self.leeway, **options).validate(claims)
         except JoseError as exc:
             raise _invalid(f"the access token is not valid: {exc.error} {exc.description or ''}".strip()) from None
+        if audience is not None and audience not in audiences(claims):
+            raise _invalid(f"the access token is not meant for this API: its audience does not include {audience}")
         return claims
 
 
 def _invalid(detail: str) -> Problem:
+    quoted = detail.replace("\\", "\\\\").replace('"', "'")
     return Problem(
         401,
         "Unauthorized",
         detail,
-        headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{detail}"'},
+        headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{quoted}"'},
     )
 
 
@@ -72,12 +127,15 @@ def install(app, verifier: BearerVerifier) -> None:
     app.extensions[EXTENSION] = verifier
 
 
-def require_scope(*scopes: str):
-    """Decorate a view: a valid bearer token holding every one of ``scopes``.
+def require_scope(*scopes: str, resource: ApiResource):
+    """Decorate a view: a valid bearer token for ``resource`` (in its ``aud``) holding every one of ``scopes``.
 
     The claims are available to the view as ``flask.g.token``.
     """
     needed = set(scopes)
+    undeclared = needed - set(resource.scopes)
+    if undeclared:
+        raise ValueError(f"{resource.root} does not declare the scope(s) {' '.join(sorted(undeclared))}")
 
     def decorate(view):
         @functools.wraps(view)
@@ -87,7 +145,7 @@ def require_scope(*scopes: str):
             if scheme.lower() != "bearer" or not token.strip():
                 raise Problem(401, "Unauthorized", "this API needs a bearer access token", headers={"WWW-Authenticate": "Bearer"})
             verifier: BearerVerifier = current_app.extensions[EXTENSION]
-            claims = verifier.verify(token.strip())
+            claims = verifier.verify(token.strip(), audience=resource.uri(verifier.public_url))
             granted = set(str(claims.get("scope", "")).split())
             missing = needed - granted
             if missing:

@@ -18,6 +18,8 @@ from idp import enrolment_api, enterprises_api, logout_api, oidc_api, pages, peo
 from idp import i18n as idp_i18n
 from idp import keys as idp_keys
 from idp import logout as idp_logout
+from idp import resources as idp_resources
+from signing import api as signing_api
 from signing import web as signing_web
 
 
@@ -38,7 +40,9 @@ def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = N
     problems.install(app)
     # JSON APIs accept the identity provider's own access tokens unless a test hands in other keys.
     accepted_keys = bearer_jwks if bearer_jwks is not None else (lambda: idp_keys.jwks_dict(services.idp))
-    bearer.install(app, bearer.BearerVerifier(accepted_keys, issuer=services.idp.issuer))
+    bearer.install(app, bearer.BearerVerifier(accepted_keys, issuer=services.idp.issuer, public_url=settings.public_url))
+    # Audience-bound tokens (RFC 8707): the IdP issues tokens for these APIs, and each API accepts only its own.
+    services.idp.resources.update(bearer.catalogue(settings.public_url, [ca_api.RESOURCE, signing_api.RESOURCE, idp_resources.IDP_API]))
     app.extensions[ca_api.EXTENSION] = services.ca
     app.register_blueprint(health.bp)
     app.register_blueprint(ca_api.bp)

@@ -33,7 +33,7 @@ from sqlalchemy import bindparam, exists, select
 from sqlalchemy.orm import Session
 
 from core.db import utc_now
-from idp import clients, enterprises, levels, sessions, tokens
+from idp import clients, enterprises, levels, resources, sessions, tokens
 from idp.clients import RegisteredClient
 from idp.context import IdPContext
 from idp.i18n import N_
@@ -70,6 +70,7 @@ LIMITS = {
     "claims_locales": 100,
     "display": 10,
     "lang": 10,
+    resources.PARAMETER: 400,
     MARKER: 200,
 }
 DEFAULT_LIMIT = 500
@@ -118,6 +119,7 @@ class AuthorizationRequest:
     requirement: levels.Requirement
     params: dict[str, str] = field(repr=False)  # every parameter as received, for the next= URL
     marker_time: int | None = None  # when the interaction began, from a valid marker
+    resources: tuple[str, ...] = ()  # RFC 8707 resources asked for (the only repeatable parameter)
 
     @property
     def scope(self) -> str:
@@ -168,8 +170,14 @@ def parse(ctx: IdPContext, db: Session, params) -> AuthorizationRequest:
 
     if len(params) > MAX_PARAMETERS:
         raise fail("invalid_request", "Too many parameters.")
+    try:
+        asked = resources.parse(params.getlist(resources.PARAMETER))
+    except resources.InvalidTarget as exc:
+        raise fail("invalid_target", exc.description) from None
     values: dict[str, str] = {}
     for name in params:
+        if name == resources.PARAMETER:
+            continue
         try:
             values[name] = _single(params, name)
         except ValueError as exc:
@@ -193,6 +201,10 @@ def parse(ctx: IdPContext, db: Session, params) -> AuthorizationRequest:
         raise fail("invalid_scope", "Missing 'scope'.")
     if not client.allows_scopes(scopes):
         raise fail("invalid_scope", "The client may not ask for this scope.")
+    try:
+        resources.check(ctx, client, asked)
+    except resources.InvalidTarget as exc:
+        raise fail("invalid_target", exc.description) from None
 
     challenge, method = values.get("code_challenge"), values.get("code_challenge_method")
     if method is not None and challenge is None:
@@ -261,6 +273,7 @@ def parse(ctx: IdPContext, db: Session, params) -> AuthorizationRequest:
         requirement=requirement,
         params={k: v for k, v in values.items() if k != MARKER},
         marker_time=read_marker(ctx, values.get(MARKER), client.client_id),
+        resources=asked,
     )
 
 
@@ -293,7 +306,8 @@ def read_marker(ctx: IdPContext, value: str | None, client_id: str) -> int | Non
 def authorize_url(ctx: IdPContext, request: AuthorizationRequest, *, now: int) -> str:
     """This request's URL (path and query) with the interaction marker; kept if it has one."""
     at = request.marker_time if request.marker_time is not None else now
-    query = {**request.params, MARKER: make_marker(ctx, request.client.client_id, at)}
+    query = [*request.params.items(), *((resources.PARAMETER, uri) for uri in request.resources)]
+    query.append((MARKER, make_marker(ctx, request.client.client_id, at)))
     return AUTHORIZE_PATH + "?" + urlencode(query)
 
 
@@ -428,6 +442,7 @@ def decide(ctx: IdPContext, db: Session, request: AuthorizationRequest, sid: str
         code_challenge=request.code_challenge,
         code_challenge_method=request.code_challenge_method,
         claims=request.claims,
+        resources=resources.stored(request.resources),
     )
     enterprises.remember_code(db, code, view.account_id, acting)
     return code_location(ctx, request, code)

@@ -60,6 +60,13 @@ def client():
 @click.option(
     "--id-token-alg", type=click.Choice(clients.ID_TOKEN_ALGS), default="ES256", show_default=True, help="how its ID tokens are signed"
 )
+@click.option(
+    "--resource",
+    "resources",
+    multiple=True,
+    help="an API it may ask tokens for (RFC 8707 resource: absolute URI, no fragment; repeatable). "
+    "Default: this instance's APIs that serve one of its scopes",
+)
 @click.option("--client-id", help="choose the client id (default: random)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 def add(
@@ -76,6 +83,7 @@ def add(
     frontchannel_logout_uri,
     post_logout_redirect_uris,
     id_token_alg,
+    resources,
     client_id,
     as_json,
 ):
@@ -105,6 +113,7 @@ def add(
             post_logout_redirect_uris=list(post_logout_redirect_uris),
             client_id=client_id,
             id_token_alg=id_token_alg,
+            resources=list(resources),
             actor="cli",
         )
         from idp.models import Client
@@ -120,6 +129,23 @@ def add(
     click.echo(f"type           {described['type']} ({described['auth_method']})")
     click.echo(f"grants         {' '.join(described['grant_types'])}")
     click.echo(f"scope          {' '.join(described['scope'])}")
+    click.echo(f"resources      {_resources_text(described)}")
+
+
+def _resources_text(described: dict) -> str:
+    if described["resources"] is None:
+        return "(default: this instance's APIs that serve one of its scopes)"
+    return " ".join(described["resources"])
+
+
+def _described(client_id: str) -> dict:
+    from idp.models import Client
+
+    with _ctx().sessions() as db:
+        row = db.get(Client, client_id)
+        if row is None:
+            raise click.ClickException(f"no client {client_id!r}")
+        return clients.describe(row)
 
 
 @client.command(name="list")
@@ -139,6 +165,53 @@ def list_clients(as_json):
         click.echo(f"{row['client_id']:<24} {row['type']:<12} loa>={row['min_acr']}{party}  {row['name']}")
         for uri in row["redirect_uris"]:
             click.echo(f"{'':<24} -> {uri}")
+        for uri in row["resources"] or ():
+            click.echo(f"{'':<24} resource {uri}")
+
+
+@client.command(name="show")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True)
+def show(client_id, as_json):
+    """One client's registration (never its secret)."""
+    described = _described(client_id)
+    if as_json:
+        click.echo(json.dumps(described, ensure_ascii=False))
+        return
+    labels = {
+        "client_id": "client_id",
+        "name": "name",
+        "type": "type",
+        "auth_method": "auth method",
+        "grant_types": "grants",
+        "scope": "scope",
+        "redirect_uris": "redirect URIs",
+        "min_acr": "minimum level",
+        "first_party": "first party",
+        "backchannel_logout_uri": "back-channel logout",
+        "frontchannel_logout_uri": "front-channel logout",
+        "post_logout_redirect_uris": "post-logout URIs",
+        "id_token_signed_response_alg": "ID token alg",
+        "created_at": "created",
+    }
+    for key, label in labels.items():
+        value = described[key]
+        click.echo(f"{label:<20} {' '.join(map(str, value)) if isinstance(value, list) else value}")
+    click.echo(f"{'resources':<20} {_resources_text(described)}")
+
+
+@client.command(name="resources")
+@click.argument("client_id")
+@click.option("--resource", "resources", multiple=True, help="an API it may ask tokens for (repeatable); replaces the list")
+@click.option("--default", "use_default", is_flag=True, help="back to the default: this instance's APIs that serve one of its scopes")
+def set_resources(client_id, resources, use_default):
+    """Set the resources (RFC 8707) a client may ask tokens for."""
+    if bool(resources) == use_default:
+        raise click.UsageError("give either --resource URI (repeatable) or --default")
+    ctx = _ctx()
+    with core_db.transaction(ctx.sessions) as db:
+        clients.set_resources(ctx, db, client_id, list(resources) or None, actor="cli")
+    click.echo(f"resources      {_resources_text(_described(client_id))}")
 
 
 @client.command(name="remove")

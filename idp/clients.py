@@ -84,6 +84,8 @@ class RegisteredClient:
     post_logout_redirect_uris: tuple[str, ...]
     secret_key: bytes = field(repr=False)
     id_token_signed_response_alg: str = "ES256"
+    # RFC 8707 resources it may ask for; None: this instance's own APIs serving one of its scopes (idp.resources)
+    resources: tuple[str, ...] | None = None
 
     @property
     def is_public(self) -> bool:
@@ -164,6 +166,7 @@ def _loaded(ctx: IdPContext, row: Client) -> RegisteredClient:
         post_logout_redirect_uris=tuple(json.loads(row.post_logout_redirect_uris or "[]")),
         secret_key=ctx.secret_key,
         id_token_signed_response_alg=row.id_token_signed_response_alg,
+        resources=tuple(row.resources.split()) if row.resources is not None else None,
     )
 
 
@@ -226,6 +229,43 @@ def validate_redirect_uri(uri: str, *, what: str = "redirect URI") -> str:
     if parts.scheme == "http" and not _is_loopback(host):
         raise ClientError(f"the {what} {uri!r} uses plain http; only https, or http to 127.0.0.1/localhost, is allowed")
     return uri
+
+
+MAX_RESOURCES = 20
+
+
+def resource_uri_problem(uri: object) -> str | None:
+    """Why ``uri`` cannot name a resource (RFC 8707 §2: an absolute URI without a fragment), or None when it can."""
+    if not isinstance(uri, str) or not uri or len(uri) > 400:
+        return "a resource must be an absolute URI of 1 to 400 characters"
+    if any(c.isspace() or ord(c) < 0x21 or ord(c) > 0x7E or c in '"<>\\^`{|}' for c in uri):
+        return "a resource URI may hold only printable ASCII characters a URI allows"
+    if "#" in uri:
+        return "a resource URI must not contain a fragment"
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return "the resource is not a valid URI"
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return "a resource must be an absolute http(s) URI"
+    if parts.username is not None or parts.password is not None:
+        return "a resource URI must not contain user information"
+    return None
+
+
+def validate_resources(resources: list[str]) -> list[str]:
+    """Registered resources: each an absolute URI without a fragment, no repeats, at most :data:`MAX_RESOURCES`."""
+    out: list[str] = []
+    for uri in resources:
+        problem = resource_uri_problem(uri)
+        if problem:
+            raise ClientError(f"{problem}: {uri!r}")
+        if uri not in out:
+            out.append(uri)
+    if len(out) > MAX_RESOURCES:
+        raise ClientError(f"a client may have at most {MAX_RESOURCES} resources")
+    return out
 
 
 def _loopback_without_port(uri: str) -> str | None:
@@ -312,6 +352,7 @@ def add(
     post_logout_redirect_uris: list[str] = (),
     client_id: str | None = None,
     id_token_alg: str = "ES256",
+    resources: list[str] | None = None,
     actor: str,
 ) -> NewClient:
     """Register a client. Raises :class:`ClientError` with a clear reason when it is not acceptable."""
@@ -362,6 +403,7 @@ def add(
     jwks_text = _validate_jwks(jwks)
     if id_token_alg not in ID_TOKEN_ALGS:
         raise ClientError(f"the ID token algorithm must be one of {', '.join(ID_TOKEN_ALGS)}")
+    resource_list = validate_resources(list(resources)) if resources else None
     if db.get(Client, client_id) is not None:
         raise ClientError(f"a client with id {client_id!r} already exists")
 
@@ -384,6 +426,7 @@ def add(
             post_logout_redirect_uris=json.dumps(post_logout),
             created_at=utc_now(),
             id_token_signed_response_alg=id_token_alg,
+            resources=" ".join(resource_list) if resource_list else None,
         )
     )
     db.flush()
@@ -403,10 +446,27 @@ def add(
             "first_party": first_party,
             "backchannel_logout_uri": backchannel,
             "frontchannel_logout_uri": frontchannel,
+            "resources": resource_list,
         },
     )
     forget(ctx, client_id)
     return NewClient(client_id, secret)
+
+
+def set_resources(ctx: IdPContext, db: Session, client_id: str, resources: list[str] | None, *, actor: str) -> list[str] | None:
+    """Replace the resources a client may ask for; None brings back the default (this instance's APIs for its scopes).
+
+    Tokens already issued keep their audience until they expire; refresh tokens
+    granted for a resource no longer listed cannot ask for it again.
+    """
+    row = db.get(Client, client_id)
+    if row is None:
+        raise Problem(404, "Not Found", f"no client {client_id!r}")
+    resource_list = validate_resources(list(resources)) if resources else None
+    row.resources = " ".join(resource_list) if resource_list else None
+    audit.record(db, actor=actor, action="idp.client.resources_set", target=client_id, details={"resources": resource_list})
+    forget(ctx, client_id)
+    return resource_list
 
 
 def new_secret(ctx: IdPContext, db: Session, client_id: str, *, actor: str) -> str:
@@ -465,5 +525,6 @@ def describe(row: Client) -> dict:
         "frontchannel_logout_uri": row.frontchannel_logout_uri,
         "post_logout_redirect_uris": json.loads(row.post_logout_redirect_uris or "[]"),
         "id_token_signed_response_alg": row.id_token_signed_response_alg,
+        "resources": row.resources.split() if row.resources is not None else None,
         "created_at": row.created_at.isoformat(),
     }

@@ -9,17 +9,17 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g
 
 from ca.context import CAContext
-from core.bearer import require_scope
 from core.problems import json_object_body
 from idp import enrolment
 from idp.context import EXTENSION, IdPContext
+from idp.resources import IDP_API
 
 bp = Blueprint("idp_enrolment_api", __name__, url_prefix="/api/idp")
 CA_EXTENSION = "hallmark.ca"
 
 
 @bp.post("/enrolments")
-@require_scope(enrolment.ENROL_SCOPE)
+@IDP_API.require(enrolment.ENROL_SCOPE)
 def enrol():
     idp: IdPContext = current_app.extensions[EXTENSION]
     ca: CAContext = current_app.extensions[CA_EXTENSION]

@@ -5,11 +5,11 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g, request
 
 from core import db as core_db
-from core.bearer import require_scope
 from core.problems import Problem, json_object_body
 from idp import enterprises
 from idp.context import EXTENSION, IdPContext
 from idp.i18n import Refusal
+from idp.resources import IDP_API
 
 bp = Blueprint("idp_enterprises_api", __name__, url_prefix="/api/idp/enterprises")
 TITLES = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 409: "Conflict", 422: "Unprocessable Content"}
@@ -36,7 +36,7 @@ def _string(body: dict, name: str) -> str:
 
 
 @bp.post("")
-@require_scope(enterprises.STAFF_SCOPE)
+@IDP_API.require(enterprises.STAFF_SCOPE)
 def add():
     body = json_object_body()
     with core_db.transaction(_ctx().sessions) as db:
@@ -52,7 +52,7 @@ def add():
 
 
 @bp.get("")
-@require_scope(enterprises.STAFF_SCOPE)
+@IDP_API.require(enterprises.STAFF_SCOPE)
 def list_all():
     try:
         limit, offset = int(request.args.get("limit", 100)), int(request.args.get("offset", 0))
@@ -69,14 +69,14 @@ def list_all():
 
 
 @bp.get("/<code>")
-@require_scope(enterprises.STAFF_SCOPE)
+@IDP_API.require(enterprises.STAFF_SCOPE)
 def get_one(code):
     with _ctx().sessions() as db:
         return enterprises.as_json(db, enterprises.get(db, code[:40]), with_agents=True)
 
 
 @bp.put("/<code>/representative")
-@require_scope(enterprises.STAFF_SCOPE)
+@IDP_API.require(enterprises.STAFF_SCOPE)
 def set_representative(code):
     body = json_object_body()
     with core_db.transaction(_ctx().sessions) as db:
@@ -85,7 +85,7 @@ def set_representative(code):
 
 
 @bp.post("/<code>/agents/<authorisation_id>/revoke")
-@require_scope(enterprises.STAFF_SCOPE)
+@IDP_API.require(enterprises.STAFF_SCOPE)
 def revoke(code, authorisation_id):
     """Staff may revoke an agent too (a representative reports a lost USB key at the counter, say)."""
     with core_db.transaction(_ctx().sessions) as db:

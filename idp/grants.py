@@ -8,6 +8,8 @@ endpoints; this module gives it our grants and rules:
 * ``refresh_token``: rotated on every use; a replayed (already rotated) token
   revokes its family.
 * ``client_credentials``: scopes limited to the client's own; no database write.
+* RFC 8707 resource indicators on all three (``idp.resources``): the ``aud`` of the
+  access token, ``invalid_target`` for a resource the client may not ask for.
 * client authentication: ``client_secret_basic``, ``client_secret_post``,
   ``private_key_jwt`` (RFC 7523, ``jti`` single use) and ``none`` for public clients.
 * RFC 7662 introspection (confidential clients) and RFC 7009 revocation.
@@ -43,7 +45,7 @@ from sqlalchemy import bindparam, exists, select
 from sqlalchemy.orm import Session
 
 from core.db import utc_now
-from idp import clients, enterprises, keys, tokens
+from idp import clients, enterprises, keys, resources, tokens
 from idp.clients import RegisteredClient
 from idp.context import IdPContext
 from idp.models import Account, ActingGrant, AuthorizationCode, RefreshToken, SSOSession
@@ -135,6 +137,11 @@ def _ctx() -> IdPContext:
     return g._idp_server.ctx
 
 
+def _asked_resources(request) -> tuple[str, ...]:
+    """The token request's ``resource`` parameters (RFC 8707), checked for form."""
+    return resources.parse(request.form.getlist(resources.PARAMETER))
+
+
 def _active_account(account_id: str) -> Account | None:
     account = db().get(Account, account_id)
     return account if account is not None and account.status == "active" else None
@@ -191,6 +198,13 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             return None
         return _Code(row)
 
+    def validate_token_request(self):
+        super().validate_token_request()
+        # Before the code is used: a refused resource leaves the code as it was.
+        self.asked = _asked_resources(self.request)
+        row: AuthorizationCode = self.request.authorization_code.row
+        resources.check(_ctx(), self.request.client, self.asked, resources.loaded(row.resources))
+
     def create_token_response(self):
         client: RegisteredClient = self.request.client
         row: AuthorizationCode = self.request.authorization_code.row
@@ -216,11 +230,18 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             auth = enterprises.auth_for_code(session, auth, row.code_hash, family)
             if auth is None:
                 raise InvalidGrantError("The authorisation to act for the enterprise has ended.")
-        access, claims = tokens.access_token(_ctx(), client, row.scope, auth=auth, family_id=family)
+        audience = resources.audience(_ctx(), client, row.scope, self.asked, resources.loaded(row.resources))
+        access, claims = tokens.access_token(_ctx(), client, row.scope, auth=auth, family_id=family, audience=audience)
         refresh = None
         if client.check_grant_type("refresh_token"):
             refresh, _ = tokens.new_refresh_token(
-                session, client, auth, scope=row.scope, family_id=family, session_expires_at=session_expires_at
+                session,
+                client,
+                auth,
+                scope=row.scope,
+                family_id=family,
+                session_expires_at=session_expires_at,
+                resources=row.resources,
             )
         id_token = None
         if "openid" in row.scope.split():
@@ -290,6 +311,13 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     def authenticate_user(self, refresh_token: _Refresh):
         return _active_account(refresh_token.row.account_id)
 
+    def validate_token_request(self):
+        super().validate_token_request()
+        # Before the refresh token is rotated: a refused resource leaves it usable.
+        self.asked = _asked_resources(self.request)
+        row: RefreshToken = self.request.refresh_token.row
+        resources.check(_ctx(), self.request.client, self.asked, resources.loaded(row.resources))
+
     def create_token_response(self):
         client: RegisteredClient = self.request.client
         row: RefreshToken = self.request.refresh_token.row
@@ -304,9 +332,16 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         auth = enterprises.auth_for_family(session, tokens.refresh_authentication(row), row.family_id)
         if auth is None:
             raise InvalidGrantError("The authorisation to act for the enterprise has ended.")
-        access, claims = tokens.access_token(_ctx(), client, scope, auth=auth, family_id=row.family_id)
+        audience = resources.audience(_ctx(), client, scope, self.asked, resources.loaded(row.resources))
+        access, claims = tokens.access_token(_ctx(), client, scope, auth=auth, family_id=row.family_id, audience=audience)
         refresh, _ = tokens.new_refresh_token(
-            session, client, auth, scope=row.scope, family_id=row.family_id, session_expires_at=sso.expires_at if sso is not None else None
+            session,
+            client,
+            auth,
+            scope=row.scope,
+            family_id=row.family_id,
+            session_expires_at=sso.expires_at if sso is not None else None,
+            resources=row.resources,
         )
         id_token = None
         if "openid" in scope.split():
@@ -337,10 +372,13 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     def validate_requested_scope(self):
         if client_credentials_scope(self.request.client, self.request.payload.scope) is None:
             raise InvalidScopeError("The client may not ask for this scope.")
+        self.asked = _asked_resources(self.request)
+        resources.check(_ctx(), self.request.client, self.asked)
 
     def create_token_response(self):
         client: RegisteredClient = self.request.client
-        access, claims = tokens.access_token(_ctx(), client, client_credentials_scope(client, self.request.payload.scope))
+        scope = client_credentials_scope(client, self.request.payload.scope)
+        access, claims = tokens.access_token(_ctx(), client, scope, audience=resources.audience(_ctx(), client, scope, self.asked))
         return 200, tokens.token_response(access, claims), self.TOKEN_RESPONSE_HEADER
 
 
@@ -378,7 +416,12 @@ def client_credentials_fast(ctx: IdPContext, form, authorization: str | None) ->
     scope = client_credentials_scope(client, form.get("scope"))
     if scope is None:
         return None
-    access, claims = tokens.access_token(ctx, client, scope)
+    try:
+        asked = resources.parse([form["resource"]] if "resource" in form else [])
+        audience = resources.audience(ctx, client, scope, asked)
+    except resources.InvalidTarget:
+        return None
+    access, claims = tokens.access_token(ctx, client, scope, audience=audience)
     return tokens.token_response(access, claims)
 
 

@@ -84,6 +84,9 @@ class Client(Base):
     frontchannel_logout_uri: Mapped[str | None] = mapped_column(String(400), nullable=True)
     post_logout_redirect_uris: Mapped[str] = mapped_column(Text, default="[]")
     id_token_signed_response_alg: Mapped[str] = mapped_column(String(10), default="ES256", server_default="ES256")  # ES256 | RS256
+    # Resource indicators (RFC 8707) it may ask for, space-separated absolute URIs; NULL: this
+    # instance's own APIs that serve one of its scopes (clients registered before resources existed).
+    resources: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -148,6 +151,7 @@ class AuthorizationCode(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     family_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # tokens issued from it, revoked on replay
+    resources: Mapped[str | None] = mapped_column(Text, nullable=True)  # RFC 8707 resources of the authorization request
 
 
 class RefreshToken(Base):
@@ -162,6 +166,7 @@ class RefreshToken(Base):
     account_id: Mapped[str] = mapped_column(ForeignKey("idp_accounts.id"))
     sid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     scope: Mapped[str] = mapped_column(String(500))
+    resources: Mapped[str | None] = mapped_column(Text, nullable=True)  # RFC 8707 resources granted; NULL: what the client may ask for
     acr: Mapped[int] = mapped_column(Integer)
     amr: Mapped[str] = mapped_column(String(100))
     auth_time: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -16,7 +16,7 @@ from jinja2 import TemplateNotFound
 from werkzeug.datastructures import MultiDict
 
 from core import db as core_db
-from idp import accounts, authorization, clients, consent, grants, keys, levels, sessions, tokens
+from idp import accounts, authorization, clients, consent, grants, keys, levels, resources, sessions, tokens
 from idp import context as idp_context
 from idp.context import IdPContext
 from idp.i18n import N_
@@ -27,9 +27,19 @@ bp = Blueprint("idp_oidc", __name__, template_folder="templates")
 USERINFO_PATH = "/oauth/userinfo"
 LOGOUT_PATH = "/oauth/logout"  # served by idp.logout_api
 JWKS_PATH = "/jwks.json"
+RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"  # RFC 9728, followed by an API's root
+USERINFO_SCOPES = ("openid", "profile", tokens.REALNAME_SCOPE)
 BASE_TEMPLATE = "idp/base.html"
 PAGE_TEMPLATE = "idp/consent.html"  # the consent page and the authorization error page
-TOKEN_LIMITS = {"client_assertion": 8192, "token": tokens.MAX_TOKEN_CHARS, "scope": 500, "redirect_uri": 400, "client_id": 64}
+TOKEN_LIMITS = {
+    "client_assertion": 8192,
+    "token": tokens.MAX_TOKEN_CHARS,
+    "scope": 500,
+    "redirect_uri": 400,
+    "client_id": 64,
+    resources.PARAMETER: 400,
+}
+REPEATABLE = frozenset({resources.PARAMETER})  # RFC 8707: one resource parameter per resource
 TOKEN_DEFAULT_LIMIT = 300
 TOKEN_MAX_PARAMETERS = 20
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -53,7 +63,7 @@ def provider_metadata(ctx: IdPContext) -> dict:
         "jwks_uri": url(JWKS_PATH),
         "introspection_endpoint": url(grants.INTROSPECTION_PATH),
         "revocation_endpoint": url(grants.REVOCATION_PATH),
-        "scopes_supported": ["openid", "profile", tokens.REALNAME_SCOPE],
+        "scopes_supported": list(USERINFO_SCOPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": list(clients.GRANT_TYPES),
@@ -99,6 +109,22 @@ def provider_metadata(ctx: IdPContext) -> dict:
         "backchannel_logout_session_supported": True,
         "frontchannel_logout_supported": True,
         "frontchannel_logout_session_supported": True,
+        # RFC 9728 §4: the resources (RFC 8707 ``resource`` values) this server issues tokens for: itself
+        # (userinfo) and this instance's APIs; each describes itself at RESOURCE_METADATA_PATH + its path.
+        "protected_resources": [ctx.issuer, *ctx.resources],
+    }
+
+
+def resource_metadata(ctx: IdPContext, uri: str) -> dict | None:
+    """RFC 9728 metadata of the provider itself (userinfo) or one of this instance's APIs; None for anything else."""
+    scopes = USERINFO_SCOPES if uri == ctx.issuer else ctx.resources.get(uri)
+    if scopes is None:
+        return None
+    return {
+        "resource": uri,
+        "authorization_servers": [ctx.issuer],
+        "scopes_supported": sorted(scopes),
+        "bearer_methods_supported": ["header"],
     }
 
 
@@ -112,6 +138,15 @@ def _json(body, status: int = 200, headers: dict | None = None) -> Response:
 @bp.get("/.well-known/openid-configuration")
 def discovery():
     return _json(provider_metadata(_ctx()), headers={"Cache-Control": "public, max-age=300"})
+
+
+@bp.get(RESOURCE_METADATA_PATH, defaults={"root": ""})
+@bp.get(RESOURCE_METADATA_PATH + "/<path:root>")
+def protected_resource(root: str):
+    body = resource_metadata(_ctx(), _ctx().url("/" + root) if root else _ctx().issuer)
+    if body is None:
+        return _json({"error": "not_found", "error_description": "No such protected resource."}, 404)
+    return _json(body, headers={"Cache-Control": "public, max-age=300"})
 
 
 @bp.get(JWKS_PATH)
@@ -320,11 +355,11 @@ def _form_problem() -> Response | None:
     if len(form) > TOKEN_MAX_PARAMETERS:
         return _oauth_error("invalid_request", "Too many parameters.")
     for name, values in form.lists():
-        if len(values) > 1:
+        if len(values) > 1 and name not in REPEATABLE:
             return _oauth_error(
                 "invalid_request", f"The '{name[:40]}' parameter is repeated." if name.isascii() else "A parameter is repeated."
             )
-        if len(values[0]) > TOKEN_LIMITS.get(name, TOKEN_DEFAULT_LIMIT):
+        if max(map(len, values)) > TOKEN_LIMITS.get(name, TOKEN_DEFAULT_LIMIT):
             return _oauth_error(
                 "invalid_request", f"The '{name[:40]}' parameter is too long." if name.isascii() else "A parameter is too long."
             )

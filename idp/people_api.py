@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g
 
-from core.bearer import require_scope
 from core.problems import Problem, json_object_body
 from idp import matters, realname
 from idp.context import EXTENSION, IdPContext
 from idp.i18n import Refusal
 from idp.models import Account
+from idp.resources import COUNTER_SCOPE, IDP_API
 
 bp = Blueprint("idp_people_api", __name__, url_prefix="/api/idp")
 
@@ -35,7 +35,7 @@ def _refused(exc: Refusal):
 
 
 @bp.post("/counter-verifications")
-@require_scope("idp:counter")
+@IDP_API.require(COUNTER_SCOPE)
 def counter_verification():
     body = json_object_body()
     fields = ("account", "resident_id", "name", "clerk", "location", "document")
@@ -57,7 +57,7 @@ def counter_verification():
 
 
 @bp.get("/accounts/<account_id>/proofing")
-@require_scope("idp:counter")
+@IDP_API.require(COUNTER_SCOPE)
 def account_proofing(account_id):
     with _ctx().sessions() as db:
         if len(account_id) > 36 or db.get(Account, account_id) is None:

@@ -92,14 +92,19 @@ def access_token(
     *,
     auth: Authentication | None = None,
     family_id: str | None = None,
+    audience: list[str] | None = None,
     now: int | None = None,
 ) -> tuple[str, dict]:
-    """An RFC 9068 access token and its claims. Without ``auth`` it is the client's own (client_credentials)."""
+    """An RFC 9068 access token and its claims. Without ``auth`` it is the client's own (client_credentials).
+
+    ``audience`` is the resources it is for (``idp.resources.audience``); without it, the issuer (userinfo).
+    """
     now = now or int(time.time())
+    audience = audience or [ctx.issuer]
     claims = {
         "iss": ctx.issuer,
         "sub": auth.account_id if auth else client.client_id,
-        "aud": ctx.issuer,
+        "aud": audience[0] if len(audience) == 1 else list(audience),
         "exp": now + _ACCESS_TOKEN_SECONDS,
         "iat": now,
         "jti": secrets.token_urlsafe(16),
@@ -279,6 +284,7 @@ def store_code(
     code_challenge: str | None,
     code_challenge_method: str | None,
     claims: str | None,
+    resources: str | None = None,
 ) -> str:
     code = new_secret_value()
     now = utc_now()
@@ -299,6 +305,7 @@ def store_code(
             "amr": " ".join(auth.amr),
             "auth_time": auth.auth_time,
             "claims": claims,
+            "resources": resources,
             "expires_at": now + CODE_LIFETIME,
         },
     )
@@ -351,9 +358,19 @@ def session_alive(db: Session, sid: str | None) -> SSOSession | None:
 
 
 def new_refresh_token(
-    db: Session, client: RegisteredClient, auth: Authentication, *, scope: str, family_id: str, session_expires_at: datetime | None
+    db: Session,
+    client: RegisteredClient,
+    auth: Authentication,
+    *,
+    scope: str,
+    family_id: str,
+    session_expires_at: datetime | None,
+    resources: str | None = None,
 ) -> tuple[str, datetime]:
-    """A new refresh token; it never outlives the SSO session (``session_expires_at``, None without one)."""
+    """A new refresh token; it never outlives the SSO session (``session_expires_at``, None without one).
+
+    ``resources`` are the RFC 8707 resources granted (space-separated), None when none were asked for.
+    """
     value = new_secret_value()
     now = utc_now()
     expires = now + REFRESH_TOKEN_LIFETIME
@@ -368,6 +385,7 @@ def new_refresh_token(
             "account_id": auth.account_id,
             "sid": auth.sid,
             "scope": scope,
+            "resources": resources,
             "acr": auth.acr,
             "amr": " ".join(auth.amr),
             "auth_time": auth.auth_time,
@@ -471,6 +489,9 @@ def userinfo_for(ctx: IdPContext, db: Session, token: str) -> dict:
     reason = inactive_reason(ctx, db, claims)
     if reason is not None:
         raise InvalidToken(f"the access token is no longer valid ({reason})")
+    aud = claims.get("aud")
+    if ctx.issuer not in (aud if isinstance(aud, list) else [aud]):
+        raise InvalidToken("the access token is not meant for userinfo: its audience does not include the issuer")
     if "openid" not in str(claims.get("scope", "")).split() or "acr" not in claims:
         raise InsufficientScope("the access token was not issued for a user with the openid scope")
     return userinfo(db, claims)

@@ -25,11 +25,14 @@ import math
 
 from flask import Blueprint, Response, current_app, g, request
 
-from core.bearer import require_scope
+from core.bearer import ApiResource
 from core.problems import Problem, json_object_body
 from signing import documents, pades, remote, report
 from signing.context import EXTENSION, SigningContext
 
+# This API as an OAuth resource (RFC 8707): tokens must name public URL + /api/sign in their audience
+# (``/api/validate`` belongs to it too).
+RESOURCE = ApiResource("/api/sign", scopes=("sign:seal", "sign:validate", "sign:remote"))
 bp = Blueprint("signing_api", __name__)
 
 
@@ -104,7 +107,7 @@ def pdf_response(data: bytes, headers: dict) -> Response:
 
 
 @bp.post("/api/sign/pdf")
-@require_scope("sign:seal")
+@RESOURCE.require("sign:seal")
 def seal_pdf():
     from signing import seals
 
@@ -134,7 +137,7 @@ def seal_pdf():
 
 
 @bp.post("/api/validate")
-@require_scope("sign:validate")
+@RESOURCE.require("sign:validate")
 def validate_pdf():
     data, _ = _pdf_and_options()
     sctx = _ctx()
@@ -170,7 +173,7 @@ def _base64(value, name: str) -> bytes:
 
 
 @bp.post("/api/sign/remote")
-@require_scope("sign:remote")
+@RESOURCE.require("sign:remote")
 def remote_prepare():
     body = json_object_body()
     sctx = _ctx()
@@ -200,7 +203,7 @@ def remote_prepare():
 
 
 @bp.post("/api/sign/remote/<session_id>/finish")
-@require_scope("sign:remote")
+@RESOURCE.require("sign:remote")
 def remote_finish(session_id):
     body = json_object_body()
     signature = _base64(body.get("signature"), "signature")

@@ -14,6 +14,8 @@ from core import bearer
 from hallmark.app import create_app
 from tests.conftest import TOKEN_LABEL, app_settings
 
+TEST_API = bearer.ApiResource("/api/test", scopes=("ca:issue",))
+
 
 def make_settings(tmp_path, database_url, **overrides):
     return app_settings(tmp_path, database_url, HALLMARK_MAX_REQUEST_BYTES="4096", **overrides)
@@ -33,7 +35,7 @@ def app(tmp_path, migrated, signing_key):
     )
 
     @app.post("/api/test/echo")
-    @bearer.require_scope("ca:issue")
+    @TEST_API.require("ca:issue")
     def echo():
         return {"sub": g.token["sub"]}
 
@@ -41,8 +43,11 @@ def app(tmp_path, migrated, signing_key):
     app.extensions["hallmark.services"].close()
 
 
-def mint(key, *, typ="at+jwt", alg="ES256", iss="https://id.test", scope="ca:issue", exp_in=300, **extra):
-    claims = {"iss": iss, "sub": "client-1", "scope": scope, "exp": int(time.time()) + exp_in, "iat": int(time.time()), **extra}
+def mint(key, *, typ="at+jwt", alg="ES256", iss="https://id.test", scope="ca:issue", exp_in=300, aud="https://id.test/api/test", **extra):
+    now = int(time.time())
+    claims = {"iss": iss, "sub": "client-1", "aud": aud, "scope": scope, "exp": now + exp_in, "iat": now, **extra}
+    if aud is None:
+        del claims["aud"]
     return jwt.encode({"alg": alg, "typ": typ, "kid": key.kid}, claims, key)
 
 
@@ -104,6 +109,8 @@ def test_bearer_accepts_a_valid_token(app, signing_key):
         ("alg none", 401, "not valid"),
         ("garbage", 401, "not valid"),
         ("missing scope", 403, "lacks the scope(s) ca:issue"),
+        ("other audience", 401, "not meant for this API"),
+        ("no audience", 401, "not meant for this API"),
     ],
 )
 def test_bearer_refusals(app, signing_key, case, status, detail):
@@ -116,6 +123,8 @@ def test_bearer_refusals(app, signing_key, case, status, detail):
         "alg none": _alg_none(),
         "garbage": "not-a-jwt",
         "missing scope": mint(signing_key, scope="openid profile"),
+        "other audience": mint(signing_key, aud=["https://id.test/api/ca", "https://id.test"]),
+        "no audience": mint(signing_key, aud=None),
     }
     headers = {"Authorization": f"Bearer {tokens[case]}"} if case in tokens else {}
     response = app.test_client().post("/api/test/echo", headers=headers)

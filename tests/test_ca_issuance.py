@@ -229,7 +229,14 @@ def api_app(tmp_path, migrated, key_manager):
     hierarchy.init_hierarchy(app.extensions["hallmark.ca"], actor="test")
 
     def token(scope):
-        claims = {"iss": "https://id.test", "sub": "hall-1", "client_id": "hall-1", "scope": scope, "exp": int(time.time()) + 300}
+        claims = {
+            "iss": "https://id.test",
+            "aud": "https://id.test/api/ca",
+            "sub": "hall-1",
+            "client_id": "hall-1",
+            "scope": scope,
+            "exp": int(time.time()) + 300,
+        }
         return {"Authorization": "Bearer " + jwt.encode({"alg": "ES256", "typ": "at+jwt", "kid": "k1"}, claims, key)}
 
     yield app.test_client(), token

@@ -661,8 +661,11 @@ def test_client_credentials(oidc):
         oidc.token({"grant_type": "password", "username": "a", "password": "b"}, "approval", secret).get_json()["error"]
         == "unsupported_grant_type"
     )
-    # a client_credentials token is no user token
+    # a client_credentials token is no user token: not for userinfo by default, and without a user when asked for it
     userinfo = oidc.rp.get("/oauth/userinfo", headers={"Authorization": "Bearer " + by_basic.get_json()["access_token"]})
+    assert userinfo.status_code == 401 and 'error="invalid_token"' in userinfo.headers["WWW-Authenticate"]
+    for_userinfo = oidc.token({"grant_type": "client_credentials", "resource": oidc.ctx.issuer}, "approval", secret).get_json()
+    userinfo = oidc.rp.get("/oauth/userinfo", headers={"Authorization": "Bearer " + for_userinfo["access_token"]})
     assert userinfo.status_code == 403 and "insufficient_scope" in userinfo.headers["WWW-Authenticate"]
 
 

@@ -32,7 +32,14 @@ def api(tmp_path, migrated):
             matters.set_matter(s, code, level=level, name=name, department=department, actor="test")
 
     def token(scope):
-        claims = {"iss": "https://id.test", "sub": "console", "client_id": "console", "scope": scope, "exp": int(time.time()) + 300}
+        claims = {
+            "iss": "https://id.test",
+            "aud": "https://id.test/api/idp",
+            "sub": "console",
+            "client_id": "console",
+            "scope": scope,
+            "exp": int(time.time()) + 300,
+        }
         return {"Authorization": "Bearer " + jwt.encode({"alg": "ES256", "typ": "at+jwt", "kid": "k1"}, claims, key)}
 
     yield app.test_client(), token, ctx
