@@ -277,14 +277,16 @@ def instance_template() -> Path:
 
 
 def initialised_copy(destination: Path) -> Path:
-    """A copy of the session's initialised instance at ``destination`` (which must not exist yet).
+    """A copy of the session's initialised instance at ``destination`` (missing or an empty folder).
 
     The copy has the template's settings, database, PINs and SoftHSM2 token; its
     ``softhsm2.conf`` names the copy's own token folder, so the copy and the template
     share nothing.
     """
     template = instance_template()
-    shutil.copytree(template, destination, symlinks=True)
+    if destination.exists() and any(destination.iterdir()):
+        raise FileExistsError(f"{destination} is not empty")
+    shutil.copytree(template, destination, symlinks=True, dirs_exist_ok=True)
     conf = destination / "softhsm" / "softhsm2.conf"
     softhsm.write_config(conf.parent)
     for name in ("hallmark.toml", "softhsm/softhsm2.conf"):
