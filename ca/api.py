@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, g, request
 
+from ca import context as ca_context
 from ca import issuance, queries, revocation
 from ca.context import CAContext
 from core.bearer import ApiResource
@@ -12,11 +13,10 @@ from core.problems import Problem, json_object_body
 # This API as an OAuth resource (RFC 8707): tokens must name public URL + /api/ca in their audience.
 RESOURCE = ApiResource("/api/ca", scopes=("ca:issue", "ca:read", "ca:revoke"))
 bp = Blueprint("ca_api", __name__, url_prefix=RESOURCE.root)
-EXTENSION = "hallmark.ca"
 
 
 def _ctx() -> CAContext:
-    return current_app.extensions[EXTENSION]
+    return ca_context.current()
 
 
 def _actor() -> str:

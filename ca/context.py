@@ -16,6 +16,15 @@ from ca.models import Authority
 from core.problems import Problem
 from hsm import KeyManager
 
+NAME = "ca"  # the CA component's name: the key of its service (core.component.service) and its settings section
+
+
+def current(app=None) -> CAContext:
+    """The CA's service on the current Flask app (put there by the composition root)."""
+    from core import component
+
+    return component.service(NAME, app)
+
 
 @dataclass
 class LoadedAuthority:

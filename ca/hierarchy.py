@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 from sqlalchemy import select
 
-from ca import issuance, profiles, publication
+from ca import issuance, profiles
 from ca.context import CAContext
 from ca.models import Authority, Certificate
-from core import audit
+from core import audit, events
 from core.db import utc_now
 from hsm import KeyAlgorithm
 
@@ -166,7 +166,7 @@ def init_hierarchy(ctx: CAContext, actor: str = "system:ca-init") -> InitReport:
             )
             report.steps.append((f"certificate authority {spec.name!r}", True))
         with ctx.sessions() as session, session.begin():
-            publication.authority_created(ctx, session, spec.name)
+            events.of(session).emit(events.AUTHORITY_CREATED, required=True, ctx=ctx, session=session, authority=spec.name)
 
     for name in ISSUING:
         report.steps.append(

@@ -23,11 +23,11 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 from sqlalchemy.orm import Session
 
 from ca import identity as ca_identity
-from ca import profiles, publication
+from ca import profiles
 from ca.context import CAContext, LoadedAuthority
 from ca.models import Certificate
 from ca.profiles import Profile, ProfileError
-from core import audit
+from core import audit, events
 from core.identifiers import InvalidIdentifier, lookup_hash, mask_credit_code, mask_resident_id, validate_credit_code, validate_resident_id
 from core.problems import Problem
 
@@ -271,7 +271,8 @@ def store(
         target=row.serial,
         details={"profile": profile, "authority": authority, "subject": row.subject, "subject_id": row.subject_id_masked},
     )
-    publication.certificate_issued(ctx, session, row)
+    # Its OCSP response is pre-signed by a subscriber (ca.publication), in this transaction.
+    events.of(session).emit(events.CERTIFICATE_ISSUED, required=True, ctx=ctx, session=session, certificate=row)
     return row
 
 

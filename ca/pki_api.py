@@ -24,12 +24,12 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import http_date
 
+from ca import context as ca_context
 from ca import crl, ocsp
 from ca.context import CAContext
 from core.problems import Problem
 
 bp = Blueprint("pki", __name__)
-EXTENSION = "hallmark.ca"
 RESPONDER = "hallmark.ca.ocsp"
 OCSP_PATH = "/pki/ocsp"
 CA_MAX_AGE = 24 * 3600
@@ -39,14 +39,14 @@ CRL_MAX_AGE = 3600
 
 
 def _ctx() -> CAContext:
-    return current_app.extensions[EXTENSION]
+    return ca_context.current()
 
 
 def responder_of(app) -> ocsp.Responder:
     """The app's OCSP responder (one per process, made on first use)."""
     responder = app.extensions.get(RESPONDER)
     if responder is None:
-        responder = app.extensions.setdefault(RESPONDER, ocsp.Responder(app.extensions[EXTENSION]))
+        responder = app.extensions.setdefault(RESPONDER, ocsp.Responder(ca_context.current(app)))
     return responder
 
 

@@ -7,10 +7,9 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 
-from ca import publication
 from ca.context import CAContext
 from ca.models import Certificate
-from core import audit
+from core import audit, events
 from core.problems import Problem
 
 # RFC 5280 section 5.3.1 names. certificateHold and removeFromCRL are left out on
@@ -61,5 +60,6 @@ def revoke(ctx: CAContext, serial: str, reason: str, *, actor: str, at: datetime
             target=serial,
             details={"reason": reason, "authority": row.authority, "profile": row.profile},
         )
-        publication.certificate_revoked(ctx, session, row)
+        # A new OCSP response and CRL are published by a subscriber (ca.publication), in this transaction.
+        events.of(session).emit(events.CERTIFICATE_REVOKED, required=True, ctx=ctx, session=session, certificate=row)
     return row

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
+from ca import context as ca_context
 from ca import tsa
-from ca.api import EXTENSION  # the CAContext the composition root puts on the app
 from core.problems import Problem
 
 bp = Blueprint("ca_tsa", __name__)
@@ -22,5 +22,5 @@ def timestamp():
         body = tsa.rejection("bad_data_format", f"the request is larger than {tsa.MAX_REQUEST_BYTES} bytes")
     else:
         # One byte over the limit is enough for tsa.respond to see it is too large.
-        body = tsa.respond(current_app.extensions[EXTENSION], request.stream.read(tsa.MAX_REQUEST_BYTES + 1))
+        body = tsa.respond(ca_context.current(), request.stream.read(tsa.MAX_REQUEST_BYTES + 1))
     return Response(body, mimetype=REPLY_TYPE, headers={"Cache-Control": "no-store"})

@@ -1,13 +1,17 @@
 """Database engine, sessions and migrations (SQLAlchemy 2 + Alembic).
 
-SQLite is the embedded default; PostgreSQL is production. Alembic's scripts ship
-inside the package (``core/migrations``), so a wheel install can migrate.
+SQLite is the embedded default; PostgreSQL is production. Alembic's environment
+ships inside this package (``core/migrations``); every package keeps its own
+revisions in its own ``migrations/versions`` folder with a branch label named after
+it (``core`` keeps the audit trail's), and the composition root hands the folders
+in, in dependency order. The scripts ship inside the packages, so a wheel install
+can migrate.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,7 +21,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).parent / "migrations"  # the Alembic environment (env.py, the revision template)
+VERSIONS = MIGRATIONS / "versions"  # core's own history: the audit trail
 
 # Stable constraint names, so Alembic migrations are the same on SQLite and PostgreSQL.
 NAMING = {
@@ -102,7 +107,10 @@ def _sqlite_begin_immediate(connection):
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    """Sessions on ``engine``; every session of one factory shares one event hook list (``core.events.of``)."""
+    from core import events
+
+    return sessionmaker(engine, expire_on_commit=False, info={events.INFO_KEY: events.Hooks()})
 
 
 @contextlib.contextmanager
@@ -139,32 +147,79 @@ def check(engine: Engine) -> None:
         raise DatabaseUnavailable(f"cannot reach the database at {engine.url.render_as_string(hide_password=True)}: {reason}") from None
 
 
-def _alembic_config(engine: Engine):
+def _script_directory(locations: Sequence[Path]):
+    from alembic.script import ScriptDirectory
+
+    if not locations:
+        raise ValueError("no migration folders given; the composition root lists them (hallmark.components)")
+    return ScriptDirectory(str(MIGRATIONS), version_locations=[str(p) for p in locations])
+
+
+def _alembic_config(engine: Engine, locations: Sequence[Path]):
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    # Alembic (1.16 and later) splits this option on the separator; ";" never appears in a folder we ship.
+    config.set_main_option("path_separator", ";")
+    config.set_main_option("version_locations", ";".join(str(p) for p in locations))
     config.attributes["engine"] = engine
     return config
 
 
-def upgrade(engine: Engine, revision: str = "heads") -> None:
+def upgrade(engine: Engine, *, locations: Sequence[Path], branches: Sequence[str] = ()) -> None:
+    """Apply the revisions in ``locations``: each branch in ``branches`` to its head, in that order, then every head.
+
+    ``branches`` are the packages' branch labels in dependency order, so a
+    package's tables exist before those of the packages that build on it.
+    """
     from alembic import command
 
     check(engine)
-    command.upgrade(_alembic_config(engine), revision)
+    if not locations:
+        raise ValueError("no migration folders given; the composition root lists them (hallmark.components)")
+    config = _alembic_config(engine, locations)
+    labels = _branch_labels(locations)
+    for branch in branches:
+        if branch in labels:
+            command.upgrade(config, f"{branch}@head")
+    command.upgrade(config, "heads")
+
+
+def _branch_labels(locations: Sequence[Path]) -> set[str]:
+    script = _script_directory(locations)
+    return {label for revision in script.walk_revisions() for label in (revision.branch_labels or ())}
 
 
 def current_revisions(engine: Engine) -> frozenset[str]:
-    """The revisions the database is at (more than one while branches are unmerged)."""
+    """The revisions the database is at (one per package branch)."""
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as connection:
         return frozenset(MigrationContext.configure(connection).get_current_heads())
 
 
-def head_revisions() -> frozenset[str]:
-    """The newest revision of every branch in core/migrations."""
-    from alembic.script import ScriptDirectory
+def pending_revisions(engine: Engine, locations: Sequence[Path]) -> frozenset[str]:
+    """The revisions in ``locations`` that the database has not applied yet (empty: it is up to date).
 
-    return frozenset(ScriptDirectory(str(MIGRATIONS)).get_heads())
+    Compared by ancestry, not by head names: a revision that depends on another
+    package's revision (``depends_on``) takes that one's place in the version table.
+    """
+    from alembic.script import Script
+
+    script = _script_directory(locations)
+    applied: set[str] = set()
+    waiting: list[Script] = list(script.get_revisions(tuple(current_revisions(engine))))
+    while waiting:
+        revision = waiting.pop()
+        if revision is None or revision.revision in applied:
+            continue
+        applied.add(revision.revision)
+        for parent in (revision.down_revision, revision.dependencies):
+            waiting.extend(script.get_revisions(parent) if parent else ())
+    return frozenset(r.revision for r in script.walk_revisions()) - applied
+
+
+def head_revisions(locations: Sequence[Path]) -> frozenset[str]:
+    """The newest revision of every branch in ``locations``."""
+    return frozenset(_script_directory(locations).get_heads())

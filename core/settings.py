@@ -1,16 +1,25 @@
-"""All settings in one place.
+"""Settings: the shared ones here, each package's own in its section.
 
 Order of precedence: ``HALLMARK_*`` environment variables, then the instance's
-``hallmark.toml``, then the defaults below. ``HALLMARK_INSTANCE`` picks the
-instance folder (default ``./instance``).
+``hallmark.toml``, then the defaults. ``HALLMARK_INSTANCE`` picks the instance
+folder (default ``./instance``).
+
+:class:`Settings` holds what every package shares (database, HSM, public URL,
+keys, limits). A package declares its own settings as a frozen dataclass, its
+*section* (``ca.settings.CASettings``, ...), named by its component; the
+composition root hands the sections to :func:`load`, which reads their fields
+from the same flat ``hallmark.toml`` and ``HALLMARK_<FIELD>`` variables, checks
+them, and keeps them in ``settings.section(name)``. A field name belongs to one
+section only. A section may check itself in ``__post_init__`` (raise
+:class:`ConfigError`).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -36,14 +45,35 @@ class Settings:
     workers: int = 2
     secret_key: str = field(default="", repr=False)
     lookup_key: str = field(default="", repr=False)
-    ca_upkeep_seconds: int = 600  # CRL publication and OCSP re-signing in the background; 0 = off
-    logout_retry_seconds: int = 15  # how often undelivered back-channel logout notices are retried; 0 = off
-    registry_url: str = ""  # population registry HTTP adapter; empty = the embedded table
     log_level: str = "INFO"
     max_request_bytes: int = 10 * 1024 * 1024
-    cert_agent_port: int = 17443  # port of the hallmark-key agent on users' PCs (127.0.0.1) that login pages call
-    client_cert_header: str = "X-SSL-Client-Cert"  # where a trusted proxy forwards a verified client certificate
-    trusted_proxies: str = ""  # addresses/networks whose forwarded client certificates count; empty = that path is off
+    sections: Mapping[str, object] = field(default_factory=dict, hash=False)  # component name -> its settings section
+
+    def lookup_key_bytes(self) -> bytes:
+        """The key of the identifier lookup hash (ConfigError when it is not set)."""
+        if not self.lookup_key:
+            raise ConfigError("lookup_key is not set; run 'hallmark init' or set HALLMARK_LOOKUP_KEY")
+        return self.lookup_key.encode()
+
+    def secret_key_bytes(self) -> bytes:
+        """The key of client-secret hashes, CSRF tokens and cookies (ConfigError when it is not set)."""
+        if not self.secret_key:
+            raise ConfigError("secret_key is not set; run 'hallmark init' or set HALLMARK_SECRET_KEY")
+        return self.secret_key.encode()
+
+    def section(self, name: str):
+        """The settings section of the component ``name`` (ConfigError if it was not loaded)."""
+        try:
+            return self.sections[name]
+        except KeyError:
+            raise ConfigError(f"no settings section {name!r} was loaded; load settings through the component list") from None
+
+    def __getattr__(self, name: str):
+        # A package's own setting read by its flat name (settings.cert_agent_port), as before sections.
+        for section in self.__dict__.get("sections", {}).values():
+            if name in _field_names(type(section)):
+                return getattr(section, name)
+        raise AttributeError(f"no setting named {name!r}")
 
     @property
     def settings_file(self) -> Path:
@@ -85,8 +115,31 @@ def instance_path() -> Path:
     return Path(os.environ.get("HALLMARK_INSTANCE", "instance")).absolute()
 
 
-def load(instance: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
-    """Settings for ``instance`` (default: ``HALLMARK_INSTANCE``), environment winning."""
+def _field_names(section: type) -> frozenset[str]:
+    return frozenset(f.name for f in fields(section))
+
+
+def _coerce(values: dict[str, object], types: dict[str, object]) -> None:
+    """Whole numbers from text (environment variables are text); lists of text as one space-separated string."""
+    for name, kind in types.items():
+        if name not in values:
+            continue
+        if kind in ("int", int) and not isinstance(values[name], int):
+            try:
+                values[name] = int(values[name])
+            except ValueError:
+                raise ConfigError(f"{name} must be a whole number, not {values[name]!r}") from None
+        elif kind in ("str", str) and isinstance(values[name], list):  # hallmark.toml may list them
+            values[name] = " ".join(str(v) for v in values[name])
+
+
+def load(instance: Path | None = None, environ: dict[str, str] | None = None, *, sections: Mapping[str, type] | None = None) -> Settings:
+    """Settings for ``instance`` (default: ``HALLMARK_INSTANCE``), environment winning.
+
+    ``sections`` maps a component's name to its settings section (a frozen
+    dataclass); the composition root passes them all (``hallmark.components.load_settings``).
+    """
+    sections = dict(sections or {})
     environ = os.environ if environ is None else environ
     instance = (instance or Path(environ.get("HALLMARK_INSTANCE", "instance"))).absolute()
     values: dict[str, object] = {}
@@ -96,37 +149,38 @@ def load(instance: Path | None = None, environ: dict[str, str] | None = None) ->
             values.update(tomllib.loads(settings_file.read_text()))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{settings_file} is not valid TOML: {exc}") from None
-    known = {f.name: f for f in fields(Settings) if f.name != "instance"}
-    unknown = set(values) - set(known)
+    shared = {f.name: f.type for f in fields(Settings) if f.name not in ("instance", "sections")}
+    owner: dict[str, str] = dict.fromkeys(shared, "")
+    for section_name, section in sections.items():
+        for name in _field_names(section):
+            if name in owner:
+                raise ConfigError(
+                    f"setting {name!r} of section {section_name!r} is already a setting of {owner[name] or 'the shared settings'}"
+                )
+            owner[name] = section_name
+    unknown = set(values) - set(owner)
     if unknown:
         raise ConfigError(f"{settings_file}: unknown setting(s) {', '.join(sorted(unknown))}")
-    for name in known:
+    for name in owner:
         env_value = environ.get(f"HALLMARK_{name.upper()}")
         if env_value is not None:
             values[name] = env_value
-    for whole in (f.name for f in fields(Settings) if f.type in ("int", int)):
-        if whole in values and not isinstance(values[whole], int):
-            try:
-                values[whole] = int(values[whole])
-            except ValueError:
-                raise ConfigError(f"{whole} must be a whole number, not {values[whole]!r}") from None
-    if "max_request_bytes" in values:
-        values["max_request_bytes"] = int(values["max_request_bytes"])
-    if isinstance(values.get("trusted_proxies"), list):  # hallmark.toml may list them
-        values["trusted_proxies"] = " ".join(str(v) for v in values["trusted_proxies"])
+    _coerce(values, shared)
     defaults = embedded_defaults(instance)
     for name, value in defaults.items():
         values.setdefault(name, value)
-    settings = Settings(instance=instance, **values)
+    loaded_sections = {}
+    for section_name, section in sections.items():
+        own = {f.name: f.type for f in fields(section)}
+        section_values = {name: values.pop(name) for name in list(values) if name in own}
+        _coerce(section_values, own)
+        try:
+            loaded_sections[section_name] = section(**section_values)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"settings of {section_name}: {exc}") from None
+    settings = Settings(instance=instance, sections=loaded_sections, **values)
     if not settings.public_url.startswith(("http://", "https://")):
         raise ConfigError(f"public_url must be an http(s) URL, not {settings.public_url!r}")
-    if not 0 < settings.cert_agent_port < 65536:
-        raise ConfigError(f"cert_agent_port must be a port number, not {settings.cert_agent_port}")
-    for proxy in settings.trusted_proxies.replace(",", " ").split():
-        try:
-            ipaddress.ip_network(proxy, strict=False)
-        except ValueError:
-            raise ConfigError(f"trusted_proxies: {proxy!r} is not an IP address or network") from None
     return settings
 
 

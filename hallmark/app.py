@@ -1,4 +1,7 @@
-"""The Flask application factory (``hallmark.app:create_app``)."""
+"""The Flask application factory (``hallmark.app:create_app``).
+
+No package is named here: the app follows the component list (``hallmark.components``).
+"""
 
 from __future__ import annotations
 
@@ -7,27 +10,20 @@ import logging
 from flask import Flask, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ca import api as ca_api
-from ca import pki_api, tsa_api
-from core import bearer, problems
-from core import settings as settings_module
+from core import bearer, component, periodic, problems, web
 from core.settings import Settings
 from hallmark import health, wiring
-from idp import context as idp_context
-from idp import enrolment_api, enterprises_api, logout_api, oidc_api, pages, people_api
-from idp import i18n as idp_i18n
-from idp import keys as idp_keys
-from idp import logout as idp_logout
-from idp import resources as idp_resources
-from signing import api as signing_api
-from signing import web as signing_web
+from hallmark.components import COMPONENTS
 
 
-def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = None) -> Flask:
-    """Build the app. ``bearer_jwks`` are the keys JSON APIs accept access tokens from."""
-    settings = settings or settings_module.load()
+def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = None, components=COMPONENTS) -> Flask:
+    """Build the app. ``bearer_jwks`` are the keys JSON APIs accept access tokens from (default: the token issuer's)."""
+    from hallmark.components import load_settings
+
+    components = tuple(components)
+    settings = settings or load_settings(components=components)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    services = wiring.build(settings)
+    services = wiring.build(settings, components)
 
     app = Flask("hallmark")
     app.config.update(
@@ -36,36 +32,27 @@ def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = N
         JSON_SORT_KEYS=False,
     )
     app.json.ensure_ascii = False
-    app.extensions["hallmark.services"] = services
+    component.install(app, services)
+    app.extensions["hallmark.services"] = services  # the same registry, for callers of the composition root
     problems.install(app)
-    # JSON APIs accept the identity provider's own access tokens unless a test hands in other keys.
-    accepted_keys = bearer_jwks if bearer_jwks is not None else (lambda: idp_keys.jwks_dict(services.idp))
-    bearer.install(app, bearer.BearerVerifier(accepted_keys, issuer=services.idp.issuer, public_url=settings.public_url))
-    # Audience-bound tokens (RFC 8707): the IdP issues tokens for these APIs, and each API accepts only its own.
-    services.idp.resources.update(bearer.catalogue(settings.public_url, [ca_api.RESOURCE, signing_api.RESOURCE, idp_resources.IDP_API]))
-    app.extensions[ca_api.EXTENSION] = services.ca
-    app.register_blueprint(health.bp)
-    app.register_blueprint(ca_api.bp)
-    app.register_blueprint(pki_api.bp)
-    if settings.ca_upkeep_seconds > 0:
-        from ca import schedule
+    # The shared web layer: languages, error pages and problem+json, security headers, the landing page.
+    web.init_app(app, public_url=settings.public_url)
+    _install_bearer(app, services, components, settings, bearer_jwks)
+    health.install(app, components)
 
-        upkeep = schedule.start(services.ca, settings.ca_upkeep_seconds)
-        app.extensions["hallmark.ca.schedule"] = upkeep
-        services.on_close(upkeep.stop)
-    app.register_blueprint(tsa_api.bp)
-    app.extensions[idp_context.EXTENSION] = services.idp
-    idp_i18n.init_app(app)
-    app.register_blueprint(oidc_api.bp)
-    app.register_blueprint(pages.bp)
-    app.register_blueprint(people_api.bp)
-    app.register_blueprint(enterprises_api.bp)
-    app.register_blueprint(enrolment_api.bp)
-    app.register_blueprint(logout_api.bp)
-    signing_web.install(app, services.ca, compile_catalogues=idp_i18n.compile_catalogues, max_request_bytes=settings.max_request_bytes)
-    if settings.logout_retry_seconds > 0:
-        retries = idp_logout.start_retries(services.idp, settings.logout_retry_seconds)
-        services.on_close(retries.stop)
+    for part in components:
+        service = services.by_name.get(part.name)
+        if part.translations is not None:
+            web.add_translations(app, part.translations)
+        if part.init_app is not None:
+            part.init_app(app, service)
+        for blueprint in part.blueprints() if part.blueprints is not None else ():
+            app.register_blueprint(blueprint)
+        for job in part.periodic:
+            seconds = job.interval(settings)
+            if seconds > 0:
+                running = periodic.start(job.name, lambda job=job, service=service: job.run(service), seconds)
+                services.on_close(running.stop)
 
     @app.before_request
     def refuse_oversized_bodies():
@@ -75,3 +62,19 @@ def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = N
             raise RequestEntityTooLarge(f"request bodies are limited to {settings.max_request_bytes} bytes")
 
     return app
+
+
+def _install_bearer(app: Flask, services, components, settings: Settings, bearer_jwks: dict | None) -> None:
+    """Every JSON API checks access tokens of the one token issuer, for its own audience (RFC 8707)."""
+    resources = [resource for part in components if part.api_resources is not None for resource in part.api_resources()]
+    catalogue = bearer.catalogue(settings.public_url, resources)
+    issuers = [part for part in components if part.token_issuer is not None]
+    if len(issuers) > 1:
+        raise ValueError(f"more than one component issues access tokens: {', '.join(p.name for p in issuers)}")
+    keys, issuer = {"keys": []}, settings.public_url.rstrip("/")
+    if issuers:
+        keys, issuer = issuers[0].token_issuer(services[issuers[0].name], catalogue)
+    # JSON APIs accept the issuer's own access tokens unless a test hands in other keys.
+    bearer.install(
+        app, bearer.BearerVerifier(bearer_jwks if bearer_jwks is not None else keys, issuer=issuer, public_url=settings.public_url)
+    )

@@ -7,18 +7,15 @@ import sys
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from ca import cli as ca_cli
 from core import audit, db
-from core import settings as settings_module
 from core.db import DatabaseUnavailable
 from core.identifiers import InvalidIdentifier
 from core.problems import Problem
 from core.settings import ConfigError
+from hallmark import components as components_module
 from hallmark import instance as instance_module
 from hallmark import wiring
 from hsm import HSMError, KeyAlgorithm
-from idp import cli as idp_cli
-from signing import cli as signing_cli
 
 USER_ERRORS = (HSMError, ConfigError, DatabaseUnavailable, InvalidIdentifier, Problem)
 
@@ -39,11 +36,15 @@ class HallmarkGroup(click.Group):
 
 
 def _settings():
-    return settings_module.load()
+    return components_module.load_settings()
 
 
 class LazyServices:
-    """Database and HSM, built on first use: most commands need neither or only one."""
+    """Database, HSM and the components' services, built on first use: most commands need few of them.
+
+    A package's commands reach its service with ``find_root().obj.service("ca")``
+    (or ``.ca()``, ``.idp()``: any component's name).
+    """
 
     def __init__(self):
         self._services = None
@@ -55,11 +56,13 @@ class LazyServices:
             self._services = wiring.build(settings)
         return self._services
 
-    def ca(self):
-        return self.services().ca
+    def service(self, name: str):
+        return self.services()[name]
 
-    def idp(self):
-        return self.services().idp
+    def __getattr__(self, name: str):
+        if name.startswith("_") or name not in components_module.by_name():
+            raise AttributeError(name)
+        return lambda: self.service(name)
 
     def close(self):
         if self._services is not None:
@@ -72,13 +75,6 @@ def main(ctx):
     """Hallmark: identity and trust for online government service halls."""
     ctx.obj = LazyServices()
     ctx.call_on_close(ctx.obj.close)
-
-
-main.add_command(ca_cli.ca)
-idp_cli.register_subcommands()
-main.add_command(idp_cli.idp)
-main.add_command(signing_cli.sign)
-main.add_command(signing_cli.validate)
 
 
 @main.command()
@@ -106,7 +102,7 @@ def serve(bind, workers, threads):
     engine = db.make_engine(settings.database_url)
     try:
         db.check(engine)
-        if db.current_revisions(engine) != db.head_revisions():
+        if components_module.pending_revisions(engine):
             raise ConfigError("the database schema is not at the latest revision; run 'hallmark db upgrade'")
     finally:
         engine.dispose()
@@ -125,11 +121,11 @@ def db_group():
 
 @db_group.command(name="upgrade")
 def db_upgrade():
-    """Migrate the database to the latest schema revision."""
+    """Migrate the database to the latest schema revision of every component."""
     settings = _settings()
     engine = db.make_engine(settings.database_url)
     try:
-        db.upgrade(engine)
+        components_module.upgrade_database(engine)
         click.echo(f"database {settings.database_url_for_display()} at revision {', '.join(sorted(db.current_revisions(engine)))}")
     finally:
         engine.dispose()
@@ -251,7 +247,7 @@ def demo_prepare(ctx, as_json, hall_ports):
                     "accounts": info.accounts,
                     "usb_key": info.usb_key,
                     "idp": services.settings.public_url,
-                    "agent_port": services.settings.cert_agent_port,
+                    "agent_port": services.settings.section("idp").cert_agent_port,
                     "banner": demo.banner(info, services.settings.public_url),
                 },
                 ensure_ascii=False,
@@ -259,6 +255,31 @@ def demo_prepare(ctx, as_json, hall_ports):
         )
     else:
         click.echo(demo.banner(info, services.settings.public_url))
+
+
+# -- the components' commands ---------------------------------------------------------------
+
+OWN_COMMANDS = tuple(main.commands)  # hallmark's own: init, serve, db, hsm, audit, demo
+
+
+def add_component_commands(group: click.Group, components=components_module.COMPONENTS) -> None:
+    """Each component's click groups and commands, in list order."""
+    for component in components:
+        for command in component.commands() if component.commands is not None else ():
+            group.add_command(command)
+
+
+def command_for(components) -> click.Group:
+    """A ``hallmark`` command with hallmark's own commands and those of ``components``
+    (``main`` is this for the default list)."""
+    group = HallmarkGroup(name=main.name, callback=main.callback, params=list(main.params), help=main.help)
+    for name in OWN_COMMANDS:
+        group.add_command(main.commands[name])
+    add_component_commands(group, components)
+    return group
+
+
+add_component_commands(main)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ with its own ``softhsm2.conf``, and the token's PINs in an owner-only file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -15,6 +16,7 @@ from pathlib import Path
 from core import audit, db
 from core import settings as settings_module
 from core.settings import PINS_FILE, SETTINGS_FILE, Settings
+from hallmark import components
 from hsm import softhsm
 
 
@@ -69,7 +71,7 @@ def init_instance(instance: Path | None = None) -> InitReport:
     else:
         report.did(f"settings file {settings_file}", False)
 
-    settings = settings_module.load(instance)
+    settings = components.load_settings(instance)
 
     if _uses_embedded_softhsm(settings):
         pins_file = instance / PINS_FILE
@@ -97,7 +99,7 @@ def init_instance(instance: Path | None = None) -> InitReport:
     engine = db.make_engine(settings.database_url)
     try:
         before = _revision_or_none(engine)
-        db.upgrade(engine)
+        components.upgrade_database(engine)
         after = db.current_revisions(engine)
         report.did(f"database {settings.database_url_for_display()} at revision {', '.join(sorted(after))}", before != after)
         ca_report = _init_ca(settings, engine)
@@ -120,27 +122,32 @@ def init_instance(instance: Path | None = None) -> InitReport:
 
 def _init_ca(settings: Settings, engine):
     from ca import hierarchy
-    from hallmark import wiring
+    from ca.component import COMPONENT as CA
 
-    keys = wiring.key_manager(settings)
-    try:
-        ctx = wiring.ca_context(settings, db.make_session_factory(engine), keys)
-        return hierarchy.init_hierarchy(ctx, actor="system:init")
-    finally:
-        keys.close()
+    with _services(settings, engine, [CA]) as services:
+        return hierarchy.init_hierarchy(services[CA.name], actor="system:init")
 
 
 def _init_key_client(settings: Settings, engine) -> bool:
-    from hallmark import wiring
     from idp import enrolment
+    from idp.component import COMPONENT as IDP
 
-    keys = wiring.key_manager(settings)
-    try:
-        ctx = wiring.idp_context(settings, db.make_session_factory(engine), keys)
+    with _services(settings, engine, [IDP]) as services:
+        ctx = services[IDP.name]
         with db.transaction(ctx.sessions) as session:
             return enrolment.ensure_key_client(ctx, session, actor="system:init")
+
+
+@contextlib.contextmanager
+def _services(settings: Settings, engine, only):
+    """The services of ``only`` on ``engine`` (left open) and a key manager of their own (closed after)."""
+    from hallmark import wiring
+
+    services = wiring.build(settings, only, engine=engine)
+    try:
+        yield services
     finally:
-        keys.close()
+        services.keys.close()
 
 
 def _revision_or_none(engine) -> frozenset[str]:

@@ -1,42 +1,20 @@
-"""Build the long-lived parts (database engine, key manager) from settings, once per process."""
+"""Build the long-lived parts (database engine, key manager, each component's service) from settings, once per process."""
 
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
-from ca.context import CAContext
 from core import db
+from core.component import Component, Services
 from core.settings import Settings
+from hallmark.components import COMPONENTS
 from hsm import PKCS11KeyManager
 from hsm.softhsm import default_module
-from idp.context import IdPContext
 
-
-@dataclass
-class Services:
-    settings: Settings
-    engine: Engine
-    sessions: sessionmaker[Session]
-    keys: PKCS11KeyManager
-    ca: CAContext
-    idp: IdPContext
-    _closers: list = field(default_factory=list, repr=False)
-
-    def on_close(self, stop) -> None:
-        """Run ``stop()`` when the services close (background threads that use them)."""
-        self._closers.append(stop)
-
-    def close(self) -> None:
-        while self._closers:
-            self._closers.pop()()
-        self.keys.close()
-        self.engine.dispose()
+__all__ = ["Services", "build", "key_manager", "module_path", "prepare_pkcs11_environment"]
 
 
 def module_path(settings: Settings) -> str:
@@ -57,40 +35,24 @@ def key_manager(settings: Settings) -> PKCS11KeyManager:
 _lock = threading.Lock()
 
 
-def build(settings: Settings) -> Services:
+def build(settings: Settings, components: Iterable[Component] = COMPONENTS, *, engine=None, keys=None) -> Services:
+    """The shared parts, then each component's service in list order, then their event subscriptions.
+
+    ``engine`` and ``keys``, when given, are used instead of new ones (and closed with the services).
+    """
     with _lock:
-        engine = db.make_engine(settings.database_url)
-        sessions = db.make_session_factory(engine)
-        keys = key_manager(settings)
-        return Services(settings, engine, sessions, keys, ca_context(settings, sessions, keys), idp_context(settings, sessions, keys))
-
-
-def ca_context(settings: Settings, sessions, keys) -> CAContext:
-    return CAContext(sessions=sessions, keys=keys, public_url=settings.public_url, lookup_key=lookup_key(settings))
-
-
-def idp_context(settings: Settings, sessions, keys) -> IdPContext:
-    from core.settings import ConfigError
-
-    if not settings.secret_key:
-        raise ConfigError("secret_key is not set; run 'hallmark init' or set HALLMARK_SECRET_KEY")
-    from idp import logout
-
-    ctx = IdPContext(
-        sessions=sessions,
-        keys=keys,
-        issuer=settings.public_url.rstrip("/"),
-        lookup_key=lookup_key(settings),
-        secret_key=settings.secret_key.encode(),
-        registry_url=settings.registry_url,
-    )
-    logout.install(ctx)  # logout notices go out as soon as the session's end commits
-    return ctx
-
-
-def lookup_key(settings: Settings) -> bytes:
-    from core.settings import ConfigError
-
-    if not settings.lookup_key:
-        raise ConfigError("lookup_key is not set; run 'hallmark init' or set HALLMARK_LOOKUP_KEY")
-    return settings.lookup_key.encode()
+        engine = engine if engine is not None else db.make_engine(settings.database_url)
+        keys = keys if keys is not None else key_manager(settings)
+        services = Services(settings=settings, engine=engine, sessions=db.make_session_factory(engine), keys=keys)
+        try:
+            components = tuple(components)
+            for component in components:
+                if component.services is not None:
+                    services.add(component.name, component.services(services))
+            for component in components:
+                if component.subscribe is not None:
+                    component.subscribe(services.hooks, services.by_name.get(component.name))
+        except BaseException:
+            services.close()
+            raise
+        return services

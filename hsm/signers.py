@@ -8,7 +8,7 @@ material: ``private_bytes``/``private_numbers`` refuse.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
@@ -16,8 +16,16 @@ from pkcs11 import MGF, Mechanism
 
 from hsm.errors import HSMError, UnsupportedAlgorithm
 
-if TYPE_CHECKING:
-    from hsm.pkcs11_manager import PKCS11KeyManager
+
+class TokenSigner(Protocol):
+    """What a key object needs from the key manager that made it: a signature by the token.
+
+    (``hsm.pkcs11_manager.PKCS11KeyManager`` is one; this module does not import it,
+    so the manager can import the key classes without an import circle.)
+    """
+
+    def sign_with(self, key_id: bytes, data: bytes, mechanism: Mechanism, mechanism_param=None) -> bytes: ...
+
 
 _RSA_PKCS1 = {
     "sha256": Mechanism.SHA256_RSA_PKCS,
@@ -52,7 +60,7 @@ def _split_hash(algorithm) -> tuple[str, bool]:
 
 
 class _HSMKey:
-    def __init__(self, manager: PKCS11KeyManager, key_id: bytes, uri: str, public_key):
+    def __init__(self, manager: TokenSigner, key_id: bytes, uri: str, public_key):
         self._manager = manager
         self._key_id = key_id
         self._public_key = public_key

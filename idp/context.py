@@ -8,7 +8,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hsm import KeyManager
 
-EXTENSION = "hallmark.idp"
+NAME = "idp"  # the identity provider component's name: the key of its service (core.component.service) and its settings section
+EXTENSION = "hallmark.idp"  # (former app.extensions key; views use current())
+
+
+def current(app=None) -> IdPContext:
+    """The identity provider's service on the current Flask app (put there by the composition root)."""
+    from core import component
+
+    return component.service(NAME, app)
 
 
 @dataclass

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, g, request
 
 from core import db as core_db
 from core.problems import Problem, json_object_body
+from idp import context as idp_context
 from idp import enterprises
-from idp.context import EXTENSION, IdPContext
+from idp.context import IdPContext
 from idp.i18n import Refusal
 from idp.resources import IDP_API
 
@@ -16,7 +17,7 @@ TITLES = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 409: "Conflict
 
 
 def _ctx() -> IdPContext:
-    return current_app.extensions[EXTENSION]
+    return idp_context.current()
 
 
 def _actor() -> str:

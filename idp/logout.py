@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core import audit, periodic
+from core import audit, events, periodic
 from core import db as core_db
 from core import http as core_http
 from core.db import utc_now
@@ -353,23 +353,33 @@ def deliver_soon(ctx: IdPContext, ids: list[int]) -> None:
     executor.submit(run)
 
 
+PENDING_NOTICES = "hallmark.idp.logout_notices"  # db.info key: back-channel notices to send after commit
+
+
+def session_ended(*, session: Session, sid: str, **_) -> dict:
+    """Handler of ``core.events.SESSION_ENDED``: queue the halls' notices in the ending transaction."""
+    notices = queue(session, sid)
+    session.info.setdefault(PENDING_NOTICES, []).extend(notices)
+    return {"halls_to_notify": len(notices)}
+
+
 def install(ctx: IdPContext) -> None:
-    """Send the notices a transaction queued as soon as it commits (and forget them if it rolls back)."""
+    """Queue notices when a session ends (on the hook list of ``ctx.sessions``), and send
+    them as soon as the transaction commits (forget them if it rolls back)."""
     from sqlalchemy import event
 
-    from idp import sessions
-
     def after_commit(db: Session) -> None:
-        ids = db.info.pop(sessions.PENDING_NOTICES, None)
+        ids = db.info.pop(PENDING_NOTICES, None)
         if ids:
             deliver_soon(ctx, ids)
 
     def after_rollback(db: Session) -> None:
-        db.info.pop(sessions.PENDING_NOTICES, None)
+        db.info.pop(PENDING_NOTICES, None)
 
     if ctx.cache.get("logout.installed"):
         return
     ctx.cache["logout.installed"] = True
+    events.of(ctx.sessions).subscribe(events.SESSION_ENDED, session_ended)
     event.listen(ctx.sessions, "after_commit", after_commit)
     event.listen(ctx.sessions, "after_soft_rollback", lambda db, previous: after_rollback(db))
 

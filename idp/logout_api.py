@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, g, redirect, request
+from flask import Blueprint, g, redirect, request
 
 from core import db as core_db
 from idp import consent, logout, pages, sessions
@@ -25,7 +25,7 @@ FRAME_WAIT_MS = 2500  # how long the page waits for front-channel iframes before
 
 
 def _ctx() -> IdPContext:
-    return current_app.extensions[idp_context.EXTENSION]
+    return idp_context.current()
 
 
 @bp.before_request
@@ -50,7 +50,7 @@ def _headers(response):
 
 @bp.errorhandler(Refusal)
 def _refused(exc: Refusal):
-    return pages.render("idp/error.html", exc.status, error=exc, back="/account")
+    return pages.refused(exc, back="/account")
 
 
 def _clear_cookie(response):

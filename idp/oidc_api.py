@@ -47,7 +47,7 @@ PAGE_HEADERS = {**NO_STORE, "X-Frame-Options": "DENY", "X-Content-Type-Options":
 
 
 def _ctx() -> IdPContext:
-    return current_app.extensions[idp_context.EXTENSION]
+    return idp_context.current()
 
 
 # -- discovery and keys ---------------------------------------------------------------------
@@ -415,7 +415,7 @@ class TokenFastPath:
         form = dict(pairs)
         if len(form) != len(pairs) or any(len(v) > TOKEN_LIMITS.get(k, TOKEN_DEFAULT_LIMIT) for k, v in pairs):
             return self.wsgi_app(environ, start_response)
-        ctx = self.app.extensions[idp_context.EXTENSION]
+        ctx = idp_context.current(self.app)
         answer = grants.client_credentials_fast(ctx, form, environ.get("HTTP_AUTHORIZATION"))
         if answer is None:
             return self.wsgi_app(environ, start_response)

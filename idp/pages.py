@@ -27,11 +27,13 @@ from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from core import audit
+from ca import context as ca_context
+from core import audit, component
 from core import db as core_db
 from core.identifiers import mask_credit_code, mask_resident_id
 from idp import accounts, certlogin, enterprises, i18n, levels, logout, realname, sessions
-from idp.context import EXTENSION, IdPContext
+from idp import context as idp_context
+from idp.context import IdPContext
 from idp.i18n import N_, Refusal
 from idp.models import Account, IdentityProofing, Matter
 
@@ -73,7 +75,7 @@ FIELD_OF = (
 
 
 def _ctx() -> IdPContext:
-    return current_app.extensions[EXTENSION]
+    return idp_context.current()
 
 
 def _secure() -> bool:
@@ -558,11 +560,11 @@ def verify():
 
 
 def _settings():
-    return current_app.extensions["hallmark.services"].settings
+    return component.services().settings
 
 
 def _ca():
-    return current_app.extensions["hallmark.services"].ca
+    return ca_context.current()
 
 
 def _cert_options() -> certlogin.Options:

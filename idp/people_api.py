@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g
+from flask import Blueprint, g
 
 from core.problems import Problem, json_object_body
+from idp import context as idp_context
 from idp import matters, realname
-from idp.context import EXTENSION, IdPContext
+from idp.context import IdPContext
 from idp.i18n import Refusal
 from idp.models import Account
 from idp.resources import COUNTER_SCOPE, IDP_API
@@ -15,7 +16,7 @@ bp = Blueprint("idp_people_api", __name__, url_prefix="/api/idp")
 
 
 def _ctx() -> IdPContext:
-    return current_app.extensions[EXTENSION]
+    return idp_context.current()
 
 
 @bp.errorhandler(Refusal)

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, exists, insert, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 
-from core import audit
+from core import audit, events
 from core.db import utc_now
 from idp import levels
 from idp.models import Account, IdentityProofing, SessionClient, SSOSession
@@ -170,24 +170,20 @@ def clients_of(db: Session, sid: str) -> list[str]:
 def end(db: Session, sid: str, *, actor: str) -> SSOSession | None:
     """End a session (logout, or "sign out" from the account page). Returns it, or None if not live.
 
-    The halls the session signed in to are owed a logout notice; it is queued here,
-    in the same transaction, and sent once that commits (``idp.logout.install``).
+    The end is announced on the session's hook list (``core.events.SESSION_ENDED``),
+    in the same transaction: single logout (``idp.logout``, subscribed when the
+    IdP's services are built) queues the halls' logout notices there and sends them
+    once it commits. What the subscribers report is audited with the end.
     """
-    from idp import logout
-
     row = db.get(SSOSession, sid)
     if row is None or row.ended_at is not None:
         return None
     row.ended_at = utc_now()
-    notices = logout.queue(db, sid)
-    db.info.setdefault(PENDING_NOTICES, []).extend(notices)
-    audit.record(
-        db, actor=actor, action="idp.session.ended", target=sid[:12], details={"account": row.account_id, "halls_to_notify": len(notices)}
-    )
+    details = {"account": row.account_id}
+    for reported in events.of(db).emit(events.SESSION_ENDED, session=db, sid=sid, account_id=row.account_id):
+        details.update(reported or {})
+    audit.record(db, actor=actor, action="idp.session.ended", target=sid[:12], details=details)
     return row
-
-
-PENDING_NOTICES = "hallmark.idp.logout_notices"  # db.info key: back-channel notices to send after commit
 
 
 def active_for(db: Session, account_id: str) -> list[SSOSession]:

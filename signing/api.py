@@ -23,12 +23,13 @@ import base64
 import binascii
 import math
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, g, request
 
 from core.bearer import ApiResource
 from core.problems import Problem, json_object_body
+from signing import context as signing_context
 from signing import documents, pades, remote, report
-from signing.context import EXTENSION, SigningContext
+from signing.context import SigningContext
 
 # This API as an OAuth resource (RFC 8707): tokens must name public URL + /api/sign in their audience
 # (``/api/validate`` belongs to it too).
@@ -37,7 +38,7 @@ bp = Blueprint("signing_api", __name__)
 
 
 def _ctx() -> SigningContext:
-    return current_app.extensions[EXTENSION]
+    return signing_context.current()
 
 
 def _client() -> str:

@@ -10,7 +10,15 @@ from ca.context import CAContext
 from signing import pdfinput
 from signing.trust import OwnTimeStamper
 
-EXTENSION = "hallmark.signing"
+NAME = "signing"  # the signing component's name: the key of its service (core.component.service)
+EXTENSION = "hallmark.signing"  # (former app.extensions key; views use current())
+
+
+def current(app=None) -> SigningContext:
+    """The signing service on the current Flask app (put there by the composition root)."""
+    from core import component
+
+    return component.service(NAME, app)
 
 
 @dataclass

@@ -18,12 +18,13 @@ import secrets
 from pathlib import Path
 from urllib.parse import urlencode
 
-from flask import Blueprint, current_app, g, render_template, request
+from flask import Blueprint, g, render_template, request
 from flask_babel import format_datetime, get_locale, gettext
 
 from core.problems import Problem
+from signing import context as signing_context
 from signing import documents, report
-from signing.context import EXTENSION, SigningContext
+from signing.context import SigningContext
 
 bp = Blueprint("signing_pages", __name__, template_folder="templates")
 TRANSLATIONS = Path(__file__).parent / "translations"
@@ -58,7 +59,7 @@ def install_translations(app, compile_catalogues) -> None:
 
 
 def _ctx() -> SigningContext:
-    return current_app.extensions[EXTENSION]
+    return signing_context.current()
 
 
 def _lang() -> str:

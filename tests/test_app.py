@@ -62,8 +62,9 @@ def test_healthz_ok(app):
 
 def test_healthz_503_when_token_cannot_be_opened(tmp_path, database_url):
     from core import db
+    from hallmark import components
 
-    db.upgrade(db.make_engine(database_url))
+    components.upgrade_database(db.make_engine(database_url))
     app = create_app(make_settings(tmp_path, database_url, HALLMARK_TOKEN_LABEL="unplugged-token"))
     response = app.test_client().get("/healthz")
     assert response.status_code == 503

@@ -226,7 +226,7 @@ def api_app(tmp_path, migrated, key_manager):
     settings = app_settings(tmp_path, engine.url.render_as_string(hide_password=False))
     key = ECKey.generate_key("P-256", parameters={"kid": "k1"}, private=True)
     app = create_app(settings, bearer_jwks={"keys": [key.as_dict(private=False)]})
-    hierarchy.init_hierarchy(app.extensions["hallmark.ca"], actor="test")
+    hierarchy.init_hierarchy(app.extensions["hallmark.services"].ca, actor="test")
 
     def token(scope):
         claims = {

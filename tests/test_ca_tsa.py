@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from ca import hierarchy, issuance, profiles, revocation, tsa, tsa_api
 from ca.models import Authority, Certificate
-from core import problems
+from core import component, problems
 from hsm import KeyAlgorithm
 
 DATA = "书证一致：泉州市网上办事大厅 submission #42\n".encode()
@@ -302,7 +302,9 @@ def tsa_app(tsa_ctx):
     """Just the TSA blueprint in an app, as the composition root wires it, on this test's database."""
     app = Flask("tsa-test")
     problems.install(app)
-    app.extensions[tsa_api.EXTENSION] = tsa_ctx
+    services = component.Services(settings=None, engine=None, sessions=tsa_ctx.sessions, keys=None)
+    services.add("ca", tsa_ctx)
+    component.install(app, services)
     app.register_blueprint(tsa_api.bp)
     return app
 

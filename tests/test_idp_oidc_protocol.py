@@ -49,7 +49,7 @@ class World:
 
     def __init__(self, app):
         self.app = app
-        self.ctx = app.extensions["hallmark.idp"]
+        self.ctx = app.extensions["hallmark.services"].idp
         self.browser = app.test_client()
         self.rp = app.test_client()  # back-channel calls: no cookies
 

@@ -23,7 +23,7 @@ def api(tmp_path, migrated):
     settings = app_settings(tmp_path, engine.url.render_as_string(hide_password=False))
     key = ECKey.generate_key("P-256", parameters={"kid": "k1"}, private=True)
     app = create_app(settings, bearer_jwks={"keys": [key.as_dict(private=False)]})
-    ctx = app.extensions["hallmark.idp"]
+    ctx = app.extensions["hallmark.services"].idp
     with db.transaction(ctx.sessions) as s:
         accounts.register(s, identifier="clerk01", password="Clerk horse 42", roles=("clerk",))
         accounts.register(s, identifier="resident1", password="Correct horse 42")

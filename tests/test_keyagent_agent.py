@@ -43,15 +43,16 @@ def unb64url(text: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def demo_key(tmp_path_factory, key_manager):
-    from ca import hierarchy
+    from ca import hierarchy, publication
     from ca.context import CAContext
-    from core import db
-    from hallmark import demo
+    from core import db, events
+    from hallmark import components, demo
 
     folder = tmp_path_factory.mktemp("agent")
     engine = db.make_engine(f"sqlite:///{folder / 'ca.db'}")
-    db.upgrade(engine)
+    components.upgrade_database(engine)
     ctx = CAContext(sessions=db.make_session_factory(engine), keys=key_manager, public_url=HALL, lookup_key=b"test-lookup-key-0123456789")
+    publication.subscribe(events.of(ctx.sessions))
     hierarchy.init_hierarchy(ctx, actor="test")
     resident_id = new_resident_id()
     made = demo.prepare_demo_usb_key(ctx, folder, resident_id=resident_id, name="张三")

@@ -4,11 +4,11 @@ Existing clients get NULL: they may ask for this instance's own APIs that serve 
 their scopes, which is what their tokens were good for before (docs/idp.md, "Audience").
 Existing codes and refresh tokens get NULL: no resource was asked for when they were made.
 
-Self-contained (touches only the idp_* tables) so it can move with the identity
-provider's own migration history.
+Self-contained (touches only the idp_* tables): the first revision of the identity
+provider's own migration history (branch ``idp``).
 
 Revision ID: 0008_resource_indicators
-Revises: 0007
+Revises: idp_0001
 Create Date: 2026-12-06
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_resource_indicators"
-down_revision = "0007"
+down_revision = "idp_0001"  # the identity provider's own branch (idp/migrations/versions)
 branch_labels = None
 depends_on = None
 

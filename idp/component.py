@@ -1,0 +1,82 @@
+"""What the identity provider adds to the whole (see ``core.component``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.component import Component, PeriodicJob, Services
+from idp.context import NAME, IdPContext
+from idp.settings import IdPSettings
+
+
+def build(services: Services) -> IdPContext:
+    """The identity provider's service: what its views, commands and the packages above use."""
+    settings = services.settings
+    own: IdPSettings = settings.section(NAME)
+    return IdPContext(
+        sessions=services.sessions,
+        keys=services.keys,
+        issuer=settings.public_url.rstrip("/"),
+        lookup_key=settings.lookup_key_bytes(),
+        secret_key=settings.secret_key_bytes(),
+        registry_url=own.registry_url,
+    )
+
+
+def subscribe(hooks, ctx: IdPContext) -> None:
+    from idp import logout
+
+    logout.install(ctx)  # an ended SSO session queues logout notices, sent as soon as its end commits
+
+
+def blueprints():
+    from idp import enrolment_api, enterprises_api, logout_api, oidc_api, pages, people_api
+
+    return (oidc_api.bp, pages.bp, people_api.bp, enterprises_api.bp, enrolment_api.bp, logout_api.bp)
+
+
+def commands():
+    from idp import cli
+
+    cli.register_subcommands()
+    return (cli.idp,)
+
+
+def api_resources():
+    from idp import resources
+
+    return (resources.IDP_API,)
+
+
+def token_issuer(ctx: IdPContext, catalogue: dict):
+    """The IdP issues the access tokens every JSON API accepts, for the resources in ``catalogue`` (RFC 8707)."""
+    from idp import keys
+
+    ctx.resources.update(catalogue)
+    return (lambda: keys.jwks_dict(ctx)), ctx.issuer
+
+
+def retry_logout_notices(ctx: IdPContext) -> bool:
+    from idp import logout
+
+    logout.deliver(ctx)
+    return True
+
+
+COMPONENT = Component(
+    name=NAME,
+    depends_on=("core", "ca"),
+    settings=IdPSettings,
+    models=("idp.models",),
+    migrations=Path(__file__).parent / "migrations" / "versions",
+    services=build,
+    subscribe=subscribe,
+    blueprints=blueprints,
+    commands=commands,
+    api_resources=api_resources,
+    token_issuer=token_issuer,
+    periodic=(
+        PeriodicJob("logout-retries", interval=lambda settings: settings.section(NAME).logout_retry_seconds, run=retry_logout_notices),
+    ),
+    translations=Path(__file__).parent / "translations",
+)
