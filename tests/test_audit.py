@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from core import audit, db
-from tests.conftest import run_hallmark
+from tests.conftest import initialised_copy, run_hallmark
 
 
 def append(factory, n, actor="tester"):
@@ -137,7 +137,7 @@ def test_concurrent_appends_keep_one_chain(migrated):
 
 def test_cli_names_the_first_broken_link(tmp_path):
     instance = tmp_path / "inst"
-    assert run_hallmark(instance, "init").returncode == 0
+    initialised_copy(instance)
     ok = run_hallmark(instance, "audit", "verify")
     assert ok.returncode == 0 and "audit trail intact:" in ok.stdout
     engine = db.make_engine(f"sqlite:///{instance / 'hallmark.db'}")

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from ca import crl, issuance, ocsp, publication, revocation, schedule
 from ca.models import CRL, Authority, Certificate, OCSPResponse
 from core.problems import Problem
-from tests.conftest import run_hallmark, start_server, stop_server
+from tests.conftest import initialised_copy, run_hallmark, start_server, stop_server
 
 RESIDENT = "11010519491231002X"
 BIN = Path(sys.executable).parent
@@ -498,7 +498,7 @@ def revoking_instance(tmp_path_factory):
     """An instance of its own, with one certificate issued by the CLI, for tests that revoke."""
     where = tmp_path_factory.mktemp("ocsp")
     instance = where / "instance"
-    assert run_hallmark(instance, "init").returncode == 0
+    initialised_copy(instance)
     subprocess.run(
         [
             "openssl",

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT, free_port, hallmark_env, run_hallmark, wait_for_http
+from tests.conftest import ROOT, free_port, hallmark_env, initialised_copy, run_hallmark, wait_for_http
 from tests.test_idp_pages_browser import ARGS, CHROMIUM, SHOTS
 
 pytestmark = pytest.mark.slow
@@ -48,7 +48,7 @@ def demo(tmp_path_factory):
         HALLMARK_WORKERS="1",
         HALLMARK_CERT_AGENT_PORT=str(agent),
     )
-    assert run_hallmark(instance, "init").returncode == 0
+    initialised_copy(instance)
     log = (instance / "demo.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "examples/run.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, free_port, run_hallmark, start_server, stop_server, wait_for_http
+from tests.conftest import ROOT, free_port, initialised_copy, run_hallmark, start_server, stop_server, wait_for_http
 from tests.test_idp_pages_browser import ARGS, CHROMIUM, SHOTS
 
 pytestmark = [
@@ -27,7 +27,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     instance = tmp_path_factory.mktemp("certlogin-browser")
-    assert run_hallmark(instance, "init").returncode == 0
+    initialised_copy(instance)
     agent_port = free_port()
     process, base = start_server(instance, HALLMARK_CERT_AGENT_PORT=str(agent_port))
     agent = None

@@ -30,7 +30,7 @@ from requests.adapters import HTTPAdapter
 
 from core.identifiers import generate_resident_id
 from tests.certlogin_fixtures import DATA_CSRF, UsbKey, query_of, signed_fields, usb_key  # noqa: F401
-from tests.conftest import run_hallmark, start_server, stop_server
+from tests.conftest import initialised_copy, run_hallmark, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 CB = "http://127.0.0.1:8001/callback"
@@ -93,7 +93,7 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, usb_key):
     instance = tmp_path_factory.mktemp("certlogin-http")
-    assert run_hallmark(instance, "init").returncode == 0
+    initialised_copy(instance)
     hall = json.loads(
         run_hallmark(
             instance,

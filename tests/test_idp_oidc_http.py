@@ -28,7 +28,7 @@ from sqlalchemy import select
 from core import db as core_db
 from idp import accounts, sessions
 from idp.models import Account, IdentityProofing, Matter, SSOSession
-from tests.conftest import ROOT, run_hallmark, start_server, stop_server
+from tests.conftest import ROOT, initialised_copy, run_hallmark, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 CITY_CB = "http://127.0.0.1:8001/callback"
@@ -45,7 +45,7 @@ def _add_client(instance, *args) -> dict:
 @pytest.fixture(scope="module")
 def idp(tmp_path_factory):
     instance = tmp_path_factory.mktemp("oidc-instance")
-    assert run_hallmark(instance, "init").returncode == 0
+    initialised_copy(instance)
     city = _add_client(
         instance,
         "--name",

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.conftest import run_hallmark, start_server, stop_server
+from tests.conftest import initialised_copy, run_hallmark, start_server, stop_server
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 FULL_ID = re.compile(r"(?<![0-9A-Za-z])\d{17}[\dX](?![0-9A-Za-z])")
@@ -311,7 +311,7 @@ def test_bad_input_gets_a_readable_page(site):
 def test_rate_limit_per_address(tmp_path):
     """One worker, so the in-process bucket is the only one: 20 failures pass, the 21st is refused."""
     instance = tmp_path / "limited"
-    assert run_hallmark(instance, "init").returncode == 0
+    initialised_copy(instance)
     process, base = start_server(instance, workers=1)
     try:
         b = Browser(base)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_hallmark, start_server, stop_server
+from tests.conftest import initialised_copy, run_hallmark, start_server, stop_server
 
 CHROMIUM = next(
     (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", shutil.which("chromium") or "") if p and os.path.exists(p)), None
@@ -38,7 +38,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     instance = tmp_path_factory.mktemp("browser")
-    assert run_hallmark(instance, "init").returncode == 0
+    initialised_copy(instance)
     out = instance / "people.csv"
     assert run_hallmark(instance, "idp", "registry", "demo", "--count", "5", "--out", str(out)).returncode == 0
     people = list(csv.DictReader(out.open(encoding="utf-8")))

@@ -7,13 +7,13 @@ import re
 
 import pytest
 
-from tests.conftest import run_hallmark
+from tests.conftest import initialised_copy, run_hallmark
 
 
 @pytest.fixture(scope="module")
 def instance(tmp_path_factory):
     path = tmp_path_factory.mktemp("people-cli")
-    assert run_hallmark(path, "init").returncode == 0
+    initialised_copy(path)
     return path
 
 
