@@ -105,10 +105,9 @@ def setup(tmp: Path, env: dict, count: int):
 
     os.environ.update({k: v for k, v in env.items() if k.startswith("HALLMARK_")})
     from ca import issuance, profiles, revocation
-    from core import settings as settings_module
-    from hallmark import wiring
+    from hallmark import components, wiring
 
-    services = wiring.build(settings_module.load())
+    services = wiring.build(components.load_settings())
     try:
         ctx = services.ca
         keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(count)]
