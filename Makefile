@@ -25,7 +25,9 @@ RUNTIME_LOCK := requirements/runtime.txt
 TEST_LOCK := requirements/test.txt
 PROJECTS := pyproject.toml keyagent/pyproject.toml
 PIP_LOCKED = $(PY) -m pip install --quiet --require-hashes --no-deps
-PIP_PROJECTS = $(PY) -m pip install --quiet --no-deps -e . -e ./keyagent
+# One after the other: a venv made before hallmark-key had its own distribution has the
+# hallmark-key script in hallmark's record, which reinstalling hallmark removes.
+PIP_PROJECTS = $(PY) -m pip install --quiet --no-deps -e . && $(PY) -m pip install --quiet --no-deps -e ./keyagent
 
 # Benchmarks in bench/, each against its peer (docs/benchmarks.md). BENCH_ARGS=--quick for smoke runs.
 BENCHMARKS := hsm_sign serve ocsp sign token login

@@ -1,8 +1,19 @@
 """The ``hallmark`` command: one group per package, thin commands over service modules."""
 
+# ruff: noqa: E402 - warnings are routed to logging before any other import, see below
+
 from __future__ import annotations
 
+import logging
 import sys
+
+# First, before the imports below load any library: a library's warning (pyHanko's
+# CryptographyDeprecationWarning at import, for one) goes to the log, never to the user's
+# terminal. Logged as "py.warnings"; where logging is set up (`hallmark serve`) it shows
+# there, and a plain command prints nothing (the NullHandler keeps logging's last-resort
+# handler, which writes to stderr, out of it).
+logging.captureWarnings(True)
+logging.getLogger("py.warnings").addHandler(logging.NullHandler())
 
 import click
 from sqlalchemy.exc import SQLAlchemyError

@@ -27,6 +27,7 @@ from ca.models import Certificate
 from core import db as core_db
 from core.db import utc_now
 from core.identifiers import lookup_hash, mask_resident_id, validate_resident_id
+from hallmark import demo_usbkey
 from idp import accounts, clients, matters, realname
 from idp.context import IdPContext
 from idp.enrolment import chain_of
@@ -268,7 +269,7 @@ def prepare_demo_usb_key(ca: CAContext, instance: Path, *, resident_id: str, nam
     directory = (instance / "demo-usb-key").absolute()
     digest = lookup_hash(ca.lookup_key, "resident_id", validate_resident_id(resident_id).value)
     for _ in (1, 2):
-        made = json.loads(_hallmark_key(directory, "demo-token", "--dir", str(directory), "--allow-origin", ca.public_url, "--json").stdout)
+        made = demo_usbkey.create_demo_token(directory, allowed_origins=[ca.public_url]).as_json()
         listed = json.loads(_hallmark_key(directory, "list", "--json").stdout)
         held = [c["fingerprint"] for t in listed["tokens"] if t["label"] == made["token"] for c in t["certificates"] if c["has_key"]]
         if not held:

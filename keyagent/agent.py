@@ -39,14 +39,11 @@ from dataclasses import dataclass
 import pkcs11
 from asn1crypto import cms
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from werkzeug.wrappers import Request, Response
 
-from hsm import HSMError
-from keyagent.token import StoredCertificate, UsbKey
+from keyagent.token import StoredCertificate, TokenError, UnsupportedKey, UsbKey
 
 VERSION = "1"
 LOGIN_PREFIX = "hallmark-login/1"
@@ -165,7 +162,7 @@ class Agent:
     def identities(self) -> list[StoredCertificate]:
         try:
             return self.usb.identities()
-        except (HSMError, pkcs11.PKCS11Error) as exc:
+        except (TokenError, pkcs11.PKCS11Error) as exc:
             raise Refused(503, "token_unavailable", f"the USB key cannot be read: {exc or type(exc).__name__}") from None
 
     def choose(self, purpose: str, wanted: str | None) -> StoredCertificate:
@@ -195,15 +192,12 @@ class Agent:
     def sign(self, purpose: str, data: bytes, wanted: str | None) -> Signature:
         chosen = self.choose(purpose, wanted)
         try:
-            signer = self.usb.signer(chosen.key_id)
-            if isinstance(signer, ec.EllipticCurvePrivateKey):
-                value, algorithm = signer.sign(data, ec.ECDSA(hashes.SHA256())), ALGORITHM_NAMES["ec"]
-            elif isinstance(signer, rsa.RSAPrivateKey):
-                value, algorithm = signer.sign(data, padding.PKCS1v15(), hashes.SHA256()), ALGORITHM_NAMES["rsa"]
-            else:
-                raise Refused(409, "unsupported_key", "the key of this certificate is neither EC nor RSA")
+            value, kind = self.usb.sign(chosen.key_id, data)
+            algorithm = ALGORITHM_NAMES[kind]
             chain = self.usb.chain_for(chosen.certificate)
-        except (HSMError, pkcs11.PKCS11Error) as exc:
+        except UnsupportedKey:
+            raise Refused(409, "unsupported_key", "the key of this certificate is neither EC nor RSA") from None
+        except (TokenError, pkcs11.PKCS11Error) as exc:
             raise Refused(503, "token_unavailable", f"the USB key did not sign: {exc or type(exc).__name__}") from None
         return Signature(value, algorithm, chosen, chain)
 

@@ -1,9 +1,10 @@
-"""``hallmark-key`` commands (thin: the work is in keyagent.token, .enrol, .agent, .demo)."""
+"""``hallmark-key`` commands (thin: the work is in keyagent.token, .enrol, .agent, .pdf)."""
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 from datetime import UTC, datetime
@@ -13,10 +14,9 @@ import click
 import pkcs11
 from cryptography.hazmat.primitives import serialization
 
-from hsm import HSMError
 from keyagent import config as key_config
 from keyagent import enrol as enrolment
-from keyagent.token import UsbKey, display_name, tokens, use_softhsm2_conf
+from keyagent.token import TokenError, UsbKey, display_name, tokens, use_softhsm2_conf
 
 
 def _module_option(f):
@@ -24,7 +24,7 @@ def _module_option(f):
         "--module",
         "module_path",
         default=None,
-        show_default="config file, $HALLMARK_KEY_MODULE, or SoftHSM2",
+        show_default="config file, $HALLMARK_KEY_MODULE, or SoftHSM2 or OpenSC where installed",
         help="path of the USB key's PKCS#11 module",
     )(f)
 
@@ -94,6 +94,9 @@ def _open(settings: key_config.KeyConfig) -> UsbKey:
 @click.group()
 def main():
     """Use a USB key (any PKCS#11 token) with Hallmark: enrol a certificate, run the local signing agent."""
+    # A library's warning (pyHanko's, when a PDF command loads it) goes to the log, not to the terminal.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").addHandler(logging.NullHandler())
 
 
 # -- list -----------------------------------------------------------------------------------
@@ -145,7 +148,7 @@ def list_tokens(settings, login, as_json):
         for label in labels:
             with UsbKey(settings.module_path, label, _pin_source(settings, lambda label=label: label)) as usb:
                 described.append(_describe(usb, with_private=login))
-    except (HSMError, pkcs11.PKCS11Error) as exc:
+    except (TokenError, pkcs11.PKCS11Error) as exc:
         _fail(str(exc) or type(exc).__name__)
     if as_json:
         click.echo(json.dumps({"module": settings.module_path, "tokens": described}, ensure_ascii=False))
@@ -210,7 +213,7 @@ def enroll(settings, profile, name, resident_id, credit_code, idp_url, access_to
             )
     except enrolment.EnrolmentFailed as exc:
         _fail(f"{exc} (nothing was stored on the USB key)")
-    except (HSMError, pkcs11.PKCS11Error) as exc:
+    except (TokenError, pkcs11.PKCS11Error) as exc:
         _fail(str(exc) or type(exc).__name__)
     click.echo(f"generated an EC P-256 key pair inside token {done.token!r} (label {done.key_label!r}, id {done.key_id.hex()})")
     click.echo(f"enrolled {profile} certificate {done.serial}")
@@ -228,7 +231,7 @@ def request_csr(settings, profile, name):
     try:
         with _open(settings) as usb:
             key_id, label, csr = enrolment.make_key_and_csr(usb, profile, name)
-    except (enrolment.EnrolmentFailed, HSMError, pkcs11.PKCS11Error) as exc:
+    except (enrolment.EnrolmentFailed, TokenError, pkcs11.PKCS11Error) as exc:
         _fail(str(exc) or type(exc).__name__)
     click.echo(f"generated key {label!r} (id {key_id.hex()}) on token {usb.label!r}", err=True)
     click.echo(csr.public_bytes(serialization.Encoding.PEM).decode(), nl=False)
@@ -252,7 +255,7 @@ def import_certificate(settings, bundle):
             leaf, chain = enrolment.store(usb, key_id, label, data)
     except ValueError:
         _fail("the input is not a PEM certificate")
-    except (enrolment.EnrolmentFailed, HSMError, pkcs11.PKCS11Error) as exc:
+    except (enrolment.EnrolmentFailed, TokenError, pkcs11.PKCS11Error) as exc:
         _fail(str(exc) or type(exc).__name__)
     click.echo(f"stored {display_name(leaf.subject)} with key {label!r} (id {key_id.hex()}) and {len(chain)} CA certificate(s)")
 
@@ -268,8 +271,6 @@ def import_certificate(settings, bundle):
 )
 def serve(settings, port, origins):
     """Run the local signing agent on 127.0.0.1 for the configured hall origins."""
-    import logging
-
     from keyagent import agent as local_agent
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s hallmark-key: %(message)s", stream=sys.stderr)
@@ -285,7 +286,7 @@ def serve(settings, port, origins):
         usb.login()  # the PIN is asked for now, once, and a wrong one stops the agent here
         identities = usb.identities()
         agent = local_agent.Agent(usb, allowed, port)
-    except (HSMError, pkcs11.PKCS11Error) as exc:
+    except (TokenError, pkcs11.PKCS11Error) as exc:
         _fail(str(exc) or type(exc).__name__)
 
     def ready(server):
@@ -305,30 +306,6 @@ def serve(settings, port, origins):
         pass
     finally:
         usb.close()
-
-
-# -- demo -----------------------------------------------------------------------------------
-
-
-@main.command(name="demo-token")
-@click.option("--dir", "directory", type=click.Path(file_okay=False), required=True, help="folder for the token and its agent.toml")
-@click.option("--label", default="demo-usb-key", show_default=True)
-@click.option("--allow-origin", "origins", multiple=True, help="hall origin the demo agent serves (repeatable)")
-@click.option("--json", "as_json", is_flag=True)
-def demo_token(directory, label, origins, as_json):
-    """Create a SoftHSM2 token that plays a USB key, and an agent.toml for it (demos only: it holds the PIN)."""
-    from keyagent import demo
-
-    try:
-        made = demo.create_demo_token(Path(directory), label=label, allowed_origins=list(origins))
-    except (key_config.ConfigError, HSMError) as exc:
-        _fail(str(exc))
-    if as_json:
-        click.echo(json.dumps(made.as_json()))
-        return
-    click.echo(f"{'created' if made.created else 'kept'} token {made.token!r} in {made.directory}")
-    click.echo(f"use it with: hallmark-key list --config {made.agent_config}")
-    click.echo(f"             hallmark-key serve --config {made.agent_config}")
 
 
 # -- signing PDFs with the USB key (keyagent/pdf.py) ----------------------------------------

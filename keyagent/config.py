@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from hsm.softhsm import default_module
-
 DEFAULT_PORT = 17443
 DEFAULT_IDP = "http://127.0.0.1:8000"
 KNOWN_KEYS = frozenset({"module", "token", "idp", "port", "allowed_origins", "softhsm2_conf", "pin"})
@@ -31,6 +29,23 @@ _ORIGIN = re.compile(r"^https?://[a-z0-9.\-\[\]:]+$")
 
 class ConfigError(ValueError):
     pass
+
+
+# Where a desktop's PKCS#11 modules are found when none is configured, in order: SoftHSM2
+# (the demo key, and a token for trying things out), then OpenSC (most smart cards and
+# USB keys). A vendor's own middleware is named with `module = ...` or --module.
+MODULE_NAMES = ("softhsm/libsofthsm2.so", "libsofthsm2.so", "opensc-pkcs11.so", "pkcs11/opensc-pkcs11.so")
+LIBRARY_DIRS = ("/usr/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/local/lib", "/usr/lib64", "/opt/homebrew/lib")
+
+
+def default_module() -> str:
+    """The first PKCS#11 module found on this machine; "" when there is none."""
+    for name in MODULE_NAMES:
+        for directory in LIBRARY_DIRS:
+            candidate = Path(directory) / name
+            if candidate.is_file():
+                return str(candidate)
+    return ""
 
 
 def default_path() -> Path:

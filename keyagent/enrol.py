@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+from asn1crypto import csr as asn1_csr
+from asn1crypto import keys as asn1_keys
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from keyagent.token import UsbKey
 
@@ -65,12 +67,24 @@ def check_server_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def build_csr(signer, name: str) -> x509.CertificateSigningRequest:
-    """A PKCS#10 request signed by the token key. The server takes only the key from it
-    (the subject comes from the proofed identity), so the subject is just the name."""
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
-    return builder.sign(signer, hashes.SHA256())
+def build_csr(usb: UsbKey, key_id: bytes, name: str) -> x509.CertificateSigningRequest:
+    """A PKCS#10 request signed by the token key ``key_id``. The server takes only the key from
+    it (the subject comes from the proofed identity), so the subject is just the name."""
+    public = usb.public_key(key_id).public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    info = asn1_csr.CertificationRequestInfo(
+        {
+            "version": "v1",
+            "subject": asn1_x509.Name.build({"common_name": name}),
+            "subject_pk_info": asn1_keys.PublicKeyInfo.load(public),
+            "attributes": [],
+        }
+    )
+    signature, kind = usb.sign(key_id, info.dump())
+    algorithm = {"ec": "sha256_ecdsa", "rsa": "sha256_rsa"}[kind]
+    request = asn1_csr.CertificationRequest(
+        {"certification_request_info": info, "signature_algorithm": {"algorithm": algorithm}, "signature": signature}
+    )
+    return x509.load_der_x509_csr(request.dump())
 
 
 def submit(idp_url: str, access_token: str, body: dict) -> dict:
@@ -124,7 +138,7 @@ def make_key_and_csr(usb: UsbKey, profile: str, name: str) -> tuple[bytes, str, 
     label = key_label_for(profile)
     key_id, _ = usb.generate_key(label)
     try:
-        csr = build_csr(usb.signer(key_id), name)
+        csr = build_csr(usb, key_id, name)
     except BaseException:
         usb.delete_key(key_id)
         raise
@@ -143,7 +157,7 @@ def store(usb: UsbKey, key_id: bytes, label: str, pem_bundle: str | bytes) -> tu
     except ValueError:
         raise EnrolmentFailed("the certificate is not PEM") from None
     leaf, chain = certificates[0], tuple(certificates[1:])
-    public = usb.signer(key_id).public_key()
+    public = usb.public_key(key_id)
     if _public_der(leaf.public_key()) != _public_der(public):
         raise EnrolmentFailed("the certificate is not for the key generated on the USB key")
     usb.store_certificate(leaf, key_id, label, list(chain))
@@ -154,7 +168,7 @@ def key_for_certificate(usb: UsbKey, certificate: x509.Certificate) -> tuple[byt
     """(CKA_ID, label) of the token's private key that matches the certificate's public key."""
     wanted = _public_der(certificate.public_key())
     for key in usb.private_keys():
-        if _public_der(usb.signer(key.key_id).public_key()) == wanted:
+        if _public_der(usb.public_key(key.key_id)) == wanted:
             return key.key_id, key.label
     return None
 

@@ -1,9 +1,10 @@
-"""The USB key: one token of a PKCS#11 module, as ``hallmark-key`` uses it.
+"""The USB key: one token of a PKCS#11 module, as ``hallmark-key`` uses it, through python-pkcs11.
 
-Keys are made and used through :class:`hsm.PKCS11KeyManager` (one login per
-process, sessions that survive threads, signers that are ``cryptography`` private
-keys). What the key manager does not cover, certificates stored beside the keys,
-is done here with python-pkcs11 directly.
+A desktop holds one USB key and does one thing with it at a time, so a :class:`UsbKey`
+keeps one logged-in session (PKCS#11 login state belongs to the process: closing
+that session logs every session out) and runs every operation under one lock; a USB
+key serves one command at a time anyway. Private keys are made inside the token,
+sensitive and never extractable, and never leave it.
 
 A certificate belongs to a key when both carry the same ``CKA_ID``, the PKCS#11
 convention every middleware (OpenSC, NSS, the vendors' CSPs) follows. CA
@@ -15,25 +16,34 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pkcs11
+from asn1crypto.core import OctetString
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from pkcs11 import Attribute, ObjectClass
+from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.util.ec import encode_named_curve_parameters
 from pkcs11.util.x509 import decode_x509_certificate
-
-from hsm import PKCS11URI, HSMError, KeyAlgorithm, PKCS11KeyManager
-from hsm import module as pkcs11_module
 
 PinSource = Callable[[], str]
 MAX_LABEL = 64
+# Key pairs hallmark-key makes: name -> (key type, curve name or RSA modulus bits).
+KEY_ALGORITHMS = {"ec-p256": (KeyType.EC, "secp256r1"), "ec-p384": (KeyType.EC, "secp384r1"), "rsa-2048": (KeyType.RSA, 2048)}
+_CURVES = {"secp256r1": ec.SECP256R1(), "secp384r1": ec.SECP384R1()}
 
 
-class TokenError(HSMError):
+class TokenError(Exception):
     """Something about the USB key is not as needed; the message says what, fit for a user."""
+
+
+class UnsupportedKey(TokenError):
+    """A key hallmark-key cannot sign with (neither EC on a known curve nor RSA)."""
 
 
 @dataclass(frozen=True)
@@ -141,9 +151,11 @@ def tokens(module_path: str) -> list[TokenSummary]:
 
 
 def _load(module_path: str):
+    if not module_path or not os.path.isfile(module_path):
+        raise TokenError(f"the PKCS#11 module {module_path!r} does not exist; name the USB key's module with --module")
     try:
-        return pkcs11_module.load(module_path)
-    except pkcs11.PKCS11Error as exc:
+        return pkcs11.lib(module_path)  # loaded once per process, shared with pyHanko
+    except (pkcs11.PKCS11Error, RuntimeError, OSError) as exc:
         raise TokenError(f"the PKCS#11 module {module_path!r} failed: {type(exc).__name__} {exc}".strip()) from None
 
 
@@ -165,27 +177,34 @@ class UsbKey:
         self.label = token_label
         self.summary = next(t for t in present if t.label == token_label)
         self._pin = pin
-        self._manager: PKCS11KeyManager | None = None
+        self._lock = threading.RLock()
+        self._login_session = None
         self._token = _load(module_path).get_token(token_label=token_label)
 
     # -- sessions --------------------------------------------------------------------------
 
-    @property
-    def manager(self) -> PKCS11KeyManager:
-        """The key manager; logs in (asking for the PIN) on first use."""
-        if self._manager is None:
+    def login(self) -> None:
+        """Log in now, asking for the PIN (a wrong PIN fails here, not at the first signature)."""
+        with self._lock:
+            if self._login_session is not None:
+                return
             if self._pin is None:
                 raise TokenError("this needs the USB key's PIN")
-            self._manager = PKCS11KeyManager(self.module_path, self.label, self._pin)
-        return self._manager
-
-    def login(self) -> None:
-        """Log in now (a wrong PIN fails here, not at the first signature)."""
-        self.manager.keys()
+            pin = self._pin() if callable(self._pin) else self._pin
+            try:
+                self._login_session = self._token.open(rw=True, user_pin=pin)
+            except pkcs11.UserAlreadyLoggedIn:
+                self._login_session = self._token.open(rw=True)  # this process logged in already
+            except pkcs11.PinIncorrect:
+                raise TokenError(f"the USB key {self.label!r} refused the PIN (wrong PIN)") from None
+            except pkcs11.PinLocked:
+                raise TokenError(f"the PIN of the USB key {self.label!r} is locked; it must be unblocked first") from None
+            except pkcs11.PKCS11Error as exc:
+                raise TokenError(f"cannot log in to the USB key {self.label!r}: {type(exc).__name__} {exc}".strip()) from None
 
     def _session(self, *, rw: bool = False, logged_in: bool = False):
-        # After the manager's login every new session of this process is logged in too;
-        # we never log in (or out) from these short sessions ourselves.
+        # After the login every new session of this process is logged in too; we never log
+        # in (or out) from these short sessions ourselves.
         if logged_in:
             self.login()
         try:
@@ -194,9 +213,13 @@ class UsbKey:
             raise TokenError(f"cannot open the USB key {self.label!r}: {type(exc).__name__} {exc}".strip()) from None
 
     def close(self) -> None:
-        if self._manager is not None:
-            self._manager.close()
-            self._manager = None
+        with self._lock:
+            if self._login_session is not None:
+                try:
+                    self._login_session.close()  # logs this process out of the token
+                except pkcs11.PKCS11Error:
+                    pass  # the key was pulled out: nothing left to close
+                self._login_session = None
 
     def __enter__(self):
         return self
@@ -209,7 +232,7 @@ class UsbKey:
     def certificates(self) -> list[StoredCertificate]:
         """Every X.509 certificate object on the token (no PIN needed)."""
         found = []
-        with self._session() as session:
+        with self._lock, self._session() as session:
             for obj in session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE}):
                 try:
                     certificate = x509.load_der_x509_certificate(obj[Attribute.VALUE])
@@ -220,14 +243,17 @@ class UsbKey:
 
     def public_keys(self) -> list[StoredKey]:
         found = []
-        with self._session() as session:
+        with self._lock, self._session() as session:
             for obj in session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY}):
                 found.append(StoredKey(_text(obj.label), bytes(obj[Attribute.ID]), _algorithm(obj), private=False))
         return found
 
     def private_keys(self) -> list[StoredKey]:
         """Private keys (needs the PIN): they are private objects, invisible before login."""
-        return [StoredKey(info.label, PKCS11URI.parse(info.uri).id or b"", info.algorithm, private=True) for info in self.manager.keys()]  # noqa: SIM118
+        self.login()
+        with self._lock:
+            objects = self._login_session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
+            return [StoredKey(_text(obj.label), bytes(obj[Attribute.ID]), _algorithm(obj), private=True) for obj in objects]
 
     def identities(self) -> list[StoredCertificate]:
         """End-entity certificates whose private key is on the token: what can sign (needs the PIN)."""
@@ -253,19 +279,65 @@ class UsbKey:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def generate_key(self, label: str, algorithm: KeyAlgorithm = KeyAlgorithm.EC_P256) -> tuple[bytes, object]:
+    def generate_key(self, label: str, algorithm: str = "ec-p256") -> tuple[bytes, ec.EllipticCurvePublicKey | rsa.RSAPublicKey]:
         """A new key pair inside the token (sensitive, never extractable); returns (CKA_ID, public key)."""
-        info = self.manager.create_key(label, algorithm)
-        return PKCS11URI.parse(info.uri).id, info.public_key
+        if algorithm not in KEY_ALGORITHMS:
+            raise TokenError(f"unknown key algorithm {algorithm!r} (one of {', '.join(KEY_ALGORITHMS)})")
+        if any(k.label == label for k in self.private_keys()):
+            raise TokenError(f"a key labelled {label!r} is already on the USB key")
+        key_type, size = KEY_ALGORITHMS[algorithm]
+        key_id = secrets.token_bytes(16)
+        attributes = {"id": key_id, "label": label[:MAX_LABEL], "store": True}
+        private = {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.SIGN: True, Attribute.PRIVATE: True}
+        public = {Attribute.VERIFY: True, Attribute.PRIVATE: False}
+        with self._lock:
+            self.login()
+            try:
+                if key_type == KeyType.EC:
+                    curve = self._login_session.create_domain_parameters(
+                        KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(size)}, local=True
+                    )
+                    curve.generate_keypair(**attributes, private_template=private, public_template=public)
+                else:
+                    self._login_session.generate_keypair(KeyType.RSA, size, **attributes, private_template=private, public_template=public)
+            except pkcs11.PKCS11Error as exc:
+                raise TokenError(f"the USB key did not make a {algorithm} key: {type(exc).__name__} {exc}".strip()) from None
+        return key_id, self.public_key(key_id)
 
-    def signer(self, key_id: bytes):
-        """A ``cryptography`` private key whose signatures are made by the token."""
-        return self.manager.signer(str(PKCS11URI(path={"token": self.label}, id=key_id)))
+    def public_key(self, key_id: bytes) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
+        """The public half of the key ``key_id``: from its public key object, else from its certificate."""
+        with self._lock, self._session() as session:
+            for obj in session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.ID: key_id}):
+                return _cryptography_public_key(obj)
+        for stored in self.certificates():
+            if stored.key_id == key_id and not stored.is_ca:
+                return stored.certificate.public_key()
+        raise TokenError(f"no public key or certificate with id {key_id.hex()} on the USB key")
+
+    def sign(self, key_id: bytes, data: bytes) -> tuple[bytes, str]:
+        """Sign ``data`` with SHA-256 by the private key ``key_id``: (DER ECDSA or PKCS#1 v1.5 signature, "ec" or "rsa")."""
+        self.login()
+        with self._lock:
+            found = list(self._login_session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: key_id}))
+            if not found:
+                raise TokenError(f"no private key with id {key_id.hex()} on the USB key")
+            key = found[0]
+            try:
+                if key.key_type == KeyType.EC:
+                    # Hash here and sign the digest: not every token has CKM_ECDSA_SHA256 (SoftHSM2 2.6 has not).
+                    raw = key.sign(hashlib.sha256(data).digest(), mechanism=Mechanism.ECDSA)
+                    half = len(raw) // 2
+                    return utils.encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big")), "ec"
+                if key.key_type == KeyType.RSA:
+                    return key.sign(data, mechanism=Mechanism.SHA256_RSA_PKCS), "rsa"
+            except pkcs11.PKCS11Error as exc:
+                raise TokenError(f"the USB key did not sign: {type(exc).__name__} {exc}".strip()) from None
+        raise UnsupportedKey("the key is neither EC nor RSA")
 
     def delete_key(self, key_id: bytes) -> int:
         """Remove a key pair (both halves) and any certificate stored under its id; returns objects removed."""
         removed = 0
-        with self._session(rw=True, logged_in=True) as session:
+        with self._lock, self._session(rw=True, logged_in=True) as session:
             for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY, ObjectClass.CERTIFICATE):
                 for obj in list(session.get_objects({Attribute.CLASS: cls, Attribute.ID: key_id})):
                     obj.destroy()
@@ -275,7 +347,7 @@ class UsbKey:
     def store_certificate(self, certificate: x509.Certificate, key_id: bytes, label: str, chain: list[x509.Certificate] = ()) -> None:
         """Store ``certificate`` under its key's CKA_ID, and CA certificates of ``chain`` not there yet."""
         present = {c.fingerprint for c in self.certificates()}
-        with self._session(rw=True, logged_in=True) as session:
+        with self._lock, self._session(rw=True, logged_in=True) as session:
             self._create_certificate(session, certificate, key_id, label, present)
             for ca in chain:
                 try:
@@ -297,19 +369,30 @@ class UsbKey:
         present.add(hashlib.sha256(der).hexdigest())
 
 
+def _cryptography_public_key(obj) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
+    if obj.key_type == KeyType.EC:
+        curve = next((_CURVES[name] for name in _CURVES if obj[Attribute.EC_PARAMS] == encode_named_curve_parameters(name)), None)
+        if curve is None:
+            raise UnsupportedKey("the key is on an elliptic curve hallmark-key does not know")
+        point = OctetString.load(obj[Attribute.EC_POINT]).native  # CKA_EC_POINT is a DER OCTET STRING
+        return ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
+    if obj.key_type == KeyType.RSA:
+        exponent = int.from_bytes(obj[Attribute.PUBLIC_EXPONENT], "big")
+        return rsa.RSAPublicNumbers(exponent, int.from_bytes(obj[Attribute.MODULUS], "big")).public_key()
+    raise UnsupportedKey("the key is neither EC nor RSA")
+
+
 def _algorithm(obj) -> str:
     try:
         key_type = obj.key_type
     except pkcs11.PKCS11Error:
         return "unknown"
-    if key_type == pkcs11.KeyType.EC:
-        from pkcs11.util.ec import encode_named_curve_parameters
-
+    if key_type == KeyType.EC:
         params = obj[Attribute.EC_PARAMS]
         for name, alg in (("secp256r1", "ec-p256"), ("secp384r1", "ec-p384")):
             if params == encode_named_curve_parameters(name):
                 return alg
         return "ec"
-    if key_type == pkcs11.KeyType.RSA:
+    if key_type == KeyType.RSA:
         return f"rsa-{len(obj[Attribute.MODULUS]) * 8}"
     return key_type.name.lower()

@@ -306,7 +306,7 @@ def test_expired_session_and_wrong_applicant_are_refused(signing_world, usb_key)
 
 def test_a_hall_page_drives_remote_signing_through_the_local_agent(signing_world, usb_key, tmp_path):
     """As a hall page would: the server prepares, the running hallmark-key agent signs for an allowed origin, the server finishes."""
-    from keyagent.demo import write_agent_config
+    from hallmark.demo_usbkey import write_agent_config
     from tests.conftest import free_port
 
     world, hall = signing_world, "https://hall.example"

@@ -1,8 +1,10 @@
 """A demo USB key: a SoftHSM2 token in a folder of its own, with an ``agent.toml`` that
 points ``hallmark-key`` at it.
 
-For ``make run`` and for trying certificate login without hardware. The PIN is
-random and kept in ``agent.toml`` (owner-only), which a real key's configuration
+For ``make run`` (hallmark.demo) and for tests: certificate login without hardware. It
+lives on the server side because it provisions a SoftHSM2 token (``hsm.softhsm``), which
+``hallmark-key`` on a user's PC never does; it only writes the agent's settings file. The
+PIN is random and kept in ``agent.toml`` (owner-only), which a real key's configuration
 never holds: there the agent asks for the PIN when it starts.
 """
 
@@ -16,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hsm import softhsm
-from keyagent import config as key_config
 
 DEMO_LABEL = "demo-usb-key"
+AGENT_PORT = 17443  # hallmark-key's own default port, the one login pages call (core.settings cert_agent_port)
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,7 @@ def write_agent_config(path: Path, settings: dict) -> None:
     os.chmod(path, 0o600)
 
 
-def create_demo_token(
-    directory: Path, *, label: str = DEMO_LABEL, allowed_origins: list[str] = (), port: int = key_config.DEFAULT_PORT
-) -> DemoToken:
+def create_demo_token(directory: Path, *, label: str = DEMO_LABEL, allowed_origins: list[str] = (), port: int = AGENT_PORT) -> DemoToken:
     """Create (or keep) the token and its ``agent.toml``; origins given are added to those already allowed."""
     directory = directory.absolute()
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -71,7 +71,8 @@ def create_demo_token(
     pin = existing.get("pin") if not created and existing.get("pin") else f"{secrets.randbelow(10**8):08d}"
     if created:
         softhsm.init_token(conf, label, pin, secrets.token_hex(8))
-    origins = list(dict.fromkeys([*existing.get("allowed_origins", []), *(key_config.normalise_origin(o) for o in allowed_origins)]))
+    # hallmark-key checks and normalises these when it reads agent.toml; here only the spelling is evened out.
+    origins = list(dict.fromkeys([*existing.get("allowed_origins", []), *(o.strip().rstrip("/").lower() for o in allowed_origins)]))
     write_agent_config(
         agent_config,
         {
