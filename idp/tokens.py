@@ -1,6 +1,8 @@
 """Tokens: JWT access tokens (RFC 9068), ID tokens, rotating refresh tokens, revocation.
 
 * Access and ID tokens are JWTs signed in the HSM (``idp.keys``), 10 minutes each.
+  An access token's ``aud`` is the resources it is for (RFC 8707, ``idp.resources``);
+  each JSON API accepts only tokens naming it, userinfo only those naming the issuer.
   A client_credentials token costs no database write: it is revoked by listing its
   ``jti`` (``TokenRevocation``), and checked by whoever introspects it.
 * Tokens that come from one authorization code form a *family* (the ``fam``
