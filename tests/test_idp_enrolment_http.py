@@ -330,13 +330,14 @@ def test_api_refusals_are_problems_and_store_nothing(hall):
     assert not_json.status_code == 400
     assert certificate_count(hall) == before
 
-    # Without the scope: a proofed person's token that was not issued for enrolment.
+    # Without the scope: a proofed person's token that was not issued for enrolment, so not for this API either
+    # (an openid token's audience is userinfo; the scope check behind the audience is in test_app).
     no_scope = access_token(hall.base, username, client_id="basic-tool", scope="openid", port=8009, redirect_path="/basic-cb")[
         "access_token"
     ]
     refused = post_enrolment(hall, no_scope, good)
-    assert refused.status_code == 403 and "cert:enrol" in refused.json()["detail"]
-    assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
+    assert refused.status_code == 401 and "/api/idp" in refused.json()["detail"]
+    assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
     # A client's own token (client credentials) speaks for no person.
     machine = requests.post(
         hall.base + "/oauth/token",
