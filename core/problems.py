@@ -1,8 +1,9 @@
 """Errors as RFC 9457 problem details (``application/problem+json``).
 
-Raise :class:`Problem` anywhere below a view; :func:`install` turns it, and every
-HTTP error Flask raises itself, into a problem document. An unexpected exception
-still becomes a problem document (500) without leaking its text.
+Raise :class:`Problem` anywhere below a view; :func:`install` (that is,
+:mod:`core.web.errors`) turns it, and every HTTP error Flask raises itself, into
+a problem document for API clients or an error page for browsers. An
+unexpected exception still becomes a 500 without leaking its text.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, json, request
-from werkzeug.exceptions import HTTPException
 
 MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("hallmark.errors")
@@ -54,21 +54,7 @@ def json_object_body() -> dict:
 
 
 def install(app: Flask) -> None:
-    @app.errorhandler(Problem)
-    def _problem(exc: Problem):
-        return exc.response()
+    """Answer errors in the client's form: problem documents for API clients, pages for browsers (see core.web.errors)."""
+    from core.web import errors  # core.web renders problems; imported here so this module stays importable on its own
 
-    @app.errorhandler(HTTPException)
-    def _http(exc: HTTPException):
-        problem = Problem(exc.code or 500, exc.name, exc.description)
-        response = problem.response()
-        if exc.code == 405 and exc.response is None:
-            valid = getattr(exc, "valid_methods", None)
-            if valid:
-                response.headers["Allow"] = ", ".join(valid)
-        return response
-
-    @app.errorhandler(Exception)
-    def _unexpected(exc: Exception):
-        log.exception("unhandled error")
-        return Problem(500, "Internal Server Error", "the server hit an unexpected error; it has been logged").response()
+    errors.install(app)

@@ -1,11 +1,10 @@
 """The identity provider's pages: register, sign in, step up, the account page, real-name verification.
 
 Views are thin: the rules are in ``idp.accounts``, ``idp.realname``,
-``idp.sessions`` and ``idp.levels``. What lives here is what only pages have:
+``idp.sessions`` and ``idp.levels``. The layout, CSRF protection (every POST
+here needs the form's token), security headers and error pages come from
+:mod:`core.web`. What lives here is what only the IdP's pages have:
 
-* CSRF protection: a random value in a signed, HttpOnly cookie, and in every
-  form a token derived from it (itsdangerous, keyed by the instance's secret
-  key). A POST without a matching pair gets a readable 400 page.
 * the SSO cookie (``idp.sessions.COOKIE``): HttpOnly, SameSite=Lax, Secure on
   https, a browser-session cookie (public terminals in service centres).
 * ``next``: only a path on this site, never an absolute or ``//`` URL.
@@ -18,33 +17,48 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import secrets
 from urllib.parse import urlencode, urlsplit
 
-from flask import Blueprint, current_app, g, redirect, render_template, request
+from flask import Blueprint, current_app, redirect, render_template, request
 from flask_babel import format_datetime, gettext
-from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
 from sqlalchemy import select
-from werkzeug.exceptions import HTTPException
 
 from ca import context as ca_context
-from core import audit, component
+from core import audit, component, web
 from core import db as core_db
 from core.identifiers import mask_credit_code, mask_resident_id
-from idp import accounts, certlogin, enterprises, i18n, levels, logout, realname, sessions
+from core.problems import Problem
+from core.web import errors as web_errors
+from idp import accounts, certlogin, consent, enterprises, i18n, levels, logout, realname, sessions
 from idp import context as idp_context
 from idp.context import IdPContext
 from idp.i18n import N_, Refusal
 from idp.models import Account, IdentityProofing, Matter
+from idp.tokens import REALNAME_SCOPE
 
 bp = Blueprint("idp_pages", __name__, template_folder="templates", static_folder="static", static_url_path="/idp-static")
-# The composition root should call i18n.init_app(app) itself; until it does, the
-# blueprint installs the catalogues when it is registered (init_app is idempotent).
-bp.record_once(lambda state: i18n.init_app(state.app))
+web.pages(bp, csrf=True)
+DEVELOPERS_PATH = "/developers"
 
-CSRF_COOKIE = "hallmark_csrf"
-CSRF_FIELD = "csrf_token"
-CSRF_MAX_AGE = 12 * 3600  # a form left open longer must be reloaded
+
+@bp.record_once
+def _on_register(setup):
+    """The IdP's catalogue, its ways in on the landing page, and Secure cookies when the issuer is https."""
+    i18n.init_app(setup.app)
+    try:
+        ctx = idp_context.current(setup.app)
+    except LookupError:  # an app built without the composition root (tests of single pieces)
+        ctx = None
+    if ctx is not None and ctx.issuer.startswith("https://"):
+        setup.app.config["SESSION_COOKIE_SECURE"] = True
+    web.landing_link(setup.app, "people", "/login", N_("Sign in"), N_("With a password or a USB key, once for every hall."), 10)
+    web.landing_link(setup.app, "people", "/register", N_("Register"), N_("Create an account with your mobile number."), 20)
+    web.landing_link(setup.app, "people", "/account", N_("My account"), N_("Real-name verification, devices, enterprises."), 30)
+    web.landing_link(
+        setup.app, "developers", DEVELOPERS_PATH, N_("Connect a hall"), N_("OpenID Connect for relying parties: levels, logout."), 10
+    )
+
+
 DEFAULT_NEXT = "/account"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -101,92 +115,6 @@ def _mask_name(value: str) -> str:
     return "*" * (len(value) - 1) + value[-1:] if value else ""
 
 
-# --------------------------------------------------------------------------- headers, CSRF
-
-
-@bp.before_request
-def _before():
-    g.csp_nonce = secrets.token_urlsafe(16)
-    if request.method == "POST":
-        _check_csrf()
-
-
-@bp.after_request
-def _headers(response):
-    nonce = g.get("csp_nonce", "none")
-    scripts = ""
-    if g.get("cert_login_agent"):  # pages offering USB-key login run one script, which talks to the local agent
-        scripts = f"script-src 'nonce-{nonce}'; connect-src 'self' {g.cert_login_agent}; "
-    response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; style-src 'nonce-{nonce}'; {scripts}img-src 'self' data:; "
-        "base-uri 'none'; frame-ancestors 'none'"
-    )  # no form-action: after a login POST the redirects lead to the halls' redirect URIs
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "same-origin"
-    response.headers["Cache-Control"] = "no-store"
-    cookie = g.get("csrf_cookie")
-    if cookie:
-        response.set_cookie(CSRF_COOKIE, cookie, httponly=True, samesite="Lax", secure=_secure(), path="/")
-    return response
-
-
-def _serializers():
-    """The CSRF cookie's and the form token's serializers, built once per process (they hold only the key)."""
-    ctx = _ctx()
-    pair = ctx.cache.get("idp.pages.csrf")
-    if pair is None:
-        key = ctx.secret_key
-        pair = ctx.cache["idp.pages.csrf"] = (
-            URLSafeSerializer(key, salt="hallmark.idp.csrf.cookie"),
-            URLSafeTimedSerializer(key, salt="hallmark.idp.csrf.form"),
-        )
-    return pair
-
-
-def _csrf_value() -> str | None:
-    cookie_serializer, _ = _serializers()
-    raw = request.cookies.get(CSRF_COOKIE)
-    if not raw:
-        return None
-    try:
-        value = cookie_serializer.loads(raw)
-    except BadSignature:
-        return None
-    return value if isinstance(value, str) else None
-
-
-def csrf_token() -> str:
-    """The token for this page's forms (creating the cookie's value when there is none)."""
-    if "csrf_token" not in g:
-        cookie_serializer, form_serializer = _serializers()
-        value = _csrf_value()
-        if value is None:
-            value = secrets.token_urlsafe(24)
-            g.csrf_cookie = cookie_serializer.dumps(value)
-        g.csrf_token = form_serializer.dumps(value)
-    return g.csrf_token
-
-
-class CSRFRefused(Refusal):
-    status = 400
-
-
-def _check_csrf() -> None:
-    _, form_serializer = _serializers()
-    value = _csrf_value()
-    token = request.form.get(CSRF_FIELD, "")
-    try:
-        sent = form_serializer.loads(token, max_age=CSRF_MAX_AGE) if token and len(token) < 200 else None
-    except BadSignature:  # includes SignatureExpired
-        sent = None
-    if value is None or sent is None or not secrets.compare_digest(str(sent), value):
-        raise CSRFRefused(
-            N_("This form has expired or was not sent from this site, so nothing was done. Reload the page and try again."),
-            code="csrf",
-        )
-
-
 # --------------------------------------------------------------------------- rendering and errors
 
 
@@ -199,43 +127,29 @@ def _field_of(code: str) -> str | None:
 
 def render(template: str, status: int = 200, *, error: Refusal | None = None, **values):
     values.setdefault("next", None)
-    switch = {k: v for k, v in request.args.items() if k not in ("notice", "lang")}
     if request.method == "GET" and request.url_rule is not None:
-        here = request.path
-    else:
-        here, switch = (request.path if request.path in ("/login", "/register") else DEFAULT_NEXT), {}
-        if values.get("next"):
-            switch["next"] = values["next"]
-    lang_links = {lang: here + "?" + urlencode({**switch, "lang": lang}) for lang in i18n.SUPPORTED}
+        lang_links = web.language_links()
+    else:  # after a POST, the language switch leads to the form again (or the account page), never to the POST's address
+        here = request.path if request.path in ("/login", "/register") else DEFAULT_NEXT
+        lang_links = web.language_links(here, {"next": values["next"]} if values.get("next") else {})
     body = render_template(
         template,
         error=error.translated() if error else None,
         error_field=_field_of(error.code) if error else None,
-        csrf_token=csrf_token,
-        csrf_field=CSRF_FIELD,
-        csp_nonce=g.get("csp_nonce", ""),
         lang_links=lang_links,
         **values,
     )
     return body, status
 
 
+def refused(exc: Refusal, back: str = DEFAULT_NEXT):
+    """A refusal as the error page, with a way back to ``back`` (a CSRF refusal: back to the form)."""
+    return web_errors.page(exc.status, exc.translated(), back=request.path if isinstance(exc, web.CSRFRefused) else back)
+
+
 @bp.errorhandler(Refusal)
 def _refused(exc: Refusal):
-    return render("idp/error.html", exc.status, error=exc, back=DEFAULT_NEXT if not isinstance(exc, CSRFRefused) else request.path)
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException):
-    messages = {
-        400: N_("The request could not be understood."),
-        404: N_("This page does not exist."),
-        405: N_("This page cannot be used that way."),
-        413: N_("What was sent is too large."),
-    }
-    status = exc.code or 400
-    message = messages.get(status, N_("The request could not be handled."))
-    return render("idp/error.html", status, error=Refusal(message, code=f"http_{status}"), back=DEFAULT_NEXT)
+    return refused(exc)
 
 
 def safe_next(value: str | None) -> str:
@@ -580,7 +494,7 @@ def _cookie_sid() -> str | None:
 
 def _browser(sid: str | None) -> str:
     """This browser, for binding a challenge: its CSRF cookie (set before any login) and its session."""
-    return certlogin.browser_binding(_ctx(), _csrf_value() or "", sid)
+    return certlogin.browser_binding(_ctx(), web.csrf_value() or "", sid)
 
 
 def _forwarded_certificate(options: certlogin.Options) -> bool:
@@ -590,7 +504,7 @@ def _forwarded_certificate(options: certlogin.Options) -> bool:
 def _cert_login_values(purpose: str) -> dict:
     """What a page needs to offer USB-key login; also lets its script talk to the local agent."""
     options = _cert_options()
-    g.cert_login_agent = options.agent_url
+    web.allow(scripts=True, connect=(options.agent_url,))  # the page's one script talks to the local agent
     messages = {
         "working": gettext("Asking the USB key to sign. Enter its PIN if the USB-key program asks for it."),
         "no_agent": gettext(
@@ -605,25 +519,9 @@ def _cert_login_values(purpose: str) -> dict:
     }
 
 
-def _wants_json() -> bool:
-    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
-    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
-
-
 def _cert_refused(exc: Refusal, back: str):
-    if _wants_json():
-        from core.problems import Problem
-
-        titles = {
-            400: "Bad Request",
-            401: "Unauthorized",
-            403: "Forbidden",
-            409: "Conflict",
-            413: "Content Too Large",
-            503: "Service Unavailable",
-        }
-        return Problem(exc.status, titles.get(exc.status, "Refused"), exc.translated(), code=exc.code).response()
-    return render("idp/error.html", exc.status, error=exc, back=back)
+    """For the page's script a problem document (in the person's language), for a plain form post a page."""
+    return web_errors.respond(exc.status, detail=exc.translated(), message=exc.translated(), back=back, code=exc.code)
 
 
 @bp.post("/login/cert/challenge")
@@ -637,8 +535,6 @@ def cert_challenge():
                 raise certlogin.CertLoginRefusal(N_("Your session has ended. Sign in again."), code="no_session", status=401)
             challenge = certlogin.issue_challenge(db, ctx, options, browser=_browser(sid), purpose=purpose, ip=_ip())
     except Refusal as exc:
-        from core.problems import Problem
-
         return Problem(exc.status, "Too Many Requests" if exc.status == 429 else "Refused", exc.translated(), code=exc.code).response()
     return {
         "challenge": challenge.text,
@@ -649,7 +545,7 @@ def cert_challenge():
 
 
 def _after_cert_login(outcome: certlogin.Outcome, next_url: str):
-    response = {"redirect": next_url} if _wants_json() else redirect(next_url, 303)
+    response = redirect(next_url, 303) if web_errors.wants_html() else {"redirect": next_url}
     if not isinstance(response, dict):
         return _with_session_cookie(response, outcome.sid)
     from flask import jsonify
@@ -838,3 +734,19 @@ def org_handle(credit_code: str) -> str:
 
 def _code_of(handle: str, codes) -> str | None:
     return next((code for code in codes if hmac.compare_digest(org_handle(code), handle or "")), None)
+
+
+# --------------------------------------------------------------------------- the relying parties' guide
+
+
+@bp.get(DEVELOPERS_PATH)
+def developers():
+    """A short guide for the developers of halls and approval systems (OpenID Connect relying parties)."""
+    ctx = _ctx()
+    return render(
+        "idp/developers.html",
+        issuer=ctx.issuer,
+        discovery=ctx.url("/.well-known/openid-configuration"),
+        levels=[(levels.acr_for(n), LEVEL_NAMES[n]) for n in levels.LEVELS],
+        scopes=[(scope, consent.SCOPE_DESCRIPTIONS[scope]) for scope in ("openid", "profile", REALNAME_SCOPE)],
+    )

@@ -4,36 +4,42 @@
   is the certificate still in good standing; ``POST /verify/<id>`` with a file
   says whether the upload is that document (the same bytes, or our signature
   intact in it) and shows its validation report.
+* ``GET /verify``: where to enter a verification code by hand.
 * ``GET /validate`` and ``POST /validate``: the validation report of any PDF.
 
-Nothing here changes state, so the forms need no CSRF token; uploads are read,
-validated and forgotten. Identifiers are shown masked. Problems from the
+The layout, headers and error pages come from :mod:`core.web`. Nothing here
+changes state, so the forms need no CSRF token; uploads are read, validated
+and forgotten. Identifiers are shown masked. Problems from the
 services (not a PDF, too large, ...) become a readable page in the person's
 language with the same status code.
 """
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import quote
 
-from flask import Blueprint, g, render_template, request
-from flask_babel import format_datetime, get_locale, gettext
+from flask import Blueprint, redirect, render_template, request
+from flask_babel import format_datetime, gettext
 
+from core import web
 from core.problems import Problem
+from core.web import N_
 from signing import context as signing_context
 from signing import documents, report
 from signing.context import SigningContext
 
 bp = Blueprint("signing_pages", __name__, template_folder="templates")
+web.pages(bp, form_action="'self'")
 TRANSLATIONS = Path(__file__).parent / "translations"
-SUPPORTED = ("zh", "en")
 
 
-def N_(message: str) -> str:
-    """Mark a msgid for extraction; it is translated where it is shown."""
-    return message
+@bp.record_once
+def _on_register(setup):
+    """Our catalogue, and our ways in on the landing page."""
+    web.add_translations(setup.app, TRANSLATIONS)
+    web.landing_link(setup.app, "documents", "/verify", N_("Verify a document"), N_("Is a sealed or signed document genuine?"), 10)
+    web.landing_link(setup.app, "documents", "/validate", N_("Validate a signed PDF"), N_("Check every signature in any PDF."), 20)
 
 
 # Problem codes shown to people, as msgids (English; the catalogues translate them).
@@ -47,42 +53,8 @@ MESSAGES = {
 }
 
 
-def install_translations(app, compile_catalogues) -> None:
-    """Add this package's catalogues to Flask-Babel (``compile_catalogues`` comes from the composition root)."""
-    directory = str(compile_catalogues(TRANSLATIONS))
-    babel = app.extensions.get("babel")
-    if babel is None:
-        existing = app.config.get("BABEL_TRANSLATION_DIRECTORIES")
-        app.config["BABEL_TRANSLATION_DIRECTORIES"] = ";".join(filter(None, [directory, existing]))
-    elif directory not in babel.translation_directories:
-        babel.translation_directories.insert(0, directory)
-
-
 def _ctx() -> SigningContext:
     return signing_context.current()
-
-
-def _lang() -> str:
-    locale = get_locale()
-    return locale.language if locale is not None and locale.language in SUPPORTED else "zh"
-
-
-@bp.before_request
-def _nonce():
-    g.signing_nonce = secrets.token_urlsafe(16)
-
-
-@bp.after_request
-def _headers(response):
-    if response.mimetype == "text/html":
-        response.headers["Content-Security-Policy"] = (
-            f"default-src 'none'; style-src 'nonce-{g.get('signing_nonce', 'none')}'; img-src 'self' data:; "
-            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-        )
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "same-origin"
-        response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 def _when(iso: str | None) -> str:
@@ -94,18 +66,8 @@ def _when(iso: str | None) -> str:
 
 
 def render(template: str, status: int = 200, **values):
-    lang = _lang()
-    links = {code: request.path + "?" + urlencode({"lang": code}) for code in SUPPORTED}
-    body = render_template(
-        template,
-        lang=lang,
-        html_lang={"zh": "zh-CN", "en": "en"}[lang],
-        lang_links=links,
-        nonce=g.get("signing_nonce", ""),
-        when=_when,
-        **values,
-    )
-    return body, status
+    # The language switch leads to this page without the query (a looked-up code is in the path already).
+    return render_template(template, when=_when, lang_links=web.language_links(request.path, {}), **values), status
 
 
 def _problem_text(problem: Problem) -> str:
@@ -134,6 +96,15 @@ def _report_view(found: dict) -> dict:
         if identifier:
             identifier.pop("value", None)
     return found
+
+
+@bp.get("/verify")
+def verify_lookup():
+    """A verification code typed in by hand: on to its page."""
+    code = (request.args.get("code") or "").strip()[:100]
+    if code:
+        return redirect("/verify/" + quote(code, safe=""), 303)
+    return render("signing/verify.html", document=None)
 
 
 @bp.get("/verify/<document_id>")

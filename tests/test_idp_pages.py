@@ -20,7 +20,8 @@ def prepare(instance, **env):
     out = instance / "people.csv"
     demo = run_hallmark(instance, "idp", "registry", "demo", "--count", "20", "--out", str(out), **env)
     assert demo.returncode == 0, demo.stderr
-    return list(csv.DictReader(out.open(encoding="utf-8")))
+    with out.open(encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
 
 
 @pytest.fixture(scope="module")

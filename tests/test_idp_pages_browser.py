@@ -41,7 +41,8 @@ def site(tmp_path_factory):
     initialised_copy(instance)
     out = instance / "people.csv"
     assert run_hallmark(instance, "idp", "registry", "demo", "--count", "5", "--out", str(out)).returncode == 0
-    people = list(csv.DictReader(out.open(encoding="utf-8")))
+    with out.open(encoding="utf-8") as handle:
+        people = list(csv.DictReader(handle))
     process, base = start_server(instance)
     yield base, people
     stop_server(process)
