@@ -62,6 +62,8 @@ _SOURCES = {
     NameOID.ORGANIZATION_IDENTIFIER: f"subject organizationIdentifier ({CREDIT_CODE_PREFIX})",
 }
 HOLDERS = {RESIDENT_ID: "person", CREDIT_CODE: "enterprise"}
+# Attribute names RFC 4514 lacks and cryptography would print as dotted OIDs.
+_ATTRIBUTE_NAMES = {NameOID.SERIAL_NUMBER: "serialNumber", NameOID.ORGANIZATION_IDENTIFIER: "organizationIdentifier"}
 
 
 class IdentityError(ValueError):
@@ -234,7 +236,7 @@ def display_name(name: x509.Name) -> str:
         value = attribute.value if isinstance(attribute.value, str) else attribute.value.hex()
         if attribute.oid == NameOID.SERIAL_NUMBER and value.startswith(RESIDENT_ID_PREFIX):
             value = RESIDENT_ID_PREFIX + mask_resident_id(value[len(RESIDENT_ID_PREFIX) :])
-        parts.append(f"{attribute.rfc4514_attribute_name}={value}")
+        parts.append(f"{_ATTRIBUTE_NAMES.get(attribute.oid, attribute.rfc4514_attribute_name)}={value}")
     return mask_resident_ids(", ".join(reversed(parts)))
 
 

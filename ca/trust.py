@@ -320,9 +320,10 @@ def remove_anchor(ctx: CAContext, fingerprint: str, actor: str) -> RecognisedCA:
 # signing (signing.trust) all read this one parsed store, so they cannot disagree about which
 # CAs are trusted: our root, the recognised anchors, and below our root our issuing CAs and
 # the cross-certificates of the CAs still recognised as cross-certified. It is parsed once per
-# process and context and re-read when two small queries show a change: an authority, or a row
-# of the recognised CAs (added, removed, re-certified, its policy changed). Our current CRLs are
-# kept beside it, re-read when a CRL number moves, so a revocation does not re-parse the store.
+# process and context and re-read when small queries show a change: an authority, a row of the
+# recognised CAs (added, removed, its policy changed), the serials of our cross-certificates
+# (only asked when a CA is cross-certified). Our current CRLs are kept beside it, re-read when a
+# CRL number moves, so a revocation does not re-parse the store.
 
 
 @dataclass(frozen=True)
@@ -506,7 +507,12 @@ def snapshot(ctx: CAContext, session=None) -> Snapshot:
             select(RecognisedCA.fingerprint, RecognisedCA.how, RecognisedCA.revocation_policy, RecognisedCA.added_at)
         )
     )
-    store_key = (tuple(name for name, _ in numbers), recognised)
+    crossed = ()
+    if any(how == "cross-certified" for _, how, _, _ in recognised):
+        # A new cross-certificate for a CA recognised already (re-certified after a revocation) changes no row above.
+        query = select(Certificate.serial).where(Certificate.authority == "root", Certificate.profile == "cross-certificate")
+        crossed = tuple(sorted(session.scalars(query)))
+    store_key = (tuple(name for name, _ in numbers), recognised, crossed)
     store, revocation = cache.store, cache.revocation
     if store is not None and store.key == store_key and revocation is not None and revocation.key == numbers:
         return Snapshot(store, revocation)
