@@ -53,6 +53,7 @@ check: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/deptry .
+	cd keyagent && ../$(VENV)/bin/deptry .
 
 deps: deps-runtime
 	@scripts/ensure-debian-packages.sh $(DEB_TEST)
