@@ -159,6 +159,46 @@ def test_discovery_and_resource_metadata(world):
     assert world.rp.get("/.well-known/oauth-protected-resource/api/nothing").status_code == 404
 
 
+def test_a_client_registered_before_the_upgrade_keeps_working(tmp_path):
+    """A database at the previous release's revision (0007) with an approval system: after the upgrade its
+    resources are unset, so it gets tokens for the APIs its scopes are for, and only those accept them."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from core import db
+    from hallmark import components
+    from hallmark.app import create_app
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    command.upgrade(db._alembic_config(engine, components.migration_locations()), "0007")
+    secret = "an-old-secret-0123456789"
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "insert into idp_clients (client_id, name, client_type, secret_hash, token_endpoint_auth_method, redirect_uris,"
+                " grant_types, scope, min_acr, first_party, post_logout_redirect_uris, created_at)"
+                " values ('old-approval', 'Old approval system', 'confidential', :hash, 'client_secret_basic', '[]',"
+                " 'client_credentials', 'ca:read', 1, 0, '[]', '2026-11-30 08:00:00')"
+            ),
+            {"hash": clients.secret_hash(b"test-secret-key-0123456789", "old-approval", secret)},
+        )
+    components.upgrade_database(engine)
+    with engine.connect() as connection:
+        assert connection.execute(text("select resources from idp_clients")).scalar_one() is None
+    engine.dispose()
+
+    app = create_app(app_settings(tmp_path, f"sqlite:///{tmp_path / 'old.db'}", HALLMARK_PUBLIC_URL=ISSUER))
+    try:
+        old = World(app)
+        token = access_token(old, "old-approval", secret)
+        assert audience(old, token) == [CA_API]
+        assert ca_list(old, token).status_code == 200
+        assert_refused_for_audience(validate(old, token), SIGN_API)
+        assert token_answer(old, "old-approval", secret, resource=SIGN_API).get_json()["error"] == "invalid_target"
+    finally:
+        app.extensions["hallmark.services"].close()
+
+
 # -- the code flow: resources of the authorization request, narrowed at the token endpoint --------------------
 
 
