@@ -53,6 +53,71 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
+# -- coverage ---------------------------------------------------------------------------------
+
+
+def _whole_suite(config) -> bool:
+    """Whether this run is the whole suite: no paths, test ids, -k, -m, --lf or --deselect given."""
+    option = config.option
+    if option.keyword or option.markexpr or getattr(option, "lf", False) or getattr(option, "deselect", None):
+        return False
+    tests = config.rootpath / "tests"
+    return all(Path(arg).resolve() in (tests, config.rootpath) for arg in config.args)
+
+
+def pytest_configure(config):
+    # fail_under ([tool.coverage.report]) is about the whole suite; a run of one file or one
+    # test measures a corner of the code and says nothing about it.
+    cov = config.pluginmanager.get_plugin("_cov")
+    if cov is not None and not _whole_suite(config):
+        cov.options.cov_fail_under = None
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtestloop(session):
+    # Inside pytest-cov's wrapper: when nothing was collected, pytest's own "no tests ran"
+    # (exit status 5) is the answer, not a coverage failure (exit status 1).
+    result = yield
+    cov = session.config.pluginmanager.get_plugin("_cov")
+    if cov is not None and session.testscollected == 0:
+        cov.options.cov_fail_under = None
+    return result
+
+
+# -- pytest-xdist -----------------------------------------------------------------------------
+
+# Session fixtures that take seconds to build: the modules that use one run on one worker.
+SHARED_SESSION_FIXTURES = ("signing_world", "running_server")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under ``--dist loadgroup``, one xdist group per test module, so a module's fixtures
+    (its instance, its server, its browser) are built once, on one worker; modules that
+    use the same costly session fixture share a group. Groups with slow tests are handed
+    out first, so that no long module is left to run alone at the end.
+
+    Tests that must not run at the same time as each other (a shared port, a file outside
+    tmp_path) are given one name with ``@pytest.mark.xdist_group("...")``; that mark, when
+    present, wins, and puts them on one worker, one after the other.
+    """
+    if getattr(config.option, "dist", "no") != "loadgroup":
+        return
+    modules: dict[str, list] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    slow_groups = set()
+    for module, members in modules.items():
+        used = set().union(*(getattr(item, "fixturenames", ()) for item in members))
+        group = next((name for name in SHARED_SESSION_FIXTURES if name in used), module)
+        for item in members:
+            if item.get_closest_marker("xdist_group") is None:
+                item.add_marker(pytest.mark.xdist_group(group))
+            if item.get_closest_marker("slow") is not None:
+                slow_groups.add(item.get_closest_marker("xdist_group").args[0])
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group").args[0] not in slow_groups)
+
+
 @pytest.fixture(scope="session")
 def softhsm_conf() -> Path:
     return _CONF
