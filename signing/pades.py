@@ -40,6 +40,7 @@ from pyhanko.sign.general import SigningError
 from pyhanko.sign.signers.pdf_signer import DSSContentSettings, SigDSSPlacementPreference
 from pyhanko_certvalidator.errors import ValidationError
 
+from ca import identity as ca_identity
 from core import audit
 from core.db import utc_now
 from core.identifiers import mask_credit_code
@@ -384,7 +385,7 @@ def seal_pdf(
         signature=signature,
         actor=actor,
         action="signing.pdf.sealed",
-        signer_display=f"{seal.department} (NTRCN-{mask_credit_code(seal.credit_code)})",
+        signer_display=f"{seal.department} ({ca_identity.CREDIT_CODE_PREFIX}{mask_credit_code(seal.credit_code)})",
         id_kind="credit_code",
         id_masked=mask_credit_code(seal.credit_code),
     )
