@@ -274,6 +274,24 @@ def test_every_string_of_the_web_layer_has_a_chinese_translation():
         assert status in errors.MESSAGES and status in errors.TITLES
 
 
+def test_the_packages_catalogues_agree_where_they_share_a_msgid():
+    # Every package's catalogue is merged into one (gettext domain "messages"): a msgid two
+    # packages translate differently would be shown in whichever was merged last.
+    root = WEB.parent.parent
+    catalogues = [WEB / "translations", *sorted(p.parent.parent.parent for p in root.glob("*/translations/zh/LC_MESSAGES/messages.po"))]
+    assert len(catalogues) >= 3
+    seen: dict[str, dict[str, str]] = {}
+    for folder in catalogues:
+        with (folder / "zh" / "LC_MESSAGES" / "messages.po").open("rb") as handle:
+            catalogue = read_po(handle, locale="zh")
+        for message in catalogue:
+            if message.id and message.string:
+                key = message.id if isinstance(message.id, str) else message.id[0]
+                seen.setdefault(key, {})[folder.parent.name] = str(message.string)
+    clashes = {key: where for key, where in seen.items() if len(set(where.values())) > 1}
+    assert not clashes, f"translated differently by two catalogues: {clashes}"
+
+
 def test_catalogues_compile_once_and_again_when_changed(tmp_path):
     source = tmp_path / "translations"
     shutil.copytree(WEB / "translations", source, ignore=shutil.ignore_patterns("*.mo"))

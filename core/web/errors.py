@@ -94,6 +94,8 @@ def page(status: int, message: str | None = None, *, back: str | None = None, he
 def respond(status: int, *, detail: str | None = None, message: str | None = None, back: str | None = None, headers=None, **extensions):
     """An error in the client's form: ``detail`` (English) goes into the problem document, ``message`` onto the page."""
     if wants_html() and "babel" in current_app.extensions:
+        if back is None and request.method == "POST" and request.blueprint in state(current_app).pages:
+            back = request.path  # a form that was refused: back to it
         try:
             return page(status, message, back=back, headers=headers)
         except Exception:  # a broken page must not hide the error: fall back to the problem document
