@@ -13,8 +13,10 @@ DEB_RUNTIME := softhsm2 opensc openssl poppler-utils qpdf libnss3-tools fonts-no
 # need CJK fonts to render Chinese pages; they start their own PostgreSQL 15 when
 # HALLMARK_TEST_POSTGRES=1 (CI sets it).
 DEB_TEST := chromium $(if $(filter 1,$(HALLMARK_TEST_POSTGRES)),postgresql,)
-# The benchmarks load servers with wrk and run the peer OIDC provider on node.
-DEB_BENCH := wrk nodejs npm
+# The benchmarks load servers with wrk and run the peer OIDC provider on node (Debian's
+# nodejs and npm unless a node with npm is on PATH already, e.g. from NodeSource).
+DEB_BENCH := wrk
+DEB_NODE := nodejs npm
 # Debian's python3 needs python3-venv for `python3 -m venv`.
 DEB_VENV := $(shell $(PYTHON) -c 'import ensurepip' >/dev/null 2>&1 || echo python3-venv)
 
@@ -88,6 +90,7 @@ lock: venv
 
 deps-bench:
 	@scripts/ensure-debian-packages.sh $(DEB_BENCH)
+	@command -v node >/dev/null && command -v npm >/dev/null || scripts/ensure-debian-packages.sh $(DEB_NODE)
 	@test -f $(BENCH_PEER)/node_modules/oidc-provider/package.json || (cd $(BENCH_PEER) && npm ci --no-audit --no-fund) \
 		|| { echo "the peer OIDC provider did not install; run:  (cd $(BENCH_PEER) && npm ci)" >&2; exit 1; }
 
