@@ -13,20 +13,18 @@ import shutil
 from pathlib import Path
 
 import pytest
-from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_file
-from babel.messages.pofile import read_po
 from flask import Blueprint, Flask
 
 from core import web
 from core.problems import MEDIA_TYPE, Problem
 from core.web import errors, i18n
 from core.web.i18n import N_, Refusal
+from tests.catalogue_checks import bare_percents, catalogue, gaps, msgids
 
 WEB = Path(web.__file__).parent
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "Accept-Language": "zh-CN,zh;q=0.9"}
 API = {"Accept": "application/json"}
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 LIMIT = 2048
 
 
@@ -246,30 +244,12 @@ def test_every_link_of_the_real_landing_page_leads_to_a_page(tmp_path, migrated)
 # --------------------------------------------------------------------------- catalogues
 
 
-def _msgids() -> set[str]:
-    found = set()
-    for source in sorted(WEB.glob("*.py")):
-        found |= {m[1] for m in extract_from_file("python", source, keywords=DEFAULT_KEYWORDS) if isinstance(m[1], str)}
-    for template in sorted((WEB / "templates" / "web").glob("*.html")):
-        found |= {m[1] for m in extract_from_file("jinja2", template, keywords=DEFAULT_KEYWORDS) if isinstance(m[1], str)}
-    return found
-
-
-def _catalogue(lang):
-    with (WEB / "translations" / lang / "LC_MESSAGES" / "messages.po").open("rb") as handle:
-        return read_po(handle, locale=lang)
-
-
 def test_every_string_of_the_web_layer_has_a_chinese_translation():
-    zh, en = _catalogue("zh"), _catalogue("en")
-    wanted = _msgids()
+    templates = sorted((WEB / "templates" / "web").glob("*.html"))
+    wanted = msgids(sorted(WEB.glob("*.py")), templates)
     assert len(wanted) > 30
-    missing = sorted(m for m in wanted if not (zh.get(m) and zh.get(m).string and not zh.get(m).fuzzy))
-    assert not missing, f"untranslated in zh (run pybabel extract/update, see core/web/i18n.py): {missing}"
-    assert not sorted(m for m in wanted if en.get(m) is None), "the en catalogue lags behind"
-    for message in zh:
-        if message.id and message.string:
-            assert set(PLACEHOLDER.findall(message.id)) == set(PLACEHOLDER.findall(message.string)), message.id
+    assert gaps(WEB / "translations", wanted) == [], "run pybabel extract/update, see core/web/i18n.py"
+    assert bare_percents(templates) == []
     for status in (400, 403, 404, 405, 413, 429, 500):
         assert status in errors.MESSAGES and status in errors.TITLES
 
@@ -282,9 +262,7 @@ def test_the_packages_catalogues_agree_where_they_share_a_msgid():
     assert len(catalogues) >= 3
     seen: dict[str, dict[str, str]] = {}
     for folder in catalogues:
-        with (folder / "zh" / "LC_MESSAGES" / "messages.po").open("rb") as handle:
-            catalogue = read_po(handle, locale="zh")
-        for message in catalogue:
+        for message in catalogue(folder, "zh"):
             if message.id and message.string:
                 key = message.id if isinstance(message.id, str) else message.id[0]
                 seen.setdefault(key, {})[folder.parent.name] = str(message.string)
