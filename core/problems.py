@@ -1,16 +1,17 @@
 """Errors as RFC 9457 problem details (``application/problem+json``).
 
-Raise :class:`Problem` anywhere below a view; :func:`install` (that is,
-:mod:`core.web.errors`) turns it, and every HTTP error Flask raises itself, into
-a problem document for API clients or an error page for browsers. An
-unexpected exception still becomes a 500 without leaking its text.
+Raise :class:`Problem` anywhere below a view; :func:`core.web.errors.install`
+(part of ``core.web.init_app``) turns it, and every HTTP error Flask raises
+itself, into a problem document for API clients or an error page for browsers.
+An unexpected exception still becomes a 500 without leaking its text. (This
+module does not import ``core.web``, which imports it: no import circle.)
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, json, request
+from flask import Response, json, request
 
 MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("hallmark.errors")
@@ -51,10 +52,3 @@ def json_object_body() -> dict:
     if not isinstance(body, dict):
         raise Problem(400, "Bad Request", "the request body must be a JSON object")
     return body
-
-
-def install(app: Flask) -> None:
-    """Answer errors in the client's form: problem documents for API clients, pages for browsers (see core.web.errors)."""
-    from core.web import errors  # core.web renders problems; imported here so this module stays importable on its own
-
-    errors.install(app)

@@ -10,7 +10,7 @@ import logging
 from flask import Flask, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from core import bearer, component, periodic, problems, web
+from core import bearer, component, periodic, web
 from core.settings import Settings
 from hallmark import health, wiring
 from hallmark.components import COMPONENTS
@@ -34,8 +34,7 @@ def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = N
     app.json.ensure_ascii = False
     component.install(app, services)
     app.extensions["hallmark.services"] = services  # the same registry, for callers of the composition root
-    problems.install(app)
-    # The shared web layer: languages, error pages and problem+json, security headers, the landing page.
+    # The shared web layer: errors as pages or problem+json, languages, security headers, the landing page.
     web.init_app(app, public_url=settings.public_url)
     _install_bearer(app, services, components, settings, bearer_jwks)
     health.install(app, components)

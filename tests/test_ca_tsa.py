@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from ca import hierarchy, issuance, profiles, revocation, tsa, tsa_api
 from ca.models import Authority, Certificate
 from core import component, problems
+from core.web import errors
 from hsm import KeyAlgorithm
 
 DATA = "书证一致：泉州市网上办事大厅 submission #42\n".encode()
@@ -301,7 +302,7 @@ def test_threads_share_the_hsm_and_the_cache(tsa_ctx, tmp_path):
 def tsa_app(tsa_ctx):
     """Just the TSA blueprint in an app, as the composition root wires it, on this test's database."""
     app = Flask("tsa-test")
-    problems.install(app)
+    errors.install(app)  # problem+json answers, as the web layer gives every app
     services = component.Services(settings=None, engine=None, sessions=tsa_ctx.sessions, keys=None)
     services.add("ca", tsa_ctx)
     component.install(app, services)
