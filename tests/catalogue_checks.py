@@ -14,7 +14,7 @@ from babel.messages.catalog import Catalog
 from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_file
 from babel.messages.pofile import read_po
 
-PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+PLACEHOLDER = re.compile(r"%\((\w+)\)[sd]")
 
 
 def msgids(python: Iterable[Path] = (), templates: Iterable[Path] = ()) -> set[str]:
@@ -22,7 +22,8 @@ def msgids(python: Iterable[Path] = (), templates: Iterable[Path] = ()) -> set[s
     found = set()
     for kind, files in (("python", python), ("jinja2", templates)):
         for path in files:
-            found |= {m[1] for m in extract_from_file(kind, path, keywords=DEFAULT_KEYWORDS) if isinstance(m[1], str)}
+            for message in extract_from_file(kind, path, keywords=DEFAULT_KEYWORDS):
+                found.add(message[1] if isinstance(message[1], str) else message[1][0])  # a plural is found by its singular
     return found
 
 
@@ -46,4 +47,9 @@ def gaps(folder: Path, wanted: set[str]) -> list[str]:
 
 def bare_percents(templates: Iterable[Path]) -> list[str]:
     """Template strings with a lone ``%``: newstyle gettext formats every one with ``%``, so it would break the page."""
-    return [m[1] for t in templates for m in extract_from_file("jinja2", t, keywords=DEFAULT_KEYWORDS) if "%" in PLACEHOLDER.sub("", m[1])]
+    texts = [text for t in templates for m in extract_from_file("jinja2", t, keywords=DEFAULT_KEYWORDS) for text in _forms(m[1])]
+    return [text for text in texts if text and "%" in PLACEHOLDER.sub("", text)]
+
+
+def _forms(msgid) -> tuple:
+    return (msgid,) if isinstance(msgid, str) else tuple(msgid)
