@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from flask import Flask
 
 from core import bearer, component, periodic, web
 from core.settings import Settings
@@ -53,13 +52,7 @@ def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = N
                 running = periodic.start(job.name, lambda job=job, service=service: job.run(service), seconds)
                 services.on_close(running.stop)
 
-    @app.before_request
-    def refuse_oversized_bodies():
-        # Flask checks MAX_CONTENT_LENGTH only when a view reads the body; refuse
-        # early so authentication and parsing never see an oversized request.
-        if request.content_length is not None and request.content_length > settings.max_request_bytes:
-            raise RequestEntityTooLarge(f"request bodies are limited to {settings.max_request_bytes} bytes")
-
+    # An oversize body (over MAX_CONTENT_LENGTH) is refused with 413 by core.web before anything reads it.
     return app
 
 
