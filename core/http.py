@@ -5,10 +5,11 @@ forget one call at a time:
 
 * a timeout on every request, (connect, read) seconds, unless the call passes its own;
 * a few quick retries, with backoff, of what is worth retrying at once: a connection
-  that could not be opened, and 502/503/504 from a gateway. A POST is retried too: the
-  calls made through this client are safe to repeat (a logout token is the same token;
-  a registry check decides nothing). Slower retries are the caller's business (the
-  logout outbox reschedules with its own backoff);
+  that could not be opened, and (unless the caller has its own schedule for them)
+  502/503/504 from a gateway. A POST is retried too: the calls made through this client
+  are safe to repeat (a logout token is the same token; a registry check decides
+  nothing). Slower retries are the caller's business (the logout outbox reschedules a
+  hall's 5xx with its own backoff);
 * no redirects unless a call asks for them (``allow_redirects=True``): a logout token
   or a resident's identity must reach the URL registered, not wherever it points;
 * no proxy or credentials from the environment (``trust_env`` off).
@@ -44,14 +45,23 @@ class OutboundSession(requests.Session):
         return super().request(method, url, *args, **kwargs)
 
 
-def session(*, timeout: float | tuple[float, float] = DEFAULT_TIMEOUT, retries: int = 2, backoff: float = 0.2) -> OutboundSession:
-    """A new session for outgoing calls; see the module's text for what it does."""
+def session(
+    *,
+    timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+    retries: int = 2,
+    backoff: float = 0.2,
+    retry_statuses: tuple[int, ...] = RETRY_STATUS,
+) -> OutboundSession:
+    """A new session for outgoing calls; see the module's text for what it does.
+
+    ``retry_statuses=()``: answers are never retried here, only connections that failed.
+    """
     retry = Retry(
         total=retries,
         connect=retries,
-        read=0,  # the request may have arrived; the caller decides whether to send it again
-        status=retries,
-        status_forcelist=RETRY_STATUS,
+        read=False,  # the request may have arrived: no second try, and the error stays a read timeout
+        status=retries if retry_statuses else 0,
+        status_forcelist=retry_statuses,
         allowed_methods=None,  # every method: the calls made through here are safe to repeat
         backoff_factor=backoff,
         respect_retry_after_header=False,  # a peer must not hold a delivery loop for as long as it likes

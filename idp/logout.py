@@ -270,10 +270,13 @@ _local = threading.local()
 
 
 def _http():
-    """One connection-pooling HTTP session per thread (core.http: retries, no proxy from the environment)."""
+    """One connection-pooling HTTP session per thread (core.http: no proxy from the environment).
+
+    A connection that could not be opened is tried again at once; a hall's 5xx is not: the
+    delivery is rescheduled after RETRY_DELAYS, and each attempt is counted and audited."""
     session = getattr(_local, "session", None)
     if session is None:
-        session = _local.session = core_http.session(timeout=SEND_TIMEOUT)
+        session = _local.session = core_http.session(timeout=SEND_TIMEOUT, retry_statuses=())
     return session
 
 
