@@ -14,10 +14,8 @@ through the trust API: as an anchor, or cross-certified by our root.
 from __future__ import annotations
 
 import io
-import threading
 import uuid
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from asn1crypto import keys as asn1_keys
@@ -33,6 +31,7 @@ from idp import certlogin
 from signing import report
 from tests.certlogin_fixtures import new_resident_id
 from tests.signing_fixtures import make_pdf
+from tests.test_ca_trust import CRLServer, crl_server  # noqa: F401 - crl_server: its fixture, serving DER CRLs on 127.0.0.1
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 TRUSTED = {"certificate login": True, "signature validation": True, "path validation": True}
@@ -40,37 +39,6 @@ REFUSED = {"certificate login": False, "signature validation": False, "path vali
 
 
 # -- an external CA with software keys, its CRL over HTTP --------------------------------------------
-
-
-class CRLServer:
-    """Serves DER CRLs on 127.0.0.1, as an external CA's repository would."""
-
-    def __init__(self):
-        files = self.files = {}
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                body = files.get(self.path)
-                self.send_response(200 if body is not None else 404)
-                self.send_header("Content-Type", "application/pkix-crl")
-                self.send_header("Content-Length", str(len(body or b"")))
-                self.end_headers()
-                self.wfile.write(body or b"")
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
-@pytest.fixture(scope="module")
-def crl_server():
-    server = CRLServer()
-    yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
 
 
 class ExternalCA:
