@@ -5,12 +5,12 @@ Thin: the rules (which redirect is allowed, who is told) live in ``idp.logout``.
 
 from __future__ import annotations
 
-import secrets
 from urllib.parse import urlsplit
 
-from flask import Blueprint, g, redirect, request
+from flask import Blueprint, redirect, request
 
 from core import db as core_db
+from core import web
 from idp import consent, logout, pages, sessions
 from idp import context as idp_context
 from idp.context import IdPContext
@@ -28,23 +28,12 @@ def _ctx() -> IdPContext:
     return idp_context.current()
 
 
-@bp.before_request
-def _before():
-    g.csp_nonce = secrets.token_urlsafe(16)
+web.pages(bp)  # headers, CSP and error pages from core.web
 
 
 @bp.after_request
-def _headers(response):
-    frames = " ".join(sorted(g.get("frame_origins", ()))) or "'none'"
-    nonce = g.get("csp_nonce", "none")
-    response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; img-src 'self' data:; "
-        f"frame-src {frames}; base-uri 'none'; frame-ancestors 'none'"
-    )
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["X-Content-Type-Options"] = "nosniff"
+def _no_referrer(response):
     response.headers["Referrer-Policy"] = "no-referrer"  # the query may carry an id_token_hint
-    response.headers["Cache-Control"] = "no-store"
     return response
 
 
@@ -111,7 +100,8 @@ def done():
         with core_db.transaction(ctx.sessions) as db:
             frames = logout.front_channel_frames(ctx, db, sid)
             notices = logout.notices_for(ctx, db, sid)
-    g.frame_origins = {_origin(frame.url) for frame in frames}
+    # The page's one script moves on once the halls' front-channel iframes have loaded.
+    web.allow(scripts=True, frames=tuple(sorted({_origin(frame.url) for frame in frames})))
     return pages.render(
         "idp/logout.html",
         view="done",
