@@ -28,7 +28,7 @@ from sqlalchemy import select
 from core import db as core_db
 from idp import accounts, sessions
 from idp.models import Account, IdentityProofing, Matter, SSOSession
-from tests.conftest import ROOT, initialised_copy, run_hallmark, start_server, stop_server
+from tests.conftest import initialised_copy, run_hallmark, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 CITY_CB = "http://127.0.0.1:8001/callback"
@@ -471,11 +471,6 @@ def test_bad_input_over_http(idp):
     assert wrong_secret.status_code == 401 and wrong_secret.headers["WWW-Authenticate"].startswith("Basic ")
 
 
-def _app_accepts_our_tokens() -> bool:
-    return "jwks_dict" in (ROOT / "hallmark" / "app.py").read_text()
-
-
-@pytest.mark.skipif(not _app_accepts_our_tokens(), reason="hallmark/app.py does not pass idp.keys.jwks_dict to the bearer check yet")
 def test_ca_api_accepts_our_client_credentials_tokens(idp):
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
