@@ -5,6 +5,7 @@ a user's terminal."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -198,3 +199,57 @@ def test_hallmark_key_in_a_fresh_venv(wheels, tmp_path):
     for module in ("flask", "sqlalchemy", "hsm", "core", "hallmark"):
         absent = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert absent.returncode != 0 and f"No module named '{module}'" in absent.stderr
+
+
+# -- the checks before pytest -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tree_copy(tmp_path_factory) -> Path:
+    """The server's packages, hallmark-key and the configuration, to break on purpose."""
+    place = tmp_path_factory.mktemp("checks")
+    server, _ = _copy_sources(place)
+    return server
+
+
+def _checker(tree: Path, *command: str) -> subprocess.CompletedProcess:
+    env = {"PATH": str(BIN), "PYTHONPATH": str(tree), "HOME": str(tree), "LANG": "C.UTF-8"}
+    return subprocess.run([str(BIN / command[0]), *command[1:]], cwd=tree, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("module", "line", "contract"),
+    [
+        ("core/leak.py", "import hallmark.cli\n", "Nothing imports hallmark (the composition root) BROKEN"),
+        ("ca/leak.py", "from idp import accounts\n", "Layers: hallmark > admin > licenses > idp | signing > ca > core | hsm BROKEN"),
+        ("signing/leak.py", "import idp.tokens\n", "idp and signing are independent of each other BROKEN"),
+        ("licenses/leak.py", "from ca import trust\n", "licenses may import core, hsm and signing only (not idp, not ca directly) BROKEN"),
+        ("keyagent/leak.py", "from hsm import softhsm\n", "keyagent imports nothing of the server (it talks to it over HTTP) BROKEN"),
+        ("idp/leak.py", "import admin\n", "Only hallmark imports admin BROKEN"),
+    ],
+)
+def test_an_import_against_the_layer_table_fails_lint_imports(tree_copy, module, line, contract):
+    leak = tree_copy / module
+    leak.write_text(line, encoding="utf-8")
+    try:
+        result = _checker(tree_copy, "lint-imports", "--no-cache")
+    finally:
+        leak.unlink()
+    assert result.returncode != 0
+    assert contract in result.stdout, result.stdout[-2000:]
+    assert module.replace("/", ".").removesuffix(".py") in result.stdout
+
+
+@pytest.mark.slow
+def test_an_undeclared_import_fails_deptry(tree_copy):
+    leak = tree_copy / "core" / "leak.py"
+    leak.write_text("import pytest\nimport yaml\n", encoding="utf-8")  # a test-only package, and one nothing declares
+    try:
+        result = _checker(tree_copy, "deptry", ".")
+    finally:
+        leak.unlink()
+    report = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)  # deptry colours its report
+    assert result.returncode != 0
+    assert "core/leak.py:1:8: DEP004 'pytest' imported but declared as a dev dependency" in report
+    assert "core/leak.py:2:8: DEP001 'yaml' imported but missing from the dependency definitions" in report
