@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import io
 import json as stdlib_json
-import secrets
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from flask import Blueprint, Response, current_app, json, redirect, render_template, request
-from jinja2 import TemplateNotFound
+from flask import Blueprint, Response, json, redirect, render_template, request
+from flask_babel import gettext
 from werkzeug.datastructures import MultiDict
 
 from core import db as core_db
+from core import web
 from idp import accounts, authorization, clients, consent, grants, keys, levels, resources, sessions, tokens
 from idp import context as idp_context
 from idp.context import IdPContext
@@ -29,7 +29,6 @@ LOGOUT_PATH = "/oauth/logout"  # served by idp.logout_api
 JWKS_PATH = "/jwks.json"
 RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"  # RFC 9728, followed by an API's root
 USERINFO_SCOPES = ("openid", "profile", tokens.REALNAME_SCOPE)
-BASE_TEMPLATE = "idp/base.html"
 PAGE_TEMPLATE = "idp/consent.html"  # the consent page and the authorization error page
 TOKEN_LIMITS = {
     "client_assertion": 8192,
@@ -43,7 +42,7 @@ REPEATABLE = frozenset({resources.PARAMETER})  # RFC 8707: one resource paramete
 TOKEN_DEFAULT_LIMIT = 300
 TOKEN_MAX_PARAMETERS = 20
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-PAGE_HEADERS = {**NO_STORE, "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+PAGE_HEADERS = {**NO_STORE, "Referrer-Policy": "no-referrer"}  # the query carries the authorization request
 
 
 def _ctx() -> IdPContext:
@@ -157,110 +156,20 @@ def jwks():
 
 # -- pages ----------------------------------------------------------------------------------
 
-# Until the shared catalogue carries these, Chinese pages use this table.
-_ZH = {
-    "Sign-in request refused": "无法处理此登录请求",
-    "Go back to the site you came from and try again. If this keeps happening, contact that site.": "请返回您原来所在的网站重试。如果问题仍然存在，请联系该网站。",
-    "Error code: %(code)s": "错误代码：%(code)s",
-    "The request is malformed: %(reason)s": "请求格式不正确：%(reason)s",
-    "The request does not name a client (client_id is missing).": "请求中没有指明应用（缺少 client_id）。",
-    "The application that sent you here is not registered with this service.": "将您引导到这里的应用未在本服务登记。",
-    "The request does not say where to return (redirect_uri is missing).": "请求中没有指明返回地址（缺少 redirect_uri）。",
-    "The return address in the request is not registered for this application.": "请求中的返回地址未为该应用登记。",
-    "The form has expired or was not sent from this page. Please start again from the site you came from.": "表单已过期或不是从本页面提交的。请从原来的网站重新开始。",
-    "Allow %(client)s to use your account?": "是否允许“%(client)s”使用您的账号？",
-    "%(client)s would like to:": "“%(client)s”希望：",
-    "You are logged in as %(user)s.": "您当前登录的账号：%(user)s。",
-    "Allow": "同意",
-    "Deny": "拒绝",
-    "Confirm that you are logged in, and your account identifier": "确认您已登录，并获取您的账号标识",
-    "Your name and user name": "获取您的姓名和用户名",
-    "Whether your real name is verified, and your masked resident ID number": "获取您是否已实名认证，以及脱敏后的身份证号码",
-    "Keep access while you are away": "在您离开期间保持访问",
-    "Authorization": "授权",
-}
-
-
-def _locale() -> str:
-    from idp import i18n
-
-    if "babel" in current_app.extensions:
-        return i18n.current()
-    return i18n.select_locale()
-
-
-def _gettext(message: str, **params) -> str:
-    text = message
-    if "babel" in current_app.extensions:
-        from flask_babel import gettext
-
-        text = gettext(message)
-    if text == message and _locale() == "zh":
-        text = _ZH.get(message, message)
-    return text % params if params else text
-
-
-# Used until the shared layout (idp/base.html) exists: enough to be readable on a phone.
-STANDALONE_LAYOUT = """<!doctype html>
-<html lang="{{ page_lang }}"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{% block title %}{% endblock %}</title>
-<style nonce="{{ csp_nonce }}">body{font-family:system-ui,"PingFang SC","Microsoft YaHei",sans-serif;max-width:36rem;margin:2rem auto;padding:0 1rem;line-height:1.6}
-button{font-size:1rem;padding:.6rem 1.4rem;margin:.3rem .5rem .3rem 0}button.primary{background:#c8102e;color:#fff;border:0}
-.code{color:#666;font-size:.9rem}</style></head>
-<body><main>{% block content %}{% endblock %}</main></body></html>"""
-
-
-def _layout():
-    """The shared layout's name when it exists, else the standalone layout (checked once per process)."""
-    cache = current_app.extensions.setdefault("hallmark.idp.oidc", {})
-    if "layout" not in cache:
-        try:
-            current_app.jinja_env.get_template(BASE_TEMPLATE)
-            cache["layout"] = BASE_TEMPLATE
-        except TemplateNotFound:
-            cache["layout"] = current_app.jinja_env.from_string(STANDALONE_LAYOUT)
-    return cache["layout"]
-
-
-def _lang_links() -> dict[str, str]:
-    """Links to this page in each language (what the shared layout's language switch needs)."""
-    from idp import i18n
-
-    if request.method == "GET":
-        here, keep = request.path, {k: v for k, v in request.args.items() if k != "lang"}
-    else:
-        here, keep = request.path, ({"next": request.form["next"]} if request.form.get("next") else {})
-    return {lang: here + "?" + urlencode({**keep, "lang": lang}) for lang in i18n.SUPPORTED}
-
 
 def _page(status: int, **context) -> Response:
-    from idp import i18n
-
-    lang = _locale()
-    nonce = secrets.token_urlsafe(16)
-    html = render_template(
-        PAGE_TEMPLATE,
-        layout=_layout(),
-        _=_gettext,
-        gettext=_gettext,
-        lang=lang,
-        html_lang=i18n.HTML_LANG.get(lang, "zh-CN"),
-        page_lang=i18n.HTML_LANG.get(lang, "zh-CN"),
-        lang_links=_lang_links(),
-        csp_nonce=nonce,
-        **context,
-    )
-    response = Response(html, status=status, mimetype="text/html")
+    """The consent page or the authorization error page, in the shared layout (headers and CSP from core.web)."""
+    if request.method == "GET":
+        links = web.language_links()
+    else:  # after the consent form's POST, the language switch leads back to the same question
+        links = web.language_links(request.path, {"next": request.form["next"]} if request.form.get("next") else {})
+    response = Response(render_template(PAGE_TEMPLATE, lang_links=links, **context), status=status, mimetype="text/html")
     response.headers.update(PAGE_HEADERS)
-    response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'"  # no form-action: the consent form's answer redirects on to the hall
-    )
     return response
 
 
 def _error_page(error: str, message: str, params: dict | None = None, status: int = 400) -> Response:
-    return _page(status, view="error", error=error, message=_gettext(message, **(params or {})))
+    return _page(status, view="error", error=error, message=gettext(message, **(params or {})))
 
 
 def _redirect(location: str) -> Response:
@@ -324,7 +233,7 @@ def consent_page():
                 200,
                 view="consent",
                 client_name=authz.client.name,
-                scopes=[(scope, _gettext(text)) for scope, text in consent.described_scopes(authz.scopes)],
+                scopes=[(scope, gettext(text)) for scope, text in consent.described_scopes(authz.scopes)],
                 user=(account.display_name or accounts.label(account)) if account else "",
                 next_url=next_url,
                 form_token=consent.form_token(ctx, row.sid, next_url),
