@@ -1,6 +1,6 @@
 """``hallmark sign ...`` and ``hallmark validate``: thin commands over the signing services.
 
-The composition root puts an object with a ``ca()`` method on the root click context.
+The composition root puts the services on the root click context; ``service("signing")`` is ours.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from pathlib import Path
 import click
 
 from signing import pades, report, seals
-from signing.context import SigningContext
+from signing.context import NAME, SigningContext
 
 
 def _sctx() -> SigningContext:
-    ca = click.get_current_context().find_root().obj.ca()
-    return SigningContext(ca=ca, public_url=ca.public_url)
+    return click.get_current_context().find_root().obj.service(NAME)
 
 
 def _read(path: str) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import re
+import threading
 from pathlib import Path
 
 import click
@@ -97,7 +98,10 @@ def extra(tmp_path) -> Component:
         blueprints=lambda: (_extra_bp,),
         commands=lambda: (_extra_group,),
         health=(HealthCheck("extra", lambda service: {"status": "ok", "greeting": service.greeting}),),
-        periodic=(PeriodicJob("extra-job", interval=lambda settings: 0, run=lambda service: True),),
+        periodic=(
+            PeriodicJob("extra-job", interval=lambda settings: 3600, run=lambda service: True),
+            PeriodicJob("extra-off", interval=lambda settings: 0, run=lambda service: True),
+        ),
     )
 
 
@@ -128,7 +132,9 @@ def test_an_extra_component_is_served_migrated_and_commanded(tmp_path, database_
         tmp_path, environ={**_env(tmp_path, database_url), "HALLMARK_EXTRA_GREETING": "早上好"}, components=every
     )
     app = create_app(settings, components=every)
+    jobs = {thread.name: thread for thread in threading.enumerate() if thread.name.startswith("hallmark-extra-")}
     try:
+        assert set(jobs) == {"hallmark-extra-job"}  # a job whose interval is 0 is off
         client = app.test_client()
         assert client.get("/extra/hello").get_json() == {"greeting": "早上好", "ca": "https://id.test"}
         health = client.get("/healthz").get_json()
@@ -136,6 +142,7 @@ def test_an_extra_component_is_served_migrated_and_commanded(tmp_path, database_
         assert client.get("/.well-known/openid-configuration").get_json()["issuer"] == "https://id.test"  # the others as before
     finally:
         app.extensions[component.EXTENSION].close()
+    assert not jobs["hallmark-extra-job"].is_alive()  # stopped with the services
 
     runner = CliRunner()
     shown = runner.invoke(command_for(every), ["--help"])
