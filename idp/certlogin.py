@@ -16,8 +16,8 @@ How it goes, the way Chinese USB-key logins work:
    bytes, the certificate's key usage (digitalSignature) and extended key usage
    (clientAuth, when the certificate restricts it), then the path to a recognised
    CA with revocation (:func:`ca.validation.validate`: our CAs, recognised anchors,
-   cross-certified CAs), and finally the identity: the certificate's resident ID
-   (serialNumber ``IDCCN-...`` or the 1.2.156.10260.4.1.1 extension) must be the
+   cross-certified CAs), and finally the identity (read by :func:`ca.identity.identity_of`):
+   the certificate's resident ID (serialNumber ``IDCCN-...`` or the 1.2.156.10260.4.1.1 extension) must be the
    one the account was real-name verified with, compared by keyed hash. A first
    certificate login binds the certificate to the account that is verified with
    that ID. An enterprise certificate (organizationIdentifier ``NTRCN-...`` or the
