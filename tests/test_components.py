@@ -178,6 +178,16 @@ def test_the_list_is_checked():
     assert [c.name for c in components.COMPONENTS][:2] == ["core", "ca"]
 
 
+def test_settings_sections_read_the_instance_file(tmp_path):
+    (tmp_path / "hallmark.toml").write_text('ca_upkeep_seconds = 0\ntrusted_proxies = ["10.0.0.1", "192.168.0.0/16"]\n')
+    s = components.load_settings(tmp_path, environ={"HALLMARK_CA_UPKEEP_SECONDS": "30"})
+    assert s.section("ca").ca_upkeep_seconds == 30  # the environment wins, as for the shared settings
+    assert s.section("idp").trusted_proxies == "10.0.0.1 192.168.0.0/16"
+    (tmp_path / "hallmark.toml").write_text("colour = 'blue'\n")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        components.load_settings(tmp_path, environ={})
+
+
 def test_settings_sections_keep_the_flat_names():
     s = components.load_settings(
         Path("/nonexistent-instance"), environ={"HALLMARK_CA_UPKEEP_SECONDS": "5", "HALLMARK_TRUSTED_PROXIES": "10.0.0.1"}
