@@ -167,23 +167,33 @@ def _ours(certificate, own_issuers: frozenset) -> bool:
     return isinstance(certificate, asn1_x509.Certificate) and certificate.issuer.hashable in own_issuers
 
 
-class _ExternalCRLs(CRLFetcher):
-    """Fetches CRLs of external CAs; ours come from the database, never over HTTP.
+class _External:
+    """Fetches revocation information of external CAs only; ours is read from the database, never over HTTP.
 
     Failures are also written down: pyHanko's "no revocation information" does not say why.
     """
 
-    def __init__(self, inner: CRLFetcher, own_issuers: frozenset, failures: list):
+    error: type = Exception
+    refusal = ""
+
+    def __init__(self, inner, own_issuers: frozenset, failures: list):
         self._inner, self._own, self._failures = inner, own_issuers, failures
 
-    async def fetch(self, cert, *, use_deltas=True):
+    async def _fetch(self, cert, *args, **kwargs):
         if _ours(cert, self._own):
-            raise CRLFetchError("Hallmark's own CRLs are read from its records, not fetched")
+            raise self.error(self.refusal)
         try:
-            return await self._inner.fetch(cert, use_deltas=use_deltas)
-        except CRLFetchError as exc:
+            return await self._inner.fetch(cert, *args, **kwargs)
+        except self.error as exc:
             self._failures.append(str(exc))
             raise
+
+
+class _ExternalCRLs(_External, CRLFetcher):
+    error, refusal = CRLFetchError, "Hallmark's own CRLs are read from its records, not fetched"
+
+    async def fetch(self, cert, *, use_deltas=True):
+        return await self._fetch(cert, use_deltas=use_deltas)
 
     def fetched_crls(self):
         return self._inner.fetched_crls()
@@ -192,20 +202,11 @@ class _ExternalCRLs(CRLFetcher):
         return self._inner.fetched_crls_for_cert(cert)
 
 
-class _ExternalOCSP(OCSPFetcher):
-    """Asks external OCSP responders; never ours (our status is in our CRLs)."""
-
-    def __init__(self, inner: OCSPFetcher, own_issuers: frozenset, failures: list):
-        self._inner, self._own, self._failures = inner, own_issuers, failures
+class _ExternalOCSP(_External, OCSPFetcher):
+    error, refusal = OCSPFetchError, "Hallmark's own OCSP answers are read from its records, not fetched"
 
     async def fetch(self, cert, authority):
-        if _ours(cert, self._own):
-            raise OCSPFetchError("Hallmark's own OCSP answers are read from its records, not fetched")
-        try:
-            return await self._inner.fetch(cert, authority)
-        except OCSPFetchError as exc:
-            self._failures.append(str(exc))
-            raise
+        return await self._fetch(cert, authority)
 
     def fetched_responses(self):
         return self._inner.fetched_responses()
