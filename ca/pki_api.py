@@ -30,7 +30,7 @@ from ca.context import CAContext
 from core.problems import Problem
 
 bp = Blueprint("pki", __name__)
-RESPONDER = "hallmark.ca.ocsp"
+RESPONDER = "ca.ocsp.responder"  # app.extensions: the process's OCSP responder
 OCSP_PATH = "/pki/ocsp"
 CA_MAX_AGE = 24 * 3600
 # Shared caches revalidate a CRL at least hourly, so a CRL published on revocation

@@ -9,7 +9,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from hsm import KeyManager
 
 NAME = "idp"  # the identity provider component's name: the key of its service (core.component.service) and its settings section
-EXTENSION = "hallmark.idp"  # (former app.extensions key; views use current())
 
 
 def current(app=None) -> IdPContext:

@@ -11,7 +11,6 @@ from signing import pdfinput
 from signing.trust import OwnTimeStamper
 
 NAME = "signing"  # the signing component's name: the key of its service (core.component.service)
-EXTENSION = "hallmark.signing"  # (former app.extensions key; views use current())
 
 
 def current(app=None) -> SigningContext:
