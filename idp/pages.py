@@ -535,7 +535,8 @@ def cert_challenge():
                 raise certlogin.CertLoginRefusal(N_("Your session has ended. Sign in again."), code="no_session", status=401)
             challenge = certlogin.issue_challenge(db, ctx, options, browser=_browser(sid), purpose=purpose, ip=_ip())
     except Refusal as exc:
-        return Problem(exc.status, "Too Many Requests" if exc.status == 429 else "Refused", exc.translated(), code=exc.code).response()
+        # Always a problem document: only the page's script asks for a challenge.
+        return Problem(exc.status, web_errors.TITLES.get(exc.status, "Refused"), exc.translated(), code=exc.code).response()
     return {
         "challenge": challenge.text,
         "expires": challenge.expires,
