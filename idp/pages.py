@@ -384,6 +384,15 @@ def _account_page(db, row, account, *, status: int = 200, error: Refusal | None 
     )
 
 
+def _account_page_refused(exc: Refusal):
+    """The account page again, saying why a form on it was refused (or sign-in, when the session ended meanwhile)."""
+    with core_db.transaction(_ctx().sessions) as db:
+        live = _live(db)
+        if live is None:
+            return _to_login("/account")
+        return _account_page(db, *live, status=exc.status, error=exc)
+
+
 @bp.get("/account")
 def account_page():
     with core_db.transaction(_ctx().sessions) as db:
@@ -407,11 +416,7 @@ def change_password():
                 raise accounts.AccountRefusal(N_("The two new passwords are not the same."), code="password_mismatch")
             accounts.change_password(db, account.id, current, new, keep_sid=row.sid)
     except Refusal as exc:
-        with core_db.transaction(ctx.sessions) as db:
-            live = _live(db)
-            if live is None:
-                return _to_login("/account")
-            return _account_page(db, *live, status=exc.status, error=exc)
+        return _account_page_refused(exc)
     return redirect("/account?notice=password-changed#password", 303)
 
 
@@ -690,11 +695,7 @@ def authorise_agent(handle):
                 expires_at=_end_of_day(request.form.get("expires", "")),
             )
     except Refusal as exc:
-        with core_db.transaction(ctx.sessions) as db:
-            live = _live(db)
-            if live is None:
-                return _to_login("/account")
-            return _account_page(db, *live, status=exc.status, error=exc)
+        return _account_page_refused(exc)
     return redirect("/account?notice=agent-authorised#enterprises", 303)
 
 

@@ -107,24 +107,17 @@ def verify_lookup():
     return render("signing/verify.html", document=None)
 
 
-@bp.get("/verify/<document_id>")
+@bp.route("/verify/<document_id>", methods=["GET", "POST"])
 def verify(document_id):
-    sctx = _ctx()
-    try:
-        row = documents.get(sctx, document_id)
-    except Problem as problem:
-        return render("signing/verify.html", problem.status, error=_problem_text(problem), document=None)
-    return render("signing/verify.html", document=documents.describe(sctx, row))
-
-
-@bp.post("/verify/<document_id>")
-def verify_upload(document_id):
+    """GET: what Hallmark recorded of the document; POST with a file: is the upload that document, and its report."""
     sctx = _ctx()
     try:
         row = documents.get(sctx, document_id)
     except Problem as problem:
         return render("signing/verify.html", problem.status, error=_problem_text(problem), document=None)
     described = documents.describe(sctx, row)
+    if request.method == "GET":
+        return render("signing/verify.html", document=described)
     try:
         comparison = documents.compare(sctx, row, _upload())
     except Problem as problem:
