@@ -112,6 +112,7 @@ def test_a_browser_gets_a_chinese_page_with_a_way_home(client, path, status, hea
     assert "Traceback" not in response.text and "secret detail" not in response.text
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert response.headers["Vary"] == "Accept"
 
 
 def test_the_page_speaks_english_when_asked(client):
@@ -127,6 +128,7 @@ def test_an_api_client_gets_problem_json(client, accept):
     assert response.mimetype == MEDIA_TYPE
     body = response.get_json()
     assert body["status"] == 404 and body["title"] == "Not Found" and body["type"] == "about:blank"
+    assert response.headers["Vary"] == "Accept"
 
 
 def test_json_api_paths_answer_problem_json_even_to_a_browser(client):

@@ -93,6 +93,8 @@ def page(status: int, message: str | None = None, *, back: str | None = None, he
 
 def respond(status: int, *, detail: str | None = None, message: str | None = None, back: str | None = None, headers=None, **extensions):
     """An error in the client's form: ``detail`` (English) goes into the problem document, ``message`` onto the page."""
+    if not json_path():  # the answer depends on the Accept header: caches must keep the forms apart
+        headers = {**(headers or {}), "Vary": "Accept"}
     if wants_html() and "babel" in current_app.extensions:
         if back is None and request.method == "POST" and request.blueprint in state(current_app).pages:
             back = request.path  # a form that was refused: back to it
