@@ -139,6 +139,16 @@ def test_json_api_paths_answer_problem_json_even_to_a_browser(client):
     assert client.get("/api/test/broken", headers=BROWSER).status_code == 500
 
 
+def test_a_package_may_name_more_json_api_paths():
+    app = Flask("json-prefix")
+    app.config["SECRET_KEY"] = "k"
+    web.init_app(app)
+    web.json_api(app, "/rpc/")
+    client = app.test_client()
+    assert client.get("/rpc/missing", headers=BROWSER).mimetype == MEDIA_TYPE
+    assert client.get("/elsewhere", headers=BROWSER).mimetype == "text/html"
+
+
 def test_page_paths_default_to_pages_and_keep_problem_json_for_json_clients(client):
     assert client.get("/refused").mimetype == "text/html"  # no Accept: a page blueprint answers with a page
     refusal = client.get("/refused", headers=API)
