@@ -139,6 +139,19 @@ def test_json_api_paths_answer_problem_json_even_to_a_browser(client):
     assert client.get("/api/test/broken", headers=BROWSER).status_code == 500
 
 
+def test_errors_alone_answer_problem_json_without_the_rest_of_the_web_layer():
+    app = Flask("errors-only")
+    errors.install(app)
+
+    @app.get("/refused")
+    def refused():
+        raise Refusal(N_("You may not do this."), code="nope", status=403)
+
+    response = app.test_client().get("/refused", headers=BROWSER)
+    assert response.status_code == 403 and response.mimetype == MEDIA_TYPE
+    assert response.get_json()["detail"] == "You may not do this." and response.get_json()["code"] == "nope"
+
+
 def test_a_package_may_name_more_json_api_paths():
     app = Flask("json-prefix")
     app.config["SECRET_KEY"] = "k"

@@ -112,7 +112,8 @@ def _problem(exc: Problem):
 
 
 def _refusal(exc: Refusal):
-    return respond(exc.status, detail=exc.english(), message=exc.translated(), code=exc.code)
+    message = exc.translated() if "babel" in current_app.extensions else exc.english()
+    return respond(exc.status, detail=exc.english(), message=message, code=exc.code)
 
 
 def _http(exc: HTTPException):
