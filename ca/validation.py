@@ -548,16 +548,42 @@ def _anchor_itself(job: _Job, anchor: ca_trust.Anchor) -> ValidationResult:
     )
 
 
+async def _paths(store: ca_trust.TrustStore, leaf: asn1_x509.Certificate, extra) -> list[ValidationPath]:
+    """Every path from ``leaf`` to an anchor of the store (through our CAs, cross-certificates and ``extra``); [] for none."""
+    registry = CertificateRegistry.build([*store.intermediates, *extra])
+    for root in store.trust_manager.iter_certs():
+        registry.register(root)
+    try:
+        return await PathBuilder(store.trust_manager, registry).async_build_paths(leaf)
+    except PathBuildingError:
+        return []
+
+
+async def revocation_policy(store: ca_trust.TrustStore, certificate: asn1_x509.Certificate, intermediates=()) -> str | None:
+    """The revocation policy ``certificate`` falls under: ``hallmark`` (ours), or the ``hard`` or ``soft`` policy
+    of the recognised CA its path leads through; None when no path leads to an anchor.
+
+    For callers that check revocation with rules of their own (signature validation
+    reports); when several paths lead to anchors under different policies, the strictest.
+    """
+    anchor = store.anchors.get(certificate.sha256)
+    if anchor is not None:
+        return anchor.policy
+    found = {_plan(store, path).policy for path in await _paths(store, certificate, intermediates)}
+    return next((policy for policy in ("hallmark", "hard", "soft") if policy in found), None)
+
+
+def revocation_rules(policy: str) -> RevocationCheckingPolicy:
+    """pyHanko's revocation rules for a policy name (``hallmark``, ``hard``, ``soft``)."""
+    return _RULES[policy]
+
+
 async def _run(job: _Job) -> ValidationResult:
     anchor = job.trust.anchors.get(job.leaf.sha256)
     if anchor is not None:
         return _anchor_itself(job, anchor)
-    registry = CertificateRegistry.build([*job.trust.intermediates, *job.extra])
-    for root in job.trust.trust_manager.iter_certs():
-        registry.register(root)
-    try:
-        paths = await PathBuilder(job.trust.trust_manager, registry).async_build_paths(job.leaf)
-    except PathBuildingError:
+    paths = await _paths(job.trust, job.leaf, job.extra)
+    if not paths:
         return _untrusted(job)
     failures = []
     try:

@@ -10,7 +10,11 @@ One entry per signature, validated with pyHanko's implementation of ETSI EN 319 
 
 Revocation data comes from the file's DSS and from our own current CRLs (so a
 B-B or B-T signature of ours is still checked against our records); nothing is
-fetched. Trust anchors are our root and the recognised external CAs.
+fetched. The trust store is :func:`ca.trust.snapshot`, the one certificate login
+reads: our root, the recognised external CAs and our cross-certificates. The
+signer's revocation status is required, except below a CA recognised under the
+``soft`` policy, which path validation also accepts without one: there it is
+reported ``unknown`` with a warning.
 
 Indications are TOTAL_PASSED, INDETERMINATE and TOTAL_FAILED with ETSI
 sub-indications (HASH_FAILURE, REVOKED_NO_POE, NO_CERTIFICATE_CHAIN_FOUND, ...).
@@ -44,6 +48,7 @@ from sqlalchemy import select
 
 from ca import identity as ca_identity
 from ca import trust as ca_trust
+from ca import validation
 from ca.context import CAContext
 from core.identifiers import mask_resident_ids
 from signing import pdfinput, pdfspeed, trust  # noqa: F401 - pdfspeed installs the fast hex-string reader
@@ -148,7 +153,19 @@ def _claimed_signing_time(signature: EmbeddedPdfSignature) -> datetime | None:
 
 
 async def _validate(ctx: CAContext, signature: EmbeddedPdfSignature, dss: _DSS, doc_timestamps_after: int, found: ca_trust.Snapshot):
-    spec = trust.validation_spec(ctx, dss.knowledge, found)
+    """(process, pyHanko's result, the revocation policy the signer's certificate falls under)."""
+    signer = signature.signer_cert
+    if found.store.is_ours(signer):
+        policy = "hallmark"  # the common case, without building a path: seals and our residents' certificates
+    else:
+        certificates = [*signature.other_embedded_certs, *dss.knowledge.known_certs]
+        policy = await validation.revocation_policy(found.store, signer, certificates) or "hard"
+    process, result = await _run_process(ctx, signature, dss, doc_timestamps_after, found, policy)
+    return process, result, policy
+
+
+async def _run_process(ctx, signature: EmbeddedPdfSignature, dss: _DSS, doc_timestamps_after: int, found, policy: str):
+    spec = trust.validation_spec(ctx, dss.knowledge, found, revocation_policy=policy)
     signature.compute_integrity_info()
     if doc_timestamps_after:
         return "long-term (ETSI EN 319 102-1 5.6.3)", await ades.ades_lta_validation(signature, PdfSignatureValidationSpec(spec))
@@ -164,7 +181,9 @@ async def _validate(ctx: CAContext, signature: EmbeddedPdfSignature, dss: _DSS, 
     return "basic (ETSI EN 319 102-1 5.3)", basic
 
 
-def _revocation(status: PdfSignatureStatus | None, certificate: asn1_x509.Certificate, dss: _DSS, indication_sub: str | None) -> dict:
+def _revocation(
+    status: PdfSignatureStatus | None, certificate: asn1_x509.Certificate, dss: _DSS, indication_sub: str | None, policy: str
+) -> dict:
     details = status.revocation_details if status is not None else None
     embedded = certificate.serial_number in dss.ocsp_serials or certificate.issuer.hashable in dss.crl_issuers
     source = "the file's DSS and Hallmark's current CRLs" if embedded else "Hallmark's current CRLs"
@@ -175,13 +194,17 @@ def _revocation(status: PdfSignatureStatus | None, certificate: asn1_x509.Certif
             "reason": details.revocation_reason.native if details.revocation_reason is not None else None,
             "ca_revoked": details.ca_revoked,
             "checked_with": source,
+            "policy": policy,
         }
     if indication_sub and indication_sub.startswith("REVOKED"):
-        return {"status": "revoked", "checked_with": source}
+        return {"status": "revoked", "checked_with": source, "policy": policy}
     if indication_sub in ("TRY_LATER", "NO_CERTIFICATE_CHAIN_FOUND", "CERTIFICATE_CHAIN_GENERAL_FAILURE"):
-        return {"status": "unknown", "checked_with": source}
+        return {"status": "unknown", "checked_with": source, "policy": policy}
     trusted = status is not None and status.trusted
-    return {"status": "good" if trusted else "unknown", "checked_with": source}
+    if trusted and policy == "soft" and not embedded:
+        # Accepted without revocation data, as the soft policy of the signer's CA allows: do not call it good.
+        return {"status": "unknown", "checked_with": source, "policy": policy}
+    return {"status": "good" if trusted else "unknown", "checked_with": source, "policy": policy}
 
 
 def _timestamp(status: PdfSignatureStatus | None) -> dict | None:
@@ -198,7 +221,9 @@ def _timestamp(status: PdfSignatureStatus | None) -> dict | None:
     }
 
 
-def _signature_entry(number: int, signature: EmbeddedPdfSignature, process: str, result, dss: _DSS, doc_timestamps_after: int) -> dict:
+def _signature_entry(
+    number: int, signature: EmbeddedPdfSignature, process: str, result, dss: _DSS, doc_timestamps_after: int, policy: str
+) -> dict:
     status: PdfSignatureStatus | None = result.api_status
     sub = result.ades_subindic
     indication = INDICATIONS[sub.status]
@@ -231,7 +256,7 @@ def _signature_entry(number: int, signature: EmbeddedPdfSignature, process: str,
         "signing_time": _iso(_claimed_signing_time(signature)),
         "best_signature_time": _iso(getattr(result, "best_signature_time", None)),
         "timestamp": _timestamp(status),
-        "revocation": _revocation(status, certificate, dss, sub_indication),
+        "revocation": _revocation(status, certificate, dss, sub_indication, policy),
         "coverage": coverage.name if coverage is not None else None,
         "covers_whole_file": coverage is not None and coverage.name == "ENTIRE_FILE",
         "modified_after_signing": modified,
@@ -247,6 +272,11 @@ def _signature_entry(number: int, signature: EmbeddedPdfSignature, process: str,
         entry["errors"].append("the cryptographic signature does not verify")
     if result.failure_msg and indication != "TOTAL_PASSED":
         entry["errors"].append(mask_resident_ids(result.failure_msg)[:500])
+    if indication == "TOTAL_PASSED" and entry["revocation"]["status"] == "unknown" and policy == "soft":
+        entry["warnings"].append(
+            "the signer's revocation status is not known (no revocation data in the file); "
+            "accepted under the soft revocation policy of the CA that issued the certificate"
+        )
     if modification is not None and modification.name not in ("NONE", "LTA_UPDATES"):
         entry["warnings"].append(f"the file was changed after this signature ({modification.name.lower().replace('_', ' ')})")
     return entry
@@ -304,8 +334,8 @@ async def async_validate(
             1 for s in embedded if s.sig_object_type == "/DocTimeStamp" and s.signed_revision > signature.signed_revision
         )
         try:
-            process, result = await _validate(ctx, signature, dss, doc_timestamps_after, found)
-            signatures.append(_signature_entry(number, signature, process, result, dss, doc_timestamps_after))
+            process, result, policy = await _validate(ctx, signature, dss, doc_timestamps_after, found)
+            signatures.append(_signature_entry(number, signature, process, result, dss, doc_timestamps_after, policy))
         except (ValueError, KeyError, TypeError, PdfError, NotImplementedError) as exc:
             log.info("signature %s could not be processed: %s", signature.field_name, exc)
             signatures.append(_failed_entry(number, signature, f"the signature cannot be processed: {type(exc).__name__}"))

@@ -28,7 +28,7 @@ from pyhanko.sign.validation.policy_decl import (
 from pyhanko.sign.validation.settings import KeyUsageConstraints
 from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.context import CertValidationPolicySpec
-from pyhanko_certvalidator.policy_decl import CertRevTrustPolicy, RevocationCheckingPolicy, RevocationCheckingRule
+from pyhanko_certvalidator.policy_decl import CertRevTrustPolicy
 from pyhanko_certvalidator.revinfo.archival import CRLContainer
 from sqlalchemy import select
 
@@ -39,7 +39,6 @@ from ca.models import OCSPResponse
 
 # A seal certificate carries both bits; pyHanko requires at least one of these.
 SIGNER_KEY_USAGE = frozenset({"non_repudiation", "digital_signature"})
-_HARD = RevocationCheckingPolicy(RevocationCheckingRule.CRL_OR_OCSP_REQUIRED, RevocationCheckingRule.CRL_OR_OCSP_REQUIRED)
 
 
 class TimeStampUnavailable(Exception):
@@ -113,20 +112,31 @@ def signing_context(ctx: CAContext, leaf_serials: list[str], *, allow_fetching: 
 
 
 def validation_spec(
-    ctx: CAContext, extra_knowledge: LocalKnowledge | None = None, found: ca_trust.Snapshot | None = None
+    ctx: CAContext,
+    extra_knowledge: LocalKnowledge | None = None,
+    found: ca_trust.Snapshot | None = None,
+    *,
+    revocation_policy: str = "hallmark",
 ) -> SignatureValidationSpec:
-    """pyHanko's AdES validation policy: our anchors, hard revocation checking, nothing fetched.
+    """pyHanko's AdES validation policy: the trust store's anchors, revocation required, nothing fetched.
 
     Our current CRLs are local knowledge, so a signature whose file carries no
-    revocation data (B-B, B-T) is still checked against our records now.
+    revocation data (B-B, B-T) is still checked against our records now. The
+    signer's certificate is checked under ``revocation_policy``: that of the CA it
+    falls under (:func:`ca.validation.revocation_policy`), so a CA recognised under
+    the ``soft`` policy is accepted without revocation data, as path validation
+    accepts it; timestamps always need theirs.
     """
     found = found or material(ctx)
     extra = extra_knowledge or LocalKnowledge()
-    policy = CertValidationPolicySpec(
-        trust_manager=found.store.trust_manager,
-        revinfo_policy=CertRevTrustPolicy(_HARD),
-        signature_validator=signature_validator,
-    )
+
+    def policy(rules: str) -> CertValidationPolicySpec:
+        return CertValidationPolicySpec(
+            trust_manager=found.store.trust_manager,
+            revinfo_policy=CertRevTrustPolicy(validation.revocation_rules(rules)),
+            signature_validator=signature_validator,
+        )
+
     knowledge = LocalKnowledge(
         known_ocsps=list(extra.known_ocsps),
         known_crls=[CRLContainer(crl) for crl in found.revocation.crls] + list(extra.known_crls),
@@ -134,7 +144,8 @@ def validation_spec(
         known_poes=list(found.store.known_poes) + list(extra.known_poes),
     )
     return SignatureValidationSpec(
-        cert_validation_policy=policy,
+        cert_validation_policy=policy(revocation_policy),
+        ts_cert_validation_policy=policy("hard"),
         revinfo_gathering_policy=RevocationInfoGatheringSpec(online_fetching_rule=RevinfoOnlineFetchingRule.LOCAL_ONLY),
         local_knowledge=knowledge,
         key_usage_settings=KeyUsageConstraints(key_usage=set(SIGNER_KEY_USAGE), match_all_key_usages=False),

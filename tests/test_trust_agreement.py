@@ -232,3 +232,29 @@ def test_external_ca_is_trusted_by_all_once_recognised_and_refused_by_all_once_r
     trust.remove_anchor(ca_context, trust.fingerprint(external.certificate), actor="test")
     assert trust.trust_store(ca_context) is not store  # removal invalidates the cached store
     assert verdicts(ca_context, certificate, pdf, chain=chain) == REFUSED
+
+
+@pytest.mark.parametrize("how", ["anchor", "cross-certified"])
+def test_a_ca_under_the_soft_policy_is_accepted_without_revocation_data_by_all(ca_context, crl_server, how):
+    """Soft: path validation accepts when the status cannot be had; a report accepts a file that carries none."""
+    external = ExternalCA(crl_server)
+    certificate, key = external.person(new_resident_id(), "郑敏")
+    pdf = signed_pdf(certificate, key)  # PAdES B-B: no revocation data in the file
+    chain = [external.certificate]
+    pem = external.certificate.public_bytes(serialization.Encoding.PEM)
+    if how == "anchor":
+        trust.add_anchor(ca_context, pem, actor="test", revocation_policy="soft")
+    else:
+        crosscert.cross_certify(ca_context, pem, actor="test", path_length=0, permitted_subtrees=[], revocation_policy="soft")
+    assert verdicts(ca_context, certificate, pdf, chain=chain) == TRUSTED
+    entry = report.validate(ca_context, pdf)["signatures"][0]
+    assert entry["revocation"]["status"] == "unknown" and entry["revocation"]["policy"] == "soft"
+    assert any("soft revocation policy" in warning for warning in entry["warnings"])
+
+    # The same CA under the hard policy: the file's missing revocation data now fails the signature. Here the two
+    # differ, on purpose: path validation fetches the CRL the certificate names, a report judges the file as it is.
+    trust.remove_anchor(ca_context, trust.fingerprint(external.certificate), actor="test")
+    trust.add_anchor(ca_context, pem, actor="test", revocation_policy="hard")
+    hard = report.validate(ca_context, pdf)["signatures"][0]
+    assert hard["indication"] == "INDETERMINATE" and hard["revocation"]["policy"] == "hard"
+    assert validation.validate(ca_context, certificate).revocation.policy == "hard"
