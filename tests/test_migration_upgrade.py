@@ -5,7 +5,8 @@ package's revisions lived in ``core/migrations``) is unpacked from git into a
 temporary folder and run as its own ``hallmark`` process: it initialises an
 instance and adds an account and a seal (whose certificate the CA issues). Then
 this tree's ``hallmark db upgrade`` moves that database to the per-package
-branches, and the rows, the audit chain and the app are all still there.
+branches, and the rows, the audit chain and the app are all still there. On
+SQLite, and on PostgreSQL where the suite runs it (HALLMARK_TEST_POSTGRES=1).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tarfile
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from tests.conftest import ROOT, hallmark_env
 
@@ -37,8 +38,8 @@ def _previous_release(folder):
     return folder
 
 
-def _run(code_root, instance, *args, stdin=None):
-    env = hallmark_env(instance, PYTHONPATH=str(code_root), PYTHONWARNINGS="ignore")
+def _run(code_root, instance, database_url, *args, stdin=None):
+    env = hallmark_env(instance, PYTHONPATH=str(code_root), PYTHONWARNINGS="ignore", HALLMARK_DATABASE_URL=database_url)
     result = subprocess.run(
         [sys.executable, "-m", "hallmark.cli", *args], env=env, cwd=code_root, input=stdin, capture_output=True, text=True, timeout=300
     )
@@ -46,12 +47,16 @@ def _run(code_root, instance, *args, stdin=None):
     return result.stdout
 
 
-def _rows(database, query):
-    with sqlite3.connect(database) as connection:
-        return connection.execute(query).fetchall()
+def _rows(database_url, query):
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(query))]
+    finally:
+        engine.dispose()
 
 
-def test_previous_release_database_upgrades_with_its_data(tmp_path):
+def test_previous_release_database_upgrades_with_its_data(tmp_path, database_url):
     old = _previous_release(tmp_path / "previous")
     instance = tmp_path / "instance"
     probe = subprocess.run(
@@ -64,10 +69,11 @@ def test_previous_release_database_upgrades_with_its_data(tmp_path):
     )
     assert probe.stdout.strip() == str(old / "core" / "db.py"), "the previous release's code must be the one that runs"
 
-    _run(old, instance, "init")
+    _run(old, instance, database_url, "init")
     _run(
         old,
         instance,
+        database_url,
         "idp",
         "account",
         "add",
@@ -81,6 +87,7 @@ def test_previous_release_database_upgrades_with_its_data(tmp_path):
     _run(
         old,
         instance,
+        database_url,
         "sign",
         "seal",
         "add",
@@ -91,7 +98,7 @@ def test_previous_release_database_upgrades_with_its_data(tmp_path):
         "--name",
         "升级测试章",
     )
-    database = instance / "hallmark.db"
+    database = database_url
     assert _rows(database, "SELECT version_num FROM alembic_version") == [("0007",)]
     accounts = _rows(database, "SELECT id, username, display_name, password_hash FROM idp_accounts ORDER BY id")
     certificates = _rows(database, "SELECT serial, authority, profile, status, der FROM ca_certificates ORDER BY serial")
@@ -100,7 +107,7 @@ def test_previous_release_database_upgrades_with_its_data(tmp_path):
     assert [row[1] for row in accounts] == ["upgrade.alice"] and seals[0][0] == "升级测试章"
     assert seals[0][3] in {row[0] for row in certificates}
 
-    out = _run(ROOT, instance, "db", "upgrade")
+    out = _run(ROOT, instance, database_url, "db", "upgrade")
 
     from hallmark import components
 
@@ -111,10 +118,10 @@ def test_previous_release_database_upgrades_with_its_data(tmp_path):
     assert _rows(database, "SELECT serial, authority, profile, status, der FROM ca_certificates ORDER BY serial") == certificates
     assert _rows(database, "SELECT name, department, credit_code, certificate_serial, key_uri FROM signing_seals") == seals
     assert _rows(database, "SELECT seq, hash FROM audit_events ORDER BY seq")[: len(audit_events)] == audit_events
-    assert "audit trail intact" in _run(ROOT, instance, "audit", "verify")
-    _run(ROOT, instance, "idp", "account", "disable", "upgrade.alice")  # the new code finds the old account
+    assert "audit trail intact" in _run(ROOT, instance, database_url, "audit", "verify")
+    _run(ROOT, instance, database_url, "idp", "account", "disable", "upgrade.alice")  # the new code finds the old account
     assert _rows(database, "SELECT status FROM idp_accounts WHERE username = 'upgrade.alice'") == [("disabled",)]
-    assert "升级测试章" in _run(ROOT, instance, "sign", "seal", "list")
+    assert "升级测试章" in _run(ROOT, instance, database_url, "sign", "seal", "list")
     # Upgrading again is a no-op.
-    _run(ROOT, instance, "db", "upgrade")
+    _run(ROOT, instance, database_url, "db", "upgrade")
     assert {row[0] for row in _rows(database, "SELECT version_num FROM alembic_version")} == heads
