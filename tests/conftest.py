@@ -142,14 +142,20 @@ def free_port() -> int:
 
 
 class PostgresServer:
-    """A throwaway PostgreSQL cluster in a temporary folder on a private port."""
+    """A throwaway PostgreSQL cluster in a temporary folder on a private port.
+
+    The folder is in /dev/shm where there is one: a cluster in memory starts, creates
+    databases and goes away several times faster than one on disk (fsync is off anyway).
+    Each pytest-xdist worker starts a cluster of its own, in its own folder, on its own port.
+    """
 
     def __init__(self):
         bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
         if not bins:
             raise RuntimeError("HALLMARK_TEST_POSTGRES=1 but PostgreSQL is not installed (apt-get install postgresql)")
         self.bin = bins[-1].parent
-        self.dir = Path(tempfile.mkdtemp(prefix="hallmark-pg-"))
+        memory = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        self.dir = Path(tempfile.mkdtemp(prefix="hallmark-pg-", dir=memory))
         self.port = free_port()
         self.user = "hallmark"
 
@@ -189,6 +195,13 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def drop_database(self, name: str) -> None:
+        """Drop a database made for one test, closing what is still connected to it."""
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user={self.user} dbname=postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def stop(self) -> None:
         try:
             self._run(self.bin / "pg_ctl", "-D", self.dir / "data", "-m", "immediate", "stop")
@@ -210,12 +223,15 @@ _db_counter = iter(range(1, 10**6))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path) -> str:
-    """An empty database of each kind, one per test."""
+def database_url(request, tmp_path):
+    """An empty database of each kind, one per test (a PostgreSQL one is dropped after it)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'test.db'}"
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
     server = request.getfixturevalue("postgres")
-    return server.create_database(f"t{next(_db_counter)}_{os.getpid()}")
+    name = f"t{next(_db_counter)}_{os.getpid()}"
+    yield server.create_database(name)
+    server.drop_database(name)
 
 
 @pytest.fixture
@@ -275,9 +291,11 @@ def pkcs11_module_for(conf: Path) -> str:
     SoftHSM2 keeps its configuration and token list in process-wide state set at
     C_Initialize, so one library serves one token directory per process. A copy of
     the library file, loaded with RTLD_DEEPBIND (its own symbols first), is a second
-    SoftHSM2 with state of its own; it reads ``SOFTHSM2_CONF`` when the key manager
-    initialises it. A new copy is made when the token directory gained or lost a token,
-    since a SoftHSM2 already initialised would not see the change.
+    SoftHSM2 with state of its own; it is initialised here, with ``SOFTHSM2_CONF``
+    naming ``conf`` for that moment, the way hsm.module initialises any module (and
+    python-pkcs11 shares it, so keyagent and pyHanko find it ready). A new copy is made
+    when the token directory gained or lost a token, since a SoftHSM2 already
+    initialised would not see the change.
     """
     tokens = _token_dir(conf)
     present = frozenset(p.name for p in tokens.iterdir()) if tokens is not None and tokens.is_dir() else frozenset()
@@ -289,6 +307,18 @@ def pkcs11_module_for(conf: Path) -> str:
             path = folder / "libsofthsm2.so"
             shutil.copyfile(softhsm.default_module(), path)
             handle = ctypes.CDLL(str(path), mode=os.RTLD_LOCAL | os.RTLD_DEEPBIND | os.RTLD_NOW)
+            before = os.environ.get("SOFTHSM2_CONF")
+            os.environ["SOFTHSM2_CONF"] = str(conf)
+            try:
+                from hsm import module
+
+                module.load(str(path))
+            except Exception:  # no usable configuration yet: the command meets the error itself
+                pass
+            finally:
+                os.environ["SOFTHSM2_CONF"] = before if before is not None else ""
+                if before is None:
+                    del os.environ["SOFTHSM2_CONF"]
             _pkcs11_copies[key] = (str(path), handle)
         return _pkcs11_copies[key][0]
 

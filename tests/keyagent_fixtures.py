@@ -68,6 +68,30 @@ class UsbKeyToken:
         return env
 
     def run(self, *args, input: str | None = None, timeout: float = 120, **extra) -> subprocess.CompletedProcess:
+        """``hallmark-key *args`` in this process (click's CliRunner) with this key's environment.
+
+        The key's SoftHSM2 is reached through a private copy of the library (see
+        ``tests.conftest.pkcs11_module_for``), as a process of its own would reach it.
+        The answer looks like ``run_process``'s; ``timeout`` is left to pytest-timeout.
+        """
+        import os
+        import traceback
+
+        from click.testing import CliRunner
+
+        from keyagent.cli import main
+        from tests.conftest import pkcs11_module_for
+
+        env: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("HALLMARK_", "SOFTHSM2_"))}
+        env.update(self.env(HALLMARK_KEY_MODULE=pkcs11_module_for(self.conf), **extra))
+        result = CliRunner().invoke(main, [str(a) for a in args], input=input, env=env, prog_name="hallmark-key", catch_exceptions=True)
+        stderr = result.stderr
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(result.exception))
+        return subprocess.CompletedProcess(["hallmark-key", *map(str, args)], result.exit_code, result.stdout, stderr)
+
+    def run_process(self, *args, input: str | None = None, timeout: float = 120, **extra) -> subprocess.CompletedProcess:
+        """``hallmark-key *args`` as a process of its own, as a resident starts it."""
         return subprocess.run(
             [sys.executable, "-m", "keyagent.cli", *args],
             input=input,

@@ -285,14 +285,15 @@ def start_world(tmp_path_factory) -> SigningWorld:
     )
     hallmark("sign", "seal", "grant", "market-approval", DEPARTMENT_CODE)
     hallmark("sign", "seal", "grant", "land-approval", OTHER_DEPARTMENT)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hallmark.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-        env=hallmark_env(instance, HALLMARK_PUBLIC_URL=base),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=(instance / "server.log").open("wb"),  # read it when a test meets a 500
-        start_new_session=True,
-    )
+    with (instance / "server.log").open("wb") as log:  # read it when a test meets a 500 (the server keeps its own handle)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hallmark.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+            env=hallmark_env(instance, HALLMARK_PUBLIC_URL=base),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
     try:
         wait_for_http(base + "/healthz", process=process)
     except Exception:

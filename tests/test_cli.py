@@ -6,17 +6,19 @@ import json
 
 import pytest
 
-from tests.conftest import run_hallmark
+from tests.conftest import run_hallmark, run_hallmark_process
 
 
+@pytest.mark.slow
 def test_init_twice_changes_nothing(tmp_path):
+    """End to end: ``hallmark`` started as its own process, as a user starts it."""
     instance = tmp_path / "inst"
-    first = run_hallmark(instance, "init")
+    first = run_hallmark_process(instance, "init")
     assert first.returncode == 0, first.stderr
     assert "instance ready" in first.stdout
     ours = [instance / "hallmark.toml", instance / "hsm-pins.json", instance / "softhsm" / "softhsm2.conf"]
     snapshot = [(p.read_bytes(), p.stat().st_mtime_ns) for p in ours]
-    second = run_hallmark(instance, "init")
+    second = run_hallmark_process(instance, "init")
     assert second.returncode == 0
     assert "already initialised; nothing changed" in second.stdout
     assert [(p.read_bytes(), p.stat().st_mtime_ns) for p in ours] == snapshot

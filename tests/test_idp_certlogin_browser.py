@@ -38,15 +38,15 @@ def site(tmp_path_factory):
         assert prepared.returncode == 0, prepared.stderr
         demo = json.loads(prepared.stdout)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HALLMARK_", "SOFTHSM2_"))}
-        log = (instance / "agent.log").open("w")
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "keyagent.cli", "serve", "--config", demo["usb_key"]["agent_config"], "--port", str(agent_port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with (instance / "agent.log").open("w") as log:  # the agent keeps its own handle
+            agent = subprocess.Popen(
+                [sys.executable, "-m", "keyagent.cli", "serve", "--config", demo["usb_key"]["agent_config"], "--port", str(agent_port)],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         wait_for_http(f"http://127.0.0.1:{agent_port}/v1/status", process=agent)
         yield base, demo, instance
     finally:

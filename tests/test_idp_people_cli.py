@@ -18,26 +18,13 @@ def instance(tmp_path_factory):
 
 
 def ok(instance, *args, input=None):
-    result = run_hallmark(instance, *args) if input is None else _run_with_input(instance, args, input)
+    result = run_hallmark(instance, *args, input=input)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
 
 def _run_with_input(instance, args, text):
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT, hallmark_env
-
-    return subprocess.run(
-        [sys.executable, "-m", "hallmark.cli", *args],
-        env=hallmark_env(instance),
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    return run_hallmark(instance, *args, input=text)
 
 
 FULL_ID = re.compile(r"\d{17}[\dX]")
@@ -60,7 +47,8 @@ def test_accounts_demo_registry_and_counter(instance, tmp_path):
     assert "12 demo people" in demo.stdout and str(out) in demo.stdout
     assert not FULL_ID.search(demo.stdout), "the demo command must print masked IDs only"
     assert re.search(r"\d{3}\*{11}[\dX]{4}", demo.stdout)
-    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    with out.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
     assert len(rows) == 12 and all(FULL_ID.fullmatch(r["resident_id"]) for r in rows)
     assert oct(out.stat().st_mode & 0o777) == "0o600"
     again = ok(instance, "idp", "registry", "demo", "--count", "12", "--out", str(out))
