@@ -95,7 +95,8 @@ def pytest_collection_modifyitems(config, items):
     """Under ``--dist loadgroup``, one xdist group per test module, so a module's fixtures
     (its instance, its server, its browser) are built once, on one worker; modules that
     use the same costly session fixture share a group. Groups with slow tests are handed
-    out first, so that no long module is left to run alone at the end.
+    out first, the largest first, so that no long module is left to run alone at the end
+    (pyproject.toml passes --no-loadscope-reorder, which keeps this order).
 
     Tests that must not run at the same time as each other (a shared port, a file outside
     tmp_path) are given one name with ``@pytest.mark.xdist_group("...")``; that mark, when
@@ -115,7 +116,14 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.xdist_group(group))
             if item.get_closest_marker("slow") is not None:
                 slow_groups.add(item.get_closest_marker("xdist_group").args[0])
-    items.sort(key=lambda item: item.get_closest_marker("xdist_group").args[0] not in slow_groups)
+
+    def group(item) -> str:
+        return item.get_closest_marker("xdist_group").args[0]
+
+    sizes: dict[str, int] = {}
+    for item in items:
+        sizes[group(item)] = sizes.get(group(item), 0) + 1
+    items.sort(key=lambda item: (group(item) not in slow_groups, -sizes[group(item)]))
 
 
 @pytest.fixture(scope="session")
