@@ -70,8 +70,14 @@ def test_the_landing_page_on_a_phone(site, phone):
     page.wait_for_url("**/login")
     assert page.locator("h1").inner_text() == "登录"
 
-    # The two pages the landing page adds ways to: the relying-party guide and typing a verification code.
-    for path, heading in (("/developers", "网上办事大厅接入指南"), ("/verify", "验证文件")):
+    # The public pages it leads to, in the shared layout, are as clean.
+    for path, heading in (
+        ("/developers", "网上办事大厅接入指南"),
+        ("/verify", "验证文件"),
+        ("/validate", "验证已签名的 PDF"),
+        ("/login", "登录"),
+        ("/register", "注册账号"),
+    ):
         page.goto(site + path)
         assert page.locator("h1").inner_text() == heading, path
         assert axe_violations(page) == [], path
