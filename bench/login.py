@@ -1,6 +1,6 @@
 """Complete password logins per second, against the argon2id hash-only rate at the same parameters.
 
-A password login costs one argon2id check by design (``idp.passwords``); the
+A password login costs one argon2id check by design (``idp.people.passwords``); the
 question here is how much everything else costs around it. The efficiency is
 logins/s divided by argon2id checks/s done by the same number of concurrent
 workers with nothing else to do, measured in the same run.
@@ -22,9 +22,9 @@ workers with nothing else to do, measured in the same run.
      -> 200 with an access token, ID token and refresh token. Every 25th ID token
      per thread is verified against the JWKS (signature, iss, aud, nonce).
 
-* hash-only: N processes running ``idp.passwords.verify`` (argon2-cffi with the
-  parameters of ``idp.passwords.ARGON2_PARAMETERS``) on a hash made by
-  ``idp.passwords.hash_password``, the same function the login uses, in a loop.
+* hash-only: N processes running ``idp.people.passwords.verify`` (argon2-cffi with the
+  parameters of ``idp.people.passwords.ARGON2_PARAMETERS``) on a hash made by
+  ``idp.people.passwords.hash_password``, the same function the login uses, in a loop.
   Processes, not threads: two argon2 checks in one process do not scale as well
   as in two (measured), and the server runs two processes.
 
@@ -290,7 +290,7 @@ _hash_state: dict = {}
 
 
 def _hash_worker_init(password: str) -> None:
-    from idp import passwords
+    from idp.people import passwords
 
     _hash_state["verify"] = passwords.verify
     _hash_state["hash"] = passwords.hash_password(password)
@@ -445,7 +445,7 @@ def main() -> None:
         ],
         ["argon2id checks", f"{median(hash_rates):.1f}", f"{min(hash_rates):.1f}-{max(hash_rates):.1f}", "", "", "", "", ""],
     ]
-    from idp import passwords
+    from idp.people import passwords
 
     print(
         f"\n{workers} concurrent workers, median of {rounds} alternating rounds of {seconds:.0f} s, {os.cpu_count()} cpus, "

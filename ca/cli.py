@@ -99,7 +99,7 @@ def show(serial):
 @ca.command()
 def refresh():
     """Publish CRLs and re-sign OCSP responses that are due (what the scheduler does)."""
-    from ca import crl, ocsp
+    from ca.status import crl, ocsp
 
     context = _ctx()
     published = crl.publish_due(context)

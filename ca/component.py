@@ -16,13 +16,15 @@ def build(services: Services) -> CAContext:
 
 
 def subscribe(hooks, ctx: CAContext) -> None:
-    from ca import publication
+    from ca.status import publication
 
     publication.subscribe(hooks)  # a new certificate, a revocation, a new authority: publish OCSP and CRLs
 
 
 def blueprints():
-    from ca import api, pki_api, tsa_api
+    from ca import api
+    from ca.status import api as pki_api
+    from ca.tsa import api as tsa_api
 
     return (api.bp, pki_api.bp, tsa_api.bp)
 
@@ -40,7 +42,7 @@ def commands():
 
 
 def upkeep(ctx: CAContext) -> bool:
-    from ca import schedule
+    from ca.status import schedule
 
     published, refreshed = schedule.run_once(ctx)
     return published >= 0 and refreshed >= 0

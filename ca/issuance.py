@@ -271,7 +271,7 @@ def store(
         target=row.serial,
         details={"profile": profile, "authority": authority, "subject": row.subject, "subject_id": row.subject_id_masked},
     )
-    # Its OCSP response is pre-signed by a subscriber (ca.publication), in this transaction.
+    # Its OCSP response is pre-signed by a subscriber (ca.status.publication), in this transaction.
     events.of(session).emit(events.CERTIFICATE_ISSUED, required=True, ctx=ctx, session=session, certificate=row)
     return row
 

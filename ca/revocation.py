@@ -60,6 +60,6 @@ def revoke(ctx: CAContext, serial: str, reason: str, *, actor: str, at: datetime
             target=serial,
             details={"reason": reason, "authority": row.authority, "profile": row.profile},
         )
-        # A new OCSP response and CRL are published by a subscriber (ca.publication), in this transaction.
+        # A new OCSP response and CRL are published by a subscriber (ca.status.publication), in this transaction.
         events.of(session).emit(events.CERTIFICATE_REVOKED, required=True, ctx=ctx, session=session, certificate=row)
     return row

@@ -28,10 +28,12 @@ from core import db as core_db
 from core.db import utc_now
 from core.identifiers import lookup_hash, mask_resident_id, validate_resident_id
 from hallmark import demo_usbkey
-from idp import accounts, clients, matters, realname
+from idp import matters
+from idp.certlogin.enrolment import chain_of
 from idp.context import IdPContext
-from idp.enrolment import chain_of
 from idp.models import Account, Client
+from idp.oidc import clients
+from idp.people import accounts, realname
 
 DEMO_FILE = "demo.json"
 ACTOR = "system:demo"
@@ -157,10 +159,11 @@ SEALED_SAMPLE = "demo-sealed.pdf"
 def _seal_sample(ca: CAContext, instance: Path, known: dict) -> dict:
     """A demo department seal, and a sample PDF sealed with it whose QR code opens the verification page."""
     from core.identifiers import generate_credit_code, organisation_code_check_char
-    from signing import pades, seals
+    from signing import seals
     from signing.context import SigningContext
     from signing.models import Seal
-    from signing.sample import sample_pdf
+    from signing.pdf import pades
+    from signing.pdf.sample import sample_pdf
 
     with ca.sessions() as db:
         exists = db.get(Seal, SEAL_DEPARTMENT) is not None

@@ -129,7 +129,7 @@ def _init_ca(settings: Settings, engine):
 
 
 def _init_key_client(settings: Settings, engine) -> bool:
-    from idp import enrolment
+    from idp.certlogin import enrolment
     from idp.component import COMPONENT as IDP
 
     with _services(settings, engine, [IDP]) as services:

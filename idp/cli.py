@@ -16,7 +16,9 @@ def idp():
 
 def register_subcommands() -> None:
     """Attach the subcommand modules (each owns its own commands)."""
-    from idp import cli_clients, cli_enterprises, cli_people
+    from idp.oidc import cli as cli_clients
+    from idp.people import cli as cli_people
+    from idp.people import cli_enterprises
 
     for module in (cli_clients, cli_people, cli_enterprises):
         for command in module.COMMANDS:

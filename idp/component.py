@@ -24,13 +24,18 @@ def build(services: Services) -> IdPContext:
 
 
 def subscribe(hooks, ctx: IdPContext) -> None:
-    from idp import logout
+    from idp.oidc import logout
 
     logout.install(ctx)  # an ended SSO session queues logout notices, sent as soon as its end commits
 
 
 def blueprints():
-    from idp import enrolment_api, enterprises_api, logout_api, oidc_api, pages, people_api
+    from idp import pages
+    from idp.certlogin import api as enrolment_api
+    from idp.oidc import api as oidc_api
+    from idp.oidc import logout_api
+    from idp.people import api as people_api
+    from idp.people import enterprises_api
 
     return (oidc_api.bp, pages.bp, people_api.bp, enterprises_api.bp, enrolment_api.bp, logout_api.bp)
 
@@ -43,21 +48,21 @@ def commands():
 
 
 def api_resources():
-    from idp import resources
+    from idp.oidc import resources
 
     return (resources.IDP_API,)
 
 
 def token_issuer(ctx: IdPContext, catalogue: dict):
     """The IdP issues the access tokens every JSON API accepts, for the resources in ``catalogue`` (RFC 8707)."""
-    from idp import keys
+    from idp.oidc import keys
 
     ctx.resources.update(catalogue)
     return (lambda: keys.jwks_dict(ctx)), ctx.issuer
 
 
 def retry_logout_notices(ctx: IdPContext) -> bool:
-    from idp import logout
+    from idp.oidc import logout
 
     logout.deliver(ctx)
     return True

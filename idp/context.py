@@ -27,7 +27,7 @@ class IdPContext:
     secret_key: bytes  # keys client-secret hashes and CSRF tokens
     registry_url: str = ""  # population registry HTTP adapter; empty = the embedded table
     # This instance's JSON APIs as OAuth resources (RFC 8707): resource URI -> the scopes it serves
-    # (core.bearer.catalogue), handed in at start-up; tokens are issued for them (idp.resources).
+    # (core.bearer.catalogue), handed in at start-up; tokens are issued for them (idp.oidc.resources).
     resources: dict[str, frozenset[str]] = field(default_factory=dict)
     cache: dict = field(default_factory=dict, repr=False)  # per-process caches owned by service modules
 

@@ -236,7 +236,7 @@ class LoginChallenge(Base):
     __tablename__ = "idp_login_challenges"
 
     nonce_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the nonce
-    browser_hash: Mapped[str] = mapped_column(String(64))  # keyed hash of the browser's cookies (see idp.certlogin)
+    browser_hash: Mapped[str] = mapped_column(String(64))  # keyed hash of the browser's cookies (see idp.certlogin.login)
     purpose: Mapped[str] = mapped_column(String(12))  # login | step-up | enterprise
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -1,11 +1,11 @@
 """The identity provider's pages: register, sign in, step up, the account page, real-name verification.
 
-Views are thin: the rules are in ``idp.accounts``, ``idp.realname``,
-``idp.sessions`` and ``idp.levels``. The layout, CSRF protection (every POST
+Views are thin: the rules are in ``idp.people.accounts``, ``idp.people.realname``,
+``idp.people.sessions`` and ``idp.levels``. The layout, CSRF protection (every POST
 here needs the form's token), security headers and error pages come from
 :mod:`core.web`. What lives here is what only the IdP's pages have:
 
-* the SSO cookie (``idp.sessions.COOKIE``): HttpOnly, SameSite=Lax, Secure on
+* the SSO cookie (``idp.people.sessions.COOKIE``): HttpOnly, SameSite=Lax, Secure on
   https, a browser-session cookie (public terminals in service centres).
 * ``next``: only a path on this site, never an absolute or ``//`` URL.
 * errors as pages in the person's language, never a stack trace; a resident ID
@@ -29,12 +29,15 @@ from core import db as core_db
 from core.identifiers import mask_credit_code, mask_resident_id
 from core.problems import Problem
 from core.web import errors as web_errors
-from idp import accounts, certlogin, consent, enterprises, i18n, levels, logout, realname, sessions
 from idp import context as idp_context
+from idp import i18n, levels
+from idp.certlogin import login as certlogin
 from idp.context import IdPContext
 from idp.i18n import N_, Refusal
 from idp.models import Account, IdentityProofing, Matter
-from idp.tokens import REALNAME_SCOPE
+from idp.oidc import consent, logout
+from idp.oidc.tokens import REALNAME_SCOPE
+from idp.people import accounts, enterprises, realname, sessions
 
 bp = Blueprint("idp_pages", __name__, template_folder="templates", static_folder="static", static_url_path="/idp-static")
 web.pages(bp, csrf=True)

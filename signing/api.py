@@ -28,8 +28,9 @@ from flask import Blueprint, Response, g, request
 from core.bearer import ApiResource
 from core.problems import Problem, json_object_body
 from signing import context as signing_context
-from signing import documents, pades, remote, report
+from signing import documents, remote, report
 from signing.context import SigningContext
+from signing.pdf import pades
 
 # This API as an OAuth resource (RFC 8707): tokens must name public URL + /api/sign in their audience
 # (``/api/validate`` belongs to it too).

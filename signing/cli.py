@@ -11,8 +11,9 @@ from pathlib import Path
 
 import click
 
-from signing import pades, report, seals
+from signing import report, seals
 from signing.context import NAME, SigningContext
+from signing.pdf import pades
 
 
 def _sctx() -> SigningContext:
@@ -150,7 +151,7 @@ def sign_pdf(source, target, seal_name, level, page, x, y, invisible, reason):
 @click.argument("target", type=click.Path(dir_okay=False))
 def sample_pdf(target):
     """Write a one-page sample PDF to TARGET, to try sealing on."""
-    from signing.sample import sample_pdf as make
+    from signing.pdf.sample import sample_pdf as make
 
     _write(target, make())
     click.echo(f"wrote {target}; seal it with: hallmark sign pdf {target} sealed.pdf --seal NAME")

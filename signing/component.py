@@ -6,8 +6,8 @@ from pathlib import Path
 
 from ca.context import NAME as CA
 from core.component import Component, Services
-from signing import pdfinput
 from signing.context import NAME, SigningContext
+from signing.pdf import reading as pdfinput
 
 
 def build(services: Services) -> SigningContext:

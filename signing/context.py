@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from ca.context import CAContext
-from signing import pdfinput
+from signing.pdf import reading as pdfinput
 from signing.trust import OwnTimeStamper
 
 NAME = "signing"  # the signing component's name: the key of its service (core.component.service)

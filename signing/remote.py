@@ -50,10 +50,12 @@ from ca import validation as ca_validation
 from core import audit
 from core.db import utc_now
 from core.problems import Problem
-from signing import pades, pdfinput, report, stamp, trust
+from signing import report, trust
 from signing.context import SigningContext
 from signing.models import RemoteSession
-from signing.signer import GivenSignature
+from signing.pdf import pades, stamp
+from signing.pdf import reading as pdfinput
+from signing.pdf.signers import GivenSignature
 
 log = logging.getLogger("hallmark.signing.remote")
 

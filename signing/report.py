@@ -51,7 +51,8 @@ from ca import trust as ca_trust
 from ca import validation
 from ca.context import CAContext
 from core.identifiers import mask_resident_ids
-from signing import pdfinput, pdfspeed, trust  # noqa: F401 - pdfspeed installs the fast hex-string reader
+from signing import trust
+from signing.pdf import reading as pdfinput
 
 log = logging.getLogger("hallmark.signing.report")
 

@@ -31,8 +31,8 @@ from core.db import utc_now
 from core.identifiers import InvalidIdentifier, validate_credit_code
 from core.problems import Problem
 from hsm import KeyAlgorithm
-from signing import sealimage
 from signing.models import Seal, SealGrant
+from signing.pdf import sealimage
 
 PROFILE = "department-seal"
 MAX_NAME_CHARS = 100

@@ -1,6 +1,6 @@
 """What signing and validation need from the CA: trust anchors, our revocation data, our TSA.
 
-* :class:`OwnTimeStamper` asks our RFC 3161 TSA in-process (``ca.tsa.respond``):
+* :class:`OwnTimeStamper` asks our RFC 3161 TSA in-process (``ca.tsa.responder.respond``):
   the same code answers ``/pki/tsa``, without an HTTP round trip per signature.
 * :func:`material` is the trust store (our root, the recognised anchors, our
   issuing CAs and cross-certificates) and our current CRLs: :func:`ca.trust.snapshot`,
@@ -33,9 +33,10 @@ from pyhanko_certvalidator.revinfo.archival import CRLContainer
 from sqlalchemy import select
 
 from ca import trust as ca_trust
-from ca import tsa, validation
+from ca import validation
 from ca.context import CAContext
 from ca.models import OCSPResponse
+from ca.tsa import responder as tsa
 
 # A seal certificate carries both bits; pyHanko requires at least one of these.
 SIGNER_KEY_USAGE = frozenset({"non_repudiation", "digital_signature"})

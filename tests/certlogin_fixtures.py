@@ -29,8 +29,8 @@ from core import db as core_db
 from core.db import utc_now
 from core.identifiers import generate_credit_code, generate_resident_id, lookup_hash, organisation_code_check_char
 from hsm import KeyAlgorithm, PKCS11KeyManager, softhsm
-from idp import accounts
 from idp.models import IdentityProofing
+from idp.people import accounts
 from tests.conftest import USB_TOKEN_LABEL as USB_LABEL  # made before the module is loaded
 from tests.conftest import USB_TOKEN_PIN as USB_PIN
 

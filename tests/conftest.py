@@ -430,8 +430,9 @@ def app_settings(tmp_path: Path, database_url: str, **overrides):
 @pytest.fixture
 def ca_context(migrated, key_manager):
     """A CA hierarchy (root, issuing CAs, OCSP responders, TSA) in a fresh database, keys in the test token."""
-    from ca import hierarchy, publication
+    from ca import hierarchy
     from ca.context import CAContext
+    from ca.status import publication
     from core import events
 
     _, sessions = migrated

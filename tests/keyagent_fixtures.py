@@ -26,8 +26,8 @@ from core import settings as settings_module
 from core.db import utc_now
 from core.identifiers import generate_resident_id, lookup_hash, mask_resident_id
 from hsm import softhsm
-from idp import accounts
 from idp.models import IdentityProofing
+from idp.people import accounts
 from tests.conftest import ROOT
 
 PASSWORD = "Plum-blossom 2026"

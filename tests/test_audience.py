@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from joserfc import jwt
 
-from idp import clients, keys
+from idp.oidc import clients, keys
 from tests.conftest import USER_PIN, app_settings
 from tests.test_idp_oidc_protocol import CB, ISSUER, World, basic, query_of
 

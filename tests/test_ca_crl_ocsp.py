@@ -20,8 +20,9 @@ from cryptography.x509 import ocsp as x509_ocsp
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select, update
 
-from ca import crl, issuance, ocsp, publication, revocation, schedule
+from ca import issuance, revocation
 from ca.models import CRL, Authority, Certificate, OCSPResponse
+from ca.status import crl, ocsp, publication, schedule
 from core.problems import Problem
 from tests.conftest import initialised_copy, run_hallmark, start_server, stop_server
 
@@ -439,14 +440,14 @@ def openssl(*args, cwd: Path) -> str:
 @pytest.fixture
 def pki_server(running_server) -> str:
     registered = http_request(running_server, "GET", "/pki/ca/root.crt").status
-    assert registered == 200, "hallmark.app.create_app must register ca.pki_api.bp"
+    assert registered == 200, "hallmark.app.create_app must register ca.status.api.bp"
     return running_server
 
 
 def download_chain(base: str, where: Path) -> None:
     for name in ("root", "people", "services"):
         response = http_request(base, "GET", f"/pki/ca/{name}.crt")
-        assert response.status == 200, "hallmark.app.create_app must register ca.pki_api.bp"
+        assert response.status == 200, "hallmark.app.create_app must register ca.status.api.bp"
         assert response.getheader("Content-Type") == "application/pkix-cert"
         (where / f"{name}.pem").write_bytes(pem(response.body))
 

@@ -26,8 +26,10 @@ from flask import Flask
 from sqlalchemy import create_engine, select, update
 from sqlalchemy.orm import Session
 
-from ca import hierarchy, issuance, profiles, revocation, tsa, tsa_api
+from ca import hierarchy, issuance, profiles, revocation
 from ca.models import Authority, Certificate
+from ca.tsa import api as tsa_api
+from ca.tsa import responder as tsa
 from core import component, problems
 from core.web import errors
 from hsm import KeyAlgorithm

@@ -333,10 +333,10 @@ def test_no_import_circle_inside_a_package(package):
 
 
 def test_ending_a_session_does_not_import_logout():
-    """idp.sessions announces the end; idp.logout subscribes (the rest of idp is being split by concern)."""
+    """idp.people.sessions announces the end; idp.oidc.logout subscribes."""
     graph = import_graph("idp")
-    assert "idp.logout" not in graph["idp.sessions"]
-    assert not any({"idp.sessions", "idp.logout"} <= set(group) for group in circles(graph))
+    assert "idp.oidc.logout" not in graph["idp.people.sessions"]
+    assert not any({"idp.people.sessions", "idp.oidc.logout"} <= set(group) for group in circles(graph))
 
 
 def test_the_circle_finder_finds_one():

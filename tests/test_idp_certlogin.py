@@ -23,8 +23,9 @@ from ca import hierarchy, revocation
 from core import audit
 from core import db as core_db
 from core.models import AuditEvent
-from idp import certlogin, clients, keys
+from idp.certlogin import login as certlogin
 from idp.models import CertificateBinding, LoginChallenge, Matter, SSOSession
+from idp.oidc import clients, keys
 from tests.certlogin_fixtures import (  # noqa: F401 (usb_key is a fixture)
     DATA_CSRF,
     add_person,
@@ -95,7 +96,7 @@ class World:
             return list(db.scalars(select(CertificateBinding)))
 
     def session_of(self, browser) -> SSOSession | None:
-        from idp import sessions
+        from idp.people import sessions
 
         cookie = browser.client.get_cookie(sessions.COOKIE)
         sid = sessions.sid_from_cookie(self.ctx.secret_key, cookie.value if cookie else None)
@@ -477,10 +478,10 @@ def test_every_message_of_certificate_login_and_enterprises_is_translated():
     from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_file
     from babel.messages.pofile import read_po
 
-    idp_dir = Path(certlogin.__file__).parent
+    idp_dir = Path(certlogin.__file__).parent.parent
     keywords = {**DEFAULT_KEYWORDS, "N_": None}
     wanted = set()
-    for name in ("certlogin.py", "enterprises.py"):
+    for name in ("certlogin/login.py", "people/enterprises.py"):
         wanted |= {m[1] for m in extract_from_file("python", idp_dir / name, keywords=keywords) if isinstance(m[1], str)}
     for name in ("_certlogin.html", "act_for.html"):
         wanted |= {

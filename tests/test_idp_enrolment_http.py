@@ -372,10 +372,10 @@ def test_api_refusals_are_problems_and_store_nothing(hall):
 
 
 def test_enterprise_certificate_for_the_legal_representative_only(hall, tmp_path):
-    enterprises = pytest.importorskip("idp.enterprises", reason="enterprise accounts (idp/enterprises.py) are built in parallel")
+    enterprises = pytest.importorskip("idp.enterprises", reason="enterprise accounts (idp/people/enterprises.py) are built in parallel")
     from core import db as core_db
     from core.identifiers import generate_credit_code, organisation_code_check_char
-    from idp import accounts
+    from idp.people import accounts
 
     body8 = f"{secrets.randbelow(10**8):08d}"
     code = generate_credit_code("91350102" + body8 + organisation_code_check_char(body8))

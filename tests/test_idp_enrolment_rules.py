@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from idp import enrolment
+from idp.certlogin import enrolment
 
 
 def claims(**overrides) -> dict:

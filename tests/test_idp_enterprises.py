@@ -22,8 +22,9 @@ from sqlalchemy import select
 
 from core import audit
 from core.models import AuditEvent
-from idp import clients, enterprises, keys
 from idp.models import AgentAuthorisation, SessionActing
+from idp.oidc import clients, keys
+from idp.people import enterprises
 from tests.certlogin_fixtures import PASSWORD, issue, new_credit_code, query_of, signed_fields, usb_key  # noqa: F401
 from tests.conftest import initialised_copy, run_hallmark
 from tests.test_idp_certlogin import CB, ISSUER, World, refused

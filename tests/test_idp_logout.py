@@ -13,8 +13,9 @@ from sqlalchemy import select
 
 from core import db as core_db
 from core.db import utc_now
-from idp import accounts, keys, logout, sessions
 from idp.models import Account, LogoutDelivery, SSOSession
+from idp.oidc import keys, logout
+from idp.people import accounts, sessions
 from tests.logout_receiver import Receiver, check_logout_token
 from tests.test_idp_oidc_protocol import CB, CB2, ISSUER, VERIFIER, audit_actions, oidc  # noqa: F401 - oidc is a fixture
 

@@ -25,8 +25,9 @@ from sqlalchemy import select
 from core import audit
 from core import db as core_db
 from core.models import AuditEvent
-from idp import authorization, clients, keys, sessions, tokens
 from idp.models import Account, AuthorizationCode, IdentityProofing, Matter, RefreshToken, SSOSession
+from idp.oidc import authorization, clients, keys, tokens
+from idp.people import sessions
 
 ISSUER = "https://id.test"
 CB = "https://hall.test/cb"
@@ -764,7 +765,7 @@ def test_private_key_jwt(oidc):
 
 
 def test_client_credentials_fast_path_answers_like_the_authlib_path(oidc, monkeypatch):
-    from idp import grants
+    from idp.oidc import grants
 
     secret = oidc.client(
         "approval", redirect_uris=[], grant_types=["client_credentials"], scopes=["ca:issue", "ca:read"], auth_method="client_secret_post"
@@ -785,7 +786,7 @@ def test_client_credentials_fast_path_answers_like_the_authlib_path(oidc, monkey
 
 
 def test_plain_client_credentials_are_answered_before_flask_and_everything_else_after(oidc, monkeypatch):
-    from idp import grants
+    from idp.oidc import grants
 
     secret = oidc.client("approval", redirect_uris=[], grant_types=["client_credentials"], scopes=["ca:issue"])
     calls = []

@@ -14,10 +14,11 @@ from sqlalchemy import select
 
 from core import audit, db
 from core.models import AuditEvent
-from idp import accounts, matters, passwords, realname, sessions
+from idp import matters
 from idp.context import IdPContext
 from idp.i18n import Refusal
 from idp.models import Account, IdentityProofing, RegistryPerson, SSOSession
+from idp.people import accounts, passwords, realname, sessions
 
 PEOPLE = realname.demo_people(6)
 

@@ -9,7 +9,8 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from core import db
-from idp import accounts, matters, realname
+from idp import matters
+from idp.people import accounts, realname
 from tests.conftest import app_settings
 
 PERSON = realname.demo_people(3)[2]

@@ -119,7 +119,7 @@ def test_accounts_demo_registry_and_counter(instance, tmp_path):
 
 
 def test_registry_import_reports_bad_rows(instance, tmp_path):
-    from idp import realname
+    from idp.people import realname
 
     people = realname.demo_people(60)[50:]
     good, other = people[0], people[1]

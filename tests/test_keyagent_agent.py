@@ -43,8 +43,9 @@ def unb64url(text: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def demo_key(tmp_path_factory, key_manager):
-    from ca import hierarchy, publication
+    from ca import hierarchy
     from ca.context import CAContext
+    from ca.status import publication
     from core import db, events
     from hallmark import components, demo
 

@@ -40,7 +40,7 @@ def _stamp_encodes(pdf: bytes, url: str) -> bool:
 
     from pyhanko.pdf_utils.reader import PdfFileReader
 
-    from signing import stamp
+    from signing.pdf import stamp
 
     signature = PdfFileReader(io.BytesIO(pdf)).embedded_signatures[0]
     appearance = signature.sig_field["/AP"]["/N"].get_object().data

@@ -64,7 +64,7 @@ def test_fast_hex_reader_matches_pyhankos(monkeypatch):
     from pyhanko.pdf_utils import generic
     from pyhanko.pdf_utils.misc import PdfStreamError
 
-    from signing import pdfspeed
+    from signing.pdf import fasthex as pdfspeed
 
     rng = random.Random(7)
     samples = [b"<>", b"<4>", b"<48656C6C6F>", b"< 48 65\n6c\r\n6C\t6F >", b"<00" + b"0" * 20000 + b">", b"<41% comment\n42>"]
@@ -87,7 +87,7 @@ def test_fast_hex_reader_matches_pyhankos(monkeypatch):
 def test_demo_seal_and_image_checks():
     from PIL import Image
 
-    from signing import sealimage
+    from signing.pdf import sealimage
 
     png = sealimage.demo_seal(DEPARTMENT)
     with Image.open(io.BytesIO(png)) as image:
@@ -161,7 +161,7 @@ def test_grants_decide_which_seals_a_client_uses(sctx, seal_name):
     ],
 )
 def test_pdf_input_refusals(data, status, code):
-    from signing import pdfinput
+    from signing.pdf import reading as pdfinput
 
     if data == "encrypted":
         data = encrypted_pdf()
@@ -175,8 +175,9 @@ def test_pdf_input_refusals(data, status, code):
 def test_seal_placement_and_report(sctx, seal_name):
     from pyhanko.pdf_utils.reader import PdfFileReader
 
-    from signing import pades, report
+    from signing import report
     from signing.models import SignedDocument
+    from signing.pdf import pades
 
     three_pages = make_pdf(pages=3)
     result = pades.seal_pdf(

@@ -1,7 +1,7 @@
 """Certificate login, signature validation and path validation agree about whom to trust.
 
 All three read the one trust store of :mod:`ca.trust`. Each case asks all three about
-the same certificate: certificate login's check (:func:`idp.certlogin.check_certificate`),
+the same certificate: certificate login's check (:func:`idp.certlogin.login.check_certificate`),
 the validation report of a PDF signed with that certificate's key
 (:func:`signing.report.validate`) and the CA's path validation (:func:`ca.validation.validate`).
 
@@ -27,7 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ca import crosscert, identity, issuance, revocation, trust, validation
 from core.identifiers import mask_resident_id
-from idp import certlogin
+from idp.certlogin import login as certlogin
 from signing import report
 from tests.certlogin_fixtures import new_resident_id
 from tests.signing_fixtures import make_pdf

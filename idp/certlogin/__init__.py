@@ -1,0 +1,1 @@
+"""Certificate (USB-key) login and the enrolment of USB-key certificates."""

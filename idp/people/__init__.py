@@ -1,0 +1,1 @@
+"""People and their accounts: registration, passwords, SSO sessions, real-name proofing, enterprises and agents."""
