@@ -26,6 +26,7 @@ CERTIFICATE_ISSUED = "ca.certificate.issued"  # ctx, session, certificate (a ca.
 CERTIFICATE_REVOKED = "ca.certificate.revoked"  # ctx, session, certificate
 AUTHORITY_CREATED = "ca.authority.created"  # ctx, session, authority (its name)
 SESSION_ENDED = "idp.session.ended"  # session (the database session), sid, account_id
+CLIENT_REMOVED = "idp.client.removed"  # session, client_id, families (its refresh-token families), now
 
 Handler = Callable[..., Any]
 

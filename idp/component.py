@@ -24,9 +24,10 @@ def build(services: Services) -> IdPContext:
 
 
 def subscribe(hooks, ctx: IdPContext) -> None:
-    from idp.oidc import logout
+    from idp.oidc import logout, tokens
 
     logout.install(ctx)  # an ended SSO session queues logout notices, sent as soon as its end commits
+    tokens.subscribe(hooks)  # a removed client's access tokens are revoked with it
 
 
 def blueprints():

@@ -156,7 +156,7 @@ class CRLServer:
         self.thread.start()
 
     def publish(self, path: str, ca: ExternalCA) -> str:
-        self.files[path] = ca.status.crl()
+        self.files[path] = ca.crl()
         return self.base + path
 
 

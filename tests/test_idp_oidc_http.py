@@ -368,7 +368,7 @@ def test_two_halls_share_a_session_and_logout_at_one_reaches_the_other(idp):
 
 def test_step_up_prompt_none_max_age_and_unmet_level(idp):
     account_id, _ = idp.account()
-    with core_db.transaction(idp.people.sessions) as db:
+    with core_db.transaction(idp.sessions) as db:
         if db.get(Matter, "http-marriage") is None:
             db.add(Matter(code="http-marriage", name="婚姻登记", level=2, updated_at=datetime.now(UTC), updated_by="test"))
     browser = idp.browser_with_session(account_id)
@@ -393,7 +393,7 @@ def test_step_up_prompt_none_max_age_and_unmet_level(idp):
         == "unmet_authentication_requirements"
     )
     assert requests.get(url + "&prompt=none", allow_redirects=False, timeout=10).headers["Location"].count("error=login_required") == 1
-    with core_db.transaction(idp.people.sessions) as db:
+    with core_db.transaction(idp.sessions) as db:
         for row in db.scalars(select(SSOSession).where(SSOSession.account_id == account_id)):
             row.auth_time = datetime.fromtimestamp(int(time.time()) - 600, UTC)
     assert error_of(max_age="60", prompt="none") == "login_required"

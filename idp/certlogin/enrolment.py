@@ -106,7 +106,7 @@ def parse_request(body: dict) -> EnrolmentRequest:
 
 
 def _audit_refusal(idp: IdPContext, account_id: str, claims: dict, profile: str | None, refusal: Problem) -> None:
-    with core_db.transaction(idp.people.sessions) as db:
+    with core_db.transaction(idp.sessions) as db:
         audit.record(
             db,
             actor=f"account:{account_id}",
@@ -207,7 +207,7 @@ def enrol(idp: IdPContext, ca: CAContext, claims: dict, body: dict) -> Enrolment
     try:
         account_id = _check_authentication(claims)
         req = parse_request(body)
-        with idp.people.sessions() as db:
+        with idp.sessions() as db:
             # A revoked token, or one whose session has logged out, enrols nothing (core.bearer checks only the signature).
             inactive = tokens.inactive_reason(idp, db, claims)
             if inactive is not None:
@@ -217,7 +217,7 @@ def enrol(idp: IdPContext, ca: CAContext, claims: dict, body: dict) -> Enrolment
     except Problem as refusal:
         _audit_refusal(idp, account_id, claims, profile[:40] if profile else None, refusal)
         raise
-    with core_db.transaction(idp.people.sessions) as db:
+    with core_db.transaction(idp.sessions) as db:
         audit.record(
             db,
             actor=f"account:{account_id}",

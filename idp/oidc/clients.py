@@ -25,7 +25,7 @@ from joserfc.jwk import KeySet
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from core import audit
+from core import audit, events
 from core.db import utc_now
 from core.problems import Problem
 from idp import levels
@@ -494,10 +494,8 @@ def remove(ctx: IdPContext, db: Session, client_id: str, *, actor: str) -> None:
         raise Problem(404, "Not Found", f"no client {client_id!r}")
     now = utc_now()
     families = set(db.scalars(select(RefreshToken.family_id).where(RefreshToken.client_id == client_id)))
-    from idp.oidc import tokens
-
-    for family in families:
-        tokens.revoke_family_key(db, family, now)
+    # idp.oidc.tokens revokes the families' access tokens (it subscribes; it also looks clients up).
+    events.of(db).emit(events.CLIENT_REMOVED, required=True, session=db, client_id=client_id, families=families, now=now)
     db.execute(update(RefreshToken).where(RefreshToken.client_id == client_id, RefreshToken.revoked_at.is_(None)).values(revoked_at=now))
     for model in (AuthorizationCode, RefreshToken, Consent, SessionClient, LogoutDelivery):
         db.execute(delete(model).where(model.client_id == client_id))

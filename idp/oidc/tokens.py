@@ -30,7 +30,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import audit
+from core import audit, events
 from core.db import utc_now
 from idp import levels
 from idp.context import IdPContext
@@ -233,6 +233,16 @@ def _revocation(db: Session, key: str, expires_at: datetime, now: datetime) -> N
 
 def revoke_family_key(db: Session, family_id: str, now: datetime) -> None:
     _revocation(db, f"family:{family_id}", now + ACCESS_TOKEN_LIFETIME + timedelta(seconds=LEEWAY), now)
+
+
+def subscribe(hooks: events.Hooks) -> None:
+    """A removed client's access tokens stop working at once, in the removal's transaction."""
+    hooks.subscribe(events.CLIENT_REMOVED, _on_client_removed)
+
+
+def _on_client_removed(*, session: Session, client_id: str, families: set[str], now: datetime) -> None:
+    for family in families:
+        revoke_family_key(session, family, now)
 
 
 def revoke_family(db: Session, family_id: str, *, reason: str, actor: str) -> None:
