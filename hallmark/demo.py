@@ -28,7 +28,7 @@ from core import db as core_db
 from core.db import utc_now
 from core.identifiers import lookup_hash, mask_resident_id, validate_resident_id
 from hallmark import demo_usbkey
-from idp import matters
+from idp import levels
 from idp.certlogin.enrolment import chain_of
 from idp.context import IdPContext
 from idp.models import Account, Client
@@ -108,9 +108,9 @@ def prepare(ctx: IdPContext, instance: Path, *, ports: tuple[int, ...] | None = 
     halls_wanted = halls(ports)
 
     with core_db.transaction(ctx.sessions) as db:
-        for code, name, level, department in matters.DEMO:
-            if matters.get(db, code) is None:
-                matters.set_matter(db, code, level=level, name=name, department=department, actor=ACTOR)
+        for code, name, level, department in levels.DEMO_MATTERS:
+            if levels.matter(db, code) is None:
+                levels.set_matter(db, code, level=level, name=name, department=department, actor=ACTOR)
         for hall in halls_wanted:
             known = hall_data.get(hall.client_id, {})
             row = db.get(Client, hall.client_id)

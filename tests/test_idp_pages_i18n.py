@@ -6,7 +6,7 @@ from idp import i18n
 from tests.catalogue_checks import bare_percents, gaps, msgids
 
 IDP = i18n.TRANSLATIONS.parent
-OURS = ["accounts.py", "passwords.py", "realname.py", "matters.py", "pages.py", "authorization.py", "consent.py", "oidc_api.py"]
+OURS = ["people/accounts.py", "people/passwords.py", "people/realname.py", "levels.py", "pages.py", "oidc/authorization.py", "oidc/consent.py", "oidc/api.py"]
 TEMPLATES = sorted((IDP / "templates" / "idp").glob("*.html"))
 
 

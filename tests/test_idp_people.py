@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from core import audit, db
 from core.models import AuditEvent
-from idp import matters
+from idp import levels
 from idp.context import IdPContext
 from idp.i18n import Refusal
 from idp.models import Account, IdentityProofing, RegistryPerson, SSOSession
@@ -470,17 +470,17 @@ def test_demo_people_are_valid_and_stable():
 
 def test_matter_catalogue(ctx):
     with db.transaction(ctx.sessions) as s:
-        row = matters.set_matter(s, "marriage-registration", level=3, name="婚姻登记", department="民政局", actor="test")
-        assert matters.as_json(row)["acr"] == "urn:hallmark:loa:3"
+        row = levels.set_matter(s, "marriage-registration", level=3, name="婚姻登记", department="民政局", actor="test")
+        assert levels.matter_json(row)["acr"] == "urn:hallmark:loa:3"
     with db.transaction(ctx.sessions) as s:
-        matters.set_matter(s, "marriage-registration", level=2, actor="test")  # name kept
-        assert refusal(matters.set_matter, s, "new-one", level=2, actor="test").code == "name_missing"
-        assert refusal(matters.set_matter, s, "x", level=4, name="n", actor="test").code == "bad_level"
-        assert refusal(matters.set_matter, s, "x", level=0, name="n", actor="test").code == "bad_level"
-        assert refusal(matters.set_matter, s, "bad code!", level=1, name="n", actor="test").code == "bad_code"
+        levels.set_matter(s, "marriage-registration", level=2, actor="test")  # name kept
+        assert refusal(levels.set_matter, s, "new-one", level=2, actor="test").code == "name_missing"
+        assert refusal(levels.set_matter, s, "x", level=4, name="n", actor="test").code == "bad_level"
+        assert refusal(levels.set_matter, s, "x", level=0, name="n", actor="test").code == "bad_level"
+        assert refusal(levels.set_matter, s, "bad code!", level=1, name="n", actor="test").code == "bad_code"
     with ctx.sessions() as s:
-        row = matters.get(s, "marriage-registration")
+        row = levels.matter(s, "marriage-registration")
         assert (row.name, row.level, row.department) == ("婚姻登记", 2, "民政局")
-        assert matters.get(s, "../etc") is None
+        assert levels.matter(s, "../etc") is None
     text = audit_text(ctx)
     assert text.count("idp.matter.set") == 2 and '"before":{"department":"民政局","level":3' in text

@@ -9,7 +9,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from core import db
-from idp import matters
+from idp import levels
 from idp.people import accounts, realname
 from tests.conftest import app_settings
 
@@ -29,8 +29,8 @@ def api(tmp_path, migrated):
         accounts.register(s, identifier="clerk01", password="Clerk horse 42", roles=("clerk",))
         accounts.register(s, identifier="resident1", password="Correct horse 42")
         accounts.register(s, identifier="plainuser", password="Correct horse 42")
-        for code, name, level, department in matters.DEMO:
-            matters.set_matter(s, code, level=level, name=name, department=department, actor="test")
+        for code, name, level, department in levels.DEMO_MATTERS:
+            levels.set_matter(s, code, level=level, name=name, department=department, actor="test")
 
     def token(scope):
         claims = {

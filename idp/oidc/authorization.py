@@ -244,7 +244,7 @@ def parse(ctx: IdPContext, db: Session, params) -> AuthorizationRequest:
 
     matter = None
     if values.get("matter") is not None:
-        matter = db.get(Matter, values["matter"])
+        matter = levels.matter(db, values["matter"])
         if matter is None:
             raise fail("invalid_request", "Unknown matter.")
 

@@ -6,7 +6,7 @@ from flask import Blueprint, g
 
 from core.problems import Problem, json_object_body
 from idp import context as idp_context
-from idp import matters
+from idp import levels
 from idp.context import IdPContext
 from idp.i18n import Refusal
 from idp.models import Account
@@ -73,14 +73,14 @@ def account_proofing(account_id):
 @bp.get("/matters")
 def list_matters():
     with _ctx().sessions() as db:
-        body = {"matters": [matters.as_json(m) for m in matters.all_matters(db)]}
+        body = {"matters": [levels.matter_json(m) for m in levels.all_matters(db)]}
     return body, 200, {"Cache-Control": "public, max-age=60"}
 
 
 @bp.get("/matters/<code>")
 def get_matter(code):
     with _ctx().sessions() as db:
-        row = matters.get(db, code)
+        row = levels.matter(db, code)
         if row is None:
             raise Problem(404, "Not Found", "there is no matter with this code")
-        return matters.as_json(row), 200, {"Cache-Control": "public, max-age=60"}
+        return levels.matter_json(row), 200, {"Cache-Control": "public, max-age=60"}

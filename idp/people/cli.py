@@ -10,7 +10,7 @@ import click
 
 from core import db as core_db
 from core.identifiers import mask_resident_id
-from idp import matters
+from idp import levels
 from idp.context import IdPContext
 from idp.i18n import Refusal
 from idp.people import accounts, passwords, realname
@@ -203,7 +203,7 @@ def matter_set(code, level, name, department):
     """Create or change a matter."""
     try:
         with core_db.transaction(_ctx().sessions) as db:
-            row = matters.set_matter(db, code, level=level, name=name, department=department, actor="cli")
+            row = levels.set_matter(db, code, level=level, name=name, department=department, actor="cli")
     except Refusal as exc:
         raise _refused(exc) from None
     click.echo(f"{row.code}: {row.name} — level {row.level} ({row.department or 'no department'})")
@@ -213,7 +213,7 @@ def matter_set(code, level, name, department):
 def matter_list():
     """List the catalogue."""
     with _ctx().sessions() as db:
-        rows = matters.all_matters(db)
+        rows = levels.all_matters(db)
     if not rows:
         click.echo("the catalogue is empty; add matters with 'hallmark idp matter set' or 'hallmark idp matter demo'")
     for row in rows:
@@ -224,9 +224,9 @@ def matter_list():
 def matter_demo():
     """Add a few demo matters, one per level."""
     with core_db.transaction(_ctx().sessions) as db:
-        for code, name, level, department in matters.DEMO:
-            matters.set_matter(db, code, level=level, name=name, department=department, actor="cli:demo")
-    for code, name, level, _ in matters.DEMO:
+        for code, name, level, department in levels.DEMO_MATTERS:
+            levels.set_matter(db, code, level=level, name=name, department=department, actor="cli:demo")
+    for code, name, level, _ in levels.DEMO_MATTERS:
         click.echo(f"{code:<32} level {level}  {name}")
 
 
