@@ -196,11 +196,11 @@ class PostgresServer:
     def url(self, database: str) -> str:
         return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self, name: str) -> str:
+    def create_database(self, name: str, template: str | None = None) -> str:
         import psycopg
 
         with psycopg.connect(f"host=127.0.0.1 port={self.port} user={self.user} dbname=postgres", autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
         return self.url(name)
 
     def drop_database(self, name: str) -> None:
@@ -242,14 +242,48 @@ def database_url(request, tmp_path):
     server.drop_database(name)
 
 
-@pytest.fixture
-def migrated(database_url):
-    """(engine, session factory) on a database at the latest revision."""
+_migrated_templates: dict[str, str] = {}
+_migrated_lock = threading.Lock()
+
+
+def _upgrade(url: str) -> None:
     from core import db
     from hallmark import components
 
+    engine = db.make_engine(url)
+    try:
+        components.upgrade_database(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def migrated(request, database_url):
+    """(engine, session factory) on a database at the latest revision.
+
+    The migrations run once per session and database kind, into a template; each test's
+    database is a copy of it (a file copy for SQLite, ``CREATE DATABASE ... TEMPLATE``
+    for PostgreSQL), the same schema and rows that running them again would give.
+    """
+    from core import db
+
+    if database_url.startswith("sqlite:///"):
+        with _migrated_lock:
+            if "sqlite" not in _migrated_templates:
+                path = _SESSION_DIR / "migrated.db"
+                _upgrade(f"sqlite:///{path}")
+                _migrated_templates["sqlite"] = str(path)
+        shutil.copyfile(_migrated_templates["sqlite"], database_url.removeprefix("sqlite:///"))
+    else:
+        server = request.getfixturevalue("postgres")
+        with _migrated_lock:
+            if "postgresql" not in _migrated_templates:
+                _upgrade(server.create_database("migrated_template"))
+                _migrated_templates["postgresql"] = "migrated_template"
+        name = database_url.rsplit("/", 1)[1]
+        server.drop_database(name)
+        server.create_database(name, template=_migrated_templates["postgresql"])
     engine = db.make_engine(database_url)
-    components.upgrade_database(engine)
     yield engine, db.make_session_factory(engine)
     engine.dispose()
 
