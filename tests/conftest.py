@@ -104,22 +104,21 @@ def pytest_collection_modifyitems(config, items):
     """
     if getattr(config.option, "dist", "no") != "loadgroup":
         return
+
+    def group(item) -> str:
+        mark = item.get_closest_marker("xdist_group")
+        return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+
     modules: dict[str, list] = {}
     for item in items:
         modules.setdefault(item.nodeid.split("::")[0], []).append(item)
-    slow_groups = set()
     for module, members in modules.items():
         used = set().union(*(getattr(item, "fixturenames", ()) for item in members))
-        group = next((name for name in SHARED_SESSION_FIXTURES if name in used), module)
+        shared = next((name for name in SHARED_SESSION_FIXTURES if name in used), module)
         for item in members:
             if item.get_closest_marker("xdist_group") is None:
-                item.add_marker(pytest.mark.xdist_group(group))
-            if item.get_closest_marker("slow") is not None:
-                slow_groups.add(item.get_closest_marker("xdist_group").args[0])
-
-    def group(item) -> str:
-        return item.get_closest_marker("xdist_group").args[0]
-
+                item.add_marker(pytest.mark.xdist_group(shared))
+    slow_groups = {group(item) for item in items if item.get_closest_marker("slow") is not None}
     sizes: dict[str, int] = {}
     for item in items:
         sizes[group(item)] = sizes.get(group(item), 0) + 1
