@@ -6,7 +6,7 @@ characters, so every validation (and every signature added to a signed file)
 spent about a third of its time there. This reader finds the closing ``>``
 chunk-wise and decodes with :mod:`binascii`; for the rare string holding a
 comment (``%``), it hands over to pyHanko's own reader, so the result and the
-stream position are the same in every case (``tests/test_signing_units.py``
+stream position are the same in every case (``tests/signing/test_signing_units.py``
 compares the two).
 """
 

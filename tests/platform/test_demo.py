@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT, free_port, hallmark_env, initialised_copy, run_hallmark, wait_for_http
-from tests.test_idp_pages_browser import ARGS, CHROMIUM, SHOTS
+from tests.idp.test_idp_pages_browser import ARGS, CHROMIUM, SHOTS
 
 pytestmark = pytest.mark.slow
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

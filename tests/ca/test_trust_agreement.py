@@ -29,9 +29,9 @@ from ca import crosscert, identity, issuance, revocation, trust, validation
 from core.identifiers import mask_resident_id
 from idp.certlogin import login as certlogin
 from signing import report
+from tests.ca.test_ca_trust import CRLServer, crl_server  # noqa: F401 - crl_server: its fixture, serving DER CRLs on 127.0.0.1
 from tests.certlogin_fixtures import new_resident_id
 from tests.signing_fixtures import make_pdf
-from tests.test_ca_trust import CRLServer, crl_server  # noqa: F401 - crl_server: its fixture, serving DER CRLs on 127.0.0.1
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 TRUSTED = {"certificate login": True, "signature validation": True, "path validation": True}

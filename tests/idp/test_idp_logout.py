@@ -16,8 +16,8 @@ from core.db import utc_now
 from idp.models import Account, LogoutDelivery, SSOSession
 from idp.oidc import keys, logout
 from idp.people import accounts, sessions
+from tests.idp.test_idp_oidc_protocol import CB, CB2, ISSUER, VERIFIER, audit_actions, oidc  # noqa: F401 - oidc is a fixture
 from tests.logout_receiver import Receiver, check_logout_token
-from tests.test_idp_oidc_protocol import CB, CB2, ISSUER, VERIFIER, audit_actions, oidc  # noqa: F401 - oidc is a fixture
 
 AFTER = "https://hall.test/bye"
 

@@ -234,7 +234,7 @@ def _signed_attributes(document: bytes) -> bytes:
 def test_a_login_certificate_never_signs_a_document(agent):
     """The demo key holds only a person-auth (login) certificate: document data are refused, whatever page asks.
 
-    Signing documents with a signing certificate through the agent is in tests/test_signing_remote.py.
+    Signing documents with a signing certificate through the agent is in tests/signing/test_signing_remote.py.
     """
     data = _signed_attributes(b"%PDF-1.7 an application for a housing subsidy")
     response = agent.post({"purpose": "document", "data": b64url(data), "description": "住房补贴申请表.pdf"})

@@ -19,7 +19,7 @@ from joserfc import jwt
 
 from idp.oidc import clients, keys
 from tests.conftest import USER_PIN, app_settings
-from tests.test_idp_oidc_protocol import CB, ISSUER, World, basic, query_of
+from tests.idp.test_idp_oidc_protocol import CB, ISSUER, World, basic, query_of
 
 CA_API = ISSUER + "/api/ca"
 SIGN_API = ISSUER + "/api/sign"

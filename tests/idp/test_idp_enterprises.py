@@ -25,9 +25,9 @@ from core.models import AuditEvent
 from idp.models import AgentAuthorisation, SessionActing
 from idp.oidc import clients, keys
 from idp.people import enterprises
+from tests.certlogin.test_idp_certlogin import CB, ISSUER, World, refused
 from tests.certlogin_fixtures import PASSWORD, issue, new_credit_code, query_of, signed_fields, usb_key  # noqa: F401
 from tests.conftest import initialised_copy, run_hallmark
-from tests.test_idp_certlogin import CB, ISSUER, World, refused
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT, free_port, initialised_copy, run_hallmark, start_server, stop_server, wait_for_http
-from tests.test_idp_pages_browser import ARGS, CHROMIUM, SHOTS
+from tests.idp.test_idp_pages_browser import ARGS, CHROMIUM, SHOTS
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="chromium not found: apt-get install -y chromium fonts-noto-cjk"),

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LOCKS = ROOT / "requirements"
 BIN = Path(sys.executable).parent  # the venv's scripts (not resolved: a venv's python is a symlink)
 SERVER_PACKAGES = ("core", "hsm", "ca", "idp", "signing", "licenses", "admin", "hallmark")

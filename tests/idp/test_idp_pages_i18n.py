@@ -1,4 +1,4 @@
-"""The IdP's catalogue: complete for Chinese, placeholders intact (compiling and choosing the language: tests/test_web.py)."""
+"""The IdP's catalogue: complete for Chinese, placeholders intact (compiling and choosing the language: tests/platform/test_web.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,16 @@ from idp import i18n
 from tests.catalogue_checks import bare_percents, gaps, msgids
 
 IDP = i18n.TRANSLATIONS.parent
-OURS = ["people/accounts.py", "people/passwords.py", "people/realname.py", "levels.py", "pages.py", "oidc/authorization.py", "oidc/consent.py", "oidc/api.py"]
+OURS = [
+    "people/accounts.py",
+    "people/passwords.py",
+    "people/realname.py",
+    "levels.py",
+    "pages.py",
+    "oidc/authorization.py",
+    "oidc/consent.py",
+    "oidc/api.py",
+]
 TEMPLATES = sorted((IDP / "templates" / "idp").glob("*.html"))
 
 

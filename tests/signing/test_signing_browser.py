@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import requests
 
+from tests.idp.test_idp_pages_browser import ARGS, CHROMIUM, SHOTS
 from tests.signing_fixtures import DEPARTMENT, DEPARTMENT_CODE, make_pdf, signing_world, tamper  # noqa: F401 - fixture
-from tests.test_idp_pages_browser import ARGS, CHROMIUM, SHOTS
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="chromium not found: apt-get install -y chromium fonts-noto-cjk"),

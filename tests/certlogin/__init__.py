@@ -1,0 +1,1 @@
+"""Tests of certificate (USB-key) login and certificate enrolment."""

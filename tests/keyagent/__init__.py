@@ -1,0 +1,1 @@
+"""Tests of hallmark-key: its rules and the running agent."""

@@ -1,0 +1,1 @@
+"""Tests of trusted electronic files: sealing, remote signing, validation, their pages."""
