@@ -341,6 +341,7 @@ def http_registry():
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/verify"
     server.shutdown()
+    server.server_close()
 
 
 @pytest.mark.parametrize("mode", ["error", "garbage", "slow", "down"])

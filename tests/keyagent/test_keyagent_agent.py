@@ -101,6 +101,8 @@ class RunningAgent:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        for pipe in (self.process.stdin, self.process.stdout):
+            pipe.close()
         self.log.close()
 
     def text_log(self) -> str:
