@@ -373,10 +373,16 @@ def run_hallmark(instance: Path, *args, input: str | None = None, timeout=120, *
     command raised instead of exiting. ``timeout`` is kept for the callers and left
     to pytest-timeout.
     """
+    import warnings
+
     from click.testing import CliRunner
 
     from core import settings as settings_module
-    from hallmark.cli import main
+
+    # hallmark.cli routes warnings to logging when imported (logging.captureWarnings): keep
+    # that to the import, so that pytest's warning filters go on seeing this process's warnings.
+    with warnings.catch_warnings():
+        from hallmark.cli import main
 
     env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("HALLMARK_")}
     env["HALLMARK_INSTANCE"] = str(instance)

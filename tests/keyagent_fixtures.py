@@ -76,6 +76,7 @@ class UsbKeyToken:
         """
         import os
         import traceback
+        import warnings
 
         from click.testing import CliRunner
 
@@ -84,7 +85,10 @@ class UsbKeyToken:
 
         env: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("HALLMARK_", "SOFTHSM2_"))}
         env.update(self.env(HALLMARK_KEY_MODULE=pkcs11_module_for(self.conf), **extra))
-        result = CliRunner().invoke(main, [str(a) for a in args], input=input, env=env, prog_name="hallmark-key", catch_exceptions=True)
+        # hallmark-key routes warnings to logging (logging.captureWarnings) when it starts: keep
+        # that to the run, so that pytest's warning filters go on seeing this process's warnings.
+        with warnings.catch_warnings():
+            result = CliRunner().invoke(main, [str(a) for a in args], input=input, env=env, prog_name="hallmark-key", catch_exceptions=True)
         stderr = result.stderr
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(result.exception))
