@@ -1,11 +1,5 @@
-"""Where trusted electronic files (signing)'s own migration history starts (branch label ``signing``).
-
-Until revision 0007 every package's tables were migrated in one shared line of
-revisions (those files now live in each package's own ``migrations/versions``).
-From here each package has its own branch: a new revision of this package names
-the newest revision of this branch as its ``down_revision``, and ``hallmark db
-upgrade`` brings every branch to its head in the order of the component list.
-A database made before the split is at 0007 and simply moves on to the branches.
+"""Where trusted electronic files (signing)'s own migration history starts (branch label ``signing``). Why each package has a branch:
+docs/architecture.md, "Migrations".
 
 Revision ID: signing_0001
 Revises: 0007
