@@ -15,8 +15,9 @@ import sys
 
 import pytest
 
+from tests import browser as chromium
+from tests.browser import CHROMIUM, SHOTS
 from tests.conftest import ROOT, free_port, initialised_copy, run_hallmark, start_server, stop_server, wait_for_http
-from tests.idp.test_idp_pages_browser import ARGS, CHROMIUM, SHOTS
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="chromium not found: apt-get install -y chromium fonts-noto-cjk"),
@@ -58,19 +59,8 @@ def site(tmp_path_factory):
 
 @pytest.fixture
 def browser(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            args=ARGS,
-            headless=True,
-            viewport={"width": 1280, "height": 900},
-            locale="zh-CN",
-        )
-        context.set_default_timeout(30_000)
-        yield context.pages[0] if context.pages else context.new_page()
-        context.close()
+    with chromium.page(tmp_path / "profile", timeout_ms=30_000, viewport={"width": 1280, "height": 900}) as page:
+        yield page
 
 
 def test_clicking_usb_key_login_signs_in_at_level_3(site, browser):

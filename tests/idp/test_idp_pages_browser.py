@@ -8,26 +8,12 @@ Needs ``apt-get install chromium fonts-noto-cjk`` and ``pip install playwright``
 from __future__ import annotations
 
 import csv
-import os
-import shutil
-from pathlib import Path
 
 import pytest
 
+from tests import browser
+from tests.browser import CHROMIUM, SHOTS
 from tests.conftest import initialised_copy, run_hallmark, start_server, stop_server
-
-CHROMIUM = next(
-    (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", shutil.which("chromium") or "") if p and os.path.exists(p)), None
-)
-SHOTS = Path(os.environ.get("HALLMARK_SHOTS", "/tmp/hallmark-shots"))
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="chromium not found: apt-get install -y chromium fonts-noto-cjk"),
@@ -50,23 +36,8 @@ def site(tmp_path_factory):
 
 @pytest.fixture
 def phone(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            args=ARGS,
-            headless=True,
-            viewport={"width": 390, "height": 844},
-            device_scale_factor=2,
-            is_mobile=True,
-            has_touch=True,
-            locale="zh-CN",
-            user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
-        )
-        context.set_default_timeout(15_000)
-        yield context.pages[0] if context.pages else context.new_page()
-        context.close()
+    with browser.page(tmp_path / "profile", timeout_ms=15_000, user_agent=browser.IPHONE, **browser.PHONE) as page:
+        yield page
 
 
 def test_register_login_and_account_page_on_a_phone(site, phone):

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests import browser as chromium
+from tests.browser import SHOTS
 from tests.conftest import ROOT, free_port, hallmark_env, initialised_copy, run_hallmark, wait_for_http
-from tests.idp.test_idp_pages_browser import ARGS, CHROMIUM, SHOTS
 
 pytestmark = pytest.mark.slow
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -142,21 +143,8 @@ def test_a_matter_above_the_level_is_refused_for_a_basic_account_that_cannot_pro
 
 @pytest.fixture
 def browser(tmp_path):
-    if CHROMIUM is None:
-        pytest.skip("chromium not found: apt-get install -y chromium fonts-noto-cjk")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            args=ARGS,
-            headless=True,
-            viewport={"width": 1100, "height": 900},
-            locale="zh-CN",
-        )
-        context.set_default_timeout(20_000)
-        yield context.pages[0] if context.pages else context.new_page()
-        context.close()
+    with chromium.page(tmp_path / "profile", viewport={"width": 1100, "height": 900}) as page:
+        yield page
 
 
 @pytest.fixture

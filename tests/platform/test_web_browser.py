@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 import requests
 
+from tests.browser import CHROMIUM, SHOTS
 from tests.conftest import initialised_copy, start_server, stop_server
-from tests.idp.test_idp_pages_browser import CHROMIUM, SHOTS, phone  # noqa: F401 - fixture
+from tests.idp.test_idp_pages_browser import phone  # noqa: F401 - fixture
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="chromium not found: apt-get install -y chromium fonts-noto-cjk"),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.idp.test_idp_pages_browser import ARGS, CHROMIUM, SHOTS
+from tests import browser
+from tests.browser import CHROMIUM, SHOTS
 from tests.signing_fixtures import DEPARTMENT, DEPARTMENT_CODE, make_pdf, signing_world, tamper  # noqa: F401 - fixture
 
 pytestmark = [
@@ -16,22 +17,8 @@ pytestmark = [
 
 @pytest.fixture
 def phone(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            args=ARGS,
-            headless=True,
-            viewport={"width": 390, "height": 844},
-            device_scale_factor=2,
-            is_mobile=True,
-            has_touch=True,
-            locale="zh-CN",
-        )
-        context.set_default_timeout(20_000)
-        yield context.pages[0] if context.pages else context.new_page()
-        context.close()
+    with browser.page(tmp_path / "profile", **browser.PHONE) as page:
+        yield page
 
 
 def _stamp_encodes(pdf: bytes, url: str) -> bool:
