@@ -641,7 +641,7 @@ def act_for():
                 )
         current = enterprises.acting(db, row.sid)
         choices = enterprises.choices_for(db, account.id)
-        matter = db.get(Matter, matter_code) if matter_code else None
+        matter = levels.matter(db, matter_code) if matter_code else None
         return render(
             "idp/act_for.html",
             error.status if error else 200,
