@@ -36,6 +36,7 @@ MAX_LABEL = 64
 # Key pairs hallmark-key makes: name -> (key type, curve name or RSA modulus bits).
 KEY_ALGORITHMS = {"ec-p256": (KeyType.EC, "secp256r1"), "ec-p384": (KeyType.EC, "secp384r1"), "rsa-2048": (KeyType.RSA, 2048)}
 _CURVES = {"secp256r1": ec.SECP256R1(), "secp384r1": ec.SECP384R1()}
+_EC_ALGORITHMS = {curve: name for name, (key_type, curve) in KEY_ALGORITHMS.items() if key_type == KeyType.EC}  # curve -> name
 
 
 class TokenError(Exception):
@@ -371,15 +372,21 @@ class UsbKey:
 
 def _cryptography_public_key(obj) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
     if obj.key_type == KeyType.EC:
-        curve = next((_CURVES[name] for name in _CURVES if obj[Attribute.EC_PARAMS] == encode_named_curve_parameters(name)), None)
+        curve = _curve_name(obj)
         if curve is None:
             raise UnsupportedKey("the key is on an elliptic curve hallmark-key does not know")
         point = OctetString.load(obj[Attribute.EC_POINT]).native  # CKA_EC_POINT is a DER OCTET STRING
-        return ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
+        return ec.EllipticCurvePublicKey.from_encoded_point(_CURVES[curve], point)
     if obj.key_type == KeyType.RSA:
         exponent = int.from_bytes(obj[Attribute.PUBLIC_EXPONENT], "big")
         return rsa.RSAPublicNumbers(exponent, int.from_bytes(obj[Attribute.MODULUS], "big")).public_key()
     raise UnsupportedKey("the key is neither EC nor RSA")
+
+
+def _curve_name(obj) -> str | None:
+    """The named curve (one of :data:`_CURVES`) of an EC key object; None for any other curve."""
+    params = obj[Attribute.EC_PARAMS]
+    return next((name for name in _CURVES if params == encode_named_curve_parameters(name)), None)
 
 
 def _algorithm(obj) -> str:
@@ -388,11 +395,7 @@ def _algorithm(obj) -> str:
     except pkcs11.PKCS11Error:
         return "unknown"
     if key_type == KeyType.EC:
-        params = obj[Attribute.EC_PARAMS]
-        for name, alg in (("secp256r1", "ec-p256"), ("secp384r1", "ec-p384")):
-            if params == encode_named_curve_parameters(name):
-                return alg
-        return "ec"
+        return _EC_ALGORITHMS.get(_curve_name(obj), "ec")
     if key_type == KeyType.RSA:
         return f"rsa-{len(obj[Attribute.MODULUS]) * 8}"
     return key_type.name.lower()
