@@ -1,8 +1,8 @@
 """The identity provider's catalogue, and the language helpers idp's modules use.
 
-Languages, :func:`N_` and :class:`Refusal` belong to the web layer
-(:mod:`core.web.i18n`); they are named here so that idp's service modules
-keep one import. The IdP's own strings are translated by
+:func:`N_`, :class:`Refusal` and the pages' time zone belong to the web layer
+(:mod:`core.web.i18n`); they are named here so that idp's modules keep one
+import. The IdP's own strings are translated by
 ``idp/translations/<locale>/LC_MESSAGES/messages.po``. Updating it after
 changing strings (from the repository root)::
 
@@ -17,20 +17,9 @@ from pathlib import Path
 from flask import Flask
 
 from core import web
-from core.web.i18n import HTML_LANG, N_, SUPPORTED, TIMEZONE, Refusal, compile_catalogues, current, select_locale
+from core.web.i18n import N_, TIMEZONE, Refusal
 
-__all__ = [
-    "HTML_LANG",
-    "N_",
-    "SUPPORTED",
-    "TIMEZONE",
-    "TRANSLATIONS",
-    "Refusal",
-    "compile_catalogues",
-    "current",
-    "init_app",
-    "select_locale",
-]
+__all__ = ["N_", "TIMEZONE", "TRANSLATIONS", "Refusal", "init_app"]
 
 TRANSLATIONS = Path(__file__).parent / "translations"
 
