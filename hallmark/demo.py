@@ -272,9 +272,9 @@ def prepare_demo_usb_key(ca: CAContext, instance: Path, *, resident_id: str, nam
     directory = (instance / "demo-usb-key").absolute()
     digest = lookup_hash(ca.lookup_key, "resident_id", validate_resident_id(resident_id).value)
     for _ in (1, 2):
-        made = demo_usbkey.create_demo_token(directory, allowed_origins=[ca.public_url]).as_json()
+        made = demo_usbkey.create_demo_token(directory, allowed_origins=[ca.public_url])
         listed = json.loads(_hallmark_key(directory, "list", "--json").stdout)
-        held = [c["fingerprint"] for t in listed["tokens"] if t["label"] == made["token"] for c in t["certificates"] if c["has_key"]]
+        held = [c["fingerprint"] for t in listed["tokens"] if t["label"] == made.token for c in t["certificates"] if c["has_key"]]
         if not held:
             break
         with ca.sessions() as db:
@@ -283,7 +283,7 @@ def prepare_demo_usb_key(ca: CAContext, instance: Path, *, resident_id: str, nam
             r is not None and r.status == "valid" and r.not_after > utc_now() and r.subject_id_hash == digest and r.profile == "person-auth"
             for r in rows
         ):
-            return DemoUsbKey(directory, Path(made["softhsm2_conf"]), made["token"], Path(made["agent_config"]), None)
+            return DemoUsbKey(directory, made.softhsm2_conf, made.token, made.agent_config, None)
         # Certificates from another demo database, revoked or for someone else: start the demo key afresh,
         # so the agent never has to ask which certificate to use.
         shutil.rmtree(directory)
@@ -291,4 +291,4 @@ def prepare_demo_usb_key(ca: CAContext, instance: Path, *, resident_id: str, nam
     row, certificate = issuance.issue(ca, "person-auth", csr, issuance.Identity(name=name, subject_id=resident_id), actor=actor)
     bundle = "".join(c.public_bytes(Encoding.PEM).decode() for c in (certificate, *chain_of(ca, row.authority)))
     _hallmark_key(directory, "import-certificate", "-", stdin=bundle)
-    return DemoUsbKey(directory, Path(made["softhsm2_conf"]), made["token"], Path(made["agent_config"]), row.serial)
+    return DemoUsbKey(directory, made.softhsm2_conf, made.token, made.agent_config, row.serial)

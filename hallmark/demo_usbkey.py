@@ -31,15 +31,6 @@ class DemoToken:
     agent_config: Path
     created: bool
 
-    def as_json(self) -> dict:
-        return {
-            "directory": str(self.directory),
-            "softhsm2_conf": str(self.softhsm2_conf),
-            "token": self.token,
-            "agent_config": str(self.agent_config),
-            "created": self.created,
-        }
-
 
 def _toml_value(value) -> str:
     if isinstance(value, list):
