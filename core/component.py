@@ -182,10 +182,6 @@ def service(name: str, app=None) -> Any:
     return services(app)[name]
 
 
-def by_name(components: Iterable[Component]) -> Mapping[str, Component]:
-    return {component.name: component for component in components}
-
-
 # core's own part: the audit trail's tables and migrations.
 CORE = Component(
     name="core",

@@ -22,7 +22,6 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 MIGRATIONS = Path(__file__).parent / "migrations"  # the Alembic environment (env.py, the revision template)
-VERSIONS = MIGRATIONS / "versions"  # core's own history: the audit trail
 
 # Stable constraint names, so Alembic migrations are the same on SQLite and PostgreSQL.
 NAMING = {
