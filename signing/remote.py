@@ -84,12 +84,6 @@ def _load_certificate(der: bytes, what: str) -> tuple[x509.Certificate, asn1_x50
     return certificate, parsed
 
 
-def signer_identity(parsed: asn1_x509.Certificate) -> dict:
-    """Who signs: the name and the identifier (resident ID / credit code) the certificate states."""
-    found = report.identifier(parsed)
-    return {"name": report._name(parsed), "subject": report._display(parsed), "identifier": found}
-
-
 def _check_certificate(sctx: SigningContext, certificate: x509.Certificate, chain: list[bytes]) -> None:
     result = ca_validation.validate(sctx.ca, certificate, intermediates=chain)
     if not result.ok:
@@ -174,7 +168,7 @@ def prepare(
     reader = pdfinput.read(data, limit=sctx.max_pdf_bytes)
     certificate, parsed = _load_certificate(certificate_der, "certificate")
     chain = [_load_certificate(der, "chain certificate")[1] for der in chain_der]
-    identity = signer_identity(parsed)
+    identity = report.signer(parsed, certificate)
     if expected_identifier is not None:
         stated = (identity["identifier"] or {}).get("value")
         if stated is None or stated.upper() != expected_identifier.strip().upper():
@@ -314,7 +308,7 @@ def finish(sctx: SigningContext, session_id: str, signature: bytes, *, actor: st
         ) from None
     except (SigningError, ValidationError) as exc:
         raise pades.signing_failure(exc) from None
-    identity = signer_identity(parsed)
+    identity = report.signer(parsed, certificate)
     found = identity["identifier"]
     with sctx.sessions() as session, session.begin():
         current = session.get(RemoteSession, session_id, with_for_update=True)

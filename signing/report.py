@@ -63,20 +63,18 @@ POLICY = "Hallmark: ETSI EN 319 102-1 with our root and recognised CAs as anchor
 # -- identity in a certificate ----------------------------------------------------------------
 
 
-def identifier(certificate: asn1_x509.Certificate) -> dict | None:
-    """The resident ID or credit code a certificate states, and where it was read from (:func:`ca.identity.stated_identity`)."""
-    found = ca_identity.stated_identity(certificate)
-    return found.as_dict() if found is not None else None
-
-
-def _name(certificate: asn1_x509.Certificate) -> str:
-    return ca_identity.holder_name(certificate) or certificate.subject.human_friendly
-
-
-def _display(certificate: asn1_x509.Certificate, which: str = "subject") -> str:
-    """The certificate's subject (or issuer) for the report: RFC 4514 text, resident IDs masked."""
-    loaded = x509.load_der_x509_certificate(certificate.dump())
-    return ca_identity.display_name(loaded.issuer if which == "issuer" else loaded.subject)
+def signer(certificate: asn1_x509.Certificate, loaded: x509.Certificate | None = None) -> dict:
+    """Who signs: the holder's name, the subject (RFC 4514 text, resident IDs masked) and the
+    resident ID or credit code the certificate states, with where it was read from
+    (:func:`ca.identity.stated_identity`). ``loaded`` is the same certificate parsed by cryptography, if at hand.
+    """
+    loaded = loaded or x509.load_der_x509_certificate(certificate.dump())
+    found = ca_identity.stated_identity(loaded)
+    return {
+        "name": ca_identity.holder_name(loaded) or certificate.subject.human_friendly,
+        "subject": ca_identity.display_name(loaded.subject),
+        "identifier": found.as_dict() if found is not None else None,
+    }
 
 
 def _short(name: asn1_x509.Name) -> str:
@@ -230,7 +228,7 @@ def _signature_entry(
     indication = INDICATIONS[sub.status]
     sub_indication = None if sub.status is AdESStatus.PASSED else sub.name
     certificate = signature.signer_cert
-    signer_identifier = identifier(certificate)
+    loaded = x509.load_der_x509_certificate(certificate.dump())
     integrity = ModificationInfo(**signature.summarise_integrity_info())
     coverage, modification = integrity.coverage, integrity.modification_level
     # Validation data and document timestamps added later (LTA_UPDATES) do not change the document.
@@ -241,14 +239,10 @@ def _signature_entry(
         "indication": indication,
         "sub_indication": sub_indication,
         "validation_process": process,
-        "signer": {
-            "name": _name(certificate),
-            "subject": _display(certificate),
-            "identifier": signer_identifier,
-        },
+        "signer": signer(certificate, loaded),
         "certificate": {
             "serial": format(certificate.serial_number, "x"),
-            "issuer": _display(certificate, "issuer"),
+            "issuer": ca_identity.display_name(loaded.issuer),
             "issuer_name": _short(certificate.issuer),
             "not_before": _iso(certificate.not_valid_before),
             "not_after": _iso(certificate.not_valid_after),
