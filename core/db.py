@@ -175,10 +175,8 @@ def upgrade(engine: Engine, *, locations: Sequence[Path], branches: Sequence[str
     from alembic import command
 
     check(engine)
-    if not locations:
-        raise ValueError("no migration folders given; the composition root lists them (hallmark.components)")
+    labels = _branch_labels(locations)  # refuses an empty list of folders, before anything is applied
     config = _alembic_config(engine, locations)
-    labels = _branch_labels(locations)
     for branch in branches:
         if branch in labels:
             command.upgrade(config, f"{branch}@head")
