@@ -9,12 +9,9 @@ module does not import ``core.web``, which imports it: no import circle.)
 
 from __future__ import annotations
 
-import logging
-
 from flask import Response, json, request
 
 MEDIA_TYPE = "application/problem+json"
-log = logging.getLogger("hallmark.errors")
 
 
 class Problem(Exception):
