@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core import audit, events, periodic
+from core import audit, events
 from core import db as core_db
 from core import http as core_http
 from core.db import utc_now
@@ -385,19 +385,6 @@ def install(ctx: IdPContext) -> None:
     events.of(ctx.sessions).subscribe(events.SESSION_ENDED, session_ended)
     event.listen(ctx.sessions, "after_commit", after_commit)
     event.listen(ctx.sessions, "after_soft_rollback", lambda db, previous: after_rollback(db))
-
-
-# -- retries in the background ---------------------------------------------------------------
-
-
-def start_retries(ctx: IdPContext, interval_seconds: float) -> periodic.Periodic:
-    """Re-send due notices every ``interval_seconds`` on a daemon thread (see ``core.periodic``)."""
-
-    def job() -> bool:
-        deliver(ctx)
-        return True
-
-    return periodic.start("logout-retries", job, interval_seconds)
 
 
 # -- front-channel -------------------------------------------------------------------------
