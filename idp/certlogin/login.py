@@ -50,7 +50,7 @@ from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from sqlalchemy import select, update
@@ -847,7 +847,3 @@ def certificates_for(db: Session, account_id: str, *, now: datetime | None = Non
                 )
             )
     return views
-
-
-def public_der(certificate: x509.Certificate) -> bytes:
-    return certificate.public_bytes(serialization.Encoding.DER)
