@@ -357,13 +357,7 @@ class TrustStore:
     intermediates: tuple  # asn1crypto certificates: our issuing CAs and the cross-certificates above
     cross: dict  # SHA-256 digest -> Cross
     own_issuers: frozenset  # asn1crypto Name.hashable of every authority of ours
-    root: asn1_x509.Certificate | None  # our root
     known_poes: tuple  # KnownPOE: we have held these CA certificates since they were made or recognised
-
-    @property
-    def roots(self) -> tuple:
-        """The anchors' certificates (asn1crypto)."""
-        return tuple(anchor.certificate for anchor in self.anchors.values())
 
     def is_ours(self, certificate: asn1_x509.Certificate) -> bool:
         """Whether one of our authorities issued ``certificate``."""
@@ -443,14 +437,14 @@ def _anchor_qualifiers(certificate: asn1_x509.Certificate) -> TrustQualifiers:
 
 def _build_store(ctx: CAContext, session, key: tuple, authorities: list[str]) -> TrustStore:
     anchors, intermediates, own_issuers, poes = {}, [], set(), []
-    root, root_name = None, None
+    root_name = None
     for name in authorities:
         loaded = ctx.authority(name, session)
         certificate = _shared(asn1_x509.Certificate.load(loaded.der))
         own_issuers.add(certificate.subject.hashable)
         poes.append(KnownPOE(POEType.PROVIDED, digest_for_poe(loaded.der), loaded.certificate.not_valid_before_utc))
         if loaded.role == "root":
-            root, root_name = certificate, name
+            root_name = name
             subject = ca_identity.display_name(loaded.certificate.subject)
             anchors[certificate.sha256] = Anchor(certificate.sha256.hex(), subject, "hallmark", "hallmark", certificate)
         else:
@@ -481,7 +475,7 @@ def _build_store(ctx: CAContext, session, key: tuple, authorities: list[str]) ->
     manager = SimpleTrustManager.build(
         trust_roots=[CertTrustAnchor(anchor.certificate, quals=_anchor_qualifiers(anchor.certificate)) for anchor in anchors.values()]
     )
-    return TrustStore(key, manager, anchors, tuple(intermediates), cross, frozenset(own_issuers), root, tuple(poes))
+    return TrustStore(key, manager, anchors, tuple(intermediates), cross, frozenset(own_issuers), tuple(poes))
 
 
 def _build_revocation(session, key: tuple) -> RevocationData:
