@@ -375,8 +375,6 @@ def run_hallmark(instance: Path, *args, input: str | None = None, timeout=120, *
     """
     import warnings
 
-    from click.testing import CliRunner
-
     from core import settings as settings_module
 
     # hallmark.cli routes warnings to logging when imported (logging.captureWarnings): keep
@@ -395,11 +393,21 @@ def run_hallmark(instance: Path, *args, input: str | None = None, timeout=120, *
     if not module or Path(module).resolve() == Path(softhsm.default_module()).resolve():
         env["SOFTHSM2_CONF"] = str(conf)
         env["HALLMARK_PKCS11_MODULE"] = pkcs11_module_for(conf)
-    result = CliRunner().invoke(main, [str(a) for a in args], input=input, env=env, prog_name="hallmark", catch_exceptions=True)
+    return invoke_cli(main, "hallmark", args, input=input, env=env)
+
+
+def invoke_cli(main, prog: str, args, *, input: str | None, env: dict[str, str | None]) -> subprocess.CompletedProcess:
+    """Run a click command in this process and answer as ``subprocess.run`` would of ``prog *args``.
+
+    Exit status, stdout and stderr; a traceback on stderr when the command raised instead of exiting.
+    """
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, [str(a) for a in args], input=input, env=env, prog_name=prog, catch_exceptions=True)
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(result.exception))
-    return subprocess.CompletedProcess(["hallmark", *map(str, args)], result.exit_code, result.stdout, stderr)
+    return subprocess.CompletedProcess([prog, *map(str, args)], result.exit_code, result.stdout, stderr)
 
 
 _template: Path | None = None

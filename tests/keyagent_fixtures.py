@@ -75,24 +75,17 @@ class UsbKeyToken:
         The answer looks like ``run_process``'s; ``timeout`` is left to pytest-timeout.
         """
         import os
-        import traceback
         import warnings
 
-        from click.testing import CliRunner
-
         from keyagent.cli import main
-        from tests.conftest import pkcs11_module_for
+        from tests.conftest import invoke_cli, pkcs11_module_for
 
         env: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("HALLMARK_", "SOFTHSM2_"))}
         env.update(self.env(HALLMARK_KEY_MODULE=pkcs11_module_for(self.conf), **extra))
         # hallmark-key routes warnings to logging (logging.captureWarnings) when it starts: keep
         # that to the run, so that pytest's warning filters go on seeing this process's warnings.
         with warnings.catch_warnings():
-            result = CliRunner().invoke(main, [str(a) for a in args], input=input, env=env, prog_name="hallmark-key", catch_exceptions=True)
-        stderr = result.stderr
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(result.exception))
-        return subprocess.CompletedProcess(["hallmark-key", *map(str, args)], result.exit_code, result.stdout, stderr)
+            return invoke_cli(main, "hallmark-key", args, input=input, env=env)
 
     def run_process(self, *args, input: str | None = None, timeout: float = 120, **extra) -> subprocess.CompletedProcess:
         """``hallmark-key *args`` as a process of its own, as a resident starts it."""
