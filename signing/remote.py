@@ -176,7 +176,7 @@ def prepare(
     _check_certificate(sctx, certificate, chain_der)
     session_id, document_id = pades.new_document_id(), pades.new_document_id()
     field_name = pades.unique_field_name(reader, f"Signature-{session_id[:8]}")
-    external = not trust.is_ours(parsed, trust.material(sctx.ca))
+    external = not trust.material(sctx.ca).store.is_ours(parsed)
     serials = [format(certificate.serial_number, "x")]
     tsa_serial = trust.tsa_serial(sctx.ca) if level != "B-B" else None
     if tsa_serial:
@@ -272,7 +272,7 @@ async def _finish(sctx: SigningContext, row: RemoteSession, certificate_parsed, 
         tsa_serial = trust.tsa_serial(sctx.ca)
         if tsa_serial:
             serials.append(tsa_serial)
-        external = not trust.is_ours(certificate_parsed, trust.material(sctx.ca))
+        external = not trust.material(sctx.ca).store.is_ours(certificate_parsed)
         context = trust.signing_context(sctx.ca, serials, allow_fetching=external)
         reader = PdfFileReader(output, strict=False)
         embedded = next(s for s in reader.embedded_signatures if s.field_name == row.field_name)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from asn1crypto import ocsp as asn1_ocsp
 from asn1crypto import tsp
-from asn1crypto import x509 as asn1_x509
 from pyhanko.sign.timestamps.api import TimeStamper
 from pyhanko.sign.validation.policy_decl import (
     LocalKnowledge,
@@ -72,10 +71,6 @@ signature_validator = validation.RememberingSignatureValidator(size=8192)
 def material(ctx: CAContext, session=None) -> ca_trust.Snapshot:
     """The trust store and our current CRLs: :func:`ca.trust.snapshot`, the store certificate login reads too."""
     return ca_trust.snapshot(ctx, session)
-
-
-def is_ours(certificate: asn1_x509.Certificate, found: ca_trust.Snapshot) -> bool:
-    return found.store.is_ours(certificate)
 
 
 def ocsp_responses(ctx: CAContext, serials: list[str]) -> list[asn1_ocsp.OCSPResponse]:
