@@ -30,7 +30,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import audit, events
+from core import audit, bearer, events
 from core.db import utc_now
 from idp import levels
 from idp.context import IdPContext
@@ -502,8 +502,7 @@ def userinfo_for(ctx: IdPContext, db: Session, token: str) -> dict:
     reason = inactive_reason(ctx, db, claims)
     if reason is not None:
         raise InvalidToken(f"the access token is no longer valid ({reason})")
-    aud = claims.get("aud")
-    if ctx.issuer not in (aud if isinstance(aud, list) else [aud]):
+    if ctx.issuer not in bearer.audiences(claims):
         raise InvalidToken("the access token is not meant for userinfo: its audience does not include the issuer")
     if "openid" not in str(claims.get("scope", "")).split() or "acr" not in claims:
         raise InsufficientScope("the access token was not issued for a user with the openid scope")
