@@ -489,18 +489,22 @@ def ca_context(migrated, key_manager):
     return ctx
 
 
-def start_server(instance: Path, workers: int = 2, **overrides):
-    """``hallmark serve`` on a free port; returns (process, base URL). Stop it with stop_server."""
-    port = free_port()
+def start_server(instance: Path, workers: int = 2, *, port: int | None = None, log: Path | None = None, **overrides):
+    """``hallmark serve`` on ``port`` (default: a free one); returns (process, base URL). Stop it with stop_server.
+
+    ``log``: a file for the server's stderr (read it when a test meets a 500); without it, stderr is dropped.
+    """
+    port = port or free_port()
     overrides.setdefault("HALLMARK_PUBLIC_URL", f"http://127.0.0.1:{port}")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hallmark.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
-        env=hallmark_env(instance, **overrides),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    with open(log or os.devnull, "wb") as stderr:  # the server keeps its own handle
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hallmark.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
+            env=hallmark_env(instance, **overrides),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(base + "/healthz", process=process)

@@ -11,14 +11,13 @@ import io
 import json
 import re
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import ROOT, free_port, hallmark_env, run_hallmark, stop_server, wait_for_http
+from tests.conftest import free_port, run_hallmark, start_server, stop_server
 
 DEPARTMENT = "示范市市场监督管理局"
 DEPARTMENT_CODE = "91350100M000100Y43"
@@ -285,20 +284,7 @@ def start_world(tmp_path_factory) -> SigningWorld:
     )
     hallmark("sign", "seal", "grant", "market-approval", DEPARTMENT_CODE)
     hallmark("sign", "seal", "grant", "land-approval", OTHER_DEPARTMENT)
-    with (instance / "server.log").open("wb") as log:  # read it when a test meets a 500 (the server keeps its own handle)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "hallmark.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-            env=hallmark_env(instance, HALLMARK_PUBLIC_URL=base),
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
-    try:
-        wait_for_http(base + "/healthz", process=process)
-    except Exception:
-        stop_server(process)
-        raise
+    process, _ = start_server(instance, workers=2, port=port, log=instance / "server.log", HALLMARK_PUBLIC_URL=base)
     root_der = requests.get(base + "/pki/ca/root.crt", timeout=10).content
     if root_der.startswith(b"-----"):
         from cryptography import x509
