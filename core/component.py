@@ -61,6 +61,8 @@ class Component:
     - ``token_issuer(service, catalogue)``: only for the component that issues access
       tokens: takes the resource catalogue of every JSON API and returns
       ``(verifying keys, issuer)`` for the bearer-token check of every API.
+    - ``authorization_details()``: the RFC 9396 detail types its APIs honour
+      (``core.authorization_details.DetailType``); the token issuer accepts only these.
     - ``periodic``, ``health``: upkeep jobs and ``/healthz`` entries.
     - ``translations``: its gettext catalogues folder (``<locale>/LC_MESSAGES/messages.po``).
     """
@@ -77,6 +79,7 @@ class Component:
     commands: Callable[[], Iterable[Any]] | None = None
     api_resources: Callable[[], Iterable[Any]] | None = None
     token_issuer: Callable[[Any, Mapping[str, frozenset[str]]], tuple[Any, str]] | None = None
+    authorization_details: Callable[[], Iterable[Any]] | None = None
     periodic: tuple[PeriodicJob, ...] = ()
     health: tuple[HealthCheck, ...] = ()
     translations: Path | None = None
@@ -120,6 +123,8 @@ class Services:
     sessions: Any
     keys: Any
     by_name: dict[str, Any] = field(default_factory=dict)
+    # RFC 9396 detail types of every component by type name, filled before any service is built
+    detail_types: dict[str, Any] = field(default_factory=dict)
     _closers: list = field(default_factory=list, repr=False)
 
     @property

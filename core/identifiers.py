@@ -102,7 +102,7 @@ class InvalidIdentifier(ValueError):
     def __init__(self, kind: str, reason: str) -> None:
         self.kind = kind
         self.reason = reason
-        super().__init__(f"invalid {_HUMAN_KIND[kind]}: {reason}")
+        super().__init__(f"invalid {_HUMAN_KIND.get(kind, kind)}: {reason}")
 
 
 # --------------------------------------------------------------------------- check characters

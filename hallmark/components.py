@@ -16,9 +16,10 @@ from core import db
 from core import settings as settings_module
 from core.component import CORE, Component, ordered
 from idp.component import COMPONENT as IDP
+from licenses.component import COMPONENT as LICENSES
 from signing.component import COMPONENT as SIGNING
 
-COMPONENTS: tuple[Component, ...] = ordered((CORE, CA, IDP, SIGNING))
+COMPONENTS: tuple[Component, ...] = ordered((CORE, CA, IDP, SIGNING, LICENSES))
 
 
 def by_name(components: Iterable[Component] = COMPONENTS) -> Mapping[str, Component]:

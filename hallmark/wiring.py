@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from core import db
+from core import authorization_details, db
 from core.component import Component, Services
 from core.settings import Settings
 from hallmark.components import COMPONENTS
@@ -46,6 +46,9 @@ def build(settings: Settings, components: Iterable[Component] = COMPONENTS, *, e
         services = Services(settings=settings, engine=engine, sessions=db.make_session_factory(engine), keys=keys)
         try:
             components = tuple(components)
+            services.detail_types.update(
+                authorization_details.registry(t for c in components if c.authorization_details for t in c.authorization_details())
+            )
             for component in components:
                 if component.services is not None:
                     services.add(component.name, component.services(services))

@@ -1,0 +1,34 @@
+"""What the electronic licence library adds to the whole (see ``core.component``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core import people
+from core.component import Component, Services
+from licenses.context import NAME, LicencesContext
+from licenses.settings import LicencesSettings
+from signing.context import NAME as SIGNING
+
+
+def build(services: Services) -> LicencesContext:
+    """The licence library's service, on the signing service; the identity provider's people directory when present."""
+    settings = services.settings
+    return LicencesContext(
+        signing=services[SIGNING],
+        keys=services.keys,
+        public_url=settings.public_url.rstrip("/"),
+        lookup_key=settings.lookup_key_bytes(),
+        settings=settings.section(NAME),
+        people=services.by_name.get(people.NAME),
+    )
+
+
+COMPONENT = Component(
+    name=NAME,
+    depends_on=("core", "signing"),
+    settings=LicencesSettings,
+    models=("licenses.models",),
+    migrations=Path(__file__).parent / "migrations" / "versions",
+    services=build,
+)

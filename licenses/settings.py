@@ -1,0 +1,22 @@
+"""The licence library's settings section (``hallmark.toml`` ``[licenses]`` / ``HALLMARK_<NAME>``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.settings import ConfigError
+
+
+@dataclass(frozen=True)
+class LicencesSettings:
+    show_qr_seconds: int = 180  # how long a 亮证 QR code shown on a phone stays valid
+    file_qr_days: int = 3650  # how long the offline payload in a licence file's QR code stays valid
+    copy_days: int = 30  # the longest a stamped copy (加注件) may be valid for
+    consent_max_days: int = 90  # the longest a holder's consent (authorization_details) may last
+
+    def __post_init__(self):
+        for name in ("show_qr_seconds", "file_qr_days", "copy_days", "consent_max_days"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be more than 0, not {getattr(self, name)}")
+        if self.show_qr_seconds > 3600:
+            raise ConfigError("show_qr_seconds is at most 3600: a counter QR code is meant to expire within minutes")
