@@ -9,15 +9,13 @@ seen it by then; the key it replaces keeps signing until that moment and stays
 published until the last token it signed has expired (``publish_until``).
 ``immediately=True`` skips the wait (a suspected compromise, or a single node).
 
-Signing produces the compact JWS here (base64url header and payload, the HSM
-signs), so the private key never has to look like a key joserfc can export; for
-ES256 the HSM's DER signature is turned into the raw r||s that JWS wants.
+Tokens are compact JWS made by :mod:`core.jws` with the HSM key object (the HSM
+signs; the private key never has to look like a key joserfc can export).
 Each process caches the active keys and the JWKS for :data:`CACHE_SECONDS`.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 import threading
@@ -26,12 +24,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
-from joserfc.jwk import ECKey, KeySet, RSAKey
+from joserfc.jwk import KeySet
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import audit
+from core import audit, jws
 from core.db import utc_now
 from hsm import KeyAlgorithm
 from idp.context import IdPContext
@@ -46,10 +43,6 @@ LONGEST_SIGNED_TOKEN = timedelta(minutes=10)
 _STATE = "idp.keys"
 _SIGNERS = "idp.keys.signers"
 _lock = threading.Lock()
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -70,13 +63,6 @@ class _State:
 # -- keys in the HSM and the database ----------------------------------------------------
 
 
-def _public_jwk(public_key, alg: str) -> dict:
-    key = ECKey.import_key(public_key) if alg.startswith("ES") else RSAKey.import_key(public_key)
-    jwk = key.as_dict(private=False)
-    kid = key.thumbprint()
-    return {**{k: jwk[k] for k in sorted(jwk)}, "kid": kid, "use": "sig", "alg": alg}
-
-
 def create_key(ctx: IdPContext, db: Session, alg: str, *, actor: str, now: datetime | None = None) -> SigningKey:
     """A new key pair in the HSM and its row (published at once; see :func:`active_rows`)."""
     if alg not in ALGORITHMS:
@@ -84,7 +70,7 @@ def create_key(ctx: IdPContext, db: Session, alg: str, *, actor: str, now: datet
     now = now or utc_now()
     label = f"idp-{alg.lower()}-{now:%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
     info = ctx.keys.create_key(label, ALGORITHMS[alg])
-    jwk = _public_jwk(info.public_key, alg)
+    jwk = jws.public_jwk(info.public_key, alg)
     row = SigningKey(kid=jwk["kid"], alg=alg, key_uri=info.uri, public_jwk=json.dumps(jwk, separators=(",", ":")), created_at=now)
     db.add(row)
     db.flush()
@@ -232,15 +218,7 @@ def _signer(ctx: IdPContext, key: ActiveKey):
 
 # -- signing -----------------------------------------------------------------------------
 
-_HEADERS: dict[tuple[str, str, str], bytes] = {}
-# Built once: per token they cost more than the Python around the HSM call.
-_CLAIMS_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
-_PKCS1V15, _SHA256 = padding.PKCS1v15(), hashes.SHA256()
-
-
-def _b64_bytes(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
+_HEADERS: dict[tuple[str, str, str], bytes] = {}  # encoded once: per token it costs more than the HSM call's Python
 
 
 def sign(ctx: IdPContext, claims: dict, *, typ: str = "JWT", alg: str = DEFAULT_ALG) -> str:
@@ -248,24 +226,15 @@ def sign(ctx: IdPContext, claims: dict, *, typ: str = "JWT", alg: str = DEFAULT_
     key = active(ctx, alg)
     header = _HEADERS.get((key.kid, alg, typ))
     if header is None:
-        header = _HEADERS[(key.kid, alg, typ)] = _b64_bytes(
-            json.dumps({"alg": alg, "kid": key.kid, "typ": typ}, separators=(",", ":")).encode()
-        )
-    signing_input = header + b"." + _b64_bytes(_CLAIMS_JSON(claims).encode("utf-8"))
-    signer = _signer(ctx, key)
-    if alg == "ES256":
-        r, s = utils.decode_dss_signature(signer.sign(signing_input, _ECDSA_SHA256))
-        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    else:
-        signature = signer.sign(signing_input, _PKCS1V15, _SHA256)
-    return (signing_input + b"." + _b64_bytes(signature)).decode("ascii")
+        header = _HEADERS[(key.kid, alg, typ)] = jws.encode_header({"alg": alg, "kid": key.kid, "typ": typ})
+    return jws.sign_encoded(header, claims, _signer(ctx, key), alg)
 
 
 def half_hash(value: str, alg: str = DEFAULT_ALG) -> str:
     """``at_hash``: the left half of the SHA-256 of the token's ASCII, base64url (both our algs use SHA-256)."""
     digest = hashes.Hash(hashes.SHA256())
     digest.update(value.encode("ascii"))
-    return _b64(digest.finalize()[:16])
+    return jws.b64url(digest.finalize()[:16])
 
 
 def all_rows(db: Session) -> list[SigningKey]:
