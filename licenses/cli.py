@@ -1,0 +1,308 @@
+"""``hallmark licences ...``: thin commands over the licence library's services.
+
+The composition root puts the services on the root click context; ``service("licenses")`` is ours.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import click
+
+from licenses import catalogue, issuance, issuers, library, lifecycle
+from licenses.context import NAME, LicencesContext
+
+ACTOR = "cli"
+
+
+def _ctx() -> LicencesContext:
+    return click.get_current_context().find_root().obj.service(NAME)
+
+
+def _json_arg(value: str, what: str) -> dict:
+    """A JSON object given inline or as @FILE / a path to a .json file."""
+    text = value
+    path = Path(value[1:] if value.startswith("@") else value)
+    if value.startswith("@") or (value.endswith(".json") and path.exists()):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise click.ClickException(f"{what} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise click.ClickException(f"{what} must be a JSON object")
+    return data
+
+
+def _day(value: str | None) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _print(body: dict) -> None:
+    status = body["status"]
+    click.echo(f"licence      {body['identifier']}")
+    click.echo(f"type         {body['type']['name']} ({body['type']['code']})")
+    click.echo(f"issuer       {body['issuer']['name']} ({body['issuer']['code']})")
+    click.echo(f"holder       {body['holder']['name']} ({body['holder']['code']})")
+    until = status["valid_until"] or "no end date"
+    click.echo(f"state        {status['state']}  valid {status['valid_from']} .. {until}  version {body['version']}")
+    if status["reason"]:
+        click.echo(f"reason       {status['reason']}")
+    if body["predecessor"]:
+        click.echo(f"replaces     {body['predecessor']}")
+    if body["successor"]:
+        click.echo(f"replaced by  {body['successor']}")
+    for name, value in (body.get("face") or {}).items():
+        click.echo(f"  {name:<22} {value}")
+    click.echo(f"verify       {body['verify_url']}")
+
+
+@click.group(name="licences")
+def licences():
+    """The electronic licence library: types, issuers, issuing and the lifecycle of licences."""
+
+
+@licences.group(name="type")
+def type_group():
+    """The catalogue of licence types."""
+
+
+@type_group.command(name="add")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def type_add(files):
+    """Add licence types from JSON definitions (see licenses/types/ for examples)."""
+    ctx = _ctx()
+    for path in files:
+        definition = catalogue.read_file(Path(path))
+        with ctx.sessions() as db, db.begin():
+            _row, created = catalogue.add(db, definition, actor=ACTOR)
+        click.echo(f"{'added  ' if created else 'present'}  {definition.code}  {definition.name}")
+
+
+@type_group.command(name="list")
+@click.option("--json", "as_json", is_flag=True)
+def type_list(as_json):
+    """List the licence types."""
+    with _ctx().sessions() as db:
+        types = catalogue.all_types(db)
+    if as_json:
+        click.echo(json.dumps([t.as_json() for t in types], ensure_ascii=False))
+        return
+    if not types:
+        click.echo("no licence types yet; add one with 'hallmark licences type add FILE.json'")
+    for t in types:
+        until = (
+            f"{t.validity.get('years', 0) or t.validity.get('months', 0)} {'years' if 'years' in t.validity else 'months'}"
+            if t.validity
+            else "no end"
+        )
+        click.echo(f"{t.code}  {t.name}  [{t.holder_kind}, {len(t.fields)} fields, validity {until}]  {t.authority_name}")
+
+
+@type_group.command(name="show")
+@click.argument("code")
+def type_show(code):
+    """Show one type's definition as JSON."""
+    with _ctx().sessions() as db:
+        click.echo(json.dumps(catalogue.get(db, code).as_json(), ensure_ascii=False, indent=2))
+
+
+@licences.group(name="issuer")
+def issuer_group():
+    """Issuing departments and their seals."""
+
+
+@issuer_group.command(name="add")
+@click.argument("credit_code")
+@click.argument("name")
+@click.option("--seal", "seal_name", required=True, help="the department's seal (hallmark sign seal list)")
+def issuer_add(credit_code, name, seal_name):
+    """Register a department as an issuer of licences."""
+    with _ctx().sessions() as db, db.begin():
+        row, created = issuers.add(db, credit_code=credit_code, name=name, seal_name=seal_name, actor=ACTOR)
+    click.echo(f"{'added  ' if created else 'present'}  {row.credit_code}  {row.name}  seal {row.seal_name}")
+
+
+@issuer_group.command(name="list")
+def issuer_list():
+    """List the issuing departments."""
+    with _ctx().sessions() as db:
+        rows = issuers.all_issuers(db)
+    if not rows:
+        click.echo("no issuers yet; add one with 'hallmark licences issuer add CREDIT_CODE NAME --seal SEAL'")
+    for row in rows:
+        click.echo(f"{row.credit_code}  {row.name}  seal {row.seal_name}")
+
+
+@licences.command(name="issue")
+@click.option("--type", "type_code", required=True, help="licence type code (21 characters)")
+@click.option("--issuer", "issuer_code", required=True, help="issuing department's credit code")
+@click.option("--holder", required=True, help="the holder's resident ID or unified social credit code")
+@click.option("--face", required=True, help="face data: JSON, or @FILE")
+@click.option("--valid-from", help="YYYY-MM-DD (default: today)")
+@click.option("--valid-until", help="YYYY-MM-DD (default: from the type's validity rule)")
+@click.option("--serial", help="the licence number (default: year + 10 random digits)")
+@click.option("--request-id", help="your idempotency key: the same one again returns the first licence")
+@click.option("--json", "as_json", is_flag=True)
+def issue(type_code, issuer_code, holder, face, valid_from, valid_until, serial, request_id, as_json):
+    """Issue a licence: validate, render its file, seal it with the department's seal."""
+    ctx = _ctx()
+    order = issuance.Order(
+        type_code=type_code,
+        issuer_code=issuer_code,
+        holder_code=holder,
+        face=_json_arg(face, "--face"),
+        valid_from=_day(valid_from),
+        valid_until=_day(valid_until),
+        serial=serial,
+        request_id=request_id,
+    )
+    licence = issuance.issue(ctx, order, actor=ACTOR, requester=ACTOR)
+    _show(ctx, licence.identifier, as_json, face="masked")
+
+
+def _show(ctx: LicencesContext, identifier: str, as_json: bool, face: str = "masked") -> None:
+    with ctx.sessions() as db:
+        body = library.describe(ctx, db, library.by_identifier(db, identifier), face=face)
+    if as_json:
+        click.echo(json.dumps(body, ensure_ascii=False))
+    else:
+        _print(body)
+
+
+@licences.command(name="list")
+@click.option("--holder", help="a holder's resident ID or credit code")
+@click.option("--type", "type_code", help="only this licence type")
+@click.option("--json", "as_json", is_flag=True)
+def list_licences(holder, type_code, as_json):
+    """List a holder's licences (without --holder: the most recent ones)."""
+    from sqlalchemy import select
+
+    from licenses.models import Licence
+
+    ctx = _ctx()
+    with ctx.sessions() as db:
+        if holder:
+            code_type = "111" if len(holder.strip()) == 18 and holder.strip()[:17].isdigit() else "001"
+            rows = library.by_holder(ctx, db, code_type, holder, type_code)
+        else:
+            query = select(Licence).order_by(Licence.issued_at.desc()).limit(50)
+            if type_code:
+                query = query.where(Licence.type_code == type_code)
+            rows = list(db.scalars(query))
+        bodies = [library.describe(ctx, db, row) for row in rows]
+    if as_json:
+        click.echo(json.dumps(bodies, ensure_ascii=False))
+        return
+    if not bodies:
+        click.echo("no licences found")
+    for body in bodies:
+        status = body["status"]
+        click.echo(
+            f"{body['identifier']}  {status['state']:<10} {body['type']['name']}  {body['holder']['name']} ({body['holder']['code']})"
+        )
+
+
+@licences.command(name="show")
+@click.argument("identifier")
+@click.option("--full", is_flag=True, help="show sensitive face fields unmasked (audited)")
+@click.option("--json", "as_json", is_flag=True)
+def show(identifier, full, as_json):
+    """Show one licence: state, validity, versions and face."""
+    ctx = _ctx()
+    if full:
+        from core import audit
+
+        with ctx.sessions() as db, db.begin():
+            audit.record(db, actor=ACTOR, action="licences.face.read", target=library.check_identifier(identifier), details={"via": "cli"})
+    _show(ctx, identifier, as_json, face="full" if full else "masked")
+
+
+@licences.command(name="file")
+@click.argument("identifier")
+@click.argument("out", type=click.Path(dir_okay=False))
+def file_command(identifier, out):
+    """Write a licence's sealed file (PDF) to OUT."""
+    from licenses.models import Licence
+
+    ctx = _ctx()
+    with ctx.sessions() as db:
+        licence = library.by_identifier(db, identifier)
+        pdf = db.get(Licence, licence.identifier).pdf
+    if pdf is None:
+        raise click.ClickException("this licence's file is not sealed yet")
+    target = Path(out)
+    part = target.with_name(f".{target.name}.part")
+    try:
+        part.write_bytes(pdf)
+        part.replace(target)
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise click.ClickException(f"cannot write {out}: {exc.strerror}") from None
+    click.echo(f"wrote {out} ({len(pdf)} bytes)")
+
+
+def _state_command(action: str, help_text: str, reason_required: bool = True):
+    @click.argument("identifier")
+    @click.option("--reason", required=reason_required, help="why (up to 200 characters); goes into the history and audit trail")
+    @click.option("--json", "as_json", is_flag=True)
+    def command(identifier, reason, as_json):
+        ctx = _ctx()
+        with ctx.sessions() as db, db.begin():
+            lifecycle.change_state(db, library.check_identifier(identifier), action, reason=reason, actor=ACTOR)
+        _show(ctx, identifier, as_json, face="none")
+
+    command.__doc__ = help_text
+    return licences.command(name=action)(command)
+
+
+_state_command("suspend", "Suspend a licence (暂扣); 'resume' lifts it.")
+_state_command("resume", "Lift a suspension.", reason_required=False)
+_state_command("revoke", "Revoke a licence as a penalty (吊销); final.")
+_state_command("withdraw", "Withdraw a licence (撤销); final.")
+_state_command("cancel", "Cancel a licence (注销); final.")
+
+
+@licences.command(name="renew")
+@click.argument("identifier")
+@click.option("--valid-until", help="YYYY-MM-DD (default: from the type's validity rule)")
+@click.option("--face", help="changed face fields: JSON, or @FILE")
+@click.option("--reason", help="why (optional for a renewal)")
+@click.option("--json", "as_json", is_flag=True)
+def renew(identifier, valid_until, face, reason, as_json):
+    """Renew a licence: a new version with a new validity; the old one is superseded."""
+    ctx = _ctx()
+    licence = issuance.next_version(
+        ctx,
+        library.check_identifier(identifier),
+        action="renew",
+        actor=ACTOR,
+        reason=reason,
+        face_changes=_json_arg(face, "--face") if face else None,
+        valid_until=_day(valid_until),
+    )
+    _show(ctx, licence.identifier, as_json)
+
+
+@licences.command(name="change")
+@click.argument("identifier")
+@click.option("--face", required=True, help="changed face fields: JSON, or @FILE")
+@click.option("--reason", required=True, help="why the face changes")
+@click.option("--json", "as_json", is_flag=True)
+def change(identifier, face, reason, as_json):
+    """Change a licence's face: a new version; the old one is superseded."""
+    ctx = _ctx()
+    licence = issuance.next_version(
+        ctx, library.check_identifier(identifier), action="change", actor=ACTOR, reason=reason, face_changes=_json_arg(face, "--face")
+    )
+    _show(ctx, licence.identifier, as_json)
