@@ -4,23 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core import people
 from core.component import Component, PeriodicJob, Services
 from idp.context import NAME, IdPContext
 from idp.settings import IdPSettings
 
 
 def build(services: Services) -> IdPContext:
-    """The identity provider's service: what its views, commands and the packages above use."""
+    """The identity provider's service: what its views, commands and the packages above use.
+
+    Also offers the people directory (``core.people``) to the packages above.
+    """
+    from idp.people.directory import Directory
+
     settings = services.settings
     own: IdPSettings = settings.section(NAME)
-    return IdPContext(
+    ctx = IdPContext(
         sessions=services.sessions,
         keys=services.keys,
         issuer=settings.public_url.rstrip("/"),
         lookup_key=settings.lookup_key_bytes(),
         secret_key=settings.secret_key_bytes(),
         registry_url=own.registry_url,
+        detail_types=services.detail_types,  # the same dict: every component's RFC 9396 types, filled before any build
     )
+    services.add(people.NAME, Directory(ctx))
+    return ctx
 
 
 def subscribe(hooks, ctx: IdPContext) -> None:

@@ -29,6 +29,9 @@ class IdPContext:
     # This instance's JSON APIs as OAuth resources (RFC 8707): resource URI -> the scopes it serves
     # (core.bearer.catalogue), handed in at start-up; tokens are issued for them (idp.oidc.resources).
     resources: dict[str, frozenset[str]] = field(default_factory=dict)
+    # RFC 9396 authorization_details types by name (core.authorization_details.DetailType), every component's
+    # (core.component.Services.detail_types); the authorization endpoint accepts only these (idp.oidc.authorization_details).
+    detail_types: dict = field(default_factory=dict)
     cache: dict = field(default_factory=dict, repr=False)  # per-process caches owned by service modules
 
     def url(self, path: str) -> str:

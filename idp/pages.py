@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, redirect, render_template, request
 from flask_babel import format_datetime, gettext
@@ -37,7 +37,7 @@ from idp.i18n import N_, Refusal
 from idp.models import Account, IdentityProofing, Matter
 from idp.oidc import consent, logout
 from idp.oidc.tokens import REALNAME_SCOPE
-from idp.people import accounts, enterprises, realname, sessions
+from idp.people import accounts, directory, enterprises, realname, sessions
 
 bp = Blueprint("idp_pages", __name__, template_folder="templates", static_folder="static", static_url_path="/idp-static")
 web.pages(bp, csrf=True)
@@ -63,7 +63,6 @@ def _on_register(setup):
 
 
 DEFAULT_NEXT = "/account"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 LEVEL_NAMES = {0: N_("Not signed in"), 1: N_("Basic"), 2: N_("Real-name"), 3: N_("Digital certificate")}
 NOTICES = {
@@ -159,16 +158,7 @@ def safe_next(value: str | None) -> str:
     """``next`` as a path on this site; anything that could leave it is refused."""
     if not value:
         return DEFAULT_NEXT
-    parts = urlsplit(value) if len(value) <= 2048 else None
-    if (
-        parts is None
-        or not value.startswith("/")
-        or value.startswith("//")
-        or "\\" in value
-        or _CONTROL.search(value)
-        or parts.scheme
-        or parts.netloc
-    ):
+    if not directory.is_local_path(value):
         raise Refusal(N_("The address to return to after signing in is not on this site, so it was not followed."), code="bad_next")
     return value
 
