@@ -87,7 +87,7 @@ def pytest_runtestloop(session):
 # -- pytest-xdist -----------------------------------------------------------------------------
 
 # Session fixtures that take seconds to build: the modules that use one run on one worker.
-SHARED_SESSION_FIXTURES = ("signing_world", "running_server")
+SHARED_SESSION_FIXTURES = ("signing_world", "running_server", "licence_world")
 
 
 @pytest.hookimpl(tryfirst=True)

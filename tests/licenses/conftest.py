@@ -1,0 +1,85 @@
+"""The licence library's test world: an initialised instance with the demo types, departments, seals and issuers.
+
+``licence_world`` is built once per session, in process (the services of the
+instance, not a server): tests that issue licences share it. Tests that need HTTP
+start a server on the same instance with ``world.serve()``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from core.identifiers import generate_credit_code, generate_resident_id, organisation_code_check_char
+from tests.conftest import free_port, initialised_copy, start_server, stop_server
+
+ACTOR = "test:licences"
+
+
+def person_code(n: int) -> str:
+    """A checksum-valid resident ID, different for each n."""
+    return generate_resident_id("350102", date(1970, 1, 1).fromordinal(date(1970, 1, 1).toordinal() + 37 * n), (n * 2 + 1) % 1000)
+
+
+def enterprise_code(n: int) -> str:
+    organisation = f"T{n:07d}"
+    return generate_credit_code("91350100" + organisation + organisation_code_check_char(organisation))
+
+
+@dataclass
+class LicenceWorld:
+    instance: Path
+    services: object
+    base: str  # the public URL, in process and of the server serve() starts
+    _server: object = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _counter: int = 0
+
+    @property
+    def ctx(self):
+        return self.services["licenses"]
+
+    def next_number(self) -> int:
+        with self._lock:
+            self._counter += 1
+            return self._counter
+
+    def issue(self, type_code: str, holder_code: str | None = None, holder_name: str = "测试持证人", **face_changes):
+        """Issue a demo licence of ``type_code`` (a new holder unless given); returns the Licence row."""
+        from licenses import demo, issuance
+
+        n = self.next_number()
+        person = demo.catalogue_kind(self.ctx, type_code) == "111"
+        holder_code = holder_code or (person_code(n) if person else enterprise_code(n))
+        face = {**demo.sample_face(type_code, holder_code=holder_code, holder_name=holder_name, seed=str(n)), **face_changes}
+        order = issuance.Order(type_code=type_code, issuer_code=demo.issuer_for(type_code).code, holder_code=holder_code, face=face)
+        return issuance.issue(self.ctx, order, actor=ACTOR, requester=ACTOR)
+
+    def serve(self):
+        """A server on this instance (started once); returns its base URL."""
+        with self._lock:
+            if self._server is None:
+                port = int(self.base.rsplit(":", 1)[1])
+                self._server = start_server(self.instance, workers=2, port=port, log=self.instance / "server.log")
+            return self.base
+
+
+@pytest.fixture(scope="session")
+def licence_world(tmp_path_factory):
+    from hallmark import components, wiring
+    from licenses import demo
+
+    instance = initialised_copy(tmp_path_factory.mktemp("licences") / "instance")
+    base = f"http://127.0.0.1:{free_port()}"
+    services = wiring.build(components.load_settings(instance, environ={**os.environ, "HALLMARK_PUBLIC_URL": base}))
+    demo.prepare_catalogue(services["licenses"], actor=ACTOR)
+    world = LicenceWorld(instance, services, base)
+    yield world
+    if world._server is not None:
+        stop_server(world._server[0])
+    services.close()
