@@ -1,0 +1,110 @@
+"""Append-only tables chained by SHA-256, with a one-row head that orders appends.
+
+A chained table has a ``seq`` primary key (1, 2, ...), a ``prev_hash`` and a
+``hash`` column; its head table has one row (``id = 1``) holding ``last_seq`` and
+``last_hash``. Each row's hash is SHA-256 over a canonical JSON form of the
+members the chain names (``members``: JSON name -> column) plus ``prev``, the hash
+of the row before, so changing, removing or reordering a row breaks the chain from
+there on. The audit trail (``core.audit``) and the licence library's access log
+are such chains.
+
+Callers append inside their own transaction: the UPDATE of the head row takes its
+lock first, so concurrent appends queue up and the row and its action commit
+together or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.orm import Session
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    checked: int
+    broken_at: int | None = None
+    reason: str = ""
+
+
+class HashChain:
+    """One chained table and its head; ``members`` maps each hashed JSON member to its column (``seq`` included)."""
+
+    def __init__(self, table: Table, head: Table, members: Mapping[str, str], *, noun: str = "entry", name: str = "chain"):
+        if "prev" in members:
+            raise ValueError("'prev' is the chain's own member")
+        self.table, self.head, self.members = table, head, dict(members)
+        self.noun, self.name = noun, name  # for the messages of verify(): "event #3 was altered", "the audit head row"
+        self._columns = (*members.values(), "prev_hash", "hash")
+        self._take_next_seq = (
+            update(head).where(head.c.id == 1).values(last_seq=head.c.last_seq + 1).returning(head.c.last_seq, head.c.last_hash)
+        )
+        self._set_last_hash = update(head).where(head.c.id == 1).values(last_hash=bindparam("new_hash"))
+        self._insert = insert(table)
+
+    def canonical_form(self, values: Mapping[str, object], prev_hash: str) -> bytes:
+        form = {member: values[column] for member, column in self.members.items()}
+        form["prev"] = prev_hash
+        return json.dumps(form, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    def hash_of(self, values: Mapping[str, object], prev_hash: str) -> str:
+        return hashlib.sha256(self.canonical_form(values, prev_hash)).hexdigest()
+
+    def row_hash(self, row) -> str:
+        """The hash a stored row (an ORM object or a result row) should have."""
+        values = {column: getattr(row, column) for column in self.members.values()}
+        return self.hash_of(values, row.prev_hash)
+
+    def append(self, session: Session, values: Mapping[str, object]) -> dict:
+        """Append a row of ``values`` (every column but ``seq``, ``prev_hash`` and ``hash``); the row as written."""
+        # The UPDATE takes the head row's lock first, so concurrent appends queue up here.
+        seq, prev_hash = session.execute(self._take_next_seq).one()
+        row = {**values, "seq": seq, "prev_hash": prev_hash}
+        row["hash"] = self.hash_of(row, prev_hash)
+        # Plain INSERT and UPDATE, built once (the ORM's flush and update bookkeeping cost more than the SQL).
+        session.execute(self._insert, {column: row[column] for column in self._columns})
+        session.execute(self._set_last_hash, {"new_hash": row["hash"]})
+        return row
+
+    def verify(self, session: Session, batch: int = 2000) -> Verification:
+        """Walk the whole chain and name the first broken link."""
+        noun, seq_column = self.noun, self.table.c.seq
+        expected_seq, prev_hash, checked, last_seen = 1, GENESIS, 0, 0
+        while True:
+            rows = session.execute(select(self.table).where(seq_column >= expected_seq).order_by(seq_column).limit(batch)).all()
+            if not rows:
+                break
+            for row in rows:
+                if row.seq != expected_seq:
+                    return Verification(
+                        False, checked, expected_seq, f"{noun} #{expected_seq} is missing (the next one present is #{row.seq})"
+                    )
+                if row.prev_hash != prev_hash:
+                    return Verification(
+                        False, checked, row.seq, f"{noun} #{row.seq} does not link to {noun} #{row.seq - 1} (its prev_hash differs)"
+                    )
+                if self.row_hash(row) != row.hash:
+                    return Verification(False, checked, row.seq, f"{noun} #{row.seq} was altered: its content no longer matches its hash")
+                prev_hash, last_seen = row.hash, row.seq
+                expected_seq += 1
+                checked += 1
+        head = session.execute(select(self.head.c.last_seq, self.head.c.last_hash).where(self.head.c.id == 1)).first()
+        if head is None:
+            return Verification(False, checked, None, f"the {self.name} head row is missing")
+        if head.last_seq != last_seen:
+            return Verification(
+                False,
+                checked,
+                last_seen + 1,
+                f"the {self.name} ends at {noun} #{last_seen} but the head records #{head.last_seq}: some were removed from the end",
+            )
+        if head.last_hash != prev_hash:
+            return Verification(False, checked, last_seen, f"the head's hash does not match {noun} #{last_seen}")
+        return Verification(True, checked)
