@@ -249,7 +249,7 @@ def demo_prepare(ctx, as_json, hall_ports):
             raise ValueError
     except ValueError:
         raise click.BadParameter(f"give {len(demo.HALLS)} port numbers separated by a comma", param_hint="--hall-ports") from None
-    info = demo.prepare(services.idp, services.settings.instance, ports=ports, ca=services.ca)
+    info = demo.prepare(services.idp, services.settings.instance, ports=ports, ca=services.ca, licences=services.by_name.get("licenses"))
     if as_json:
         click.echo(
             json_module.dumps(
@@ -257,6 +257,7 @@ def demo_prepare(ctx, as_json, hall_ports):
                     "halls": info.halls,
                     "accounts": info.accounts,
                     "usb_key": info.usb_key,
+                    "licences": info.licences,
                     "idp": services.settings.public_url,
                     "agent_port": services.settings.section("idp").cert_agent_port,
                     "banner": demo.banner(info, services.settings.public_url),

@@ -34,6 +34,7 @@ from idp.context import IdPContext
 from idp.models import Account, Client
 from idp.oidc import clients
 from idp.people import accounts, realname
+from licenses.context import LicencesContext
 
 DEMO_FILE = "demo.json"
 ACTOR = "system:demo"
@@ -66,6 +67,7 @@ class DemoInfo:
     path: Path
     usb_key: dict | None = None  # {"agent_config", "token", "holder"} of the demo USB key
     seal: dict | None = None  # {"name", "sealed_pdf", "verify_url"} of the demo seal
+    licences: dict | None = None  # {"enterprise", "issued": [{"identifier", "type", "holder", "verify_url"}]}
 
 
 def _load(path: Path) -> dict:
@@ -95,7 +97,14 @@ def halls(ports: tuple[int, ...] | None = None) -> tuple[Hall, ...]:
     return tuple(Hall(h.client_id, h.name, h.name_en, port) for h, port in zip(HALLS, ports, strict=True))
 
 
-def prepare(ctx: IdPContext, instance: Path, *, ports: tuple[int, ...] | None = None, ca: CAContext | None = None) -> DemoInfo:
+def prepare(
+    ctx: IdPContext,
+    instance: Path,
+    *,
+    ports: tuple[int, ...] | None = None,
+    ca: CAContext | None = None,
+    licences: LicencesContext | None = None,
+) -> DemoInfo:
     """Make sure the demo halls, matters and accounts exist; return what a newcomer needs to try them.
 
     With ``ca``, the real-name demo person also gets a demo USB key (a SoftHSM2
@@ -148,8 +157,55 @@ def prepare(ctx: IdPContext, instance: Path, *, ports: tuple[int, ...] | None = 
         usb_key = {"agent_config": str(made.agent_config), "token": made.token_label, "holder": REALNAME_USER}
         data["usb_key"] = usb_key
         data["seal"] = _seal_sample(ca, instance, data.get("seal") or {})
+    if licences is not None:
+        data["licences"] = _licences(ctx, licences)
     _save(path, data)
-    return DemoInfo(hall_data, people, path, usb_key, data.get("seal"))
+    return DemoInfo(hall_data, people, path, usb_key, data.get("seal"), data.get("licences"))
+
+
+DEMO_ENTERPRISE = "示范市闽江食品有限公司"
+
+
+def _licences(ctx: IdPContext, licences: LicencesContext) -> dict:
+    """Demo licences: two held by the real-name demo person, two by an enterprise they represent."""
+    from core.identifiers import generate_credit_code, organisation_code_check_char
+    from idp.models import Enterprise
+    from idp.people import enterprises
+    from licenses import demo as licence_demo
+
+    licence_demo.prepare_catalogue(licences, actor=ACTOR)
+    person = realname.demo_people(1)[0]
+    organisation = "MA2Y0001"
+    credit_code = generate_credit_code("91350100" + organisation + organisation_code_check_char(organisation))
+    with core_db.transaction(ctx.sessions) as db:
+        if db.get(Enterprise, credit_code) is None:
+            account = accounts.find(db, REALNAME_USER)
+            enterprises.add(db, credit_code=credit_code, name=DEMO_ENTERPRISE, representative=account.id, actor=ACTOR)
+    issued = licence_demo.issue_samples(
+        licences,
+        holder_code=person.resident_id,
+        holder_name=person.name,
+        type_codes=(licence_demo.DRIVING_LICENCE, licence_demo.TEACHER_QUALIFICATION),
+        actor=ACTOR,
+    ) + licence_demo.issue_samples(
+        licences,
+        holder_code=credit_code,
+        holder_name=DEMO_ENTERPRISE,
+        type_codes=(licence_demo.BUSINESS_LICENCE, licence_demo.FOOD_PERMIT),
+        actor=ACTOR,
+    )
+    return {
+        "enterprise": DEMO_ENTERPRISE,
+        "issued": [
+            {
+                "identifier": row.identifier,
+                "type": row.type_code,
+                "holder": row.holder_name,
+                "verify_url": licences.verify_url(row.identifier),
+            }
+            for row in issued
+        ],
+    }
 
 
 SEAL_DEPARTMENT = "示范市政务服务管理局"
@@ -233,6 +289,13 @@ def banner(info: DemoInfo, idp_url: str) -> str:
         lines.append(f"  demo seal         {info.seal['name']}; a sealed sample: {info.seal['sealed_pdf']}")
         lines.append(f"                    its verification page (the QR code on the stamp): {info.seal['verify_url']}")
         lines.append(f"                    seal your own: .venv/bin/hallmark sign pdf IN.pdf OUT.pdf --seal {info.seal['name']}")
+    if info.licences:
+        issued = info.licences["issued"]
+        lines.append(f"  demo licences     {len(issued)} issued to {REALNAME_USER} and {info.licences['enterprise']} (they represent it);")
+        lines.append(f"                    log in as {REALNAME_USER} and open {idp_url.rstrip('/')}/licences to see them, show one (亮证)")
+        lines.append("                    and see who looked at them; a verification page (the QR code on each file):")
+        lines.append(f"                    {issued[0]['verify_url']}")
+        lines.append("                    list them: .venv/bin/hallmark licences list")
     lines.append("  Log in at one hall, open the other: you are already logged in. Log out at either: both end.")
     lines.append(f"  (kept in {info.path})")
     return "\n".join(lines)
