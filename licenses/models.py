@@ -156,3 +156,25 @@ class AccessHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     last_seq: Mapped[int] = mapped_column(BigInteger)
     last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class Copy(Base):
+    """A stamped copy (加注件) of a licence file: for one client, matter and purpose, valid until a date.
+
+    The copy's file is not kept (the client has it); its signing record and SHA-256
+    are, so an uploaded copy is recognised (``licenses.verification``).
+    """
+
+    __tablename__ = "licenses_copies"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random; printed in the copy's QR code
+    identifier: Mapped[str] = mapped_column(ForeignKey("licenses_licences.identifier"), index=True)
+    client_id: Mapped[str] = mapped_column(String(100))
+    client_name: Mapped[str] = mapped_column(String(200))
+    purpose: Mapped[str] = mapped_column(String(200))
+    matter: Mapped[str] = mapped_column(String(100))
+    valid_until: Mapped[date] = mapped_column(Date)  # the last day the copy may be used (China Standard Time)
+    made_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    made_by: Mapped[str] = mapped_column(String(200))
+    document_id: Mapped[str] = mapped_column(String(40), index=True)  # the sealed file's signing record
+    pdf_sha256: Mapped[str] = mapped_column(String(64), index=True)
