@@ -306,3 +306,63 @@ def change(identifier, face, reason, as_json):
         ctx, library.check_identifier(identifier), action="change", actor=ACTOR, reason=reason, face_changes=_json_arg(face, "--face")
     )
     _show(ctx, licence.identifier, as_json)
+
+
+# -- standing grants (licenses.grants) -------------------------------------------------------------
+
+
+@licences.group(name="grant")
+def grant_group():
+    """Standing grants: which client may reach which licence type, how, and for which matters (public)."""
+
+
+@grant_group.command(name="add")
+@click.argument("client_id")
+@click.argument("type_code")
+@click.option("--mode", default="compare", show_default=True, help="compare | read | copy (each includes the ones before) | issue")
+@click.option("--matter", "matters", multiple=True, help="a matter code the grant serves (repeat); none or '*': any matter")
+@click.option("--json", "as_json", is_flag=True)
+def grant_add(client_id, type_code, mode, matters, as_json):
+    """Let CLIENT_ID reach licences of TYPE_CODE in a mode, for some matters."""
+    from licenses import grants
+
+    with _ctx().sessions() as db, db.begin():
+        row, created = grants.add(db, client_id=client_id, type_code=type_code, mode=mode, matters=list(matters), actor=ACTOR)
+        body = grants.as_json(row)
+    if as_json:
+        click.echo(json.dumps(body, ensure_ascii=False))
+        return
+    click.echo(
+        f"{'added  ' if created else 'present'}  #{body['id']}  {body['client_id']}  {body['type']}  {body['mode']}  "
+        f"matters {', '.join(body['matters'])}"
+    )
+
+
+@grant_group.command(name="list")
+@click.option("--all", "include_revoked", is_flag=True, help="also the revoked ones")
+@click.option("--json", "as_json", is_flag=True)
+def grant_list(include_revoked, as_json):
+    """List the standing grants."""
+    from licenses import grants
+
+    with _ctx().sessions() as db:
+        bodies = [grants.as_json(row) for row in grants.active(db, include_revoked=include_revoked)]
+    if as_json:
+        click.echo(json.dumps(bodies, ensure_ascii=False))
+        return
+    if not bodies:
+        click.echo("no standing grants; add one with 'hallmark licences grant add CLIENT TYPE --mode compare --matter M'")
+    for body in bodies:
+        ended = f"  revoked {body['revoked_at']}" if body["revoked_at"] else ""
+        click.echo(f"#{body['id']:<5} {body['client_id']}  {body['type']}  {body['mode']:<8} matters {', '.join(body['matters'])}{ended}")
+
+
+@grant_group.command(name="revoke")
+@click.argument("grant_id", type=int)
+def grant_revoke(grant_id):
+    """End a standing grant (it stays listed with --all)."""
+    from licenses import grants
+
+    with _ctx().sessions() as db, db.begin():
+        row = grants.revoke(db, grant_id, actor=ACTOR)
+        click.echo(f"revoked  #{row.id}  {row.client_id}  {row.type_code}  {row.mode}")
