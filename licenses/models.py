@@ -92,7 +92,7 @@ class Licence(Base):
     successor: Mapped[str | None] = mapped_column(String(120), nullable=True)  # the version that replaced this one
     requester: Mapped[str] = mapped_column(String(200))  # who asked for it (client or officer): scope of request_id
     request_id: Mapped[str | None] = mapped_column(String(100), nullable=True)  # the requester's idempotency key
-    document_id: Mapped[str | None] = mapped_column(String(40), nullable=True)  # the sealed file's signing record
+    document_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)  # the sealed file's signing record
     pdf_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     pdf: Mapped[bytes | None] = deferred(mapped_column(LargeBinary, nullable=True))  # the sealed file; None until sealed
 
@@ -158,7 +158,7 @@ class AccessHead(Base):
     last_hash: Mapped[str] = mapped_column(String(64))
 
 
-class Copy(Base):
+class StampedCopy(Base):
     """A stamped copy (加注件) of a licence file: for one client, matter and purpose, valid until a date.
 
     The copy's file is not kept (the client has it); its signing record and SHA-256

@@ -1,4 +1,5 @@
-"""Stamped copies (加注件) of licence files: who asked, for which matter and purpose, until when, and their seal record.
+"""Stamped copies (加注件) of licence files: who asked, for which matter and purpose, until when, and their seal record;
+licences indexed by their file's signing record, which is how an uploaded file is recognised.
 
 Revision ID: licenses_0003
 Revises: licenses_0002
@@ -34,7 +35,9 @@ def upgrade() -> None:
     op.create_index("ix_licenses_copies_identifier", "licenses_copies", ["identifier"])
     op.create_index("ix_licenses_copies_document_id", "licenses_copies", ["document_id"])
     op.create_index("ix_licenses_copies_pdf_sha256", "licenses_copies", ["pdf_sha256"])
+    op.create_index("ix_licenses_licences_document_id", "licenses_licences", ["document_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_licenses_licences_document_id", "licenses_licences")
     op.drop_table("licenses_copies")
