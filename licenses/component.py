@@ -24,6 +24,12 @@ def build(services: Services) -> LicencesContext:
     )
 
 
+def authorization_details():
+    from licenses import consent
+
+    return (consent.DETAIL_TYPE,)
+
+
 COMPONENT = Component(
     name=NAME,
     depends_on=("core", "signing"),
@@ -31,4 +37,6 @@ COMPONENT = Component(
     models=("licenses.models",),
     migrations=Path(__file__).parent / "migrations" / "versions",
     services=build,
+    authorization_details=authorization_details,
+    translations=Path(__file__).parent / "translations",
 )
