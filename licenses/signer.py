@@ -6,8 +6,8 @@ thumbprint of the public key, so every process and every node names it the same
 way without a database row. Verifiers check tokens offline with the JWKS served
 at :data:`JWKS_PATH` (``/api/licences/jwks``) and any JOSE library.
 
-Two processes starting at once may both find no key; the token refuses the
-second one of the same label only within a session, so one of them gets
+Two processes starting at once may both find no key. The key manager's check for
+an existing label is not atomic across processes, so one of them gets
 ``KeyExists`` (it then uses the other's key) or, rarely, two keys with the label
 exist. Then every process signs with the same one (the lowest key id) and all of
 them are published, so nothing signed in the meantime stops verifying.
