@@ -9,8 +9,10 @@ at :data:`JWKS_PATH` (``/api/licences/jwks``) and any JOSE library.
 Two processes starting at once may both find no key. The key manager's check for
 an existing label is not atomic across processes, so one of them gets
 ``KeyExists`` (it then uses the other's key) or, rarely, two keys with the label
-exist. Then every process signs with the same one (the lowest key id) and all of
-them are published, so nothing signed in the meantime stops verifying.
+exist. A process that looks after that signs with the one of lowest key id and
+publishes both; one that looked earlier keeps its own key until it restarts, and
+a token with a kid the cache does not know makes :func:`verify` look again (at
+most every :data:`RELOAD_SECONDS`), so tokens signed by either key verify.
 
 Verification checks, in order: the token's shape, the signature against our
 published keys, the ``typ`` header, then ``exp``. A token that fails the
