@@ -174,4 +174,5 @@ def describe(detail: dict) -> list[str]:
     return lines
 
 
-DETAIL_TYPE = DetailType(type=TYPE, location=LOCATION, check=check, describe=describe)
+# A consent token may call the sharing API: the scope its views ask for comes with the detail.
+DETAIL_TYPE = DetailType(type=TYPE, location=LOCATION, check=check, describe=describe, scope="licences:read")

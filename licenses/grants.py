@@ -166,3 +166,27 @@ def allowed(db: Session, client_id: str, type_code: str, mode: str, matter: str)
 
 def for_client(db: Session, client_id: str) -> list[Grant]:
     return list(db.scalars(select(Grant).where(Grant.client_id == client_id, Grant.revoked_at.is_(None)).order_by(Grant.id)))
+
+
+def check_issuing_client(db: Session, client_id: str, type_code: str, issuer_code: str) -> None:
+    """A client may issue (and change) licences of ``type_code`` for ``issuer_code``: an issue grant and the department's seal grant."""
+    from signing.models import SealGrant
+
+    if allowed(db, client_id, type_code, ISSUE, ANY_MATTER) is None:
+        raise Problem(
+            403,
+            "Forbidden",
+            f"client {client_id!r} may not issue licences of type {type_code}; apply for an issue grant: "
+            f"hallmark licences grant add {client_id} {type_code} --mode issue",
+            code="no_grant",
+            ask_for={"grant": {"client_id": client_id, "type": type_code, "mode": ISSUE, "matters": [ANY_MATTER]}},
+        )
+    if db.get(SealGrant, (client_id, issuer_code)) is None:
+        raise Problem(
+            403,
+            "Forbidden",
+            f"client {client_id!r} does not act for the department {issuer_code}: the department grants it its seal with "
+            f"hallmark sign seal grant {client_id} {issuer_code}",
+            code="no_grant",
+            ask_for={"seal_grant": {"client_id": client_id, "department": issuer_code}},
+        )
