@@ -152,6 +152,8 @@ class AuthorizationCode(Base):
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     family_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # tokens issued from it, revoked on replay
     resources: Mapped[str | None] = mapped_column(Text, nullable=True)  # RFC 8707 resources of the authorization request
+    # RFC 9396 authorization_details the person agreed to, JSON (idp.oidc.authorization_details); NULL: none asked for
+    authorization_details: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class RefreshToken(Base):
@@ -167,6 +169,7 @@ class RefreshToken(Base):
     sid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     scope: Mapped[str] = mapped_column(String(500))
     resources: Mapped[str | None] = mapped_column(Text, nullable=True)  # RFC 8707 resources granted; NULL: what the client may ask for
+    authorization_details: Mapped[str | None] = mapped_column(Text, nullable=True)  # RFC 9396 details granted, JSON; NULL: none
     acr: Mapped[int] = mapped_column(Integer)
     amr: Mapped[str] = mapped_column(String(100))
     auth_time: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -21,8 +21,8 @@ from idp import levels
 from idp.context import IdPContext
 from idp.i18n import N_
 from idp.models import Account
-from idp.oidc import authorization, clients, consent, grants, keys, resources, tokens
-from idp.people import accounts, sessions
+from idp.oidc import authorization, authorization_details, clients, consent, grants, keys, resources, tokens
+from idp.people import accounts, directory, sessions
 
 bp = Blueprint("idp_oidc", __name__, template_folder="../templates")
 
@@ -39,6 +39,7 @@ TOKEN_LIMITS = {
     "redirect_uri": 400,
     "client_id": 64,
     resources.PARAMETER: 400,
+    authorization_details.PARAMETER: authorization_details.MAX_PARAMETER_CHARS,
 }
 REPEATABLE = frozenset({resources.PARAMETER})  # RFC 8707: one resource parameter per resource
 TOKEN_DEFAULT_LIMIT = 300
@@ -113,6 +114,8 @@ def provider_metadata(ctx: IdPContext) -> dict:
         # RFC 9728 §4: the resources (RFC 8707 ``resource`` values) this server issues tokens for: itself
         # (userinfo) and this instance's APIs; each describes itself at RESOURCE_METADATA_PATH + its path.
         "protected_resources": [ctx.issuer, *ctx.resources],
+        # RFC 9396 §10: the authorization_details types this instance's APIs honour
+        "authorization_details_types_supported": sorted(ctx.detail_types),
     }
 
 
@@ -203,7 +206,7 @@ def authorize():
 
 def _authorize_params(next_url: str | None) -> MultiDict | None:
     """The authorization request a consent form answers (``next`` must be our authorize URL)."""
-    if not next_url or len(next_url) > 8000:
+    if not next_url or len(next_url) > directory.MAX_NEXT:
         return None
     parts = urlsplit(next_url)
     if parts.scheme or parts.netloc or parts.path != authorization.AUTHORIZE_PATH:
@@ -236,6 +239,7 @@ def consent_page():
                 view="consent",
                 client_name=authz.client.name,
                 scopes=[(scope, gettext(text)) for scope, text in consent.described_scopes(authz.scopes)],
+                details=authorization_details.described(ctx, authz.authorization_details),
                 user=(account.display_name or accounts.label(account)) if account else "",
                 next_url=next_url,
                 form_token=consent.form_token(ctx, row.sid, next_url),
@@ -248,6 +252,9 @@ def consent_page():
         if request.form.get("decision") != "allow":
             return _redirect(authorization.error_location(ctx, authorization.RedirectError("access_denied", "The user refused.", authz)))
         consent.grant(db, row.account_id, authz.client.client_id, authz.scopes)
+        if authz.authorization_details:  # agreed to this very request: its code is made now (authorization.decide)
+            consent.grant_details(db, row.account_id, authz.client.client_id, authz.authorization_details)
+            return _redirect(authorization.consented(ctx, db, authz, row.sid))
     return _redirect(next_url)
 
 

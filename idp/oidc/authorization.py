@@ -11,6 +11,10 @@ The order of checks matters:
    ``acr_values``, an essential ``acr`` claim, the matter's level) against what the
    SSO session achieved; only what is missing is asked for (login, step-up).
 4. ``prompt``, ``max_age``, consent; then the code (hashed, 60 s, single use).
+   A request with RFC 9396 ``authorization_details`` (``idp.oidc.authorization_details``)
+   always asks the person, first-party client or not, whatever they agreed to before:
+   its code is made by the consent page's answer itself (:func:`decide` with
+   ``consented``), so what was agreed is exactly what the code carries.
 
 Interaction with the login, step-up and consent pages is by redirect with
 ``next`` = this authorization URL. To avoid loops, that URL carries a signed
@@ -37,7 +41,7 @@ from idp import levels
 from idp.context import IdPContext
 from idp.i18n import N_
 from idp.models import Account, Consent, Matter, SessionActing, SessionClient, SSOSession
-from idp.oidc import clients, resources, tokens
+from idp.oidc import authorization_details, clients, resources, tokens
 from idp.oidc.clients import RegisteredClient
 from idp.people import enterprises, sessions
 
@@ -73,6 +77,7 @@ LIMITS = {
     "display": 10,
     "lang": 10,
     resources.PARAMETER: 400,
+    authorization_details.PARAMETER: authorization_details.MAX_PARAMETER_CHARS,
     MARKER: 200,
 }
 DEFAULT_LIMIT = 500
@@ -122,6 +127,7 @@ class AuthorizationRequest:
     params: dict[str, str] = field(repr=False)  # every parameter as received, for the next= URL
     marker_time: int | None = None  # when the interaction began, from a valid marker
     resources: tuple[str, ...] = ()  # RFC 8707 resources asked for (the only repeatable parameter)
+    authorization_details: tuple[dict, ...] = ()  # RFC 9396 details asked for, each as its type checked it
 
     @property
     def scope(self) -> str:
@@ -207,6 +213,12 @@ def parse(ctx: IdPContext, db: Session, params) -> AuthorizationRequest:
         resources.check(ctx, client, asked)
     except resources.InvalidTarget as exc:
         raise fail("invalid_target", exc.description) from None
+    try:
+        details = authorization_details.parse(ctx, values.get(authorization_details.PARAMETER))
+    except authorization_details.InvalidDetails as exc:
+        raise fail(exc.error, exc.description) from None
+    if len(authorization_details.with_scopes(ctx, " ".join(scopes), details)) > LIMITS["scope"]:
+        raise fail("invalid_scope", "The scope with the scopes of the authorization details is too long.")
 
     challenge, method = values.get("code_challenge"), values.get("code_challenge_method")
     if method is not None and challenge is None:
@@ -276,6 +288,7 @@ def parse(ctx: IdPContext, db: Session, params) -> AuthorizationRequest:
         params={k: v for k, v in values.items() if k != MARKER},
         marker_time=read_marker(ctx, values.get(MARKER), client.client_id),
         resources=asked,
+        authorization_details=details,
     )
 
 
@@ -378,6 +391,8 @@ def _live_session(db: Session, sid: str | None, client_id: str) -> _LiveSession 
 
 
 def consent_needed(db: Session, request: AuthorizationRequest, account_id: str) -> bool:
+    if request.authorization_details:  # asked every time, answered by the consent page itself (decide's ``consented``)
+        return True
     if request.client.first_party:
         return False
     consent = db.get(Consent, (account_id, request.client.client_id))
@@ -391,8 +406,14 @@ def consent_needed(db: Session, request: AuthorizationRequest, account_id: str) 
     return False
 
 
-def decide(ctx: IdPContext, db: Session, request: AuthorizationRequest, sid: str | None, *, now: float | None = None) -> str:
-    """Where the browser goes next: the client (with a code or an error), or a login, step-up or consent page."""
+def decide(
+    ctx: IdPContext, db: Session, request: AuthorizationRequest, sid: str | None, *, now: float | None = None, consented: bool = False
+) -> str:
+    """Where the browser goes next: the client (with a code or an error), or a login, step-up or consent page.
+
+    ``consented``: the person has just agreed to this very request on the consent page (its form bound to
+    the session and this request), so consent is not asked again.
+    """
     now = int(now if now is not None else time.time())
     interactive = "none" not in request.prompt
     live = _live_session(db, sid, request.client.client_id)
@@ -427,7 +448,7 @@ def decide(ctx: IdPContext, db: Session, request: AuthorizationRequest, sid: str
             raise RedirectError("interaction_required", "The session must be stepped up to the required level.", request)
         return STEP_UP_PATH + "?" + urlencode({"next": authorize_url(ctx, request, now=now), "level": level})
 
-    if consent_needed(db, request, view.account_id):
+    if not consented and consent_needed(db, request, view.account_id):
         if not interactive:
             raise RedirectError("consent_required", "The user has not agreed to share this with the client.", request)
         return CONSENT_PATH + "?" + urlencode({"next": authorize_url(ctx, request, now=now)})
@@ -439,15 +460,24 @@ def decide(ctx: IdPContext, db: Session, request: AuthorizationRequest, sid: str
         request.client,
         auth,
         redirect_uri=request.redirect_uri,
-        scope=request.scope,
+        scope=authorization_details.with_scopes(ctx, request.scope, request.authorization_details),
         nonce=request.nonce,
         code_challenge=request.code_challenge,
         code_challenge_method=request.code_challenge_method,
         claims=request.claims,
         resources=resources.stored(request.resources),
+        authorization_details=authorization_details.stored(request.authorization_details),
     )
     enterprises.remember_code(db, code, view.account_id, acting)
     return code_location(ctx, request, code)
+
+
+def consented(ctx: IdPContext, db: Session, request: AuthorizationRequest, sid: str | None) -> str:
+    """Where the browser goes once the person agreed to ``request`` on the consent page (see :func:`decide`)."""
+    try:
+        return decide(ctx, db, request, sid, consented=True)
+    except RedirectError as error:
+        return error_location(ctx, error)
 
 
 def authorize(ctx: IdPContext, db: Session, params, sid: str | None) -> str:

@@ -3,7 +3,8 @@
 The consent form is bound to the SSO session and to the authorization request it
 answers by a signed, time-limited token (CSRF protection). Agreeing stores the
 scopes (``idp.models.Consent``, merged with earlier ones); refusing sends
-``access_denied`` to the client.
+``access_denied`` to the client. RFC 9396 authorization details are agreed to
+each time they are asked for, and only audited here (:func:`grant_details`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from core.db import utc_now
 from idp.context import IdPContext
 from idp.i18n import N_
 from idp.models import Consent
+from idp.oidc import authorization_details
 
 FORM_MAX_AGE = 30 * 60
 
@@ -73,6 +75,20 @@ def grant(db: Session, account_id: str, client_id: str, scopes: list[str]) -> Co
     db.flush()
     audit.record(db, actor=f"account:{account_id}", action="idp.consent.granted", target=client_id, details={"scope": wanted})
     return row
+
+
+def grant_details(db: Session, account_id: str, client_id: str, details: tuple[dict, ...]) -> None:
+    """Record agreement to RFC 9396 authorization details (kept with the code, not here: they are asked for every time).
+
+    The audit trail gets the client, the details' types and matters, nothing about the person's data.
+    """
+    audit.record(
+        db,
+        actor=f"account:{account_id}",
+        action="idp.consent.details_granted",
+        target=client_id,
+        details={"client": client_id, **authorization_details.summary(details)},
+    )
 
 
 def withdraw(db: Session, account_id: str, client_id: str) -> bool:

@@ -10,6 +10,9 @@ endpoints; this module gives it our grants and rules:
 * ``client_credentials``: scopes limited to the client's own; no database write.
 * RFC 8707 resource indicators on all three (``idp.oidc.resources``): the ``aud`` of the
   access token, ``invalid_target`` for a resource the client may not ask for.
+* RFC 9396 authorization details on ``authorization_code`` and ``refresh_token``
+  (``idp.oidc.authorization_details``): what the person granted goes into the access
+  token, its audience and the token response; a token request may ask for a subset.
 * client authentication: ``client_secret_basic``, ``client_secret_post``,
   ``private_key_jwt`` (RFC 7523, ``jti`` single use) and ``none`` for public clients.
 * RFC 7662 introspection (confidential clients) and RFC 7009 revocation.
@@ -47,7 +50,7 @@ from sqlalchemy.orm import Session
 from core.db import utc_now
 from idp.context import IdPContext
 from idp.models import Account, ActingGrant, AuthorizationCode, RefreshToken, SSOSession
-from idp.oidc import clients, keys, resources, tokens
+from idp.oidc import authorization_details, clients, keys, resources, tokens
 from idp.oidc.clients import RegisteredClient
 from idp.people import enterprises
 
@@ -143,6 +146,17 @@ def _asked_resources(request) -> tuple[str, ...]:
     return resources.parse(request.form.getlist(resources.PARAMETER))
 
 
+def _asked_details(request, granted: tuple[dict, ...]) -> tuple[dict, ...]:
+    """The token request's RFC 9396 details: what was granted, or the subset it names (``invalid_authorization_details``)."""
+    return authorization_details.narrowed(_ctx(), request.form.get(authorization_details.PARAMETER), granted)
+
+
+def _beside_details(asked: tuple[str, ...], details: tuple[dict, ...]) -> tuple[str, ...]:
+    """The resources asked for other than the APIs of the granted details (those may always be named)."""
+    of_details = authorization_details.audience(_ctx(), details)
+    return tuple(uri for uri in asked if uri not in of_details)
+
+
 def _active_account(account_id: str) -> Account | None:
     account = db().get(Account, account_id)
     return account if account is not None and account.status == "active" else None
@@ -204,7 +218,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         # Before the code is used: a refused resource leaves the code as it was.
         self.asked = _asked_resources(self.request)
         row: AuthorizationCode = self.request.authorization_code.row
-        resources.check(_ctx(), self.request.client, self.asked, resources.loaded(row.resources))
+        self.details = _asked_details(self.request, authorization_details.loaded(row.authorization_details))
+        resources.check(_ctx(), self.request.client, _beside_details(self.asked, self.details), resources.loaded(row.resources))
 
     def create_token_response(self):
         client: RegisteredClient = self.request.client
@@ -231,8 +246,12 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             auth = enterprises.auth_for_code(session, auth, row.code_hash, family)
             if auth is None:
                 raise InvalidGrantError("The authorisation to act for the enterprise has ended.")
-        audience = resources.audience(_ctx(), client, row.scope, self.asked, resources.loaded(row.resources))
-        access, claims = tokens.access_token(_ctx(), client, row.scope, auth=auth, family_id=family, audience=audience)
+        audience = resources.audience(
+            _ctx(), client, row.scope, self.asked, resources.loaded(row.resources), authorization_details.audience(_ctx(), self.details)
+        )
+        access, claims = tokens.access_token(
+            _ctx(), client, row.scope, auth=auth, family_id=family, audience=audience, authorization_details=self.details
+        )
         refresh = None
         if client.check_grant_type("refresh_token"):
             refresh, _ = tokens.new_refresh_token(
@@ -243,6 +262,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 family_id=family,
                 session_expires_at=session_expires_at,
                 resources=row.resources,
+                authorization_details=row.authorization_details,  # all that was granted, whatever this token asked for
             )
         id_token = None
         if "openid" in row.scope.split():
@@ -317,7 +337,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         # Before the refresh token is rotated: a refused resource leaves it usable.
         self.asked = _asked_resources(self.request)
         row: RefreshToken = self.request.refresh_token.row
-        resources.check(_ctx(), self.request.client, self.asked, resources.loaded(row.resources))
+        self.details = _asked_details(self.request, authorization_details.loaded(row.authorization_details))
+        resources.check(_ctx(), self.request.client, _beside_details(self.asked, self.details), resources.loaded(row.resources))
 
     def create_token_response(self):
         client: RegisteredClient = self.request.client
@@ -333,8 +354,12 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         auth = enterprises.auth_for_family(session, tokens.refresh_authentication(row), row.family_id)
         if auth is None:
             raise InvalidGrantError("The authorisation to act for the enterprise has ended.")
-        audience = resources.audience(_ctx(), client, scope, self.asked, resources.loaded(row.resources))
-        access, claims = tokens.access_token(_ctx(), client, scope, auth=auth, family_id=row.family_id, audience=audience)
+        audience = resources.audience(
+            _ctx(), client, scope, self.asked, resources.loaded(row.resources), authorization_details.audience(_ctx(), self.details)
+        )
+        access, claims = tokens.access_token(
+            _ctx(), client, scope, auth=auth, family_id=row.family_id, audience=audience, authorization_details=self.details
+        )
         refresh, _ = tokens.new_refresh_token(
             session,
             client,
@@ -343,6 +368,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             family_id=row.family_id,
             session_expires_at=sso.expires_at if sso is not None else None,
             resources=row.resources,
+            authorization_details=row.authorization_details,  # a refresh never gives more, nor takes away for later
         )
         id_token = None
         if "openid" in scope.split():

@@ -20,6 +20,9 @@ ask for that serves one of the token's scopes (a registered resource outside thi
 instance always counts), plus the issuer when the scope holds ``openid``; a token
 that would have no audience at all is for the issuer. Resource URIs are compared
 as exact strings.
+
+A token carrying RFC 9396 ``authorization_details`` is also for the API of each
+detail's type (``idp.oidc.authorization_details``), whatever else its audience holds.
 """
 
 from __future__ import annotations
@@ -74,21 +77,33 @@ def check(ctx: IdPContext, client: RegisteredClient, asked: tuple[str, ...], gra
 
 
 def audience(
-    ctx: IdPContext, client: RegisteredClient, scope: str, asked: tuple[str, ...] = (), granted: tuple[str, ...] | None = None
+    ctx: IdPContext,
+    client: RegisteredClient,
+    scope: str,
+    asked: tuple[str, ...] = (),
+    granted: tuple[str, ...] | None = None,
+    details: tuple[str, ...] = (),
 ) -> list[str]:
-    """The ``aud`` of an access token: what was asked for, else the default (see the module's docstring)."""
-    check(ctx, client, asked, granted)
+    """The ``aud`` of an access token: what was asked for, else the default (see the module's docstring).
+
+    ``details`` are the resources of the RFC 9396 authorization details the token carries
+    (``idp.oidc.authorization_details.audience``): the person granted them, so they are always
+    in the audience and may be asked for by name.
+    """
+    check(ctx, client, tuple(uri for uri in asked if uri not in details), granted)
     if asked:
-        return list(asked)
-    if granted is not None:
-        return [uri for uri in granted if may_ask(ctx, client, uri)] or [ctx.issuer]
-    scopes = set(scope.split())
-    candidates = client.resources if client.resources is not None else tuple(ctx.resources)
-    out = [ctx.issuer] if "openid" in scopes else []
-    for uri in candidates:
-        served = ctx.resources.get(uri)
-        if uri not in out and (served is None or not served.isdisjoint(scopes)) and may_ask(ctx, client, uri):
-            out.append(uri)
+        out = list(asked)
+    elif granted is not None:
+        out = [uri for uri in granted if may_ask(ctx, client, uri)]
+    else:
+        scopes = set(scope.split())
+        candidates = client.resources if client.resources is not None else tuple(ctx.resources)
+        out = [ctx.issuer] if "openid" in scopes else []
+        for uri in candidates:
+            served = ctx.resources.get(uri)
+            if uri not in out and (served is None or not served.isdisjoint(scopes)) and may_ask(ctx, client, uri):
+                out.append(uri)
+    out += [uri for uri in details if uri not in out]
     return out or [ctx.issuer]
 
 

@@ -96,11 +96,13 @@ def access_token(
     auth: Authentication | None = None,
     family_id: str | None = None,
     audience: list[str] | None = None,
+    authorization_details: tuple[dict, ...] = (),
     now: int | None = None,
 ) -> tuple[str, dict]:
     """An RFC 9068 access token and its claims. Without ``auth`` it is the client's own (client_credentials).
 
     ``audience`` is the resources it is for (``idp.oidc.resources.audience``); without it, the issuer (userinfo).
+    ``authorization_details`` (RFC 9396 §9.1) are the details the person granted, as checked by their types.
     """
     now = now or int(time.time())
     audience = audience or [ctx.issuer]
@@ -124,6 +126,8 @@ def access_token(
             claims["fam"] = family_id
         if auth.org:
             claims.update(auth.org)
+        if authorization_details:
+            claims["authorization_details"] = list(authorization_details)
     return keys.sign(ctx, claims, typ=ACCESS_TOKEN_TYPE), claims
 
 
@@ -298,7 +302,10 @@ def store_code(
     code_challenge_method: str | None,
     claims: str | None,
     resources: str | None = None,
+    authorization_details: str | None = None,
 ) -> str:
+    """A new authorization code; ``resources`` and ``authorization_details`` as stored (``resources.stored``,
+    ``authorization_details.stored``)."""
     code = new_secret_value()
     now = utc_now()
     # A plain INSERT (nothing here needs the row as an object): cheaper than the ORM's flush.
@@ -319,6 +326,7 @@ def store_code(
             "auth_time": auth.auth_time,
             "claims": claims,
             "resources": resources,
+            "authorization_details": authorization_details,
             "expires_at": now + CODE_LIFETIME,
         },
     )
@@ -379,10 +387,12 @@ def new_refresh_token(
     family_id: str,
     session_expires_at: datetime | None,
     resources: str | None = None,
+    authorization_details: str | None = None,
 ) -> tuple[str, datetime]:
     """A new refresh token; it never outlives the SSO session (``session_expires_at``, None without one).
 
-    ``resources`` are the RFC 8707 resources granted (space-separated), None when none were asked for.
+    ``resources`` are the RFC 8707 resources granted (space-separated), None when none were asked for;
+    ``authorization_details`` the RFC 9396 details granted (JSON text), None when none were.
     """
     value = new_secret_value()
     now = utc_now()
@@ -399,6 +409,7 @@ def new_refresh_token(
             "sid": auth.sid,
             "scope": scope,
             "resources": resources,
+            "authorization_details": authorization_details,
             "acr": auth.acr,
             "amr": " ".join(auth.amr),
             "auth_time": auth.auth_time,
@@ -459,6 +470,8 @@ def token_response(access: str, claims: dict, *, refresh: str | None = None, id_
         "expires_in": claims["exp"] - claims["iat"],
         "scope": claims["scope"],
     }
+    if "authorization_details" in claims:  # RFC 9396 §7: what the token carries
+        body["authorization_details"] = claims["authorization_details"]
     if refresh:
         body["refresh_token"] = refresh
     if id_token_value:
@@ -469,7 +482,8 @@ def token_response(access: str, claims: dict, *, refresh: str | None = None, id_
 def introspection(claims: dict) -> dict:
     """RFC 7662 answer for an active access token."""
     body = {"active": True, "token_type": "Bearer"}
-    for name in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti", "acr", "amr", "auth_time", "sid", *ORG_CLAIMS):
+    names = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti", "acr", "amr", "auth_time", "sid", *ORG_CLAIMS)
+    for name in (*names, "authorization_details"):  # RFC 9396 §9.2
         if name in claims:
             body[name] = claims[name]
     return body
@@ -489,6 +503,8 @@ def refresh_introspection(ctx: IdPContext, row: RefreshToken) -> dict:
         "amr": row.amr.split(),
         "auth_time": int(row.auth_time.timestamp()),
         **({"sid": row.sid} if row.sid else {}),
+        # RFC 9396 §9.2: what the refresh token may still give (idp.oidc.authorization_details.stored)
+        **({"authorization_details": json.loads(row.authorization_details)} if row.authorization_details else {}),
     }
 
 
