@@ -25,12 +25,13 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 from core.authorization_details import MAX_DETAILS, MAX_JSON_BYTES, DetailType, InvalidDetail
 from core.bearer import resource_uri
+from core.identifiers import mask_resident_ids
 from idp.context import IdPContext
 
 PARAMETER = "authorization_details"
 ERROR = "invalid_authorization_details"
 MAX_PARAMETER_CHARS = 4 * MAX_JSON_BYTES  # longer is certainly over MAX_JSON_BYTES: refused before any parsing
-MAX_MATTER = 64
+MAX_MATTER = 100  # characters of a matter kept in the audit trail (a type may allow a matter's name, not only its code)
 
 
 class InvalidDetails(OAuth2Error):
@@ -137,13 +138,20 @@ def described(ctx: IdPContext, details) -> list[tuple[str, list[str]]]:
 
 
 def _is_matter(value) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= MAX_MATTER
+    return isinstance(value, str) and bool(value.strip())
 
 
 def summary(details) -> dict:
-    """What the audit trail keeps of granted details: their types and matters, nothing about the person."""
+    """What the audit trail keeps of granted details: their types and matters, nothing about the person.
+
+    A matter is the client's text: a resident ID someone put in it is masked all the same.
+    """
     matters = []
     for detail in details:
         listed = detail.get("matters")
-        matters += [m for m in [detail.get("matter"), *(listed if isinstance(listed, list) else [])] if _is_matter(m)]
+        matters += [
+            mask_resident_ids(m[:MAX_MATTER])
+            for m in [detail.get("matter"), *(listed if isinstance(listed, list) else [])]
+            if _is_matter(m)
+        ]
     return {"types": list(dict.fromkeys(d["type"] for d in details)), "matters": list(dict.fromkeys(matters))}

@@ -286,3 +286,14 @@ def test_a_long_request_survives_the_login_round_trip(rar):
     assert "code" in query_of(answer.location)
     [event] = audit_details(rar, "idp.consent.details_granted")
     assert event["matters"] == [f"matter-{n}" for n in range(MAX_DETAILS)]
+
+
+def test_the_audit_summary_keeps_types_and_matters_with_resident_ids_masked():
+    from datetime import date
+
+    from core.identifiers import generate_resident_id, mask_resident_id
+    from idp.oidc.authorization_details import summary
+
+    rid = generate_resident_id("110101", date(1990, 1, 1), 1)
+    granted = [{"type": "a", "matter": f"申请人{rid}", "purpose": "核对"}, {"type": "b", "matters": ["m2", 3, ""]}, {"type": "a"}]
+    assert summary(granted) == {"types": ["a", "b"], "matters": [f"申请人{mask_resident_id(rid)}", "m2"]}
