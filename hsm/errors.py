@@ -29,8 +29,8 @@ class PinLocked(HSMError):
 
 
 class KeyNotFound(HSMError):
-    def __init__(self, uri: str):
-        super().__init__(f"no private key in the token matches {uri}")
+    def __init__(self, uri: str, kind: str = "private key"):
+        super().__init__(f"no {kind} in the token matches {uri}")
         self.uri = uri
 
 
@@ -46,3 +46,11 @@ class UnsupportedAlgorithm(HSMError, ValueError):
 class KeyExists(HSMError):
     def __init__(self, label: str):
         super().__init__(f"a key labelled {label!r} already exists in the token")
+
+
+class CiphertextInvalid(HSMError, ValueError):
+    """Encrypted data that does not open: altered, sealed with other associated data, or under another key."""
+
+    def __init__(self, uri: str, reason: str = "it was altered, or sealed under another key or with other associated data"):
+        super().__init__(f"the encrypted data does not open with {uri}: {reason}")
+        self.uri = uri

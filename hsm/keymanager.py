@@ -78,6 +78,18 @@ class KeyManager(abc.ABC):
         """A ``cryptography`` private key whose ``sign()`` runs inside the store."""
 
     @abc.abstractmethod
+    def secret_key(self, label: str) -> str:
+        """The URI of the AES-256 secret key labelled ``label``, created in the store if absent."""
+
+    @abc.abstractmethod
+    def encrypt(self, uri: str, plaintext: bytes, aad: bytes = b"") -> bytes:
+        """``plaintext`` encrypted and authenticated (with ``aad``) by the secret key ``uri``, inside the store."""
+
+    @abc.abstractmethod
+    def decrypt(self, uri: str, blob: bytes, aad: bytes = b"") -> bytes:
+        """The plaintext of what ``encrypt`` returned; ``CiphertextInvalid`` if it was altered or ``aad`` differs."""
+
+    @abc.abstractmethod
     def keys(self) -> list[KeyInfo]:
         """Every private key in the store."""
 

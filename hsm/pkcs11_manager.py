@@ -24,11 +24,13 @@ import pkcs11
 from asn1crypto.core import OctetString
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from pkcs11 import Attribute, KeyType, ObjectClass
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.mechanisms import GCMParams
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from hsm import module
 from hsm.errors import (
+    CiphertextInvalid,
     HSMError,
     KeyExists,
     KeyNotFound,
@@ -60,6 +62,29 @@ _CURVE_BY_PARAMS = {encode_named_curve_parameters(name): (alg, curve) for alg, (
 
 PinProvider = Callable[[], str]
 
+# What encrypt() returns: version byte, 12-byte GCM IV, ciphertext, 16-byte tag. The
+# version byte is also authenticated (it leads the GCM AAD), so it cannot be swapped.
+SECRET_BLOB_VERSION = 1
+_GCM_IV_BYTES = 12
+_GCM_TAG_BYTES = 16
+# What a token answers when a GCM tag does not match: SoftHSM2 2.6 says CKR_GENERAL_ERROR,
+# the PKCS#11 3.0 wording is CKR_ENCRYPTED_DATA_INVALID (or _LEN_RANGE for a short input).
+_TAG_MISMATCH_ERRORS = (pkcs11.GeneralError, pkcs11.EncryptedDataInvalid, pkcs11.EncryptedDataLenRange)
+# A secret key we make: AES-256 kept in the token, usable only to encrypt and decrypt.
+_SECRET_KEY_TEMPLATE = {
+    Attribute.TOKEN: True,
+    Attribute.PRIVATE: True,
+    Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: False,
+    Attribute.ENCRYPT: True,
+    Attribute.DECRYPT: True,
+    Attribute.WRAP: False,
+    Attribute.UNWRAP: False,
+    Attribute.SIGN: False,
+    Attribute.VERIFY: False,
+    Attribute.DERIVE: False,
+}
+
 
 # Bumped in every forked child, so a pool can tell it was inherited without a
 # getpid() system call on each signature.
@@ -77,6 +102,7 @@ class _Pool:
         self.idle: list = []
         # Key objects are bound to a session; cache them per (session, key id).
         self.keys: dict[tuple[int, bytes], pkcs11.PrivateKey] = {}
+        self.secret_keys: dict[tuple[int, bytes], pkcs11.SecretKey] = {}
 
 
 class PKCS11KeyManager(KeyManager):
@@ -321,6 +347,135 @@ class PKCS11KeyManager(KeyManager):
             return key.sign(data, mechanism=mechanism, mechanism_param=mechanism_param)
 
         return self._run(sign)
+
+    # -- secret keys -------------------------------------------------------------------------
+
+    def secret_key(self, label: str) -> str:
+        """The AES-256 key labelled ``label``; made when absent.
+
+        Labels are not unique in PKCS#11, so two processes that both find nothing may
+        both make one. Every process therefore searches again after making its key and
+        takes the one with the lowest CKA_ID: after a race all processes agree from the
+        next call on. Neither key is deleted, since the loser may already have
+        encrypted something, and its URI (which names the id) still decrypts it.
+        Keys with that label but weaker attributes (extractable, not sensitive) are
+        never picked.
+        """
+        if not label or len(label) > 64:
+            raise HSMError("a key label must be 1 to 64 characters")
+
+        def find_or_create(pool, session):
+            found = self._secret_ids(session, label)
+            if not found:
+                session.generate_key(KeyType.AES, 256, id=secrets.token_bytes(16), label=label, store=True, template=_SECRET_KEY_TEMPLATE)
+                found = self._secret_ids(session, label)
+            return found[0]
+
+        try:
+            key_id = self._run(find_or_create)
+        except pkcs11.TokenWriteProtected:
+            raise HSMError(f"token {self.token_label!r} is write-protected") from None
+        except pkcs11.DeviceMemory:
+            raise HSMError(f"token {self.token_label!r} has no room for another key") from None
+        except pkcs11.MechanismInvalid:
+            raise UnsupportedAlgorithm(f"token {self.token_label!r} cannot generate AES keys") from None
+        return self._secret_uri(key_id, label)
+
+    @staticmethod
+    def _secret_ids(session, label: str) -> list[bytes]:
+        """CKA_IDs of the usable AES-256 keys labelled ``label``, lowest first."""
+        template = {
+            Attribute.CLASS: ObjectClass.SECRET_KEY,
+            Attribute.KEY_TYPE: KeyType.AES,
+            Attribute.LABEL: label,
+            Attribute.VALUE_LEN: 32,
+            Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: False,
+            Attribute.ENCRYPT: True,
+            Attribute.DECRYPT: True,
+        }
+        return sorted(obj[Attribute.ID] for obj in session.get_objects(template))
+
+    def _secret_uri(self, key_id: bytes, label: str | None = None) -> str:
+        path = {"token": self.token_label, **({"object": label} if label else {}), "type": "secret-key"}
+        return str(PKCS11URI(path=path, id=key_id))
+
+    def _resolve_secret_id(self, uri: str) -> bytes:
+        """The CKA_ID of the secret key named by ``uri`` (by id, or by label: the lowest id, as secret_key picks)."""
+        parsed = PKCS11URI.parse(uri)
+        if parsed.token is not None and parsed.token != self.token_label:
+            raise KeyNotFound(parsed.without_secrets(), "secret key")
+        if parsed.type not in (None, "secret-key"):
+            raise KeyNotFound(parsed.without_secrets(), "secret key")
+        if parsed.id is not None:
+            return parsed.id
+        if parsed.object is None:
+            raise KeyNotFound(parsed.without_secrets() + " (it names neither object nor id)", "secret key")
+
+        def find(pool, session):
+            found = self._secret_ids(session, parsed.object)
+            if not found:
+                raise KeyNotFound(parsed.without_secrets(), "secret key")
+            return found[0]
+
+        return self._run(find)
+
+    def _secret_key_object(self, pool: _Pool, session, key_id: bytes) -> pkcs11.SecretKey:
+        cache_key = (id(session), key_id)
+        key = pool.secret_keys.get(cache_key)
+        if key is None:
+            try:
+                key = session.get_key(object_class=ObjectClass.SECRET_KEY, id=key_id)
+            except pkcs11.NoSuchKey:
+                raise KeyNotFound(self._secret_uri(key_id), "secret key") from None
+            pool.secret_keys[cache_key] = key
+        return key
+
+    def encrypt(self, uri: str, plaintext: bytes, aad: bytes = b"") -> bytes:
+        """AES-GCM inside the token with a fresh random 96-bit IV.
+
+        Random IVs are safe up to about 2**32 messages per key (NIST SP 800-38D 8.3);
+        these keys wrap data keys, so they see a handful.
+        """
+        if not isinstance(plaintext, bytes | bytearray) or not isinstance(aad, bytes | bytearray):
+            raise TypeError("plaintext and aad must be bytes")
+        key_id = self._resolve_secret_id(uri)
+        header = bytes([SECRET_BLOB_VERSION]) + secrets.token_bytes(_GCM_IV_BYTES)
+        params = GCMParams(header[1:], header[:1] + bytes(aad), _GCM_TAG_BYTES * 8)
+
+        def run(pool, session):
+            return self._secret_key_object(pool, session, key_id).encrypt(
+                bytes(plaintext), mechanism=Mechanism.AES_GCM, mechanism_param=params
+            )
+
+        try:
+            return header + self._run(run)
+        except pkcs11.MechanismInvalid:
+            raise UnsupportedAlgorithm(f"token {self.token_label!r} does not offer AES-GCM (CKM_AES_GCM)") from None
+
+    def decrypt(self, uri: str, blob: bytes, aad: bytes = b"") -> bytes:
+        if not isinstance(blob, bytes | bytearray) or not isinstance(aad, bytes | bytearray):
+            raise TypeError("blob and aad must be bytes")
+        blob = bytes(blob)
+        if len(blob) < 1 + _GCM_IV_BYTES + _GCM_TAG_BYTES:
+            raise CiphertextInvalid(PKCS11URI.parse(uri).without_secrets(), "it is too short to be encrypted data")
+        if blob[0] != SECRET_BLOB_VERSION:
+            raise CiphertextInvalid(PKCS11URI.parse(uri).without_secrets(), f"unknown format version {blob[0]}")
+        key_id = self._resolve_secret_id(uri)
+        params = GCMParams(blob[1 : 1 + _GCM_IV_BYTES], blob[:1] + bytes(aad), _GCM_TAG_BYTES * 8)
+        body = blob[1 + _GCM_IV_BYTES :]
+
+        def run(pool, session):
+            return self._secret_key_object(pool, session, key_id).decrypt(body, mechanism=Mechanism.AES_GCM, mechanism_param=params)
+
+        try:
+            return self._run(run)
+        except _TAG_MISMATCH_ERRORS:
+            raise CiphertextInvalid(self._secret_uri(key_id)) from None
+        except pkcs11.MechanismInvalid:
+            raise UnsupportedAlgorithm(f"token {self.token_label!r} does not offer AES-GCM (CKM_AES_GCM)") from None
+
+    # -- listing and status ------------------------------------------------------------------
 
     def keys(self) -> list[KeyInfo]:
         def list_ids(pool, session):
