@@ -38,7 +38,7 @@ from flask import Blueprint, Response, g, request
 
 from core.bearer import ApiResource
 from core.problems import Problem, json_object_body
-from licenses import catalogue, context, grants, issuance, library, lifecycle, sharing, signer
+from licenses import catalogue, context, grants, issuance, issuers, library, lifecycle, sharing, signer
 from licenses.context import LicencesContext
 
 READ, ISSUE = "licences:read", "licences:issue"
@@ -81,19 +81,19 @@ def _day(value, name: str) -> date | None:
 @bp.get("/api/licences/<identifier>")
 @RESOURCE.require(READ)
 def lookup(identifier):
-    args = request.args
+    caller, args = _caller(), request.args
     use = sharing.use_of(args.get("purpose"), args.get("matter"), args.get("mode"))
-    return sharing.lookup(_ctx(), _caller(), identifier, use, fields=_fields(args.get("fields")))
+    return sharing.lookup(_ctx(), caller, identifier, use, fields=_fields(args.get("fields")))
 
 
 @bp.get("/api/licences")
 @RESOURCE.require(READ)
 def query():
-    args = request.args
+    caller, args = _caller(), request.args
     use = sharing.use_of(args.get("purpose"), args.get("matter"), args.get("mode"))
     return sharing.query(
         _ctx(),
-        _caller(),
+        caller,
         type_code=args.get("type", ""),
         use=use,
         holder_type=args.get("holder_type"),
@@ -105,11 +105,11 @@ def query():
 @bp.post("/api/licences/compare")
 @RESOURCE.require(READ)
 def compare():
-    body = json_object_body()
+    caller, body = _caller(), json_object_body()
     use = sharing.use_of(body.get("purpose"), body.get("matter"), grants.COMPARE)
     return sharing.compare(
         _ctx(),
-        _caller(),
+        caller,
         use,
         claims=body.get("claims"),
         identifier=_text(body, "identifier"),
@@ -129,20 +129,20 @@ def _text(body: dict, name: str) -> str | None:
 @bp.post("/api/licences/qr")
 @RESOURCE.require(READ)
 def qr():
-    body = json_object_body()
+    caller, body = _caller(), json_object_body()
     use = sharing.use_of(body.get("purpose"), body.get("matter"), body.get("mode"))
-    return sharing.scanned(_ctx(), _caller(), body.get("qr"), use, fields=_fields(body.get("fields")))
+    return sharing.scanned(_ctx(), caller, body.get("qr"), use, fields=_fields(body.get("fields")))
 
 
 @bp.post("/api/licences/<identifier>/copy")
 @RESOURCE.require(READ)
 def copy(identifier):
-    body = json_object_body()
+    caller, body = _caller(), json_object_body()
     use = sharing.use_of(body.get("purpose"), body.get("matter"), grants.COPY, modes=(grants.COPY,))
     until = _day(body.get("until"), "until")
     if until is None:
         raise Problem(422, "Unprocessable Content", "until is required: the last day the copy may be used (YYYY-MM-DD)", code="bad_date")
-    made, access = sharing.stamped_copy(_ctx(), _caller(), identifier, use, until=until)
+    made, access = sharing.stamped_copy(_ctx(), caller, identifier, use, until=until)
     response = Response(made.pdf, mimetype="application/pdf")
     response.headers.update(
         {
@@ -159,7 +159,7 @@ def copy(identifier):
 @bp.post("/api/licences/verify")
 @RESOURCE.require(READ)
 def verify():
-    options = dict(request.args)
+    caller, options = _caller(), dict(request.args)
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is None:
@@ -173,7 +173,7 @@ def verify():
             415, "Unsupported Media Type", "send the PDF as application/pdf, or multipart/form-data with 'file'", code="media_type"
         )
     use = sharing.use_of(options.get("purpose"), options.get("matter"), grants.COMPARE)
-    return sharing.verify_upload(_ctx(), _caller(), data, use)
+    return sharing.verify_upload(_ctx(), caller, data, use)
 
 
 @bp.get("/api/licences/types/<code>/fields")
@@ -214,7 +214,8 @@ def issue():
         request_id=_text(body, "request_id"),
     )
     with ctx.sessions() as db:
-        grants.check_issuing_client(db, client, catalogue.get(db, order.type_code).code, order.issuer_code.strip().upper())
+        definition, issuer = catalogue.get(db, order.type_code), issuers.get(db, order.issuer_code)
+        grants.check_issuing_client(db, client, definition.code, issuer.credit_code)
     licence = issuance.issue(ctx, order, actor=f"client:{client}", requester=f"client:{client}")
     return _licence_answer(ctx, licence.identifier), 201, {"Location": RESOURCE.root + "/" + licence.identifier}
 
