@@ -21,8 +21,8 @@ MIN_IMAGE_PIXELS = 64
 SIZE = 600  # the demo seal is drawn this many pixels square (about 4.2 cm at 360 dpi)
 RED = (200, 16, 32, 255)
 FONTS = Path("/usr/share/fonts")
-# Preferred first (a serif bold looks most like a carved seal); then any CJK font Debian ships.
-_FONT_PATTERNS = ("NotoSerifCJK-Bold.ttc", "NotoSansCJK-Bold.ttc", "*CJK*.tt[cf]", "wqy*.tt[cf]", "uming.ttc", "ukai.ttc")
+# After Noto Serif/Sans CJK in the weight asked for: any CJK font Debian ships.
+_FONT_FALLBACKS = ("*CJK*.tt[cf]", "wqy*.tt[cf]", "uming.ttc", "ukai.ttc")
 
 
 def _bad(detail: str) -> Problem:
@@ -51,9 +51,10 @@ def check_image(data: bytes) -> bytes:
     return out.getvalue()
 
 
-@lru_cache(maxsize=1)
-def cjk_font_path() -> str | None:
-    for pattern in _FONT_PATTERNS:
+@lru_cache(maxsize=4)
+def cjk_font_path(weight: str = "Bold") -> str | None:
+    """A CJK font file, Noto Serif CJK first (a serif bold looks most like a carved seal); ``weight``: Bold or Regular."""
+    for pattern in (f"NotoSerifCJK-{weight}.ttc", f"NotoSansCJK-{weight}.ttc", *_FONT_FALLBACKS):
         found = sorted(FONTS.rglob(pattern))
         if found:
             return str(found[0])
