@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from core.identifiers import generate_credit_code, generate_resident_id, organisation_code_check_char
-from tests.conftest import free_port, initialised_copy, start_server, stop_server
+from tests.conftest import free_port, initialised_copy, pkcs11_module_for, start_server, stop_server
 
 ACTOR = "test:licences"
 
@@ -76,7 +76,10 @@ def licence_world(tmp_path_factory):
 
     instance = initialised_copy(tmp_path_factory.mktemp("licences") / "instance")
     base = f"http://127.0.0.1:{free_port()}"
-    services = wiring.build(components.load_settings(instance, environ={**os.environ, "HALLMARK_PUBLIC_URL": base}))
+    # The instance's own token, through a private copy of SoftHSM2 (this process's copy serves the test token).
+    module = pkcs11_module_for(instance / "softhsm" / "softhsm2.conf")
+    environ = {**os.environ, "HALLMARK_PUBLIC_URL": base, "HALLMARK_PKCS11_MODULE": module}
+    services = wiring.build(components.load_settings(instance, environ=environ))
     demo.prepare_catalogue(services["licenses"], actor=ACTOR)
     world = LicenceWorld(instance, services, base)
     yield world
