@@ -158,7 +158,7 @@ def _file(
         qr_text=qr_text,
     )
     sealed = rendering.seal_file(ctx.signing, pdf, seal_name=seal_name, actor=actor, reason=f"{definition.name} {identifier}")
-    return sealed.pdf, sealed.document.document_id
+    return sealed.pdf, sealed.document.id
 
 
 def issue(ctx: LicencesContext, order: Order, *, actor: str, requester: str) -> Licence:
