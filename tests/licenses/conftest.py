@@ -23,7 +23,8 @@ ACTOR = "test:licences"
 
 def person_code(n: int) -> str:
     """A checksum-valid resident ID, different for each n."""
-    return generate_resident_id("350102", date(1970, 1, 1).fromordinal(date(1970, 1, 1).toordinal() + 37 * n), (n * 2 + 1) % 1000)
+    born = date.fromordinal(date(1960, 1, 1).toordinal() + (37 * n) % 18000)  # born 1960-2009
+    return generate_resident_id("350102", born, (n * 2 + 1) % 1000)
 
 
 def enterprise_code(n: int) -> str:
