@@ -24,6 +24,12 @@ def build(services: Services) -> LicencesContext:
     )
 
 
+def commands():
+    from licenses import cli
+
+    return (cli.licences,)
+
+
 def authorization_details():
     from licenses import consent
 
@@ -37,6 +43,7 @@ COMPONENT = Component(
     models=("licenses.models",),
     migrations=Path(__file__).parent / "migrations" / "versions",
     services=build,
+    commands=commands,
     authorization_details=authorization_details,
     translations=Path(__file__).parent / "translations",
 )
