@@ -236,6 +236,21 @@ class SigningWorld:
     def hallmark(self, *args, **kwargs):
         return run_hallmark(self.instance, *args, HALLMARK_PUBLIC_URL=self.base, **kwargs)
 
+    def crls_der(self) -> list[bytes]:
+        """The CRLs the server publishes, for an outside validator."""
+        return [requests.get(f"{self.base}/pki/crl/{name}.crl", timeout=10).content for name in ("root", "services", "people")]
+
+    def intermediates_der(self) -> list[bytes]:
+        """The issuing CAs' certificates the server publishes, as DER."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        found = []
+        for name in ("services", "people"):
+            data = requests.get(f"{self.base}/pki/ca/{name}.crt", timeout=10).content
+            found.append(data if data[:1] == b"\x30" else x509.load_pem_x509_certificate(data).public_bytes(Encoding.DER))
+        return found
+
 
 def start_world(tmp_path_factory) -> SigningWorld:
     instance = tmp_path_factory.mktemp("signing-instance")

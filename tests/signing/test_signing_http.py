@@ -49,21 +49,6 @@ def _documents(world) -> int:
         return connection.execute("select count(*) from signing_documents").fetchone()[0]
 
 
-def _crls(world) -> list[bytes]:
-    return [requests.get(f"{world.base}/pki/crl/{name}.crl", timeout=10).content for name in ("root", "services", "people")]
-
-
-def _intermediates(world) -> list[bytes]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    found = []
-    for name in ("services", "people"):
-        data = requests.get(f"{world.base}/pki/ca/{name}.crt", timeout=10).content
-        found.append(data if data[:1] == b"\x30" else x509.load_pem_x509_certificate(data).public_bytes(Encoding.DER))
-    return found
-
-
 @pytest.mark.parametrize("level", ["B-B", "B-T", "B-LT", "B-LTA"])
 def test_api_seal_is_valid_for_pdfsig_qpdf_pyhanko_and_our_report(signing_world, tmp_path, level):
     world = signing_world
@@ -109,7 +94,7 @@ def test_api_seal_is_valid_for_pdfsig_qpdf_pyhanko_and_our_report(signing_world,
     if level == "B-LTA":
         assert len(report["document_timestamps"]) == 1 and report["document_timestamps"][0]["intact"]
 
-    theirs = pyhanko_ades(answer.content, world.root_der, _intermediates(world), _crls(world))
+    theirs = pyhanko_ades(answer.content, world.root_der, world.intermediates_der(), world.crls_der())
     assert theirs == [("PASSED", None)]
     ours = [(e["indication"], e["sub_indication"]) for e in report["signatures"]]
     assert ours == [("TOTAL_PASSED", None)]
@@ -133,7 +118,7 @@ def test_sealing_a_signed_pdf_keeps_the_earlier_signature_valid(signing_world, t
     earlier, later = report["signatures"]
     assert earlier["modified_after_signing"] is True and earlier["covers_whole_file"] is False
     assert later["covers_whole_file"] is True and later["modified_after_signing"] is False
-    theirs = pyhanko_ades(second.content, world.root_der, _intermediates(world), _crls(world))
+    theirs = pyhanko_ades(second.content, world.root_der, world.intermediates_der(), world.crls_der())
     assert theirs == [("PASSED", None), ("PASSED", None)]
 
 
@@ -149,7 +134,7 @@ def test_tampered_pdf_fails_for_us_and_for_pdfsig(signing_world, tmp_path):
     entry = _validate(world, changed, world.token())["signatures"][0]
     assert (entry["indication"], entry["sub_indication"]) == ("TOTAL_FAILED", "HASH_FAILURE")
     assert any("digest does not match" in e for e in entry["errors"])
-    theirs = pyhanko_ades(changed, world.root_der, _intermediates(world), _crls(world))
+    theirs = pyhanko_ades(changed, world.root_der, world.intermediates_der(), world.crls_der())
     assert theirs == [("FAILED", "HASH_FAILURE")]
 
 
@@ -299,7 +284,7 @@ def test_revoked_seal(signing_world, tmp_path):
     timed = _validate(world, (tmp_path / "B-T.pdf").read_bytes(), token)["signatures"][0]
     assert timed["indication"] == "TOTAL_PASSED", timed  # the timestamp proves it was sealed before the revocation
     for level, expected in (("B-B", ("INDETERMINATE", "REVOKED_NO_POE")), ("B-T", ("PASSED", None))):
-        theirs = pyhanko_ades((tmp_path / f"{level}.pdf").read_bytes(), world.root_der, _intermediates(world), _crls(world))
+        theirs = pyhanko_ades((tmp_path / f"{level}.pdf").read_bytes(), world.root_der, world.intermediates_der(), world.crls_der())
         assert theirs == [expected], level
     judged = pdfsig(tmp_path / "B-B.pdf", world.nssdir)
     assert judged[0].signature_valid and judged[0].value("Certificate Validation") == "Certificate has been Revoked.", judged[0].lines
