@@ -52,9 +52,9 @@ DEFAULT_ACCENT = "#b0102a"
 SEAL_PLACEMENT = pades.Placement(page=1)
 
 QR_SIZE = 108.0  # points: 3.8 cm; a 500-character payload then has 2.5 pixels a module at 150 dpi
-MARGIN = 58.0  # from the page edge to the text
-FRAME_OUTER = 18.0
-FRAME_INNER = 24.0
+MARGIN = 46.0  # from the page edge to the text (the seal stamp keeps 36)
+FRAME_OUTER = 16.0
+FRAME_INNER = 21.5
 
 _name = generic.NameObject
 
@@ -338,7 +338,7 @@ SMALLEST = 7.0
 CELL_PAD_X = 9.0
 CELL_PAD_Y = 5.5
 MIN_ROW = 24.0
-MAX_ROW = 32.0  # rows are made taller, up to this, when the page has room
+MAX_ROW = 38.0  # rows are made taller, up to this, when the page has room
 
 
 @dataclass
@@ -387,10 +387,10 @@ def _fit_table(page: _Page, rows, label_width: float, value_width: float, availa
             break
         longest.value = [*longest.value[:-2], longest.value[-2][:-1] + "…"]
     spare = available - sum(row.height for row in fitted)
-    single = [row for row in fitted if row.height <= MIN_ROW]
+    single = [row for row in fitted if len(row.value) == 1 and len(row.label) == 1]
     if spare > 0 and single:  # room left: taller single-line rows, so the table fills the page as a form would
         for row in single:
-            row.minimum = min(MAX_ROW, MIN_ROW + spare / len(single))
+            row.minimum = min(MAX_ROW, row.height + spare / len(single))
     return fitted
 
 
