@@ -58,6 +58,7 @@ HALLS = (
 )
 BASIC_USER = "demo-basic"
 REALNAME_USER = "demo-realname"
+LEGAL_REP_USER = "demo-legalrep"  # represents the demo enterprise (so demo-realname's logins stay one step)
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,8 @@ def prepare(
         data["usb_key"] = usb_key
         data["seal"] = _seal_sample(ca, instance, data.get("seal") or {})
     if licences is not None:
+        people[LEGAL_REP_USER] = _account(ctx, LEGAL_REP_USER, "演示法人丙", people.get(LEGAL_REP_USER, {}))
+        people[LEGAL_REP_USER].update(_proof(ctx, LEGAL_REP_USER, 1), level=2)
         data["licences"] = _licences(ctx, licences)
     _save(path, data)
     return DemoInfo(hall_data, people, path, usb_key, data.get("seal"), data.get("licences"))
@@ -167,7 +170,7 @@ DEMO_ENTERPRISE = "示范市闽江食品有限公司"
 
 
 def _licences(ctx: IdPContext, licences: LicencesContext) -> dict:
-    """Demo licences: two held by the real-name demo person, two by an enterprise they represent."""
+    """Demo licences: two held by the real-name demo person, two by an enterprise the legal-representative account represents."""
     from core.identifiers import generate_credit_code, organisation_code_check_char
     from idp.models import Enterprise
     from idp.people import enterprises
@@ -179,7 +182,7 @@ def _licences(ctx: IdPContext, licences: LicencesContext) -> dict:
     credit_code = generate_credit_code("91350100" + organisation + organisation_code_check_char(organisation))
     with core_db.transaction(ctx.sessions) as db:
         if db.get(Enterprise, credit_code) is None:
-            account = accounts.find(db, REALNAME_USER)
+            account = accounts.find(db, LEGAL_REP_USER)
             enterprises.add(db, credit_code=credit_code, name=DEMO_ENTERPRISE, representative=account.id, actor=ACTOR)
     issued = licence_demo.issue_samples(
         licences,
@@ -257,9 +260,9 @@ def _account(ctx: IdPContext, username: str, display_name: str, known: dict) -> 
         return {"password": password, "account_id": account.id}
 
 
-def _proof(ctx: IdPContext, username: str) -> dict:
-    """Verify the real-name demo account against a synthetic person in the embedded registry."""
-    person = realname.demo_people(1)[0]
+def _proof(ctx: IdPContext, username: str, index: int = 0) -> dict:
+    """Verify a demo account against synthetic person ``index`` in the embedded registry."""
+    person = realname.demo_people(index + 1)[index]
     realname.import_people(ctx, [person], actor=ACTOR, source="demo")
     with ctx.sessions() as db:
         account: Account = accounts.find(db, username)
@@ -291,8 +294,10 @@ def banner(info: DemoInfo, idp_url: str) -> str:
         lines.append(f"                    seal your own: .venv/bin/hallmark sign pdf IN.pdf OUT.pdf --seal {info.seal['name']}")
     if info.licences:
         issued = info.licences["issued"]
-        lines.append(f"  demo licences     {len(issued)} issued to {REALNAME_USER} and {info.licences['enterprise']} (they represent it);")
-        lines.append(f"                    log in as {REALNAME_USER} and open {idp_url.rstrip('/')}/licences to see them, show one (亮证)")
+        lines.append(
+            f"  demo licences     {len(issued)} issued: two to {REALNAME_USER}, two to {info.licences['enterprise']} ({LEGAL_REP_USER}"
+        )
+        lines.append(f"                    represents it); log in and open {idp_url.rstrip('/')}/licences to see them, show one (亮证)")
         lines.append("                    and see who looked at them; a verification page (the QR code on each file):")
         lines.append(f"                    {issued[0]['verify_url']}")
         lines.append("                    list them: .venv/bin/hallmark licences list")
