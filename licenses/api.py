@@ -37,6 +37,7 @@ from datetime import date
 from flask import Blueprint, Response, g, request
 
 from core.bearer import ApiResource
+from core.db import read_only
 from core.problems import Problem, json_object_body
 from licenses import catalogue, context, grants, issuance, issuers, library, lifecycle, sharing, signer
 from licenses.context import LicencesContext
@@ -213,7 +214,7 @@ def issue():
         serial=_text(body, "serial"),
         request_id=_text(body, "request_id"),
     )
-    with ctx.sessions() as db:
+    with read_only(ctx.sessions) as db:
         definition, issuer = catalogue.get(db, order.type_code), issuers.get(db, order.issuer_code)
         grants.check_issuing_client(db, client, definition.code, issuer.credit_code)
     licence = issuance.issue(ctx, order, actor=f"client:{client}", requester=f"client:{client}")
@@ -221,7 +222,7 @@ def issue():
 
 
 def _licence_answer(ctx: LicencesContext, identifier: str) -> dict:
-    with ctx.sessions() as db:
+    with read_only(ctx.sessions) as db:
         return {"licence": library.describe(ctx, db, lifecycle.find(db, identifier))}
 
 
@@ -235,7 +236,7 @@ def change(identifier, action):
     sharing.caller_of(ctx, g.token)
     client = _issuer_client()
     identifier = library.check_identifier(identifier)
-    with ctx.sessions() as db:
+    with read_only(ctx.sessions) as db:
         licence = lifecycle.find(db, identifier)
         grants.check_issuing_client(db, client, licence.type_code, licence.issuer_code)
     reason = body.get("reason")

@@ -26,6 +26,7 @@ import time
 from datetime import UTC, datetime
 
 from core.authorization_details import DetailType, InvalidDetail
+from core.db import read_only
 from core.identifiers import InvalidIdentifier
 from licenses import grants, identifiers
 from licenses.settings import LicencesSettings
@@ -128,7 +129,8 @@ def _known_types(codes: list[str]) -> None:
         ctx = context.current()
     except LookupError:
         return
-    with ctx.sessions() as db:
+    # Read-only: the identity provider calls this inside its own write transaction (on SQLite, the write lock).
+    with read_only(ctx.sessions) as db:
         for code in codes:
             if db.get(LicenceType, code) is None:
                 raise InvalidDetail(f"'datatypes': there is no licence type {code} in the catalogue")
@@ -143,7 +145,7 @@ def _type_names(codes: list[str]) -> list[str]:
         from licenses.models import LicenceType
 
         try:
-            with context.current().sessions() as db:
+            with read_only(context.current().sessions) as db:
                 names = [row.name if (row := db.get(LicenceType, code)) is not None else code for code in codes]
         except LookupError:
             pass

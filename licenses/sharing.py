@@ -30,6 +30,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from core import audit
+from core.db import read_only
 from core.people import HolderRef
 from core.problems import Problem
 from licenses import accesslog, catalogue, consent, grants, library, lifecycle, privacy, qrpayload, receipts, signer
@@ -296,7 +297,7 @@ def _face_fields(definition: TypeView, wanted: list[str] | None) -> list[str]:
 def lookup(ctx: LicencesContext, caller: Caller, identifier: str, use: Use, *, fields: list[str] | None = None) -> dict:
     """A licence by identifier: its description and status; in ``read`` mode also its face (``fields``: only those)."""
     identifier = library.check_identifier(identifier)
-    with ctx.sessions() as db:
+    with read_only(ctx.sessions) as db:
         licence = lifecycle.find(db, identifier)
         definition = catalogue.get(db, licence.type_code)
         shown = _face_fields(definition, fields) if use.mode == grants.READ else []
@@ -362,7 +363,7 @@ def query(
     """A holder's licences of one type (every version, newest first), each with its status; in ``read`` mode with the face."""
     if not type_code:
         raise Problem(422, "Unprocessable Content", "type (a licence-type code) is required", code="bad_type")
-    with ctx.sessions() as db:
+    with read_only(ctx.sessions) as db:
         definition = catalogue.get(db, type_code)
         holder = _holder_of(caller, definition, holder_type, holder_code, ctx)
         shown = _face_fields(definition, fields) if use.mode == grants.READ else []
@@ -432,7 +433,7 @@ def compare(
     holder_code: str | None = None,
 ) -> dict:
     """Claimed face values against a licence: ``match``, ``no_match`` or ``absent`` per field, nothing disclosed; signed."""
-    with ctx.sessions() as db:
+    with read_only(ctx.sessions) as db:
         if identifier:
             licence = lifecycle.find(db, library.check_identifier(identifier))
             definition = catalogue.get(db, licence.type_code)
@@ -535,7 +536,7 @@ def scanned(ctx: LicencesContext, caller: Caller, text: object, use: Use, *, fie
 
 
 def type_fields(ctx: LicencesContext, code: str) -> dict:
-    with ctx.sessions() as db:
+    with read_only(ctx.sessions) as db:
         definition = catalogue.get(db, code)
     return {"type": definition.code, "name": definition.name, "name_en": definition.name_en, "fields": definition.fields_json()}
 
@@ -545,7 +546,7 @@ def stamped_copy(ctx: LicencesContext, caller: Caller, identifier: str, use: Use
     from licenses import copies
 
     identifier = library.check_identifier(identifier)
-    with ctx.sessions() as db:
+    with read_only(ctx.sessions) as db:
         licence = lifecycle.find(db, identifier)
         type_code, holder = licence.type_code, licence.holder_hash
         route = _allowed_or_logged(ctx, db, caller, type_code, use, holder=holder, identifier=identifier, mode="copy")
@@ -574,7 +575,7 @@ def verify_upload(ctx: LicencesContext, caller: Caller, pdf: bytes, use: Use) ->
     described = report.get("licence")
     if not described:
         return report  # not a licence of ours: nobody's data was reached
-    with ctx.sessions() as db:
+    with read_only(ctx.sessions) as db:
         licence = lifecycle.find(db, described["identifier"])
         type_code, holder, identifier = licence.type_code, licence.holder_hash, licence.identifier
         route = _allowed_or_logged(ctx, db, caller, type_code, use, holder=holder, identifier=identifier, mode="verify")
