@@ -24,6 +24,18 @@ def build(services: Services) -> LicencesContext:
     )
 
 
+def blueprints():
+    from licenses import api
+
+    return (api.bp,)
+
+
+def api_resources():
+    from licenses import api
+
+    return (api.RESOURCE,)
+
+
 def commands():
     from licenses import cli
 
@@ -44,6 +56,8 @@ COMPONENT = Component(
     migrations=Path(__file__).parent / "migrations" / "versions",
     services=build,
     commands=commands,
+    blueprints=blueprints,
+    api_resources=api_resources,
     authorization_details=authorization_details,
     translations=Path(__file__).parent / "translations",
 )
