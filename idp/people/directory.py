@@ -27,7 +27,7 @@ from core.people import RESIDENT_ID as RESIDENT_ID_TYPE
 from core.people import HolderRef, SignedIn
 from idp import levels
 from idp.context import IdPContext
-from idp.models import Account, Enterprise, IdentityProofing
+from idp.models import Account, Client, Enterprise, IdentityProofing
 from idp.oidc import tokens
 from idp.people import accounts, enterprises, sessions
 
@@ -106,7 +106,12 @@ class Directory:
             return "not an access token of this provider"
         with core_db.read_only(self.ctx.sessions) as db:
             # Revoked (jti, family, session), session ended, client removed, enterprise no longer acted for.
-            return tokens.inactive_reason(self.ctx, db, claims)
+            reason = tokens.inactive_reason(self.ctx, db, claims)
+            # inactive_reason asks the per-process client cache; a client removed a moment ago through another
+            # process (the CLI, another worker) must stop reaching licences at once, so ask the database too.
+            if reason is None and db.get(Client, claims["client_id"]) is None:
+                reason = "client removed"
+            return reason
 
     # -- holders ------------------------------------------------------------------------------
 

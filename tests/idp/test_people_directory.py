@@ -14,7 +14,7 @@ import pytest
 
 from core import component, people
 from core.identifiers import lookup_hash, mask_credit_code
-from idp.models import IdentityProofing
+from idp.models import Client, IdentityProofing
 from idp.oidc import clients
 from idp.people import enterprises, sessions
 from tests.certlogin_fixtures import new_credit_code
@@ -142,6 +142,15 @@ def test_token_inactive_says_why(oidc, directory):
     with oidc.tx() as db:
         clients.remove(oidc.ctx, db, "approval", actor="test")
     assert directory.token_inactive(own) == "client removed"
+
+    # Removed by another process: this one's client cache still has it, the directory asks the database.
+    other = oidc.client("other-approval", redirect_uris=[], grant_types=["client_credentials"], scopes=["ca:read"], first_party=False)
+    theirs = decode(oidc, oidc.token({"grant_type": "client_credentials"}, "other-approval", other).get_json()["access_token"]).claims
+    assert directory.token_inactive(theirs) is None and clients.get(oidc.ctx, "other-approval") is not None  # cached
+    with oidc.tx() as db:
+        db.delete(db.get(Client, "other-approval"))
+    assert clients.get(oidc.ctx, "other-approval") is not None  # still cached here
+    assert directory.token_inactive(theirs) == "client removed"
 
     sid = oidc.login(oidc.account("other"))
     second = oidc.token({"grant_type": "authorization_code", "code": oidc.code(), "redirect_uri": CB}, "hall", secret).get_json()
