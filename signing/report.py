@@ -35,8 +35,8 @@ from asn1crypto import x509 as asn1_x509
 from asn1crypto.crl import CertificateList
 from asn1crypto.ocsp import OCSPResponse
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from pyhanko.pdf_utils.decode_limits import DecodePurpose
-from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.sign.ades.report import AdESStatus
 from pyhanko.sign.validation import ades
 from pyhanko.sign.validation.dss import DocumentSecurityStore, NoDSSFoundError
@@ -299,7 +299,7 @@ async def _doc_timestamp_entry(signature: EmbeddedPdfSignature) -> dict:
         signature.compute_integrity_info()
         digest = signature.compute_digest()
         entry["intact"] = tst_info["message_imprint"]["hashed_message"].native == digest
-    except (ValueError, KeyError, PdfError, TypeError) as exc:
+    except pdfinput.DAMAGED as exc:
         entry["error"] = str(exc)[:200]
     return entry
 
@@ -315,10 +315,14 @@ async def async_validate(
     now = datetime.now(UTC)
     try:
         embedded = list(reader.embedded_signatures)
-    except (PdfError, KeyError, ValueError, TypeError) as exc:
+    except pdfinput.DAMAGED as exc:
         log.info("cannot enumerate signatures: %s", exc)
         raise pdfinput.refuse(422, "corrupt", "the PDF's signature fields cannot be read") from None
-    dss = _read_dss(reader)
+    try:
+        dss = _read_dss(reader)
+    except pdfinput.DAMAGED as exc:
+        log.info("cannot read the DSS: %s: %s", type(exc).__name__, exc)
+        raise pdfinput.refuse(422, "corrupt", "the PDF's validation data (its DSS) is damaged and cannot be read") from None
     signatures, timestamps = [], []
     regular = [s for s in embedded if s.sig_object_type != "/DocTimeStamp"]
     for signature in embedded:
@@ -331,7 +335,7 @@ async def async_validate(
         try:
             process, result, policy = await _validate(ctx, signature, dss, doc_timestamps_after, found)
             signatures.append(_signature_entry(number, signature, process, result, dss, doc_timestamps_after, policy))
-        except (ValueError, KeyError, TypeError, PdfError, NotImplementedError) as exc:
+        except (*pdfinput.DAMAGED, NotImplementedError, UnsupportedAlgorithm) as exc:
             log.info("signature %s could not be processed: %s", signature.field_name, exc)
             signatures.append(_failed_entry(number, signature, f"the signature cannot be processed: {type(exc).__name__}"))
     passed = sum(1 for s in signatures if s["indication"] == "TOTAL_PASSED")

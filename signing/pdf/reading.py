@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import zlib
 
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
@@ -18,6 +19,11 @@ MAX_PDF_BYTES = 8 * 1024 * 1024  # below the request limit, with room for base64
 HEADER_WINDOW = 1024  # ISO 32000-1 7.5.2 tolerates bytes before %PDF-; readers look this far
 
 log = logging.getLogger("hallmark.signing.pdf")
+
+# What pyHanko (and asn1crypto under it) raise on damaged input, read now or later when an object is
+# resolved: zlib.error (a damaged compressed stream) is no ValueError, and a mangled number in the file
+# raises decimal.InvalidOperation, an ArithmeticError.
+DAMAGED = (PdfError, KeyError, ValueError, TypeError, IndexError, AttributeError, RecursionError, ArithmeticError, zlib.error)
 
 
 def refuse(status: int, code: str, detail: str) -> Problem:
@@ -45,7 +51,7 @@ def read(data: bytes, *, limit: int = MAX_PDF_BYTES) -> PdfFileReader:
             root = reader.root
             pages = reader.root["/Pages"]
             _ = (root.get("/AcroForm"), pages["/Count"], reader.trailer, reader.xrefs.total_revisions)
-    except (PdfError, KeyError, ValueError, TypeError, IndexError, AttributeError, RecursionError) as exc:
+    except DAMAGED as exc:
         log.info("refused a corrupt PDF: %s: %s", type(exc).__name__, exc)
         raise refuse(422, "corrupt", "the PDF is damaged and cannot be read (its structure or cross-reference table is broken)") from None
     if encrypted:
