@@ -423,3 +423,42 @@ def test_no_resident_id_in_the_access_log_or_receipts(api, driver):
     for row in rows:
         text = json.dumps([row.client_id, row.holder_hash, row.identifier, row.purpose, row.matter, row.fields], ensure_ascii=False)
         assert driver["code"] not in text
+
+
+def test_stamped_copy_and_file_verification(api, driver):
+    from licenses.models import Licence
+
+    client = api.client()
+    token = api.token(client)
+    licence = driver["licence"]
+    until = (datetime.now(UTC) + timedelta(days=7)).date().isoformat()
+    body = {"purpose": PURPOSE, "matter": MATTER, "until": until}
+    refused = api.post(f"/api/licences/{licence.identifier}/copy", token, body)
+    assert refused.status_code == 403 and refused.json()["ask_for"]["grant"]["mode"] == "copy"
+    api.grant(client[0], mode="copy")
+    made = api.post(f"/api/licences/{licence.identifier}/copy", token, body)
+    assert made.status_code == 200, made.text[:500]
+    assert made.headers["Content-Type"] == "application/pdf" and made.content.startswith(b"%PDF-")
+    header, claims = independently_verified(made.headers["Hallmark-Receipt"], api.jwks)
+    assert claims["mode"] == "copy" and claims["result"] == "copy_made" and claims["seq"] == int(made.headers["Hallmark-Access-Seq"])
+    assert api.post(f"/api/licences/{licence.identifier}/copy", token, {**body, "until": "tomorrow"}).json()["code"] == "bad_date"
+
+    with api.world.ctx.sessions() as db:
+        pdf = db.get(Licence, licence.identifier).pdf
+    verified = requests.post(
+        api.base + "/api/licences/verify",
+        params={"purpose": PURPOSE, "matter": MATTER},
+        data=pdf,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/pdf"},
+        timeout=120,
+    )
+    assert verified.status_code == 200, verified.text[:500]
+    assert verified.json()["verdict"] == "genuine_current" and api.receipt(verified.json())["mode"] == "verify"
+    not_pdf = requests.post(
+        api.base + "/api/licences/verify",
+        params={"purpose": PURPOSE, "matter": MATTER},
+        data=b"not a pdf",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/pdf"},
+        timeout=30,
+    )
+    assert not_pdf.status_code == 422 and not_pdf.json()["code"] == "not_a_pdf"
