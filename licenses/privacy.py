@@ -22,6 +22,7 @@ licence for any province's library; rotating is adding a newer row.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import struct
 from typing import Any
@@ -51,6 +52,8 @@ _HOLDER_AAD = b"hallmark-licence-holder\x00"
 # ctx._cache entries of this module
 _KEYS = "privacy.data_keys"  # data key id -> (wrapped bytes, AESGCM)
 _CURRENT = "privacy.current_data_key"  # id of the data key new values are sealed with
+
+log = logging.getLogger(__name__)
 
 MASKED_DATE = "****-**-**"
 MASKED = "***"
@@ -209,6 +212,7 @@ def open_face(ctx: LicencesContext, db: Session, licence: Licence, definition: T
         try:
             secret = json.loads(open_value(ctx, db, licence.data_key_id, licence.face_secret, _face_aad(licence.identifier)))
         except UnreadableData as exc:
+            log.error("licence %s: its sensitive fields do not open (%s)", licence.identifier, exc.what)  # tampering shows here
             raise UnreadableData(f"the sensitive fields of licence {licence.identifier} ({exc.what})") from None
         values.update(secret)
     order = [f.name for f in definition.fields]
@@ -226,6 +230,7 @@ def open_holder(ctx: LicencesContext, db: Session, licence: Licence) -> str:
         blob = licence.holder_cipher
         return open_value(ctx, db, blob_key_id(blob), blob, _holder_aad(licence.identifier)).decode("utf-8")
     except UnreadableData as exc:
+        log.error("licence %s: its holder code does not open (%s)", licence.identifier, exc.what)
         raise UnreadableData(f"the holder of licence {licence.identifier} ({exc.what})") from None
 
 

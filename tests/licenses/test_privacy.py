@@ -196,7 +196,7 @@ def test_sensitive_values_are_not_in_the_stored_bytes(ctx, sessions, migrated):
             assert value.encode() not in everything if isinstance(value, str) else value not in everything  # ... never in clear
 
 
-def test_values_bound_to_their_licence_and_column(ctx, sessions):
+def test_values_bound_to_their_licence_and_column(ctx, sessions, caplog):
     from licenses import privacy
     from licenses.models import Licence
 
@@ -230,8 +230,10 @@ def test_values_bound_to_their_licence_and_column(ctx, sessions):
         with pytest.raises(privacy.UnreadableData):
             privacy.open_holder(ctx, session, crossed)
     assert caught.value.status == 500 and caught.value.extensions["code"] == "unreadable_data"
+    logged = [r.getMessage() for r in caplog.records if r.name == "licenses.privacy"]
+    assert any(second.identifier in line and "do not open" in line for line in logged), logged
     for value in (driving_face(1)["licence_number"], ADDRESS, HOLDER):
-        assert value not in str(caught.value)
+        assert value not in str(caught.value) and not any(value in line for line in logged)
 
 
 @pytest.mark.parametrize("where", [0, 1, 5, 17, -1], ids=["version", "key-id", "nonce", "ciphertext", "tag"])
