@@ -123,7 +123,9 @@ class Api:
                 break
         assert response.status_code == 200, (response.status_code, location, response.text[:500])
         page = response.text
-        assert "证照" in page and detail["purpose"] in page  # the detail in plain Chinese
+        # The detail in plain Chinese (the licence library's describe, through its own catalogue).
+        assert "证照：机动车驾驶证" in page and f"用途：{detail['purpose']}" in page and f"办理事项：{detail['matter']}" in page
+        assert "只核对您提供的信息与证照是否一致" in page
         form_token = page.split('name="form_token" value="')[1].split('"')[0]
         next_url = page.split('name="next" value="')[1].split('"')[0].replace("&amp;", "&")
         allowed = browser.post(
