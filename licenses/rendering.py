@@ -32,6 +32,7 @@ import io
 import math
 import re
 import threading
+import unicodedata
 from dataclasses import dataclass
 from datetime import date
 
@@ -56,6 +57,7 @@ MARGIN = 46.0  # from the page edge to the text (the seal stamp keeps 36)
 FRAME_OUTER = 16.0
 FRAME_INNER = 21.5
 
+MISSING = "\u25a1"  # □, what official documents print for a character the type cannot set
 _name = generic.NameObject
 
 
@@ -72,6 +74,21 @@ class _Font:
     hb_font: object  # uharfbuzz.Font over the same bytes, for measuring text before it is drawn
     units_per_em: int
     widths: dict  # character -> advance in em (filled as characters are met)
+    drawn: dict  # character -> what is drawn for it: itself, MISSING, or nothing (format characters)
+
+    def drawable(self, text: str) -> str:
+        """``text`` with the characters the font has no glyph for shown as MISSING (a CID font cannot show .notdef)."""
+        return "".join(self._drawn(char) for char in text)
+
+    def _drawn(self, char: str) -> str:
+        found = self.drawn.get(char)
+        if found is None:
+            if unicodedata.category(char) in ("Cc", "Cf"):  # controls and invisible formatting (zero-width space, ...)
+                found = ""
+            else:
+                found = char if self.hb_font.get_nominal_glyph(ord(char)) else MISSING
+            self.drawn[char] = found
+        return found
 
     def advance(self, char: str) -> float:
         width = self.widths.get(char)
@@ -81,7 +98,7 @@ class _Font:
         return width
 
     def measure(self, text: str) -> float:
-        return sum(self.advance(char) for char in text)
+        return sum(self.advance(char) for char in self.drawable(text))
 
 
 _fonts: dict[str, _Font] = {}
@@ -106,7 +123,7 @@ def _font(weight: str) -> _Font:
                 raise FontMissing("no CJK font found under /usr/share/fonts: install fonts-noto-cjk")
             data = _standalone_face(path)
             hb_font = uharfbuzz.Font(uharfbuzz.Face(data))
-            found = _fonts[weight] = _Font(data, hb_font, hb_font.face.upem, {})
+            found = _fonts[weight] = _Font(data, hb_font, hb_font.face.upem, {}, {})
     return found
 
 
@@ -210,6 +227,7 @@ class _Page:
         align: str = "left",
     ) -> float:
         """Draw one line with its baseline at ``y``; ``x`` is its left, centre or right. Returns its width."""
+        text = self.font.drawable(text)
         if not text:
             return 0.0
         shaped = self.engine.shape(text)
@@ -450,6 +468,23 @@ def _watermark(page: _Page, note: str, accent, keep_clear: tuple[float, float, f
     page.ops.append(b"Q Q")
 
 
+COPY_INDENT = 62.0  # where the copy note starts, after its 加注件 label
+COPY_LINES = 3
+
+
+def _copy_band(page: _Page, note: str, width: float) -> tuple[list[str], float, float]:
+    """The copy note's lines, size and band height: 10 pt on one or two lines, else smaller, at most three lines."""
+    size = 10.0
+    while True:
+        lines = wrap(lambda t, s=size: page.measure(t, s), note, width - COPY_INDENT - 8)
+        if len(lines) <= 2 or size <= 7.0:
+            break
+        size -= 0.5
+    if len(lines) > COPY_LINES:
+        lines = [*lines[: COPY_LINES - 1], lines[COPY_LINES - 1][:-1] + "…"]
+    return lines, size, len(lines) * size * 1.35 + 11
+
+
 def render_face(
     definition: TypeView,
     *,
@@ -515,18 +550,23 @@ def render_face(
 
     # the face fields, and the copy note under them
     table_top = title_y - 40
-    table_floor = seal_box[3] + 14 + (26 if copy_note else 0)
-    rows = _rows(definition, face, holder_name, valid_from, valid_until)
     table_width = right - MARGIN
+    band = _copy_band(page, copy_note, table_width) if copy_note else None
+    table_floor = seal_box[3] + 14 + (band[2] + 8 if band else 0)
+    rows = _rows(definition, face, holder_name, valid_from, valid_until)
     widest_label = max(page.measure(label, LABEL_SIZE) for label, _ in rows)
     label_width = max(LABEL_EMS * LABEL_SIZE, min(widest_label, 10 * LABEL_SIZE)) + 2 * CELL_PAD_X
     fitted = _fit_table(page, rows, label_width, table_width - label_width, table_top - table_floor)
     table_bottom = _draw_table(page, fitted, MARGIN, table_top, label_width, table_width - label_width, accent)
-    if copy_note:
-        band_y = table_bottom - 25
-        page.rect(MARGIN, band_y, table_width, 18, fill=_mix(accent, WHITE, 0.12))
-        page.text(MARGIN + 8, band_y + 5.5, "加注件", size=10, bold=True, colour=accent, spacing=2)
-        page.text(MARGIN + 60, band_y + 5.5, copy_note, size=10, colour=_mix(accent, BLACK, 0.7))
+    if band:
+        lines, size, band_height = band
+        band_y = table_bottom - 7 - band_height
+        page.rect(MARGIN, band_y, table_width, band_height, fill=_mix(accent, WHITE, 0.12))
+        baseline = band_y + band_height - 5.5 - size * 0.88
+        page.text(MARGIN + 8, baseline, "加注件", size=10, bold=True, colour=accent, spacing=2)
+        for line in lines:
+            page.text(MARGIN + COPY_INDENT, baseline, line, size=size, colour=_mix(accent, BLACK, 0.7))
+            baseline -= size * 1.35
 
     # the QR code at the bottom left, on white
     qr_x, qr_y = MARGIN, seal_box[1] + 2

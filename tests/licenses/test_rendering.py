@@ -223,6 +223,26 @@ def test_a_copy_for_a_stated_use_carries_its_note_and_the_qr_still_reads(tmp_pat
     assert "加注件" not in pdftotext(tmp_path / "plain.pdf")
 
 
+def test_a_long_copy_note_wraps_in_its_band(tmp_path):
+    note = (
+        "仅供 福建省福州市鼓楼区不动产登记和交易服务中心（示范市自然资源和规划局直属事业单位）用于 办理不动产转移登记、"
+        "抵押登记及相关税费核定业务，核验申请人企业主体资格与经营范围，有效期至 2027年01月05日"
+    )
+    pdf, arguments = render("business-licence", copy_note=note)
+    path = tmp_path / "long-copy.pdf"
+    path.write_bytes(pdf)
+    assert page_size(pdf)[0] == 1
+    assert "有效期至 2027年01月05日" in pdftotext(path)
+    assert qr_codes(png(path)) == [arguments["qr_text"]]
+
+
+def test_characters_the_font_lacks_print_as_a_box_instead_of_failing(tmp_path):
+    pdf, _ = render("business-licence", face={"name": "福州\U0001f600科技\u200b有限公司\U00020bb7"})
+    path = tmp_path / "odd.pdf"
+    path.write_bytes(pdf)
+    assert "福州□科技有限公司\U00020bb7" in pdftotext(path)  # the emoji boxed, the zero-width space dropped, 𠮷 kept
+
+
 @pytest.fixture(scope="module")
 def world_signing(signing_world):
     """The signing service of the running signing world's instance, in this process."""
