@@ -1,13 +1,15 @@
-"""Stamped copies (加注件): sealed (judged by poppler's pdfsig), the note printed on them (pdftotext), the QR code
+"""Stamped copies (加注件): sealed (judged by poppler's pdfsig and pyHanko's validator with the Hallmark root), the note printed on them (pdftotext), the QR code
 pointing at the copy (read by zxing-cpp), the cap on their validity, and "expired" after their last day."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from datetime import timedelta
 
 import pytest
+import requests
 import zxingcpp
 from PIL import Image
 from sqlalchemy import func, select, update
@@ -15,7 +17,7 @@ from sqlalchemy import func, select, update
 from core.problems import Problem
 from licenses import copies, demo, lifecycle, qrpayload
 from licenses.models import StampedCopy
-from tests.signing_fixtures import nss_database, pdfsig
+from tests.signing_fixtures import nss_database, pdfsig, pyhanko_ades
 
 CLIENT = "market-approval"
 CLIENT_NAME = "示范市市场监管审批系统"
@@ -50,25 +52,30 @@ def licence(licence_world):
     return licence_world.issue(demo.BUSINESS_LICENCE, holder_name="示范复印科技有限公司")
 
 
-@pytest.fixture(scope="module")
-def nssdir(licence_world, tmp_path_factory):
-    from ca.models import Authority
+def _der(pem_or_der: bytes) -> bytes:
+    if not pem_or_der.startswith(b"-----"):
+        return pem_or_der
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
 
-    with licence_world.ctx.sessions() as db:
-        root_der = db.get(Authority, "root").certificate
-    return nss_database(tmp_path_factory.mktemp("nss-copies"), root_der)
+    return x509.load_pem_x509_certificate(pem_or_der).public_bytes(Encoding.DER)
 
 
-def test_a_copy_is_sealed_by_the_issuer_and_carries_its_note(licence_world, licence, nssdir, tmp_path):
+def test_a_copy_is_sealed_by_the_issuer_and_carries_its_note(licence_world, licence, tmp_path):
+    base = licence_world.serve()  # pdfsig (NSS) asks our OCSP responder; the certificates name this URL
     made = _copy(licence_world, licence.identifier)
     assert made.pdf.startswith(b"%PDF-") and made.pdf != licence.pdf
     path = tmp_path / made.filename
     path.write_bytes(made.pdf)
 
-    signatures = pdfsig(path, nssdir)
+    root = _der(requests.get(base + "/pki/ca/root.crt", timeout=10).content)
+    signatures = pdfsig(path, nss_database(tmp_path / "nss", root))
     assert len(signatures) == 1
-    assert signatures[0].signature_valid, signatures[0].lines
+    assert signatures[0].signature_valid and signatures[0].certificate_trusted, signatures[0].lines
     assert demo.issuer_for(demo.BUSINESS_LICENCE).name in (signatures[0].value("Signer full Distinguished Name") or "")
+    services = _der(requests.get(base + "/pki/ca/services.crt", timeout=10).content)
+    crls = [requests.get(f"{base}/pki/crl/{name}.crl", timeout=10).content for name in ("root", "services")]
+    assert pyhanko_ades(made.pdf, root, [services], crls) == [("PASSED", None)]
 
     text = _text(path)
     until = made.until.isoformat()
@@ -91,6 +98,14 @@ def test_a_copy_is_sealed_by_the_issuer_and_carries_its_note(licence_world, lice
     assert row.valid_until == made.until and row.document_id == made.document_id
     assert record.seal_name == demo.issuer_for(demo.BUSINESS_LICENCE).name
     assert record.sha256 == row.pdf_sha256
+
+    from core.models import AuditEvent
+
+    with licence_world.ctx.sessions() as db:
+        events = db.scalars(select(AuditEvent).where(AuditEvent.action == "licences.copy", AuditEvent.target == licence.identifier)).all()
+    details = [json.loads(event.details) for event in events]
+    assert any(d["copy"] == made.copy_id and d["client"] == CLIENT and d["until"] == until for d in details)
+    assert all(event.actor == f"client:{CLIENT}" for event in events)
 
 
 def test_the_copys_qr_code_names_the_copy_and_expires_with_it(licence_world, licence, tmp_path):
