@@ -52,7 +52,8 @@ DEFAULT_ACCENT = "#b0102a"
 # The seal goes where pades puts it by default: the bottom right corner of the (only) page, whatever its size.
 SEAL_PLACEMENT = pades.Placement(page=1)
 
-QR_SIZE = 108.0  # points: 3.8 cm; a 500-character payload then has 2.5 pixels a module at 150 dpi
+QR_MODULE = 1.25  # points a QR module: 2.6 pixels at 150 dpi, 0.44 mm on paper
+QR_SIZES = (100.0, 150.0)  # the QR code's smallest and largest side in points (3.5 to 5.3 cm)
 MARGIN = 46.0  # from the page edge to the text (the seal stamp keeps 36)
 FRAME_OUTER = 16.0
 FRAME_INNER = 21.5
@@ -551,8 +552,11 @@ def render_face(
     # the face fields, and the copy note under them
     table_top = title_y - 40
     table_width = right - MARGIN
+    qr = stamp.qr_matrix(qr_text)
+    qr_size = min(max(len(qr) * QR_MODULE, QR_SIZES[0]), QR_SIZES[1])
+    qr_x, qr_y = MARGIN, seal_box[1] + 2
     band = _copy_band(page, copy_note, table_width) if copy_note else None
-    table_floor = seal_box[3] + 14 + (band[2] + 8 if band else 0)
+    table_floor = max(seal_box[3], qr_y + qr_size + 4) + 14 + (band[2] + 8 if band else 0)
     rows = _rows(definition, face, holder_name, valid_from, valid_until)
     widest_label = max(page.measure(label, LABEL_SIZE) for label, _ in rows)
     label_width = max(LABEL_EMS * LABEL_SIZE, min(widest_label, 10 * LABEL_SIZE)) + 2 * CELL_PAD_X
@@ -569,10 +573,9 @@ def render_face(
             baseline -= size * 1.35
 
     # the QR code at the bottom left, on white
-    qr_x, qr_y = MARGIN, seal_box[1] + 2
-    page.rect(qr_x - 4, qr_y - 4, QR_SIZE + 8, QR_SIZE + 8, fill=WHITE, stroke=_mix(accent, WHITE, 0.5), line=0.5)
-    page.ops.append(b"q 1 0 0 1 %.3f %.3f cm %s Q" % (qr_x, qr_y, stamp.qr_commands(qr_text, QR_SIZE)))
-    caption_x = qr_x + QR_SIZE + 14
+    page.rect(qr_x - 4, qr_y - 4, qr_size + 8, qr_size + 8, fill=WHITE, stroke=_mix(accent, WHITE, 0.5), line=0.5)
+    page.ops.append(b"q 1 0 0 1 %.3f %.3f cm %s Q" % (qr_x, qr_y, stamp.qr_commands(qr, qr_size)))
+    caption_x = qr_x + qr_size + 14
     page.text(caption_x, qr_y + 22, "扫码核验证照", size=9, bold=True, colour=_mix(accent, BLACK, 0.6), spacing=1)
     page.text(caption_x, qr_y + 9, "Scan to verify", size=7.5, colour=GREY)
 
@@ -586,7 +589,7 @@ def render_face(
 
     resources = generic.DictionaryObject({_name("/Font"): generic.DictionaryObject({_name("/F"): page.engine.as_resource()})})
     if copy_note:
-        _watermark(page, copy_note, accent, (qr_x, qr_y, QR_SIZE, QR_SIZE))
+        _watermark(page, copy_note, accent, (qr_x, qr_y, qr_size, qr_size))
         faint = generic.FloatObject(0.12)
         resources[_name("/ExtGState")] = generic.DictionaryObject(
             {_name("/Faint"): generic.DictionaryObject({_name("/ca"): faint, _name("/CA"): faint})}

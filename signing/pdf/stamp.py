@@ -87,14 +87,19 @@ def prepare_image(png: bytes) -> PreparedImage:
     return found
 
 
-def qr_commands(url: str, size: float) -> bytes:
-    """PDF path operators drawing the QR code of ``url`` in a ``size`` square (origin bottom left)."""
+def qr_matrix(text: str) -> list[list[bool]]:
+    """The modules of the QR code of ``text`` (error correction M, a one-module border), row by row from the top."""
     import qrcode
 
     code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, border=1)
-    code.add_data(url)
+    code.add_data(text)
     code.make(fit=True)
-    matrix = code.get_matrix()
+    return code.get_matrix()
+
+
+def qr_commands(url: str | list[list[bool]], size: float) -> bytes:
+    """PDF path operators drawing the QR code of ``url`` (or a :func:`qr_matrix`) in a ``size`` square (origin bottom left)."""
+    matrix = qr_matrix(url) if isinstance(url, str) else url
     count = len(matrix)
     module = size / count
     parts = [b"1 1 1 rg 0 0 %.3f %.3f re f 0 0 0 rg" % (size, size)]

@@ -223,6 +223,16 @@ def test_a_copy_for_a_stated_use_carries_its_note_and_the_qr_still_reads(tmp_pat
     assert "加注件" not in pdftotext(tmp_path / "plain.pdf")
 
 
+@pytest.mark.parametrize("length", [40, 900])
+def test_the_qr_code_grows_with_its_payload_and_reads_back(tmp_path, length):
+    text = ("https://id.test/licences/verify/" + _b64(os.urandom(length)))[:length]
+    pdf, _ = render("food-business-permit", qr_text=text)
+    path = tmp_path / "qr.pdf"
+    path.write_bytes(pdf)
+    assert qr_codes(png(path)) == [text]
+    assert_laid_out_inside(path, pdf)
+
+
 def test_a_long_copy_note_wraps_in_its_band(tmp_path):
     note = (
         "仅供 福建省福州市鼓楼区不动产登记和交易服务中心（示范市自然资源和规划局直属事业单位）用于 办理不动产转移登记、"
