@@ -24,12 +24,10 @@ from urllib.parse import quote
 from core import audit
 from core.db import utc_now
 from core.problems import Problem
-from licenses import catalogue, issuers, library, lifecycle, privacy, qrpayload, rendering
+from licenses import catalogue, grants, issuers, library, lifecycle, privacy, qrpayload, rendering, sharing
 from licenses.context import LicencesContext
 from licenses.models import StampedCopy
 
-MAX_PURPOSE = 200
-MAX_MATTER = 100
 MAX_CLIENT_NAME = 200
 MAX_CLIENT_ID = 100
 CURRENT, EXPIRED = "current", "expired"
@@ -82,8 +80,8 @@ def last_day(ctx: LicencesContext, until: date, *, today: date, licence_until: d
 
 
 def copy_note(*, client_name: str, matter: str, purpose: str, until: date) -> str:
-    """The band printed across a copy (a document text: Chinese by nature, not translated)."""
-    return f"仅供 {client_name} 办理 {matter} 使用 · 用途：{purpose} · 有效期至 {until.isoformat()}"
+    """The band printed across a copy (a document text: Chinese by nature, not translated), dated as the face is."""
+    return f"仅供 {client_name} 办理 {matter} 使用 · 用途：{purpose} · 有效期至 {rendering.chinese_date(until)}"
 
 
 def copy_url(ctx: LicencesContext, identifier: str, copy_id: str) -> str:
@@ -111,12 +109,13 @@ def make_copy(
     """A sealed stamped copy of a usable licence for ``client_id``'s ``matter`` and ``purpose``, valid until ``until`` (capped).
 
     A licence that is not usable now (suspended, revoked, expired, superseded, ...) gets a 409
-    ``wrong_state`` problem naming its state; bad text or dates get a 422.
+    ``wrong_state`` problem naming its state; bad text or dates get a 422. Whether the client may have a copy
+    (a grant or the holder's consent in ``copy`` mode) is for the caller to decide (``licenses.sharing``).
     """
     client_id = check_text(client_id, "client_id", MAX_CLIENT_ID)
     client_name = check_text(client_name, "client_name", MAX_CLIENT_NAME)
-    purpose = check_text(purpose, "purpose", MAX_PURPOSE)
-    matter = check_text(matter, "matter", MAX_MATTER)
+    purpose = sharing.check_purpose(purpose)  # the same checks (and codes) as every sharing call's purpose and matter
+    matter = grants.check_matter(matter)
     actor = actor or f"client:{client_id}"
     today = today or lifecycle.today()
     with ctx.sessions() as db:
@@ -245,14 +244,17 @@ def describe(row: StampedCopy, today: date | None = None) -> dict:
     }
 
 
-def copy_status(ctx: LicencesContext, copy_id: str, *, today: date | None = None) -> dict:
+def copy_status(ctx: LicencesContext, copy_id: str, *, identifier: str | None = None, today: date | None = None) -> dict:
     """A copy's standing for the verification page: ``state`` ``current``/``expired``, and the licence's own status.
 
-    ``usable`` is true only while the copy is current and the licence is valid.
+    ``usable`` is true only while the copy is current and the licence is valid. With ``identifier`` (the
+    page's licence) a copy of another licence is a 404 too, as if unknown.
     """
     today = today or lifecycle.today()
     with ctx.sessions() as db:
         row = find(db, copy_id)
+        if identifier is not None and row.identifier != identifier.strip():
+            raise Problem(404, "Not Found", "there is no stamped copy with this id in the library", code="unknown_copy")
         licence = lifecycle.find(db, row.identifier)
         body = describe(row, today)
         status = lifecycle.status(licence, today)

@@ -80,7 +80,7 @@ def test_a_copy_is_sealed_by_the_issuer_and_carries_its_note(licence_world, lice
     text = _text(path)
     until = made.until.isoformat()
     assert f"仅供{CLIENT_NAME}办理{MATTER}使用" in text
-    assert f"用途：{PURPOSE}" in text and f"有效期至{until}" in text
+    assert f"用途：{PURPOSE}" in text and f"有效期至{made.until.year}年{made.until.month:02d}月{made.until.day:02d}日" in text
     assert licence.identifier in text
 
     with licence_world.ctx.sessions() as db:
@@ -137,10 +137,11 @@ def test_until_is_capped_by_the_librarys_copy_days(licence_world, licence):
 @pytest.mark.parametrize(
     ("changes", "code"),
     [
-        ({"purpose": ""}, "purpose_missing"),
-        ({"purpose": "用" * 201}, "purpose_too_long"),
-        ({"matter": "   "}, "matter_missing"),
-        ({"matter": "a\nb"}, "bad_matter"),
+        ({"purpose": ""}, "bad_purpose"),
+        ({"purpose": "用" * 201}, "bad_purpose"),
+        ({"matter": "   "}, "bad_matter"),
+        ({"matter": "事" * 101}, "bad_matter"),
+        ({"client_name": "示范\x00系统"}, "bad_client_name"),
         ({"client_name": None}, "client_name_missing"),
         ({"until": "2030-01-01"}, "bad_until"),
     ],
@@ -186,7 +187,7 @@ def test_copy_status_says_expired_after_the_last_day_and_reports_the_licence(lic
     made = _copy(licence_world, own.identifier, until=lifecycle.today() + timedelta(days=2))
     ctx = licence_world.ctx
 
-    now = copies.copy_status(ctx, made.copy_id)
+    now = copies.copy_status(ctx, made.copy_id, identifier=own.identifier)
     assert (now["state"], now["expired"], now["usable"]) == ("current", False, True)
     assert now["licence"]["status"]["state"] == "valid" and now["identifier"] == own.identifier
     assert now["matter"] == MATTER and now["client"] == {"id": CLIENT, "name": CLIENT_NAME}
@@ -219,4 +220,12 @@ def test_a_copy_of_a_licence_revoked_later_is_not_usable(licence_world):
 def test_unknown_copy_ids_are_404(licence_world, copy_id):
     with pytest.raises(Problem) as missing:
         copies.copy_status(licence_world.ctx, copy_id)
+    assert (missing.value.status, missing.value.extensions["code"]) == (404, "unknown_copy")
+
+
+def test_a_copy_asked_for_under_another_licence_is_404(licence_world, licence):
+    other = licence_world.issue(demo.BUSINESS_LICENCE)
+    made = _copy(licence_world, licence.identifier)
+    with pytest.raises(Problem) as missing:
+        copies.copy_status(licence_world.ctx, made.copy_id, identifier=other.identifier)
     assert (missing.value.status, missing.value.extensions["code"]) == (404, "unknown_copy")
