@@ -24,6 +24,7 @@ from tests.idp.test_idp_oidc_protocol import CB, ISSUER, World, basic, query_of
 CA_API = ISSUER + "/api/ca"
 SIGN_API = ISSUER + "/api/sign"
 IDP_API = ISSUER + "/api/idp"
+LICENCES_API = ISSUER + "/api/licences"
 ELSEWHERE = "https://licences.example/api/v1"
 
 
@@ -151,7 +152,7 @@ def test_registered_resources_are_all_a_client_may_ask_for(world):
 
 def test_discovery_and_resource_metadata(world):
     meta = world.rp.get("/.well-known/openid-configuration").get_json()
-    assert set(meta["protected_resources"]) == {ISSUER, CA_API, SIGN_API, IDP_API}
+    assert set(meta["protected_resources"]) == {ISSUER, CA_API, SIGN_API, IDP_API, LICENCES_API}
     ca = world.rp.get("/.well-known/oauth-protected-resource/api/ca").get_json()
     assert ca["resource"] == CA_API and ca["authorization_servers"] == [ISSUER]
     assert set(ca["scopes_supported"]) == {"ca:issue", "ca:read", "ca:revoke"}
