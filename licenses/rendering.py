@@ -469,6 +469,7 @@ def _watermark(page: _Page, note: str, accent, keep_clear: tuple[float, float, f
     page.ops.append(b"Q Q")
 
 
+ISSUER_SIZE = 13.0
 COPY_INDENT = 62.0  # where the copy note starts, after its 加注件 label
 COPY_LINES = 3
 
@@ -556,7 +557,12 @@ def render_face(
     qr_size = min(max(len(qr) * QR_MODULE, QR_SIZES[0]), QR_SIZES[1])
     qr_x, qr_y = MARGIN, seal_box[1] + 2
     band = _copy_band(page, copy_note, table_width) if copy_note else None
-    table_floor = max(seal_box[3], qr_y + qr_size + 4) + 14 + (band[2] + 8 if band else 0)
+    # the issuer and date go left of the seal when they fit there (landscape), else above it (portrait)
+    issuer_line = f"发证机关：{issuer_name}"
+    caption_x = qr_x + qr_size + 14
+    beside_seal = page.measure(issuer_line, ISSUER_SIZE) <= seal_box[0] - 12 - caption_x - 80
+    footer_top = max(seal_box[3] + (0 if beside_seal else 48), qr_y + qr_size + 4)
+    table_floor = footer_top + 14 + (band[2] + 8 if band else 0)
     rows = _rows(definition, face, holder_name, valid_from, valid_until)
     widest_label = max(page.measure(label, LABEL_SIZE) for label, _ in rows)
     label_width = max(LABEL_EMS * LABEL_SIZE, min(widest_label, 10 * LABEL_SIZE)) + 2 * CELL_PAD_X
@@ -575,17 +581,19 @@ def render_face(
     # the QR code at the bottom left, on white
     page.rect(qr_x - 4, qr_y - 4, qr_size + 8, qr_size + 8, fill=WHITE, stroke=_mix(accent, WHITE, 0.5), line=0.5)
     page.ops.append(b"q 1 0 0 1 %.3f %.3f cm %s Q" % (qr_x, qr_y, stamp.qr_commands(qr, qr_size)))
-    caption_x = qr_x + qr_size + 14
     page.text(caption_x, qr_y + 22, "扫码核验证照", size=9, bold=True, colour=_mix(accent, BLACK, 0.6), spacing=1)
     page.text(caption_x, qr_y + 9, "Scan to verify", size=7.5, colour=GREY)
 
-    # the issuer and the date of issue, left of the area the seal goes into
-    issuer_right = seal_box[0] - 12
-    issuer_size = 13.0
-    while page.measure(f"发证机关：{issuer_name}", issuer_size) > issuer_right - caption_x - 80 and issuer_size > 8:
+    # the issuer and the date of issue, beside or above the area the seal goes into
+    if beside_seal:
+        issuer_right, issuer_y = seal_box[0] - 12, seal_box[1] + 62
+    else:
+        issuer_right, issuer_y = right, seal_box[3] + 34
+    issuer_size = ISSUER_SIZE
+    while page.measure(issuer_line, issuer_size) > issuer_right - caption_x - 20 and issuer_size > 8:
         issuer_size -= 0.5
-    page.text(issuer_right, seal_box[1] + 62, f"发证机关：{issuer_name}", size=issuer_size, bold=True, align="right")
-    page.text(issuer_right, seal_box[1] + 40, chinese_date(issued_on), size=12.5, align="right")
+    page.text(issuer_right, issuer_y, issuer_line, size=issuer_size, bold=True, align="right")
+    page.text(issuer_right, issuer_y - 22, chinese_date(issued_on), size=12.5, align="right")
 
     resources = generic.DictionaryObject({_name("/Font"): generic.DictionaryObject({_name("/F"): page.engine.as_resource()})})
     if copy_note:

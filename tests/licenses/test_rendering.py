@@ -223,6 +223,34 @@ def test_a_copy_for_a_stated_use_carries_its_note_and_the_qr_still_reads(tmp_pat
     assert "加注件" not in pdftotext(tmp_path / "plain.pdf")
 
 
+def test_a_layout_can_ask_for_a_portrait_page(tmp_path):
+    import dataclasses
+
+    from licenses import rendering
+
+    kind = definition("teacher-qualification")
+    portrait = dataclasses.replace(kind, layout={**kind.layout, "page": "A4-portrait"})
+    face = FACES["teacher-qualification"]
+    pdf = rendering.render_face(
+        portrait,
+        identifier=IDENTIFIER.format(type=kind.code, check="K"),
+        face=face,
+        holder_name=face["name"],
+        issuer_name="福建省福州市鼓楼区教育局",
+        valid_from=ISSUED,
+        valid_until=None,
+        issued_on=ISSUED,
+        version=2,
+        qr_text="https://id.test/licences/verify/x",
+    )
+    path = tmp_path / "portrait.pdf"
+    path.write_bytes(pdf)
+    assert page_size(pdf) == (1, 595, 842)
+    assert "教师资格证书" in pdftotext(path) and "版本 Version 002" in pdftotext(path)
+    assert_laid_out_inside(path, pdf)
+    assert qr_codes(png(path)) == ["https://id.test/licences/verify/x"]
+
+
 @pytest.mark.parametrize("length", [40, 900])
 def test_the_qr_code_grows_with_its_payload_and_reads_back(tmp_path, length):
     text = ("https://id.test/licences/verify/" + _b64(os.urandom(length)))[:length]
