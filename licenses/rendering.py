@@ -99,6 +99,7 @@ class _Font:
         return width
 
     def measure(self, text: str) -> float:
+        """The width of ``text`` as drawn (see :meth:`drawable`), in em."""
         return sum(self.advance(char) for char in self.drawable(text))
 
 
@@ -213,6 +214,7 @@ class _Page:
         self.engine = _Accumulator(writer, io.BytesIO(self.font.data), 10, obj_stream=obj_stream)
 
     def measure(self, text: str, size: float, *, spacing: float = 0.0) -> float:
+        text = self.font.drawable(text)
         return self.font.measure(text) * size + spacing * max(len(text) - 1, 0)
 
     def text(
@@ -615,10 +617,13 @@ def render_face(
         )
     )
     writer.root[_name("/Lang")] = generic.TextStringObject("zh-CN")
+    # viewers show the title (type and holder) rather than a file name
+    writer.root[_name("/ViewerPreferences")] = generic.DictionaryObject({_name("/DisplayDocTitle"): generic.BooleanObject(True)})
     meta = writer.document_meta
     meta.title = f"{definition.name} · {holder_name}" if holder_name else definition.name
     meta.subject = identifier
-    meta.creator = issuer_name
+    meta.author = issuer_name
+    meta.creator = "Hallmark"
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
