@@ -22,7 +22,7 @@ from datetime import date, datetime, time, timedelta
 from urllib.parse import quote
 
 from core import audit
-from core.db import utc_now
+from core.db import read_only, utc_now
 from core.problems import Problem
 from licenses import catalogue, grants, issuers, library, lifecycle, privacy, qrpayload, rendering, sharing
 from licenses.context import LicencesContext
@@ -118,7 +118,7 @@ def make_copy(
     matter = grants.check_matter(matter)
     actor = actor or f"client:{client_id}"
     today = today or lifecycle.today()
-    with ctx.sessions() as db:
+    with read_only(ctx.sessions) as db:  # on SQLite a plain session would hold the write lock while the face is opened
         licence = library.by_identifier(db, identifier)
         _usable(licence, today)
         definition = catalogue.get(db, licence.type_code)
@@ -251,7 +251,7 @@ def copy_status(ctx: LicencesContext, copy_id: str, *, identifier: str | None = 
     page's licence) a copy of another licence is a 404 too, as if unknown.
     """
     today = today or lifecycle.today()
-    with ctx.sessions() as db:
+    with read_only(ctx.sessions) as db:
         row = find(db, copy_id)
         if identifier is not None and row.identifier != identifier.strip():
             raise Problem(404, "Not Found", "there is no stamped copy with this id in the library", code="unknown_copy")

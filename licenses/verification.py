@@ -31,6 +31,7 @@ from datetime import date
 
 from sqlalchemy import select
 
+from core.db import read_only
 from core.problems import Problem
 from licenses import copies, library, lifecycle
 from licenses.context import LicencesContext
@@ -122,7 +123,7 @@ def verify_file(ctx: LicencesContext, pdf: bytes, *, today: date | None = None) 
     ours = {e["hallmark_document_id"]: e for e in found["signatures"] if e.get("hallmark_document_id")}
     if not ours:
         return _not_a_licence(found)
-    with ctx.sessions() as db:
+    with read_only(ctx.sessions) as db:
         licence = db.scalars(select(Licence).where(Licence.document_id.in_(ours)).limit(1)).first()
         stamped = None
         if licence is None:
