@@ -360,6 +360,7 @@ CELL_PAD_X = 9.0
 CELL_PAD_Y = 5.5
 MIN_ROW = 24.0
 MAX_ROW = 38.0  # rows are made taller, up to this, when the page has room
+LONG_SHARE = 0.7  # a long value may get this much smaller than the short ones before they shrink too
 
 
 @dataclass
@@ -367,41 +368,65 @@ class _Row:
     label: list[str]
     value: list[str]
     size: float  # of the value
+    label_size: float = LABEL_SIZE
+    scale: float = 1.0  # of the padding and the smallest height
+    minimum: float = MIN_ROW
 
     @property
     def leading(self) -> float:
         return self.size * 1.45
 
-    minimum: float = MIN_ROW
+    @property
+    def label_leading(self) -> float:
+        return self.label_size * 1.35
 
     @property
     def height(self) -> float:
-        return max(self.minimum, len(self.value) * self.leading + 2 * CELL_PAD_Y, len(self.label) * LABEL_SIZE * 1.4 + 2 * CELL_PAD_Y)
+        pad = 2 * CELL_PAD_Y * self.scale
+        return max(self.minimum, len(self.value) * self.leading + pad, len(self.label) * self.label_leading + pad)
 
 
 def _fit_table(page: _Page, rows, label_width: float, value_width: float, available: float) -> list[_Row]:
-    """Rows that fit into ``available`` points: long values get smaller (down to 7 pt) before short ones do."""
-    labels = [wrap(lambda t: page.measure(t, LABEL_SIZE), label, label_width - 2 * CELL_PAD_X) for label, _ in rows]
+    """Rows that fit into ``available`` points.
 
-    def lay_out(value: str, size: float) -> list[str]:
-        return wrap(lambda t: page.measure(t, size), value, value_width - 2 * CELL_PAD_X)
+    Values that take several lines get smaller first (to 70% of the others); then everything gets
+    smaller together, down to 7 pt; only then is the longest value cut short, marked with an ellipsis.
+    Rows that fit easily are made taller, so a short type fills the page as a printed form does.
+    """
 
-    at_base = [lay_out(value, VALUE_SIZE) for _, value in rows]
+    def lay_out(text: str, size: float, width: float) -> list[str]:
+        return wrap(lambda t: page.measure(t, size), text, width - 2 * CELL_PAD_X)
+
+    at_base = [lay_out(value, VALUE_SIZE, value_width) for _, value in rows]
     long = [len(lines) > 1 for lines in at_base]
-    size = VALUE_SIZE
-    while True:
-        fitted = [
-            _Row(label, lay_out(value, size) if is_long else lines, size if is_long else VALUE_SIZE)
-            for label, (_, value), lines, is_long in zip(labels, rows, at_base, long, strict=True)
-        ]
-        if sum(row.height for row in fitted) <= available or size <= SMALLEST:
-            break
-        size -= 0.5
-    short_size = VALUE_SIZE
-    while sum(row.height for row in fitted) > available and short_size > SMALLEST:  # then the short ones too
-        short_size -= 0.5
-        for row, is_long in zip(fitted, long, strict=True):
-            row.size = row.size if is_long else short_size
+    fitted: list[_Row] = []
+    scale = 1.0
+    while not fitted:
+        short_size = max(VALUE_SIZE * scale, SMALLEST)
+        label_size = LABEL_SIZE * max(scale, 0.75)
+        labels = [lay_out(label, label_size, label_width) for label, _ in rows]
+        long_size = short_size
+        while True:
+            candidate = [
+                _Row(
+                    label,
+                    lay_out(value, long_size, value_width) if is_long else lay_out(value, short_size, value_width),
+                    long_size if is_long else short_size,
+                    label_size,
+                    scale,
+                    MIN_ROW * scale,
+                )
+                for label, (_, value), is_long in zip(labels, rows, long, strict=True)
+            ]
+            if sum(row.height for row in candidate) <= available:
+                fitted = candidate
+                break
+            if long_size - 0.5 < max(short_size * LONG_SHARE, SMALLEST) or not any(long):
+                break
+            long_size -= 0.5
+        if not fitted and short_size <= SMALLEST:
+            fitted = candidate  # the smallest there is; cut below
+        scale -= 0.05
     while sum(row.height for row in fitted) > available:  # still too much: cut the longest value short, marked …
         longest = max(fitted, key=lambda row: len(row.value))
         if len(longest.value) <= 1:
@@ -409,7 +434,7 @@ def _fit_table(page: _Page, rows, label_width: float, value_width: float, availa
         longest.value = [*longest.value[:-2], longest.value[-2][:-1] + "…"]
     spare = available - sum(row.height for row in fitted)
     single = [row for row in fitted if len(row.value) == 1 and len(row.label) == 1]
-    if spare > 0 and single:  # room left: taller single-line rows, so the table fills the page as a form would
+    if spare > 0 and single:
         for row in single:
             row.minimum = min(MAX_ROW, row.height + spare / len(single))
     return fitted
@@ -427,15 +452,13 @@ def _draw_table(page: _Page, rows: list[_Row], x: float, top: float, label_width
         y -= height
         bottoms.append(y)
         page.rect(x, y, label_width, height, fill=_mix(accent, WHITE, 0.07))
-        line_height = LABEL_SIZE * 1.4
-        baseline = y + height / 2 + (len(row.label) - 1) * line_height / 2 - LABEL_SIZE * 0.36
+        baseline = y + height / 2 + (len(row.label) - 1) * row.label_leading / 2 - row.label_size * 0.36
         for line in row.label:
-            natural = page.measure(line, LABEL_SIZE)
             spread = 0.0
             if 1 < len(line) < LABEL_EMS and len(row.label) == 1:
-                spread = (LABEL_EMS * LABEL_SIZE - natural) / (len(line) - 1)
-            page.text(x + CELL_PAD_X, baseline, line, size=LABEL_SIZE, bold=True, colour=label_colour, spacing=spread)
-            baseline -= line_height
+                spread = (LABEL_EMS * row.label_size - page.measure(line, row.label_size)) / (len(line) - 1)
+            page.text(x + CELL_PAD_X, baseline, line, size=row.label_size, bold=True, colour=label_colour, spacing=spread)
+            baseline -= row.label_leading
         baseline = y + height / 2 + (len(row.value) - 1) * row.leading / 2 - row.size * 0.36
         for line in row.value:
             page.text(x + label_width + CELL_PAD_X, baseline, line, size=row.size)
