@@ -57,3 +57,6 @@ class PeopleDirectory(Protocol):
 
     def token_inactive(self, claims: dict) -> str | None:
         """Why an unexpired access token no longer counts (revoked, session ended, client removed), or None."""
+
+    def client_names(self, client_ids: list[str]) -> dict[str, str]:
+        """The display names of registered clients (halls, approval systems) by client id; unknown ids are left out."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlencode, urlsplit
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import db as core_db
@@ -112,6 +113,13 @@ class Directory:
             if reason is None and db.get(Client, claims["client_id"]) is None:
                 reason = "client removed"
             return reason
+
+    def client_names(self, client_ids: list[str]) -> dict[str, str]:
+        wanted = sorted({str(c)[:64] for c in client_ids if c})[:500]
+        if not wanted:
+            return {}
+        with core_db.read_only(self.ctx.sessions) as db:
+            return dict(db.execute(select(Client.client_id, Client.name).where(Client.client_id.in_(wanted))).all())
 
     # -- holders ------------------------------------------------------------------------------
 

@@ -157,3 +157,10 @@ def test_token_inactive_says_why(oidc, directory):
     with oidc.tx() as db:
         sessions.end(db, sid, actor="test")
     assert directory.token_inactive(decode(oidc, second["access_token"]).claims) in ("revoked", "session ended")
+
+
+def test_client_names_are_the_registered_display_names(oidc, directory):
+    oidc.client("named-approval", redirect_uris=[], grant_types=["client_credentials"], scopes=["ca:read"], first_party=False)
+    names = directory.client_names(["named-approval", "no-such-client", ""])
+    assert set(names) == {"named-approval"} and names["named-approval"]
+    assert directory.client_names([]) == {}
