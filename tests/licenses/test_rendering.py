@@ -274,6 +274,19 @@ def test_a_long_copy_note_wraps_in_its_band(tmp_path):
     assert qr_codes(png(path)) == [arguments["qr_text"]]
 
 
+def test_a_large_qr_code_and_a_copy_band_leave_short_values_at_a_readable_size(tmp_path):
+    note = "仅供 示范市市场监管审批系统 办理 食品经营许可证核发 使用 · 用途：核验申请人营业执照 · 有效期至 2026年12月09日"
+    qr_text = "https://id.test/licences/q#" + _b64(os.urandom(520))
+    pdf, _ = render("business-licence", qr_text=qr_text, copy_note=note)
+    path = tmp_path / "crowded.pdf"
+    path.write_bytes(pdf)
+    heights = {text: bottom - top for text, _, top, _, bottom in words(path)}
+    # poppler's box is the font's ascent to descent, 1.45 em: 16 points for 11 pt text, 10 for 7 pt
+    assert heights["陈志强"] >= 13, heights["陈志强"]
+    assert page_size(pdf)[0] == 1
+    assert qr_codes(png(path)) == [qr_text]
+
+
 def test_characters_the_font_lacks_print_as_a_box_instead_of_failing(tmp_path):
     pdf, _ = render("business-licence", face={"name": "福州\U0001f600科技\u200b有限公司\U00020bb7"})
     path = tmp_path / "odd.pdf"
