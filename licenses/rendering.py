@@ -6,7 +6,10 @@ ruled table in the layout's order, the validity, the issuer and date of issue,
 the identifier in small print, the licence QR code (vector rectangles) and an
 empty area at the bottom right where :func:`seal_file` puts the department's
 seal. A copy for a stated use (加注件) also carries its note as a band and as a
-faint diagonal watermark.
+faint diagonal watermark. A type's ``layout`` gives the field order (``fields``),
+the accent colour (``accent``) and the page (``page``: ``A4-landscape``, the
+default, or ``A4-portrait``); long values are set smaller or wrapped so that the
+face always stays one page.
 
 Chinese text is real text: shaped by HarfBuzz and embedded as a subset of a
 Noto CJK font through pyHanko's OpenType support, so it can be searched and
@@ -295,7 +298,7 @@ def _tokens(text: str) -> list[str]:
     return tokens
 
 
-def wrap(measure, text: str, width: float) -> list[str]:
+def _wrap(measure, text: str, width: float) -> list[str]:
     """``text`` broken into lines no wider than ``width`` (``measure`` gives a string's width); newlines kept."""
     lines: list[str] = []
     for paragraph in text.split("\n"):
@@ -326,6 +329,7 @@ def wrap(measure, text: str, width: float) -> list[str]:
 
 
 def chinese_date(day: date) -> str:
+    """A date as Chinese documents print it: 2026年12月06日."""
     return f"{day.year}年{day.month:02d}月{day.day:02d}日"
 
 
@@ -401,7 +405,7 @@ def _fit_table(page: _Page, rows, label_width: float, value_width: float, availa
     """
 
     def lay_out(text: str, size: float, width: float) -> list[str]:
-        return wrap(lambda t: page.measure(t, size), text, width - 2 * CELL_PAD_X)
+        return _wrap(lambda t: page.measure(t, size), text, width - 2 * CELL_PAD_X)
 
     at_base = [lay_out(value, VALUE_SIZE, value_width) for _, value in rows]
     long = [len(lines) > 1 for lines in at_base]
@@ -509,7 +513,7 @@ def _copy_band(page: _Page, note: str, width: float) -> tuple[list[str], float, 
     """The copy note's lines, size and band height: 10 pt on one or two lines, else smaller, at most three lines."""
     size = 10.0
     while True:
-        lines = wrap(lambda t, s=size: page.measure(t, s), note, width - COPY_INDENT - 8)
+        lines = _wrap(lambda t, s=size: page.measure(t, s), note, width - COPY_INDENT - 8)
         if len(lines) <= 2 or size <= 7.0:
             break
         size -= 0.5

@@ -287,6 +287,16 @@ def test_a_large_qr_code_and_a_copy_band_leave_short_values_at_a_readable_size(t
     assert qr_codes(png(path)) == [qr_text]
 
 
+def test_lines_break_between_characters_but_not_before_closing_or_after_opening_punctuation():
+    from licenses.rendering import _wrap
+
+    assert _wrap(len, "甲乙丙，丁戊", 3) == ["甲乙", "丙，丁", "戊"]
+    assert _wrap(len, "甲乙（丙）丁", 3) == ["甲乙", "（丙）", "丁"]
+    assert _wrap(len, "ab 1234567 cd", 8) == ["ab", "1234567", "cd"]  # a number stays whole
+    assert _wrap(len, "0123456789", 4) == ["0123", "4567", "89"]  # unless it is wider than the line
+    assert _wrap(len, "甲\n乙", 9) == ["甲", "乙"]
+
+
 def test_characters_the_font_lacks_print_as_a_box_instead_of_failing(tmp_path):
     pdf, _ = render("business-licence", face={"name": "福州\U0001f600科技\u200b有限公司\U00020bb7"})
     path = tmp_path / "odd.pdf"
