@@ -317,6 +317,7 @@ def world_signing(signing_world):
     services.close()
 
 
+@pytest.mark.slow
 def test_a_sealed_licence_file_is_valid_for_pdfsig_and_pyhanko(signing_world, world_signing, tmp_path):
     from pyhanko.pdf_utils.reader import PdfFileReader
 
