@@ -174,6 +174,7 @@ def _licences(ctx: IdPContext, licences: LicencesContext) -> dict:
     from core.identifiers import generate_credit_code, organisation_code_check_char
     from idp.models import Enterprise
     from idp.people import enterprises
+    from licenses import catalogue as licence_catalogue
     from licenses import demo as licence_demo
 
     licence_demo.prepare_catalogue(licences, actor=ACTOR)
@@ -197,12 +198,15 @@ def _licences(ctx: IdPContext, licences: LicencesContext) -> dict:
         type_codes=(licence_demo.BUSINESS_LICENCE, licence_demo.FOOD_PERMIT),
         actor=ACTOR,
     )
+    with licences.sessions() as db:
+        names = {t.code: t.name for t in licence_catalogue.all_types(db)}
     return {
         "enterprise": DEMO_ENTERPRISE,
         "issued": [
             {
                 "identifier": row.identifier,
                 "type": row.type_code,
+                "type_name": names.get(row.type_code, row.type_code),
                 "holder": row.holder_name,
                 "verify_url": licences.verify_url(row.identifier),
             }
@@ -298,8 +302,10 @@ def banner(info: DemoInfo, idp_url: str) -> str:
             f"  demo licences     {len(issued)} issued: two to {REALNAME_USER}, two to {info.licences['enterprise']} ({LEGAL_REP_USER}"
         )
         lines.append(f"                    represents it); log in and open {idp_url.rstrip('/')}/licences to see them, show one (亮证)")
-        lines.append("                    and see who looked at them; a verification page (the QR code on each file):")
-        lines.append(f"                    {issued[0]['verify_url']}")
+        lines.append("                    and see who looked at them. Each one's verification page (what its QR code opens):")
+        for licence in issued:
+            lines.append(f"                    {licence.get('type_name', licence['type'])}  {licence['holder']}")
+            lines.append(f"                      {licence['verify_url']}")
         lines.append("                    list them: .venv/bin/hallmark licences list")
     lines.append("  Log in at one hall, open the other: you are already logged in. Log out at either: both end.")
     lines.append(f"  (kept in {info.path})")
