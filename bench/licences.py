@@ -370,7 +370,7 @@ def flatness(args, tmp) -> tuple[list[str], float]:
     import random
     import resource
 
-    from _common import median, table
+    from _common import OtherLoad, median, table
 
     from core.db import make_engine, make_session_factory
 
@@ -406,20 +406,21 @@ def flatness(args, tmp) -> tuple[list[str], float]:
                     lookups(sessions[size], rows, what, [rng.randrange(size) for _ in range(per_slice)])
             rates = {(what, size): [] for what in ("identifier", "holder") for size in sizes}
             ratios = {"identifier": [], "holder": []}
-            for round_number in range(args.rounds):
-                for what in ("identifier", "holder"):
-                    order = sizes if round_number % 2 == 0 else tuple(reversed(sizes))
-                    got = {}
-                    for size in order:
-                        got[size] = lookups(sessions[size], rows, what, [rng.randrange(size) for _ in range(per_slice)])
-                        rates[(what, size)].append(got[size])
-                    ratios[what].append(got[args.size] / got[args.small])
-                print(
-                    f"{kind} round {round_number + 1}/{args.rounds}: "
-                    + ", ".join(f"{w} {ratios[w][-1]:.2f}" for w in ("identifier", "holder")),
-                    file=sys.stderr,
-                    flush=True,
-                )
+            with OtherLoad() as other:
+                for round_number in range(args.rounds):
+                    for what in ("identifier", "holder"):
+                        order = sizes if round_number % 2 == 0 else tuple(reversed(sizes))
+                        got = {}
+                        for size in order:
+                            got[size] = lookups(sessions[size], rows, what, [rng.randrange(size) for _ in range(per_slice)])
+                            rates[(what, size)].append(got[size])
+                        ratios[what].append(got[args.size] / got[args.small])
+                    print(
+                        f"{kind} round {round_number + 1}/{args.rounds}: "
+                        + ", ".join(f"{w} {ratios[w][-1]:.2f}" for w in ("identifier", "holder")),
+                        file=sys.stderr,
+                        flush=True,
+                    )
             sub = {what: median(values) for what, values in ratios.items()}
             figure = min(sub.values()) if figure is None else figure
             size_note = ""
@@ -427,7 +428,8 @@ def flatness(args, tmp) -> tuple[list[str], float]:
                 size_note = ", file " + " / ".join(f"{os.path.getsize(files[s]) / 1e6:,.0f} MB" for s in sizes)
             report.append(
                 f"\n{kind}: lookups/s, {args.rounds} alternating slices of {per_slice} random lookups per kind and size, "
-                f"fresh session each; filled at {fill_rates[args.size]:,.0f} rows/s{size_note}"
+                f"fresh session each, other processes used {other.cpus:.2f} of {os.cpu_count()} cpus; "
+                f"filled at {fill_rates[args.size]:,.0f} rows/s{size_note}"
             )
             table_rows = []
             for what in ("identifier", "holder"):
