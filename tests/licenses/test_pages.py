@@ -1,0 +1,258 @@
+"""The licence library's pages through the real app (Flask test client) on the licence world's instance.
+
+Who may see what: not signed in goes to the login page and back; a person who is
+not real-name verified is told so; another holder's licence (or a wrong
+identifier) is a 404 like a licence that does not exist; the file is downloaded
+by its holder only, and the download is audited. The public pages: the
+verification page says revoked in plain words with a 200, a wrong check
+character is a readable 422 page; scanned QR payloads, receipts and grants.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from sqlalchemy import select
+
+from core import db as core_db
+from core.identifiers import lookup_hash, mask_resident_id
+from core.models import AuditEvent
+from licenses import accesslog, demo, grants, identifiers, lifecycle, qrpayload, receipts
+from tests.licenses.conftest import ACTOR, person_code
+
+FULL_ID = re.compile(r"(?<![0-9A-Za-z.])\d{17}[\dX](?![0-9A-Za-z])")
+
+
+def text(response) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.get_data(as_text=True)))
+
+
+def add_person(world, *, name: str, resident_id: str | None, username: str, password: str = "Correct horse 42") -> str:
+    """An account (real-name verified when ``resident_id`` is given) in the identity provider; its id."""
+    from idp.models import IdentityProofing
+    from idp.people import accounts
+
+    idp = world.services["idp"]
+    with core_db.transaction(idp.sessions) as db:
+        account = accounts.register(db, identifier=username, password=password, display_name=name)
+        if resident_id is not None:
+            db.add(
+                IdentityProofing(
+                    account_id=account.id,
+                    resident_id_hash=lookup_hash(idp.lookup_key, "resident_id", resident_id),
+                    resident_id_masked=mask_resident_id(resident_id),
+                    legal_name=name,
+                    method="registry",
+                    source="test",
+                    verified_at=datetime.now(UTC),
+                )
+            )
+        return account.id
+
+
+def sign_in(world, client, account_id: str) -> None:
+    """Put an SSO session of ``account_id`` (password) into the test client's cookies."""
+    from idp.models import Account
+    from idp.people import sessions
+
+    idp = world.services["idp"]
+    with core_db.transaction(idp.sessions) as db:
+        sid = sessions.start(db, db.get(Account, account_id), {"pwd"}).sid
+    client.set_cookie(sessions.COOKIE, sessions.cookie_value(idp.secret_key, sid), domain="localhost")
+
+
+@pytest.fixture(scope="module")
+def app(licence_world):
+    from hallmark import components
+    from hallmark.app import create_app
+
+    settings = components.load_settings(
+        licence_world.instance, environ={"HALLMARK_PUBLIC_URL": licence_world.base, "HALLMARK_CA_UPKEEP_SECONDS": "0"}
+    )
+    built = create_app(settings)
+    yield built
+    built.extensions["hallmark.services"].close()
+
+
+@pytest.fixture(scope="module")
+def holder(licence_world):
+    """A real-name verified person with a driving licence, and another person with one of their own."""
+    n = uuid.uuid4().hex[:8]
+    mine = person_code(900 + int(n[:4], 16) % 5000)
+    other = person_code(9000 + int(n[4:], 16) % 5000)
+    account = add_person(licence_world, name="林晓红", resident_id=mine, username=f"holder{n}")
+    licence = licence_world.issue(demo.DRIVING_LICENCE, holder_code=mine, holder_name="林晓红")
+    others = licence_world.issue(demo.DRIVING_LICENCE, holder_code=other, holder_name="陈大文")
+    return {"account": account, "code": mine, "licence": licence.identifier, "other": others.identifier}
+
+
+def test_not_signed_in_goes_to_the_login_page_and_back(app):
+    client = app.test_client()
+    for path in ("/licences", "/licences/access", "/licences/show/1.2.156.3005.2.x"):
+        response = client.get(path)
+        assert response.status_code == 302, path
+        where = urlsplit(response.location)
+        assert where.path == "/login" and parse_qs(where.query)["next"] == [path]
+
+
+def test_a_person_not_verified_is_told_to_verify(app, licence_world):
+    client = app.test_client()
+    sign_in(licence_world, client, add_person(licence_world, name="王五", resident_id=None, username=f"plain{uuid.uuid4().hex[:8]}"))
+    page = client.get("/licences")
+    assert page.status_code == 200
+    assert "您尚未完成实名认证" in text(page) and 'href="/account/verify"' in page.get_data(as_text=True)
+
+
+def test_the_holder_sees_their_licences_and_nobody_elses(app, licence_world, holder):
+    client = app.test_client()
+    sign_in(licence_world, client, holder["account"])
+    page = client.get("/licences")
+    body = text(page)
+    assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"
+    assert "我的证照" in body and "机动车驾驶证" in body and "有效" in body and "林晓红" in body
+    assert mask_resident_id(holder["code"]) in body
+    assert holder["licence"] in body and holder["other"] not in body
+    assert not FULL_ID.search(page.get_data(as_text=True)), "a full resident ID was sent to the browser"
+
+    for path in (f"/licences/show/{holder['other']}", f"/licences/file/{holder['other']}", "/licences/show/not-an-id"):
+        refused = client.get(path)
+        assert refused.status_code == 404 and "您名下没有此标识的证照" in text(refused), path
+    broken = holder["licence"][:-1] + ("0" if holder["licence"][-1] != "0" else "1")
+    assert client.get(f"/licences/show/{broken}").status_code == 404
+
+
+def test_the_holder_downloads_the_file_and_it_is_audited(app, licence_world, holder):
+    client = app.test_client()
+    sign_in(licence_world, client, holder["account"])
+    response = client.get(f"/licences/file/{holder['licence']}")
+    assert response.status_code == 200 and response.mimetype == "application/pdf"
+    assert response.data.startswith(b"%PDF") and "attachment" in response.headers["Content-Disposition"]
+    with licence_world.ctx.sessions() as db:
+        events = db.scalars(
+            select(AuditEvent).where(AuditEvent.action == "licences.file.downloaded", AuditEvent.target == holder["licence"])
+        ).all()
+    assert events and events[-1].actor == f"account:{holder['account']}"
+
+
+def test_show_gives_a_signed_short_lived_qr_code(app, licence_world, holder):
+    client = app.test_client()
+    sign_in(licence_world, client, holder["account"])
+    page = client.get(f"/licences/show/{holder['licence']}")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "<svg" in html and 'data-seconds="180"' in html
+    assert "script-src 'nonce-" in page.headers["Content-Security-Policy"] and "/licences-static/show.js" in html
+    assert client.get("/licences-static/show.js").status_code == 200
+
+
+def test_the_verification_page_says_revoked_in_plain_words(app, licence_world):
+    licence = licence_world.issue(demo.DRIVING_LICENCE)
+    client = app.test_client()
+    page = client.get(f"/licences/verify/{licence.identifier}")
+    assert page.status_code == 200 and 'data-state="valid"' in page.get_data(as_text=True) and "此证照有效" in text(page)
+    with core_db.transaction(licence_world.ctx.sessions) as db:
+        lifecycle.change_state(db, licence.identifier, "revoke", reason="违法驾驶", actor=ACTOR)
+    page = client.get(f"/licences/verify/{licence.identifier}")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and 'class="verdict bad" id="verdict" data-state="revoked"' in html
+    assert "已吊销" in text(page) and "发证机关已依法吊销此证照" in text(page)
+
+
+def test_a_wrong_identifier_is_a_readable_4xx_page(app, licence_world):
+    licence = licence_world.issue(demo.DRIVING_LICENCE)
+    last = licence.identifier[-1]
+    wrong = licence.identifier[:-1] + ("A" if last != "A" else "B")
+    client = app.test_client()
+    page = client.get(f"/licences/verify/{wrong}", headers={"Accept": "text/html"})
+    assert page.status_code == 422 and page.mimetype == "text/html"
+    assert "这不是有效的证照标识" in text(page) and "check character" in text(page)
+    malformed = client.get("/licences/verify/1.2.156.3005.2." + "X" * 20)
+    assert malformed.status_code == 422 and "这不是有效的证照标识" in text(malformed)
+    nobody = identifiers.make(licence.type_code, licence.issuer_code, "2026NOSUCHONE")
+    unknown = client.get(f"/licences/verify/{nobody}")
+    assert unknown.status_code == 404 and "证照库中没有此标识的证照" in text(unknown)
+    assert client.get("/licences/verify?id=" + licence.identifier).status_code == 303
+
+
+def test_a_scanned_qr_payload_is_checked_with_the_live_status(app, licence_world):
+    ctx = licence_world.ctx
+    licence = licence_world.issue(demo.DRIVING_LICENCE)
+    facts = {
+        "identifier": licence.identifier,
+        "type_code": licence.type_code,
+        "issuer_code": licence.issuer_code,
+        "holder_masked": licence.holder_masked,
+        "holder_name": licence.holder_name,
+        "valid_from": licence.valid_from,
+        "valid_until": licence.valid_until,
+    }
+    client = app.test_client()
+    landing = client.get("/licences/v")
+    assert landing.status_code == 200 and "/licences-static/offline.js" in landing.get_data(as_text=True)
+
+    shown = qrpayload.payload(ctx, **facts, kind="show", lifetime=timedelta(minutes=3))
+    page = client.post("/licences/v", data={"code": shown})
+    assert page.status_code == 200 and 'data-kind="show"' in page.get_data(as_text=True)
+    assert "二维码真实" in text(page) and 'data-state="valid"' in page.get_data(as_text=True)
+
+    old = qrpayload.payload(ctx, **facts, kind="show", lifetime=timedelta(minutes=3), now=datetime.now(UTC) - timedelta(hours=1))
+    expired = client.post("/licences/v", data={"code": old})
+    assert expired.status_code == 422 and "此二维码已过期" in text(expired)
+    token = qrpayload.token_of(shown)
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    refused = client.post("/licences/v", data={"code": forged})
+    assert refused.status_code == 422 and "不是电子证照库签发的" in text(refused)
+
+
+def test_who_looked_and_the_receipt_check(app, licence_world, holder):
+    ctx = licence_world.ctx
+    hashed = lookup_hash(ctx.lookup_key, "resident_id", holder["code"])
+    purpose = f"核验驾驶资格 {secrets.token_hex(3)}"
+    with core_db.transaction(ctx.sessions) as db:
+        entry = accesslog.append(
+            db,
+            client_id="county-hall",
+            holder_hash=hashed,
+            identifier=holder["licence"],
+            type_code=demo.DRIVING_LICENCE,
+            route="grant",
+            mode="compare",
+            purpose=purpose,
+            matter="MATTER-001",
+            fields=["vehicle_class"],
+            result="match",
+        )
+    receipt = receipts.issue(ctx, entry)
+    client = app.test_client()
+    sign_in(licence_world, client, holder["account"])
+    page = client.get("/licences/access")
+    body = text(page)
+    assert page.status_code == 200 and "谁查看了我的证照" in body
+    assert purpose in body and "county-hall" in body and "比对信息" in body and "依据常设授权" in body and entry.hash in body
+    assert f"/licences/receipts/check?entry={entry.hash}" in page.get_data(as_text=True)
+
+    stranger = app.test_client()
+    sign_in(
+        licence_world, stranger, add_person(licence_world, name="赵六", resident_id=person_code(77777), username=f"s{uuid.uuid4().hex[:8]}")
+    )
+    assert purpose not in text(stranger.get("/licences/access"))
+
+    checked = client.post(f"/licences/receipts/check?entry={entry.hash}", data={"receipt": receipt})
+    assert checked.status_code == 200 and 'data-outcome="ok"' in checked.get_data(as_text=True) and "真实有效" in text(checked)
+    forged = client.post("/licences/receipts/check", data={"receipt": receipt[:-3] + "abc"})
+    assert forged.status_code == 422 and "不是电子证照库签发的" in text(forged)
+    junk = client.post("/licences/receipts/check", data={"receipt": "not a receipt"})
+    assert junk.status_code == 422 and "这不是使用回执" in text(junk)
+
+
+def test_the_public_list_of_standing_grants(app, licence_world):
+    client_id = f"grants-page-{secrets.token_hex(3)}"
+    with core_db.transaction(licence_world.ctx.sessions) as db:
+        grants.add(db, client_id=client_id, type_code=demo.BUSINESS_LICENCE, mode="compare", matters=["MATTER-9"], actor=ACTOR)
+    page = app.test_client().get("/licences/grants")
+    body = text(page)
+    assert page.status_code == 200 and client_id in body and "营业执照" in body and "仅比对信息" in body and "MATTER-9" in body
