@@ -521,6 +521,7 @@ def scanned(ctx: LicencesContext, caller: Caller, text: object, use: Use, *, fie
     try:
         found = qrpayload.read(ctx, text)
     except signer.Expired as exc:
+        _qr_refused(ctx, caller, "qr_expired", use)
         raise Problem(
             422,
             "Unprocessable Content",
@@ -529,10 +530,17 @@ def scanned(ctx: LicencesContext, caller: Caller, text: object, use: Use, *, fie
             expired_at=exc.expired_at,
         ) from None
     except signer.TokenRefused as exc:
+        _qr_refused(ctx, caller, exc.code, use)
         raise Problem(422, "Unprocessable Content", f"this is not a genuine licence QR code: {exc}", code="bad_qr") from None
     answer = lookup(ctx, caller, found["identifier"], use, fields=fields)
     answer["qr"] = {"kind": found["kind"], "expires_at": found["expires_at"]}
     return answer
+
+
+def _qr_refused(ctx: LicencesContext, caller: Caller, code: str, use: Use) -> None:
+    # A forged or stale code reaches no licence we can vouch for, so it is not in a holder's log; it is audited.
+    with ctx.sessions() as db, db.begin():
+        audit.record(db, actor=f"client:{caller.client_id}", action="licences.qr.refused", details={"code": code, "matter": use.matter})
 
 
 def type_fields(ctx: LicencesContext, code: str) -> dict:

@@ -374,6 +374,15 @@ def test_scanned_qr_genuine_expired_and_forged(api, driver):
     forged = text[:-8] + ("A" * 8 if not text.endswith("A" * 8) else "B" * 8)
     refused = api.post("/api/licences/qr", token, {"qr": forged, "purpose": PURPOSE, "matter": MATTER})
     assert refused.status_code == 422 and refused.json()["code"] == "bad_qr"
+    with api.world.ctx.sessions() as db:
+        from sqlalchemy import select
+
+        from core.models import AuditEvent
+
+        refusals = db.scalars(
+            select(AuditEvent).where(AuditEvent.actor == f"client:{client[0]}", AuditEvent.action == "licences.qr.refused")
+        )
+        assert sorted(json.loads(e.details)["code"] for e in refusals) == ["forged_token", "qr_expired"]
 
 
 # -- issuing systems --------------------------------------------------------------------------------
