@@ -25,9 +25,9 @@ def build(services: Services) -> LicencesContext:
 
 
 def blueprints():
-    from licenses import api
+    from licenses import api, pages
 
-    return (api.bp,)
+    return (api.bp, pages.bp)
 
 
 def api_resources():

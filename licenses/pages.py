@@ -109,10 +109,10 @@ GRANT_MODES = {
     "issue": N_("issue licences"),
 }
 QR_MESSAGES = {
-    "expired": N_("This QR code has expired. Ask the holder to show a fresh one."),
-    "forged": N_("This QR code was not issued by this licence library, or it was altered. Do not rely on it."),
-    "wrong_type": N_("This is not a licence QR code."),
-    "malformed": N_("This is not a licence QR code."),
+    "expired_token": N_("This QR code has expired. Ask the holder to show a fresh one."),
+    "forged_token": N_("This QR code was not issued by this licence library, or it was altered. Do not rely on it."),
+    "wrong_token_type": N_("This is not a licence QR code."),
+    "malformed_token": N_("This is not a licence QR code."),
 }
 NO_PEOPLE = N_("Signing in is not available on this site, so licences cannot be shown here.")
 PROBLEM_MESSAGES = {
@@ -215,6 +215,14 @@ def _own(db, me: SignedIn, identifier: str) -> Licence:
 def _view(ctx: LicencesContext, db, licence: Licence) -> dict:
     """What a page shows of a licence (masked holder; no face fields)."""
     return library.describe(ctx, db, licence)
+
+
+def _client_names(client_ids) -> dict[str, str]:
+    """Approval systems' display names by client id, from the identity provider (the id itself when it has none)."""
+    directory = _ctx().people
+    wanted = sorted({c for c in client_ids if c})
+    names = directory.client_names(wanted) if directory is not None and wanted else {}
+    return {c: names.get(c) or c for c in wanted}
 
 
 def _holder_kind(code_type: str) -> str:
@@ -321,12 +329,15 @@ def access():
     entries = []
     with core_db.read_only(ctx.sessions) as db:
         types = {row.code: row.name for row in library.type_rows(db)}
-        for row in accesslog.for_holder(db, list(names), ACCESS_LIMIT):
+        rows = accesslog.for_holder(db, list(names), ACCESS_LIMIT)
+        clients = _client_names(row.client_id for row in rows)
+        for row in rows:
             entries.append(
                 {
                     "seq": row.seq,
                     "at": china_time(row.at),
-                    "client": row.client_id,
+                    "client": clients.get(row.client_id, row.client_id),
+                    "client_id": row.client_id,
                     "holder": names.get(row.holder_hash),
                     "identifier": row.identifier,
                     "type": types.get(row.type_code, row.type_code),
@@ -442,9 +453,9 @@ RECEIPT_MESSAGES = {
     "entry_changed": N_(
         "The receipt is signed by the licence library, but its access-log entry no longer matches it: the log was altered."
     ),
-    "forged": N_("This receipt was not signed by the licence library, or it was changed."),
-    "wrong_type": N_("This is a genuine token of the licence library, but not a use receipt."),
-    "malformed": N_("This is not a use receipt. Paste the whole receipt: three parts separated by dots."),
+    "forged_token": N_("This receipt was not signed by the licence library, or it was changed."),
+    "wrong_token_type": N_("This is a genuine token of the licence library, but not a use receipt."),
+    "malformed_token": N_("This is not a use receipt. Paste the whole receipt: three parts separated by dots."),
 }
 
 
@@ -470,7 +481,7 @@ def receipt_check():
         "seq": claims.get("seq"),
         "hash": claims.get("hash"),
         "at": china_time(claims.get("at")) if isinstance(claims.get("at"), str) else "",
-        "client": claims.get("client"),
+        "client": _client_names([claims["client"]]).get(claims["client"]) if isinstance(claims.get("client"), str) else None,
         "purpose": claims.get("purpose"),
         "matter": claims.get("matter"),
         "mode": MODE_WORDS.get(claims.get("mode")),
@@ -487,14 +498,17 @@ def grants_page():
     ctx = _ctx()
     with core_db.read_only(ctx.sessions) as db:
         types = {row.code: row.name for row in library.type_rows(db)}
-        rows = [
-            {
-                "client": g.client_id,
-                "type": types.get(g.type_code, g.type_code),
-                "mode": GRANT_MODES.get(g.mode, g.mode),
-                "matters": grants.matters_of(g),
-                "since": china_time(g.created_at),
-            }
-            for g in grants.active(db)
-        ]
+        active = grants.active(db)
+    clients = _client_names(g.client_id for g in active)
+    rows = [
+        {
+            "client": clients.get(g.client_id, g.client_id),
+            "client_id": g.client_id,
+            "type": types.get(g.type_code, g.type_code),
+            "mode": GRANT_MODES.get(g.mode, g.mode),
+            "matters": grants.matters_of(g),
+            "since": china_time(g.created_at),
+        }
+        for g in active
+    ]
     return render("licenses/grants.html", grants=rows)

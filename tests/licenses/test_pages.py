@@ -10,6 +10,7 @@ character is a readable 422 page; scanned QR payloads, receipts and grants.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import uuid
@@ -23,6 +24,7 @@ from core import db as core_db
 from core.identifiers import lookup_hash, mask_resident_id
 from core.models import AuditEvent
 from licenses import accesslog, demo, grants, identifiers, lifecycle, qrpayload, receipts
+from tests.conftest import pkcs11_module_for
 from tests.licenses.conftest import ACTOR, person_code
 
 FULL_ID = re.compile(r"(?<![0-9A-Za-z.])\d{17}[\dX](?![0-9A-Za-z])")
@@ -71,9 +73,9 @@ def app(licence_world):
     from hallmark import components
     from hallmark.app import create_app
 
-    settings = components.load_settings(
-        licence_world.instance, environ={"HALLMARK_PUBLIC_URL": licence_world.base, "HALLMARK_CA_UPKEEP_SECONDS": "0"}
-    )
+    module = pkcs11_module_for(licence_world.instance / "softhsm" / "softhsm2.conf")  # the instance's token, as the world reads it
+    environ = {**os.environ, "HALLMARK_PUBLIC_URL": licence_world.base, "HALLMARK_PKCS11_MODULE": module, "HALLMARK_CA_UPKEEP_SECONDS": "0"}
+    settings = components.load_settings(licence_world.instance, environ=environ)
     built = create_app(settings)
     yield built
     built.extensions["hallmark.services"].close()
@@ -146,7 +148,8 @@ def test_show_gives_a_signed_short_lived_qr_code(app, licence_world, holder):
     html = page.get_data(as_text=True)
     assert page.status_code == 200 and "<svg" in html and 'data-seconds="180"' in html
     assert "script-src 'nonce-" in page.headers["Content-Security-Policy"] and "/licences-static/show.js" in html
-    assert client.get("/licences-static/show.js").status_code == 200
+    with client.get("/licences-static/show.js") as script:
+        assert script.status_code == 200 and b"qr-expired" in script.data
 
 
 def test_the_verification_page_says_revoked_in_plain_words(app, licence_world):
@@ -256,3 +259,16 @@ def test_the_public_list_of_standing_grants(app, licence_world):
     page = app.test_client().get("/licences/grants")
     body = text(page)
     assert page.status_code == 200 and client_id in body and "营业执照" in body and "仅比对信息" in body and "MATTER-9" in body
+
+
+def test_every_string_of_the_pages_has_a_chinese_translation():
+    from pathlib import Path
+
+    from tests.catalogue_checks import bare_percents, gaps, msgids
+
+    package = Path(__file__).resolve().parents[2] / "licenses"
+    templates = sorted((package / "templates" / "licenses").glob("*.html"))
+    wanted = msgids([package / "pages.py"], templates)
+    assert len(wanted) > 100
+    assert gaps(package / "translations", wanted) == [], "run pybabel extract/update, see core/web/i18n.py"
+    assert bare_percents(templates) == []
