@@ -124,6 +124,8 @@ def test_the_holder_sees_their_licences_and_nobody_elses(app, licence_world, hol
     for path in (f"/licences/show/{holder['other']}", f"/licences/file/{holder['other']}", "/licences/show/not-an-id"):
         refused = client.get(path)
         assert refused.status_code == 404 and "您名下没有此标识的证照" in text(refused), path
+    public = text(app.test_client().get(f"/licences/verify/{holder['licence']}"))
+    assert "**红" in public and "林晓红" not in public, "a person's name is masked on the public page"
     broken = holder["licence"][:-1] + ("0" if holder["licence"][-1] != "0" else "1")
     assert client.get(f"/licences/show/{broken}").status_code == 404
 
