@@ -274,3 +274,57 @@ def test_every_string_of_the_pages_has_a_chinese_translation():
     assert len(wanted) > 100
     assert gaps(package / "translations", wanted) == [], "run pybabel extract/update, see core/web/i18n.py"
     assert bare_percents(templates) == []
+
+
+def test_a_representative_sees_the_enterprises_licences_in_their_own_section(app, licence_world, holder):
+    from idp.people import enterprises
+    from tests.licenses.conftest import enterprise_code
+
+    credit_code = enterprise_code(600000 + secrets.randbelow(300000))
+    with core_db.transaction(licence_world.services["idp"].sessions) as db:
+        enterprises.add(db, credit_code=credit_code, name="示范茶业有限公司", representative=holder["account"], actor=ACTOR)
+    business = licence_world.issue(demo.BUSINESS_LICENCE, holder_code=credit_code, holder_name="示范茶业有限公司")
+    client = app.test_client()
+    sign_in(licence_world, client, holder["account"])
+    page = client.get("/licences")
+    html = page.get_data(as_text=True)
+    sections = re.findall(r'<section class="card holder" id="(holder-\d)"', html)
+    assert sections == ["holder-1", "holder-2"] and 'href="#holder-2"' in html
+    enterprise = html[html.index('id="holder-2"') :]
+    assert "示范茶业有限公司" in enterprise and business.identifier in enterprise and "营业执照" in enterprise
+    assert credit_code not in html and business.holder_masked in enterprise
+    assert client.get(f"/licences/show/{business.identifier}").status_code == 200
+    # The enterprise's name is public on its verification page; a person's is not.
+    assert "示范茶业有限公司" in text(client.get(f"/licences/verify/{business.identifier}"))
+
+
+def test_a_stamped_copy_on_the_verification_page(app, licence_world):
+    from datetime import date
+
+    from licenses import copies
+
+    licence = licence_world.issue(demo.FOOD_PERMIT, holder_name="示范餐饮有限公司")
+    made = copies.make_copy(
+        licence_world.ctx,
+        licence.identifier,
+        client_id="county-hall",
+        client_name="示范县政务服务中心",
+        purpose="核验经营资质",
+        matter="食品经营许可延续",
+        until=date.today() + timedelta(days=5),
+    )
+    client = app.test_client()
+    page = client.get(made.verify_url.removeprefix(licence_world.base))
+    assert page.status_code == 200 and 'data-copy="usable"' in page.get_data(as_text=True)
+    assert "此加注件可以使用" in text(page) and "示范县政务服务中心" in text(page) and "食品经营许可延续" in text(page)
+    unknown = client.get(f"/licences/verify/{licence.identifier}?copy=nosuchcopy0000000000")
+    assert unknown.status_code == 200 and 'data-copy="unknown"' in unknown.get_data(as_text=True)
+    other = licence_world.issue(demo.FOOD_PERMIT)
+    assert 'data-copy="unknown"' in client.get(f"/licences/verify/{other.identifier}?copy={made.copy_id}").get_data(as_text=True)
+
+
+def test_the_pages_in_english(app, licence_world):
+    licence = licence_world.issue(demo.DRIVING_LICENCE)
+    page = app.test_client().get(f"/licences/verify/{licence.identifier}?lang=en")
+    body = text(page)
+    assert page.status_code == 200 and "Verify a licence" in body and "This licence is valid." in body and "Electronic Licences" in body
