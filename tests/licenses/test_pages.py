@@ -328,3 +328,22 @@ def test_the_pages_in_english(app, licence_world):
     page = app.test_client().get(f"/licences/verify/{licence.identifier}?lang=en")
     body = text(page)
     assert page.status_code == 200 and "Verify a licence" in body and "This licence is valid." in body and "Electronic Licences" in body
+
+
+def test_an_old_version_points_to_the_newest(app, licence_world):
+    from licenses import issuance
+
+    first = licence_world.issue(demo.DRIVING_LICENCE)
+    second = issuance.next_version(
+        licence_world.ctx, first.identifier, action="change", actor=ACTOR, reason="换证", face_changes={"vehicle_class": "B2"}
+    )
+    third = issuance.next_version(
+        licence_world.ctx, second.identifier, action="change", actor=ACTOR, reason="增驾", face_changes={"vehicle_class": "A1"}
+    )
+    client = app.test_client()
+    old = client.get(f"/licences/verify/{first.identifier}")
+    html = old.get_data(as_text=True)
+    assert old.status_code == 200 and 'data-state="superseded"' in html and "已被新版本替换" in text(old)
+    assert 'id="newer">' in html and f'href="/licences/verify/{third.identifier}"' in html, "the link goes to the newest, not the next"
+    newest = client.get(f"/licences/verify/{third.identifier}").get_data(as_text=True)
+    assert 'data-state="valid"' in newest and 'id="newer"' not in newest and f'href="/licences/verify/{second.identifier}"' in newest

@@ -216,3 +216,22 @@ def test_the_verification_page_valid_then_revoked(licence_world, business_licenc
     assert "这不是有效的证照标识" in page.get_by_role("alert").inner_text()
     assert axe_violations(page) == []
     page.screenshot(path=str(SHOTS / "licence-verify-bad-id.png"), full_page=True)
+
+
+def test_the_other_public_pages_are_clean(licence_world, phone):
+    base = licence_world.serve()
+    page = phone
+    for path, heading in (
+        ("/licences/verify", "核验证照"),
+        ("/licences/v", "扫码核验证照"),
+        ("/licences/grants", "常设授权"),
+        ("/licences/receipts/check", "核验使用回执"),
+    ):
+        response = page.goto(base + path)
+        assert response.status == 200 and page.locator("h1").inner_text() == heading, path
+        assert no_sideways_scrolling(page), path
+        assert axe_violations(page) == [], path
+        page.screenshot(path=str(SHOTS / f"licences-{path.strip('/').replace('/', '-')}.png"), full_page=True)
+    # The landing page leads to the holder's page and the verification page.
+    page.goto(base + "/")
+    assert page.locator('main a[href="/licences"]').is_visible() and page.locator('main a[href="/licences/verify"]').is_visible()
