@@ -233,7 +233,7 @@ def _client_names(client_ids) -> dict[str, str]:
 
 
 def _holder_kind(code_type: str) -> str:
-    return gettext("Resident ID") if code_type == RESIDENT_ID else gettext("Unified social credit code") if code_type == CREDIT_CODE else ""
+    return gettext("Resident identity number") if code_type == RESIDENT_ID else gettext("Unified social credit code") if code_type == CREDIT_CODE else ""
 
 
 # --------------------------------------------------------------------------- the holder's pages
