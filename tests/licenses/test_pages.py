@@ -204,6 +204,16 @@ def test_a_scanned_qr_payload_is_checked_with_the_live_status(app, licence_world
     assert page.status_code == 200 and 'data-kind="show"' in page.get_data(as_text=True)
     assert "二维码真实" in text(page) and 'data-state="valid"' in page.get_data(as_text=True)
 
+    # A file's code for a licence revoked since: the code is genuine, the library says revoked.
+    printed = qrpayload.payload(ctx, **facts, kind="file", lifetime=timedelta(days=3650))
+    with core_db.transaction(ctx.sessions) as db:
+        lifecycle.change_state(db, licence.identifier, "revoke", reason="吊销", actor=ACTOR)
+    revoked = client.post("/licences/v", data={"code": printed})
+    html = revoked.get_data(as_text=True)
+    assert revoked.status_code == 200 and 'data-kind="file"' in html and "印在证照文件上" in text(revoked)
+    assert 'class="verdict bad" id="verdict" data-state="revoked"' in html and "已吊销" in text(revoked)
+    assert licence.holder_name not in text(revoked) and "*" * (len(licence.holder_name) - 1) + licence.holder_name[-1] in text(revoked)
+
     old = qrpayload.payload(ctx, **facts, kind="show", lifetime=timedelta(minutes=3), now=datetime.now(UTC) - timedelta(hours=1))
     expired = client.post("/licences/v", data={"code": old})
     assert expired.status_code == 422 and "此二维码已过期" in text(expired)
