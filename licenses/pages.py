@@ -32,7 +32,6 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, redirect, render_template, request
 from flask_babel import gettext
@@ -44,17 +43,18 @@ from core.people import CREDIT_CODE, RESIDENT_ID, HolderRef, SignedIn
 from core.problems import Problem
 from core.web import N_
 from core.web import errors as web_errors
-from licenses import catalogue, library, lifecycle, qrpayload
+from licenses import accesslog, catalogue, copies, grants, library, lifecycle, qrpayload, receipts
 from licenses import context as licences_context
 from licenses.context import LicencesContext
 from licenses.models import Issuer, Licence
+from licenses.signer import TokenRefused
 
 bp = Blueprint("licences_pages", __name__, template_folder="templates", static_folder="static", static_url_path="/licences-static")
 web.pages(bp, form_action="'self'")
 
 REALNAME_ACR = "urn:hallmark:loa:2"
 REALNAME_PAGE = "/account/verify"  # the identity provider's real-name verification page
-CHINA = ZoneInfo("Asia/Shanghai")  # every time on these pages is China Standard Time
+CHINA = lifecycle.TIMEZONE  # every time on these pages is China Standard Time, the zone validity dates count in
 ACCESS_LIMIT = 200
 MAX_TOKEN_FORM = 8192
 
@@ -233,7 +233,13 @@ def _client_names(client_ids) -> dict[str, str]:
 
 
 def _holder_kind(code_type: str) -> str:
-    return gettext("Resident identity number") if code_type == RESIDENT_ID else gettext("Unified social credit code") if code_type == CREDIT_CODE else ""
+    return (
+        gettext("Resident identity number")
+        if code_type == RESIDENT_ID
+        else gettext("Unified social credit code")
+        if code_type == CREDIT_CODE
+        else ""
+    )
 
 
 # --------------------------------------------------------------------------- the holder's pages
@@ -295,7 +301,6 @@ def show(identifier):
         licence=view,
         qr=svg,
         seconds=int(lifetime.total_seconds()),
-        expires_at=china_time(now + lifetime) if text else "",
         expires_clock=(now + lifetime).astimezone(CHINA).strftime("%H:%M:%S") if text else "",
     )
 
@@ -326,8 +331,6 @@ def file(identifier):
 @bp.get("/licences/access")
 def access():
     """谁查看了我的证照: the access log entries about any holder the person acts for."""
-    from licenses import accesslog
-
     me, elsewhere = _signed_in()
     if elsewhere is not None:
         return elsewhere
@@ -385,8 +388,6 @@ def _copy_status(ctx: LicencesContext, identifier: str, copy_id: str) -> dict | 
     """A stamped copy's standing (``?copy=``): current or expired, and whether it can be used now."""
     if not copy_id:
         return None
-    from licenses import copies
-
     try:
         found = copies.copy_status(ctx, copy_id[:100])
     except Problem:
@@ -433,8 +434,6 @@ def offline():
         return render("licenses/offline.html", claims=None)
     text = (request.form.get("code") or "").strip()[: MAX_TOKEN_FORM + 200]
     ctx = _ctx()
-    from licenses.signer import TokenRefused
-
     try:
         claims = qrpayload.read(ctx, text)
     except TokenRefused as refused:
@@ -472,8 +471,6 @@ RECEIPT_MESSAGES = {
 @bp.route("/licences/receipts/check", methods=["GET", "POST"])
 def receipt_check():
     """Paste a use receipt (a JWS an approval system got for one access) and see whether it is genuine and logged."""
-    from licenses import receipts
-
     entry = request.args.get("entry") or ""
     entry = entry if re.fullmatch(r"[0-9a-f]{64}", entry) else ""
     if request.method == "GET":
@@ -503,8 +500,6 @@ def receipt_check():
 @bp.get("/licences/grants")
 def grants_page():
     """Every standing grant: which system may reach which licence type, how, and for which matters."""
-    from licenses import grants
-
     ctx = _ctx()
     with core_db.read_only(ctx.sessions) as db:
         types = {row.code: row.name for row in library.type_rows(db)}
