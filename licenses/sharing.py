@@ -558,8 +558,16 @@ def stamped_copy(ctx: LicencesContext, caller: Caller, identifier: str, use: Use
         licence = lifecycle.find(db, identifier)
         type_code, holder = licence.type_code, licence.holder_hash
         route = _allowed_or_logged(ctx, db, caller, type_code, use, holder=holder, identifier=identifier, mode="copy")
+    # the band names the approval system as people know it; its id when the directory does not know it
+    names = ctx.people.client_names([caller.client_id]) if ctx.people is not None else {}
     made = copies.make_copy(
-        ctx, identifier, client_id=caller.client_id, client_name=caller.client_id, purpose=use.purpose, matter=use.matter, until=until
+        ctx,
+        identifier,
+        client_id=caller.client_id,
+        client_name=names.get(caller.client_id, caller.client_id),
+        purpose=use.purpose,
+        matter=use.matter,
+        until=until,
     )
     access = _log(
         ctx,

@@ -13,6 +13,7 @@ Revoked licences are answered *revoked*, not an error; bad input is a 4xx proble
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -452,6 +453,8 @@ def test_stamped_copy_and_file_verification(api, driver):
     assert made.headers["Content-Type"] == "application/pdf" and made.content.startswith(b"%PDF-")
     header, claims = independently_verified(made.headers["Hallmark-Receipt"], api.jwks)
     assert claims["mode"] == "copy" and claims["result"] == "copy_made" and claims["seq"] == int(made.headers["Hallmark-Access-Seq"])
+    text = subprocess.run(["pdftotext", "-", "-"], input=made.content, capture_output=True, timeout=60, check=True).stdout.decode()
+    assert f"审批系统 {client[0]}" in " ".join(text.split())  # the band names the approval system by its registered name
     assert api.post(f"/api/licences/{licence.identifier}/copy", token, {**body, "until": "tomorrow"}).json()["code"] == "bad_date"
 
     with api.world.ctx.sessions() as db:
