@@ -563,12 +563,10 @@ def _check_answers(base_ours: str, base_peer: str, token: str, sample: dict) -> 
 
 
 def share(args, tmp) -> tuple[list[str], float]:
-    import signal
     import time
 
     from _common import OtherLoad, Server, free_port, group_cpu_seconds, median, table, venv_tool, wrk
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     hallmark, granian = venv_tool("hallmark"), venv_tool("granian")
     env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF" and not k.startswith(("HALLMARK_", "GRANIAN_"))}
     instance = tmp / "instance"
@@ -720,6 +718,7 @@ def share(args, tmp) -> tuple[list[str], float]:
 
 def main() -> None:
     import argparse
+    import signal
     import tempfile
     from pathlib import Path
 
@@ -751,6 +750,8 @@ def main() -> None:
     args.seconds = max(1, min(args.seconds, 30))
     args.connections = max(1, min(args.connections, 100))
 
+    # A SIGTERM must still run the finally blocks and exits that stop servers and clusters and remove the temp dir.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report, figures = [], {}
     with tempfile.TemporaryDirectory(prefix="hallmark-licences-bench-") as tmp_name:
         tmp = Path(tmp_name)
