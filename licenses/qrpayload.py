@@ -44,6 +44,7 @@ from core.identifiers import InvalidIdentifier
 from licenses import identifiers, signer
 from licenses.context import LicencesContext
 from licenses.signer import Malformed
+from signing.pdf import stamp
 
 TYP = "licence-qr+jwt"
 VERSION = 1
@@ -171,14 +172,6 @@ def read(ctx: LicencesContext, text: str, *, now: datetime | None = None) -> dic
 # -- pictures ----------------------------------------------------------------------------
 
 
-def _matrix(text: str) -> list[list[bool]]:
-    # M (15% recovery): a printed file gets creased and stamped on; H would make the code much denser.
-    code = qrcode.QRCode(error_correction=ERROR_CORRECT_M, border=QUIET_ZONE)
-    code.add_data(text.encode("utf-8"))
-    code.make(fit=True)
-    return code.get_matrix()
-
-
 def qr_png(text: str, *, module_pixels: int = 6) -> bytes:
     """The QR code of ``text`` as a PNG (black on white, with its quiet zone)."""
     code = qrcode.QRCode(error_correction=ERROR_CORRECT_M, border=QUIET_ZONE, box_size=module_pixels)
@@ -194,19 +187,10 @@ def qr_svg(text: str, *, label: str = "") -> str:
 
     ``label`` (already translated) becomes the picture's accessible name; without one it is hidden from screen readers.
     """
-    matrix = _matrix(text)
+    # M (15% recovery) as on the files: a printed code gets creased and stamped on; H would make it much denser.
+    matrix = stamp.qr_matrix(text, border=QUIET_ZONE)
     size = len(matrix)
-    runs = []
-    for y, row in enumerate(matrix):
-        x = 0
-        while x < size:
-            if not row[x]:
-                x += 1
-                continue
-            start = x
-            while x < size and row[x]:
-                x += 1
-            runs.append(f"M{start} {y}h{x - start}v1h-{x - start}z")
+    runs = [f"M{x} {y}h{length}v1h-{length}z" for y, x, length in stamp.qr_runs(matrix)]
     names = f'role="img" aria-label="{escape(label, quote=True)}"' if label else 'aria-hidden="true"'
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {size} {size}" {names} shape-rendering="crispEdges">'

@@ -87,14 +87,28 @@ def prepare_image(png: bytes) -> PreparedImage:
     return found
 
 
-def qr_matrix(text: str) -> list[list[bool]]:
-    """The modules of the QR code of ``text`` (error correction M, a one-module border), row by row from the top."""
+def qr_matrix(text: str, border: int = 1) -> list[list[bool]]:
+    """The modules of the QR code of ``text`` (error correction M, a ``border``-module quiet zone), row by row from the top."""
     import qrcode
 
-    code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, border=1)
-    code.add_data(text)
+    code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, border=border)
+    code.add_data(text.encode("utf-8"))
     code.make(fit=True)
     return code.get_matrix()
+
+
+def qr_runs(matrix: list[list[bool]]):
+    """(row, first column, length) of each horizontal run of dark modules: one rectangle each when drawn."""
+    for row_index, row in enumerate(matrix):
+        column, count = 0, len(row)
+        while column < count:
+            if not row[column]:
+                column += 1
+                continue
+            start = column
+            while column < count and row[column]:
+                column += 1
+            yield row_index, start, column - start
 
 
 def qr_commands(url: str | list[list[bool]], size: float) -> bytes:
@@ -103,17 +117,8 @@ def qr_commands(url: str | list[list[bool]], size: float) -> bytes:
     count = len(matrix)
     module = size / count
     parts = [b"1 1 1 rg 0 0 %.3f %.3f re f 0 0 0 rg" % (size, size)]
-    for row_index, row in enumerate(matrix):
-        y = size - (row_index + 1) * module
-        column = 0
-        while column < count:
-            if not row[column]:
-                column += 1
-                continue
-            start = column
-            while column < count and row[column]:
-                column += 1
-            parts.append(b"%.3f %.3f %.3f %.3f re" % (start * module, y, (column - start) * module, module))
+    for row_index, start, length in qr_runs(matrix):
+        parts.append(b"%.3f %.3f %.3f %.3f re" % (start * module, size - (row_index + 1) * module, length * module, module))
     parts.append(b"f")
     return b"\n".join(parts)
 
