@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 
 from core.chain import HashChain, Verification
 from core.identifiers import mask_resident_ids
+from licenses import grants
 from licenses.models import AccessEntry, AccessHead
 
 ROUTES = ("consent", "grant", "none")  # none: refused before any route allowed it
 MODES = ("lookup", "query", "compare", "read", "copy", "verify", "qr")
-MAX_PURPOSE = 200
 MAX_MATTER = 100
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 
@@ -83,7 +83,7 @@ def append(
             "route": route,
             "mode": mode,
             # Callers write these freely: a resident ID typed into them must not land in the log in clear.
-            "purpose": mask_resident_ids(purpose or "")[:MAX_PURPOSE],
+            "purpose": mask_resident_ids(purpose or "")[: grants.MAX_PURPOSE],
             "matter": mask_resident_ids(matter or "")[:MAX_MATTER],
             "fields": json.dumps(sorted(set(fields)), ensure_ascii=False, separators=(",", ":")),
             "result": result[:20],

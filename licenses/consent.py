@@ -35,7 +35,6 @@ TYPE = "hallmark_licence"
 LOCATION = "/api/licences"
 DEFAULT_SECONDS = 24 * 3600
 MAX_TYPES = 10
-MAX_PURPOSE = 200
 MEMBERS = {"type", "datatypes", "actions", "matter", "purpose", "identifier", "duration", "expires_at", "locations"}
 
 
@@ -83,7 +82,7 @@ def check(detail: dict, *, now: float | None = None, settings: LicencesSettings 
     if not isinstance(actions, list) or not actions or any(a not in grants.SHARING_MODES for a in actions):
         raise InvalidDetail(f"'actions' must be a list of {', '.join(grants.SHARING_MODES)}")
     matter = _text(detail, "matter", grants.MAX_MATTER)
-    purpose = _text(detail, "purpose", MAX_PURPOSE)
+    purpose = _text(detail, "purpose", grants.MAX_PURPOSE)
     checked = {
         "type": TYPE,
         "datatypes": list(dict.fromkeys(codes)),

@@ -24,7 +24,7 @@ from urllib.parse import quote
 from core import audit
 from core.db import read_only, utc_now
 from core.problems import Problem
-from licenses import catalogue, grants, issuers, library, lifecycle, privacy, qrpayload, rendering, sharing
+from licenses import catalogue, grants, issuers, library, lifecycle, privacy, qrpayload, rendering
 from licenses.context import LicencesContext
 from licenses.models import StampedCopy
 
@@ -114,7 +114,7 @@ def make_copy(
     """
     client_id = check_text(client_id, "client_id", MAX_CLIENT_ID)
     client_name = check_text(client_name, "client_name", MAX_CLIENT_NAME)
-    purpose = sharing.check_purpose(purpose)  # the same checks (and codes) as every sharing call's purpose and matter
+    purpose = grants.check_purpose(purpose)  # the same checks (and codes) as every sharing call's purpose and matter
     matter = grants.check_matter(matter)
     actor = actor or f"client:{client_id}"
     today = today or lifecycle.today()
@@ -144,7 +144,7 @@ def make_copy(
         type_code=definition.code,
         issuer_code=issuer.credit_code,
         holder_masked=facts["holder_masked"],
-        holder_name=facts["holder_name"],
+        holder_name=privacy.public_name(definition.holder_code_type, facts["holder_name"]),
         valid_from=facts["valid_from"],
         valid_until=facts["valid_until"],
         kind="file",

@@ -34,6 +34,7 @@ SHARING_MODES = (COMPARE, READ, COPY)  # each includes the ones before it
 MODES = (*SHARING_MODES, ISSUE)
 ANY_MATTER = "*"
 MAX_MATTER = 100
+MAX_PURPOSE = 200  # a call's stated purpose (GB/T 36906 practice: a use reason of at most 200 characters)
 MAX_MATTERS = 50
 MAX_CLIENT_ID = 100
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -59,6 +60,16 @@ def check_matter(matter: object) -> str:
         raise _unprocessable("matter is required: the matter (事项) this access serves, at most 100 characters", "bad_matter")
     if len(text) > MAX_MATTER:
         raise _unprocessable(f"matter is at most {MAX_MATTER} characters", "bad_matter")
+    return text
+
+
+def check_purpose(value: object) -> str:
+    """A call's purpose: 1 to MAX_PURPOSE characters after folding spaces (NFKC), as consent and grants compare it."""
+    if not isinstance(value, str) or not " ".join(value.split()):
+        raise _unprocessable(f"purpose is required: why you need this, at most {MAX_PURPOSE} characters", "bad_purpose")
+    text = " ".join(unicodedata.normalize("NFKC", value).split())
+    if len(text) > MAX_PURPOSE:
+        raise _unprocessable(f"purpose is at most {MAX_PURPOSE} characters, not {len(text)}", "bad_purpose")
     return text
 
 

@@ -139,7 +139,8 @@ def _file(
         type_code=definition.code,
         issuer_code=issuer.credit_code,
         holder_masked=holder_masked,
-        holder_name=holder_name,
+        # anyone who scans the file reads this offline: a person's name masked, as on public pages
+        holder_name=privacy.public_name(definition.holder_code_type, holder_name),
         valid_from=valid_from,
         valid_until=valid_until,
         kind="file",

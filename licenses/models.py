@@ -77,7 +77,7 @@ class Licence(Base):
     holder_hash: Mapped[str] = mapped_column(String(64))  # keyed lookup hash of the holder's code
     holder_masked: Mapped[str] = mapped_column(String(24))
     holder_cipher: Mapped[bytes] = mapped_column(LargeBinary)  # the holder's code, encrypted (licenses.privacy)
-    holder_name: Mapped[str] = mapped_column(String(200))  # an enterprise's name; a person's name masked
+    holder_name: Mapped[str] = mapped_column(String(200))  # as on the face; public pages and QR codes mask a person's (privacy.public_name)
     state: Mapped[str] = mapped_column(String(12), index=True)  # licenses.lifecycle.STATES
     state_reason: Mapped[str] = mapped_column(String(200), default="")
     state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)

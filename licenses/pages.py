@@ -43,7 +43,7 @@ from core.people import CREDIT_CODE, RESIDENT_ID, HolderRef, SignedIn
 from core.problems import Problem
 from core.web import N_
 from core.web import errors as web_errors
-from licenses import accesslog, catalogue, copies, grants, library, lifecycle, qrpayload, receipts
+from licenses import accesslog, catalogue, copies, grants, library, lifecycle, privacy, qrpayload, receipts
 from licenses import context as licences_context
 from licenses.context import LicencesContext
 from licenses.models import Issuer, Licence
@@ -217,13 +217,6 @@ def _view(ctx: LicencesContext, db, licence: Licence) -> dict:
     return library.describe(ctx, db, licence)
 
 
-def public_name(holder_type: str, name: str) -> str:
-    """A holder's name for anyone to see: an enterprise's in full, a person's with only the last character (``**红``)."""
-    if holder_type != RESIDENT_ID or not name or "*" in name:
-        return name
-    return "*" * (len(name) - 1) + name[-1]
-
-
 def _client_names(client_ids) -> dict[str, str]:
     """Approval systems' display names by client id, from the identity provider (the id itself when it has none)."""
     directory = _ctx().people
@@ -281,7 +274,7 @@ def show(identifier):
                 type_code=licence.type_code,
                 issuer_code=licence.issuer_code,
                 holder_masked=licence.holder_masked,
-                holder_name=public_name(licence.holder_type, licence.holder_name),
+                holder_name=privacy.public_name(licence.holder_type, licence.holder_name),
                 valid_from=licence.valid_from,
                 valid_until=licence.valid_until,
                 kind="show",
@@ -369,7 +362,7 @@ def access():
 
 def _verification(ctx: LicencesContext, db, licence: Licence) -> dict:
     view = _view(ctx, db, licence)
-    view["holder"]["name"] = public_name(licence.holder_type, licence.holder_name)  # a public page
+    view["holder"]["name"] = privacy.public_name(licence.holder_type, licence.holder_name)  # a public page
     state = view["status"]["state"]
     view["state_tone"] = STATE_TONE.get(state, "bad")
     view["state_meaning"] = STATE_MEANING[state]
@@ -450,7 +443,7 @@ def offline():
         except Problem:
             type_name = claims["type_code"]
     if licence is not None:  # a file's code may name a person in full: this page is public
-        claims["holder_name"] = public_name(licence.holder_type, claims["holder_name"])
+        claims["holder_name"] = privacy.public_name(licence.holder_type, claims["holder_name"])
     claims["issuer_name"] = issuer.name if issuer else claims["issuer_code"]
     claims["type_name"] = type_name
     claims["expires"] = china_time(datetime.fromtimestamp(claims["expires_at"], UTC))

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from core.db import utc_now
 from core.identifiers import RESIDENT_ID_PATTERN, mask_resident_id
+from core.people import RESIDENT_ID
 from core.problems import Problem
 from hsm import CiphertextInvalid
 from licenses.catalogue import TypeView
@@ -259,3 +260,10 @@ def _mask(definition: TypeView, name: str, value: Any) -> Any:
     if len(text) == 3:
         return text[0] + MASKED
     return MASKED  # one or two characters: any of them is half the value
+
+
+def public_name(holder_type: str, name: str) -> str:
+    """A holder's name for anyone to see: an enterprise's in full, a person's with only the last character (``**红``)."""
+    if holder_type != RESIDENT_ID or not name or "*" in name:
+        return name
+    return "*" * (len(name) - 1) + name[-1]

@@ -39,7 +39,6 @@ from licenses.context import LicencesContext
 from licenses.issuance import check_holder, holder_hash
 from licenses.models import Licence
 
-MAX_PURPOSE = 200
 MAX_CLAIMS = 40
 MAX_VALUE_CHARS = 500
 COMPARE_TYP = "hallmark-compare+jwt"
@@ -111,21 +110,10 @@ def caller_of(ctx: LicencesContext, claims: dict) -> Caller:
     return Caller(client_id=client_id, details=details, holders=holders)
 
 
-def check_purpose(value: object) -> str:
-    if not isinstance(value, str) or not " ".join(value.split()):
-        raise Problem(
-            422, "Unprocessable Content", f"purpose is required: why you need this, at most {MAX_PURPOSE} characters", code="bad_purpose"
-        )
-    text = " ".join(unicodedata.normalize("NFKC", value).split())
-    if len(text) > MAX_PURPOSE:
-        raise Problem(422, "Unprocessable Content", f"purpose is at most {MAX_PURPOSE} characters, not {len(text)}", code="bad_purpose")
-    return text
-
-
 def use_of(purpose: object, matter: object, mode: object = None, *, modes: tuple[str, ...] = LOOKUP_MODES) -> Use:
     """The checked purpose, matter and mode of a call (422 problems naming what is wrong)."""
     checked_mode = grants.check_mode(mode if mode not in (None, "") else grants.COMPARE, allowed=modes)
-    return Use(purpose=check_purpose(purpose), matter=grants.check_matter(matter), mode=checked_mode)
+    return Use(purpose=grants.check_purpose(purpose), matter=grants.check_matter(matter), mode=checked_mode)
 
 
 # -- who may see what --------------------------------------------------------------------------
