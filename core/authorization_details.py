@@ -29,6 +29,7 @@ class DetailType:
     check: Callable[[dict], dict]  # the detail as granted (normalised, with defaults) or raise InvalidDetail
     describe: Callable[[dict], list[str]]  # lines for the consent page, in the request's language (called in a request)
     scope: str = ""  # a scope the token needs beside the detail (added to the granted scope), if any
+    example: dict | None = None  # a detail of this type as a client would ask for it, for the developers' guide
 
 
 def registry(types: Iterable[DetailType]) -> dict[str, DetailType]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 from urllib.parse import urlencode
 
@@ -26,6 +27,7 @@ from sqlalchemy import select
 from ca import context as ca_context
 from core import audit, component, web
 from core import db as core_db
+from core.bearer import resource_uri
 from core.identifiers import mask_credit_code, mask_resident_id
 from core.problems import Problem
 from core.web import errors as web_errors
@@ -744,4 +746,8 @@ def developers():
         discovery=ctx.url("/.well-known/openid-configuration"),
         levels=[(levels.acr_for(n), LEVEL_NAMES[n]) for n in levels.LEVELS],
         scopes=[(scope, consent.SCOPE_DESCRIPTIONS[scope]) for scope in ("openid", "profile", REALNAME_SCOPE)],
+        details=[
+            (t.type, resource_uri(ctx.issuer, t.location), json.dumps(t.example, ensure_ascii=False, indent=1) if t.example else "")
+            for t in sorted(ctx.detail_types.values(), key=lambda t: t.type)
+        ],
     )

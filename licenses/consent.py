@@ -176,4 +176,18 @@ def describe(detail: dict) -> list[str]:
 
 
 # A consent token may call the sharing API: the scope its views ask for comes with the detail.
-DETAIL_TYPE = DetailType(type=TYPE, location=LOCATION, check=check, describe=describe, scope="licences:read")
+DETAIL_TYPE = DetailType(
+    type=TYPE,
+    location=LOCATION,
+    check=check,
+    describe=describe,
+    scope="licences:read",
+    example={
+        "type": TYPE,
+        "datatypes": ["11100000000013952E001"],
+        "actions": ["compare"],
+        "matter": "食品经营许可",
+        "purpose": "核验申请人的营业执照",
+        "duration": 3600,
+    },
+)

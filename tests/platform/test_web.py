@@ -257,6 +257,7 @@ def test_every_link_of_the_real_landing_page_leads_to_a_page(tmp_path, migrated)
             assert '<html lang="zh-CN">' in page.text, link
         guide = visible(client.get("/developers", headers=BROWSER).text)
         assert "/.well-known/openid-configuration" in guide and "urn:hallmark:loa:3" in guide
+        assert "authorization_details" in guide and "hallmark_licence" in guide and "/api/licences" in guide  # RFC 9396 types
         looked_up = client.get("/verify?code=abc%2Fdef", headers=BROWSER)
         assert looked_up.status_code == 303 and looked_up.headers["Location"].endswith("/verify/abc%2Fdef")
         missing = client.get("/no/such/page", headers=BROWSER)
