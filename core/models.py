@@ -1,11 +1,13 @@
-"""Tables owned by ``core``: the audit trail."""
+"""Tables owned by ``core``: the audit trail and the outbox of outgoing deliveries."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, CheckConstraint, String, Text
+from datetime import datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.db import Base
+from core.db import Base, UTCDateTime
 
 
 class AuditEvent(Base):
@@ -37,3 +39,32 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     last_seq: Mapped[int] = mapped_column(BigInteger)
     last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class OutboxMessage(Base):
+    """One outgoing delivery (a logout token, a status event, an SMS) owed to someone, kept until delivered or given up.
+
+    Written in the transaction of the change it announces, so nothing announced is
+    lost and nothing is announced for a change that rolled back. A worker claims a
+    due message (``claimed_by`` / ``claimed_until``) before sending it, so two nodes
+    never send the same message at once; a crashed worker's claim runs out.
+    """
+
+    __tablename__ = "core_outbox"
+    __table_args__ = (Index("ix_core_outbox_due", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(40))  # who handles it, e.g. "idp.logout.back", "licences.set"
+    target: Mapped[str] = mapped_column(String(400))  # where it goes (a URL, a phone number's hash, ...)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    content_type: Mapped[str] = mapped_column(String(100))
+    headers: Mapped[str] = mapped_column(Text, default="{}")  # JSON object of extra headers
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)  # one message per key
+    state: Mapped[str] = mapped_column(String(10), default="pending")  # pending | delivered | dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

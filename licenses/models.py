@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Date, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, deferred, mapped_column
 
 from core.db import Base, UTCDateTime
@@ -65,6 +65,7 @@ class Licence(Base):
     __table_args__ = (
         UniqueConstraint("type_code", "issuer_code", "serial", "version"),
         UniqueConstraint("requester", "request_id"),
+        UniqueConstraint("issuer_code", "status_list", "status_index", name="uq_licenses_licences_status_entry"),
         Index("ix_licenses_licences_holder", "holder_hash", "type_code"),
     )
 
@@ -95,6 +96,13 @@ class Licence(Base):
     document_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)  # the sealed file's signing record
     pdf_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     pdf: Mapped[bytes | None] = deferred(mapped_column(LargeBinary, nullable=True))  # the sealed file; None until sealed
+    # Provincial scale (licenses.imports, licenses.statuslist): where an imported licence came from, whether its
+    # file is still to be sealed, and its entry in its issuer's status lists (a random index, the same in every purpose).
+    import_id: Mapped[str | None] = mapped_column(ForeignKey("licenses_imports.id"), nullable=True)
+    source_row: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the row of the import file
+    file_state: Mapped[str] = mapped_column(String(8), default="sealed", index=True)  # sealed | pending
+    status_list: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the issuer's list number
+    status_index: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the bit in that list
 
 
 class StateChange(Base):
@@ -178,3 +186,80 @@ class StampedCopy(Base):
     made_by: Mapped[str] = mapped_column(String(200))
     document_id: Mapped[str] = mapped_column(String(40), index=True)  # the sealed file's signing record
     pdf_sha256: Mapped[str] = mapped_column(String(64), index=True)
+
+
+class ImportRun(Base):
+    """One bulk import of legacy licences from a file: its provenance and how far it got (to resume from)."""
+
+    __tablename__ = "licenses_imports"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # from the file's digest, type and issuer
+    source_name: Mapped[str] = mapped_column(String(255))
+    source_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    type_code: Mapped[str] = mapped_column(ForeignKey("licenses_types.code"))
+    issuer_code: Mapped[str] = mapped_column(ForeignKey("licenses_issuers.credit_code"))
+    imported_by: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(12))  # running | finished | failed
+    rows_read: Mapped[int] = mapped_column(Integer, default=0)
+    rows_added: Mapped[int] = mapped_column(Integer, default=0)
+    rows_existing: Mapped[int] = mapped_column(Integer, default=0)  # already in the library (a rerun adds nothing)
+    rows_rejected: Mapped[int] = mapped_column(Integer, default=0)
+    resume_after: Mapped[int] = mapped_column(Integer, default=0)  # the last source row whose batch is committed
+    error_report: Mapped[str] = mapped_column(String(400), default="")  # where the rejected rows were written
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class StatusList(Base):
+    """One W3C Bitstring Status List of an issuer for one purpose (revocation, suspension)."""
+
+    __tablename__ = "licenses_status_lists"
+
+    issuer_code: Mapped[str] = mapped_column(ForeignKey("licenses_issuers.credit_code"), primary_key=True)
+    list_number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(12), primary_key=True)  # revocation | suspension
+    size: Mapped[int] = mapped_column(Integer)  # bits (at least 131,072)
+    bits: Mapped[bytes] = mapped_column(LargeBinary)  # the raw bitstring, size / 8 bytes
+    version: Mapped[int] = mapped_column(Integer, default=1)  # up by one on every change
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LicenceRequest(Base):
+    """A request for a licence missing from the library (索取), in the issuing department's queue."""
+
+    __tablename__ = "licenses_requests"
+    __table_args__ = (Index("ix_licenses_requests_queue", "issuer_code", "state", "deadline"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    type_code: Mapped[str] = mapped_column(ForeignKey("licenses_types.code"))
+    issuer_code: Mapped[str] = mapped_column(ForeignKey("licenses_issuers.credit_code"))
+    holder_type: Mapped[str] = mapped_column(String(3))
+    holder_hash: Mapped[str] = mapped_column(String(64), index=True)
+    holder_masked: Mapped[str] = mapped_column(String(24))
+    holder_cipher: Mapped[bytes] = mapped_column(LargeBinary)  # the holder's code, encrypted (the department needs it)
+    requested_by: Mapped[str] = mapped_column(String(200))  # account:<id> or client:<id>
+    matter: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(10))  # open | fulfilled | refused
+    deadline: Mapped[date] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    decided_by: Mapped[str] = mapped_column(String(200), default="")
+    decision: Mapped[str] = mapped_column(String(200), default="")  # the refusal's reason, or a note
+    identifier: Mapped[str | None] = mapped_column(String(120), nullable=True)  # the licence that fulfilled it
+    seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # when the requester saw the answer
+
+
+class Subscription(Base):
+    """An approval system's subscription to licence status events (RFC 8417 SETs pushed by RFC 8935)."""
+
+    __tablename__ = "licenses_subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(String(100), index=True)
+    endpoint: Mapped[str] = mapped_column(String(400))  # where SETs are POSTed
+    type_codes: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of licence types subscribed to
+    accessed: Mapped[bool] = mapped_column(Boolean, default=False)  # also every licence this client has accessed
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(200))
