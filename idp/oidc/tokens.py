@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,12 +37,12 @@ from idp.context import IdPContext
 from idp.models import (
     Account,
     AuthorizationCode,
+    Client,
     IdentityProofing,
     RefreshToken,
     SSOSession,
     TokenRevocation,
 )
-from idp.oidc import clients as clients_module
 from idp.oidc import keys
 from idp.oidc.clients import RegisteredClient
 
@@ -200,23 +200,41 @@ def verify_access_token(ctx: IdPContext, token: str) -> dict:
     return claims
 
 
+# What inactive_reason reads, in one statement: whether any of the token's revocation keys is on the list,
+# whether its session is still open, and whether its client is still registered (from the database, not the
+# per-process client cache, so a client removed through another process stops its tokens at once).
+_LIVENESS = select(
+    exists().where(TokenRevocation.key.in_([bindparam("jti_key"), bindparam("family_key"), bindparam("sid_key")])).label("revoked"),
+    exists().where(SSOSession.sid == bindparam("sid"), SSOSession.ended_at.is_(None)).label("session_open"),
+    exists().where(Client.client_id == bindparam("client_id")).label("client_known"),
+)
+
+
 def inactive_reason(ctx: IdPContext, db: Session, claims: dict) -> str | None:
     """Why a well-signed access token no longer counts, or None when it is active."""
     if int(claims.get("exp", 0)) + LEEWAY < time.time():
         return "expired"
-    keys_to_check = [f"jti:{claims['jti']}"]
-    if claims.get("fam"):
-        keys_to_check.append(f"family:{claims['fam']}")
-    if claims.get("sid"):
-        keys_to_check.append(f"sid:{claims['sid']}")
-    for key in keys_to_check:
-        if db.get(TokenRevocation, key) is not None:
-            return "revoked"
-    if claims.get("sid"):
-        session = db.get(SSOSession, claims["sid"])
-        if session is None or session.ended_at is not None:
-            return "session ended"
-    if clients_module.get(ctx, claims.get("client_id"), db) is None:
+    jti_key = f"jti:{claims['jti']}"
+    sid, client_id = claims.get("sid"), claims.get("client_id")
+    found = (
+        db.connection()
+        .execute(
+            _LIVENESS,
+            {
+                "jti_key": jti_key,
+                "family_key": f"family:{claims['fam']}" if claims.get("fam") else jti_key,
+                "sid_key": f"sid:{sid}" if sid else jti_key,
+                "sid": str(sid or ""),
+                "client_id": client_id if isinstance(client_id, str) else "",
+            },
+        )
+        .one()
+    )
+    if found.revoked:
+        return "revoked"
+    if sid and not found.session_open:
+        return "session ended"
+    if not found.client_known:
         return "client removed"
     if claims.get("org_id"):
         from idp.people import enterprises
