@@ -17,7 +17,10 @@ resources this instance serves (:func:`catalogue`).
 from __future__ import annotations
 
 import functools
+import hashlib
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -31,6 +34,7 @@ from core.problems import Problem
 EXTENSION = "hallmark.bearer"
 ALGORITHMS = ("ES256", "ES384", "RS256", "PS256")
 MAX_TOKEN_BYTES = 8192
+VERIFIED_CACHE_SIZE = 4096  # tokens whose checked claims a verifier keeps (an approval system reuses one for minutes)
 
 
 def resource_uri(public_url: str, root: str) -> str:
@@ -79,11 +83,18 @@ class BearerVerifier:
         self.issuer = issuer
         self.public_url = public_url or issuer
         self.leeway = leeway
+        # Checked claims by SHA-256 of the token: signature, typ, iss, sub and exp depend only on the token and the key
+        # set, so a token seen before is not verified again until it expires or the key set changes. Whether the
+        # issuer still honours it (revocation) is not a property of the token and is asked by the APIs on every call.
+        self._verified: OrderedDict[bytes, tuple[dict, int, KeySet]] = OrderedDict()
+        self._verified_lock = threading.Lock()
 
     def keyset(self) -> KeySet:
         jwks = self._jwks() if callable(self._jwks) else self._jwks
         # Importing a key set costs ~135 us; the provider hands back the same dict until its keys change.
         if jwks is not getattr(self, "_last_jwks", None):
+            with self._verified_lock:
+                self._verified.clear()  # checked against the old keys: a key taken out must stop its tokens at once
             self._keyset, self._last_jwks = KeySet.import_key_set(jwks), jwks
         return self._keyset
 
@@ -94,8 +105,29 @@ class BearerVerifier:
         """
         if len(token) > MAX_TOKEN_BYTES:
             raise _invalid("the access token is too long")
+        keys = self.keyset()  # a changed key set empties the cache before it is read
+        key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        with self._verified_lock:
+            hit = self._verified.get(key)
+            if hit is not None:
+                self._verified.move_to_end(key)
+        # Still unexpired (as JWTClaimsRegistry counts it, leeway included), and checked with the keys in force now.
+        if hit is not None and time.time() <= hit[1] + self.leeway and hit[2] is keys:
+            claims = dict(hit[0])  # a copy: a view that changes its claims must not change the cached ones
+        else:
+            claims = self._checked_claims(token, keys)
+            with self._verified_lock:
+                self._verified[key] = (claims, int(claims["exp"]), keys)
+                while len(self._verified) > VERIFIED_CACHE_SIZE:
+                    self._verified.popitem(last=False)
+            claims = dict(claims)
+        if audience is not None and audience not in audiences(claims):
+            raise _invalid(f"the access token is not meant for this API: its audience does not include {audience}")
+        return claims
+
+    def _checked_claims(self, token: str, keys: KeySet) -> dict:
         try:
-            decoded = jwt.decode(token, self.keyset(), algorithms=ALGORITHMS)
+            decoded = jwt.decode(token, keys, algorithms=ALGORITHMS)
         except JoseError as exc:
             raise _invalid(f"the access token is not valid: {exc.error}") from None
         except ValueError:
@@ -108,8 +140,6 @@ class BearerVerifier:
             jwt.JWTClaimsRegistry(now=int(time.time()), leeway=self.leeway, **options).validate(claims)
         except JoseError as exc:
             raise _invalid(f"the access token is not valid: {exc.error} {exc.description or ''}".strip()) from None
-        if audience is not None and audience not in audiences(claims):
-            raise _invalid(f"the access token is not meant for this API: its audience does not include {audience}")
         return claims
 
 
