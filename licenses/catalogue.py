@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import audit
-from core.db import utc_now
+from core.db import READ_ONLY, utc_now
 from core.identifiers import InvalidIdentifier, validate_credit_code
 from core.problems import Problem
 from licenses import identifiers
@@ -243,12 +244,28 @@ def view(row: LicenceType) -> TypeView:
     return found
 
 
+# Types by code, per database (keyed by the engine's connection pool), as read from committed rows: a type is
+# never changed (add refuses a different definition) nor removed, so once read it holds for the process's life.
+_committed: weakref.WeakKeyDictionary[object, dict[str, TypeView]] = weakref.WeakKeyDictionary()
+
+
 def get(db: Session, code: str) -> TypeView:
     """A type by code, or a 404 problem ``unknown_type``."""
-    row = db.get(LicenceType, (code or "").strip().upper()[:21])
+    code_key = (code or "").strip().upper()[:21]
+    bind = db.get_bind()
+    known = _committed.get(bind.pool)
+    found = known.get(code_key) if known is not None else None
+    if found is not None:
+        return found
+    row = db.get(LicenceType, code_key)
     if row is None:
         raise Problem(404, "Not Found", f"there is no licence type {str(code)[:40]!r} in the catalogue", code="unknown_type")
-    return view(row)
+    found = view(row)
+    # Only what a read-only session saw is surely committed; a writer's own new row could still be rolled back.
+    if bind.get_execution_options().get(READ_ONLY):
+        with _views_lock:
+            _committed.setdefault(bind.pool, {})[code_key] = found
+    return found
 
 
 def all_types(db: Session) -> list[TypeView]:
