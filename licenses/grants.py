@@ -20,7 +20,7 @@ import json
 import re
 import unicodedata
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from core import audit
@@ -165,9 +165,19 @@ def active(db: Session, *, include_revoked: bool = False) -> list[Grant]:
     return list(db.scalars(query.order_by(Grant.client_id, Grant.type_code, Grant.id)))
 
 
-def allowed(db: Session, client_id: str, type_code: str, mode: str, matter: str) -> Grant | None:
-    """The active grant that lets ``client_id`` reach licences of ``type_code`` in ``mode`` for ``matter``, or None."""
-    for grant in _active(db, client_id, type_code):
+# Asked on every sharing call: three columns by (client, type) in Core, not whole ORM rows.
+_ACTIVE_TERMS = (
+    select(Grant.id, Grant.mode, Grant.matters)
+    .where(Grant.client_id == bindparam("client_id"), Grant.type_code == bindparam("type_code"), Grant.revoked_at.is_(None))
+    .order_by(Grant.id)
+)
+
+
+def allowed(db: Session, client_id: str, type_code: str, mode: str, matter: str):
+    """The active grant (its ``id``, ``mode`` and ``matters``) that lets ``client_id`` reach licences of ``type_code``
+    in ``mode`` for ``matter``, or None."""
+    db.flush()  # Core bypasses autoflush: a grant added in this session must count (a no-op in a clean session)
+    for grant in db.connection().execute(_ACTIVE_TERMS, {"client_id": client_id, "type_code": type_code}):
         if covers(grant.mode, mode):
             granted = matters_of(grant)
             if ANY_MATTER in granted or matter in granted:

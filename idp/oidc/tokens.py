@@ -216,6 +216,7 @@ def inactive_reason(ctx: IdPContext, db: Session, claims: dict) -> str | None:
         return "expired"
     jti_key = f"jti:{claims['jti']}"
     sid, client_id = claims.get("sid"), claims.get("client_id")
+    db.flush()  # Core bypasses autoflush: a revocation added in this session must count (a no-op in a clean session)
     found = (
         db.connection()
         .execute(
