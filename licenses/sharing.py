@@ -29,6 +29,8 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 
+from sqlalchemy import bindparam, select
+
 from core import audit
 from core.db import read_only
 from core.people import HolderRef
@@ -409,6 +411,27 @@ def _newest_usable(rows: list[Licence]) -> Licence | None:
     return rows[0] if rows else None
 
 
+# What a comparison by identifier reads of a licence: its public face and what its status is made of, not the
+# whole row (the ciphertexts, the provenance, the deferred PDF). A sensitive claim loads the full row to open it.
+_COMPARED = select(
+    Licence.identifier,
+    Licence.type_code,
+    Licence.holder_hash,
+    Licence.face_public,
+    Licence.state,
+    Licence.state_reason,
+    Licence.state_changed_at,
+    Licence.successor,
+    Licence.valid_from,
+    Licence.valid_until,
+).where(Licence.identifier == bindparam("identifier"))
+
+
+def _compared_licence(db, identifier: str):
+    row = db.connection().execute(_COMPARED, {"identifier": identifier}).first()
+    return row if row is not None else lifecycle.find(db, identifier)  # the usual 404 problem
+
+
 def compare(
     ctx: LicencesContext,
     caller: Caller,
@@ -423,7 +446,7 @@ def compare(
     """Claimed face values against a licence: ``match``, ``no_match`` or ``absent`` per field, nothing disclosed; signed."""
     with read_only(ctx.sessions) as db:
         if identifier:
-            licence = lifecycle.find(db, library.check_identifier(identifier))
+            licence = _compared_licence(db, library.check_identifier(identifier))
             definition = catalogue.get(db, licence.type_code)
             holder = licence.holder_hash
         else:
@@ -444,7 +467,7 @@ def compare(
         if licence is not None:
             # The sensitive fields need the data key; comparing public ones only does not touch it.
             if any(name in definition.sensitive for name in wanted):
-                face = privacy.open_face(ctx, db, licence, definition)
+                face = privacy.open_face(ctx, db, lifecycle.find(db, licence.identifier), definition)
             else:
                 face = library.public_face(licence)
             status = lifecycle.status(licence).as_json()
