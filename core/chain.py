@@ -64,13 +64,15 @@ class HashChain:
 
     def append(self, session: Session, values: Mapping[str, object]) -> dict:
         """Append a row of ``values`` (every column but ``seq``, ``prev_hash`` and ``hash``); the row as written."""
+        # Plain UPDATE ... RETURNING, INSERT and UPDATE, built once and run on the session's connection in its
+        # transaction (the ORM's flush, update bookkeeping and per-statement session dispatch cost more than the SQL).
+        connection = session.connection()
         # The UPDATE takes the head row's lock first, so concurrent appends queue up here.
-        seq, prev_hash = session.execute(self._take_next_seq).one()
+        seq, prev_hash = connection.execute(self._take_next_seq).one()
         row = {**values, "seq": seq, "prev_hash": prev_hash}
         row["hash"] = self.hash_of(row, prev_hash)
-        # Plain INSERT and UPDATE, built once (the ORM's flush and update bookkeeping cost more than the SQL).
-        session.execute(self._insert, {column: row[column] for column in self._columns})
-        session.execute(self._set_last_hash, {"new_hash": row["hash"]})
+        connection.execute(self._insert, {column: row[column] for column in self._columns})
+        connection.execute(self._set_last_hash, {"new_hash": row["hash"]})
         return row
 
     def verify(self, session: Session, batch: int = 2000) -> Verification:
