@@ -555,8 +555,9 @@ def _check_answers(base_ours: str, base_peer: str, token: str, sample: dict) -> 
         sys.exit(f"ours: compare answered {status}: {json.dumps(ours, ensure_ascii=False)[:600]}")
     with urllib.request.urlopen(base_ours + "/api/licences/jwks", timeout=10) as response:
         keys = KeySet.import_key_set(json.loads(response.read()))
-    for name in ("signed", "receipt"):
-        jws.deserialize_compact(ours[name], keys)  # raises if the signature does not verify
+    receipt = json.loads(jws.deserialize_compact(ours["receipt"], keys).payload)  # raises if the signature does not verify
+    if receipt.get("comparison", {}).get("fields") != ours["fields"]:
+        sys.exit(f"ours: the receipt does not carry the comparison: {receipt}")
     status, peer = _post(base_peer + "/compare", body, headers)
     if status != 200 or peer["fields"] != ours["fields"] or peer["status"] != ours["status"]["state"]:
         sys.exit(f"the bare app answered {status} {peer}, ours {ours['fields']} {ours['status']}")

@@ -15,7 +15,7 @@ method and path                                scope           in → out
                                                                ``purpose``, ``matter``, ``mode`` → the holder's licences
 ``POST /api/licences/compare``                 licences:read   ``identifier`` or ``type`` + holder, ``claims``,
                                                                ``purpose``, ``matter`` → per field match / no_match /
-                                                               absent, status, ``signed`` (JWS of the result)
+                                                               absent, status; its ``receipt`` signs the result
 ``POST /api/licences/qr``                      licences:read   ``qr`` (the scanned text), ``purpose``, ``matter``,
                                                                ``mode`` → as a lookup
 ``POST /api/licences/<identifier>/copy``       licences:read   ``purpose``, ``matter``, ``until`` → a stamped copy (PDF)

@@ -3,7 +3,9 @@
 A receipt (ES256 with the library's key, ``typ`` :data:`TYP`) states what the log
 entry says: its sequence number and hash, the client, purpose, matter, mode,
 fields, result, licence and time. Offline, its signature is checked with the
-JWKS at ``/api/licences/jwks``; :func:`check` also asks the log whether entry
+JWKS at ``/api/licences/jwks``; a compare call's receipt also carries the comparison it
+answered (``comparison``: the licence's status and match / no_match / absent per
+field), so it is the signed result too. :func:`check` also asks the log whether entry
 ``seq`` still has that hash, so a receipt stands for an entry that is really in
 the chain. Receipts carry no expiry (they are records) and no holder: the caller
 already knows whom it asked about, and nobody else should learn it from a receipt.
@@ -42,9 +44,16 @@ def claims_of(ctx: LicencesContext, entry: AccessEntry) -> dict:
     }
 
 
-def issue(ctx: LicencesContext, entry: AccessEntry) -> str:
-    """The receipt of an access-log entry (the same facts whenever it is asked for again)."""
-    return signer.sign(ctx, claims_of(ctx, entry), typ=TYP)
+def issue(ctx: LicencesContext, entry: AccessEntry, comparison: dict | None = None) -> str:
+    """The receipt of an access-log entry (the same facts whenever it is asked for again).
+
+    ``comparison`` (a compare call's answer: ``status``, ``fields`` as field -> match / no_match / absent,
+    ``all_match``) is signed in the same receipt, so one signature vouches for the access and for its result.
+    """
+    claims = claims_of(ctx, entry)
+    if comparison is not None:
+        claims["comparison"] = comparison
+    return signer.sign(ctx, claims, typ=TYP)
 
 
 def check(ctx: LicencesContext, db: Session, token: str) -> dict:

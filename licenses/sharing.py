@@ -43,7 +43,6 @@ from licenses.models import Licence
 
 MAX_CLAIMS = 40
 MAX_VALUE_CHARS = 500
-COMPARE_TYP = "hallmark-compare+jwt"
 LOOKUP_MODES = (grants.COMPARE, grants.READ)  # what a lookup, query or QR may ask for (copy has its own call)
 
 
@@ -214,6 +213,7 @@ def _log(
     fields: list[str] | tuple[str, ...] = (),
     result: str,
     refusal: Problem | None = None,
+    comparison: dict | None = None,
 ) -> Access:
     with ctx.sessions() as db, db.begin():
         entry = accesslog.append(
@@ -238,7 +238,7 @@ def _log(
                 target=identifier or type_code,
                 details={"code": result, "mode": use.mode, "matter": use.matter, "seq": entry.seq},
             )
-    return Access(seq=entry.seq, route=route, receipt=receipts.issue(ctx, entry))
+    return Access(seq=entry.seq, route=route, receipt=receipts.issue(ctx, entry, comparison))
 
 
 def _allowed_or_logged(
@@ -443,7 +443,10 @@ def compare(
     holder_type: str | None = None,
     holder_code: str | None = None,
 ) -> dict:
-    """Claimed face values against a licence: ``match``, ``no_match`` or ``absent`` per field, nothing disclosed; signed."""
+    """Claimed face values against a licence: ``match``, ``no_match`` or ``absent`` per field, nothing disclosed.
+
+    The answer's receipt carries the result (``comparison``), so it is signed once, with the access.
+    """
     with read_only(ctx.sessions) as db:
         if identifier:
             licence = _compared_licence(db, library.check_identifier(identifier))
@@ -490,6 +493,7 @@ def compare(
         else:
             outcome[name] = "match" if _normal(present) == _normal(value) else "no_match"
     all_match = all(v == "match" for v in outcome.values())
+    # The receipt is the signed result: it names the licence, type, seq and time already, and carries this.
     access = _log(
         ctx,
         caller,
@@ -501,27 +505,10 @@ def compare(
         use=use,
         fields=list(outcome),
         result="match" if all_match else "no_match",
+        comparison={"status": status["state"], "fields": outcome, "all_match": all_match},
     )
-    result = {
-        "iss": ctx.public_url,
-        "identifier": found_identifier,
-        "type": definition.code,
-        "status": status["state"],
-        "fields": outcome,
-        "all_match": all_match,
-        "seq": access.seq,
-        "iat": int(time.time()),
-    }
     return _answer(
-        {
-            "identifier": found_identifier,
-            "type": definition.code,
-            "status": status,
-            "fields": outcome,
-            "all_match": all_match,
-            "signed": signer.sign(ctx, result, typ=COMPARE_TYP),
-        },
-        access,
+        {"identifier": found_identifier, "type": definition.code, "status": status, "fields": outcome, "all_match": all_match}, access
     )
 
 
