@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from core import events
+from core.outbox import OutboxSettings
 
 EXTENSION = "components.services"  # app.extensions key of the Services registry
 
@@ -187,9 +188,32 @@ def service(name: str, app=None) -> Any:
     return services(app)[name]
 
 
-# core's own part: the audit trail's tables and migrations.
+def _outbox(services: Services):
+    from core import outbox
+
+    return outbox.Outbox(services.sessions)
+
+
+def _outbox_commands():
+    from core import outbox_cli
+
+    return (outbox_cli.outbox_group,)
+
+
+def _outbox_interval(settings) -> float:
+    from core import outbox
+
+    return outbox.interval(settings)
+
+
+# core's own part: the audit trail's and the outbox's tables and migrations; its service is the outbox
+# (core.outbox.Outbox), where the components register their senders, delivered by a periodic job on every worker.
 CORE = Component(
     name="core",
+    settings=OutboxSettings,
     models=("core.models",),
     migrations=Path(__file__).parent / "migrations" / "versions",
+    services=_outbox,
+    commands=_outbox_commands,
+    periodic=(PeriodicJob("outbox", interval=_outbox_interval, run=lambda outbox: outbox.run_periodic()),),
 )
