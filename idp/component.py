@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core import people
-from core.component import Component, PeriodicJob, Services
+from core.component import Component, Services
 from idp.context import NAME, IdPContext
 from idp.settings import IdPSettings
 
@@ -35,7 +35,7 @@ def build(services: Services) -> IdPContext:
 def subscribe(hooks, ctx: IdPContext) -> None:
     from idp.oidc import logout, tokens
 
-    logout.install(ctx)  # an ended SSO session queues logout notices, sent as soon as its end commits
+    logout.install(ctx)  # an ended SSO session queues logout notices in core's outbox, sent as soon as its end commits
     tokens.subscribe(hooks)  # a removed client's access tokens are revoked with it
 
 
@@ -71,13 +71,6 @@ def token_issuer(ctx: IdPContext, catalogue: dict):
     return (lambda: keys.jwks_dict(ctx)), ctx.issuer
 
 
-def retry_logout_notices(ctx: IdPContext) -> bool:
-    from idp.oidc import logout
-
-    logout.deliver(ctx)
-    return True
-
-
 COMPONENT = Component(
     name=NAME,
     depends_on=("core", "ca"),
@@ -90,8 +83,5 @@ COMPONENT = Component(
     commands=commands,
     api_resources=api_resources,
     token_issuer=token_issuer,
-    periodic=(
-        PeriodicJob("logout-retries", interval=lambda settings: settings.section(NAME).logout_retry_seconds, run=retry_logout_notices),
-    ),
     translations=Path(__file__).parent / "translations",
 )

@@ -468,7 +468,7 @@ def app_settings(tmp_path: Path, database_url: str, **overrides):
         "HALLMARK_LOOKUP_KEY": "test-lookup-key-0123456789",
         "HALLMARK_SECRET_KEY": "test-secret-key-0123456789",
         "HALLMARK_CA_UPKEEP_SECONDS": "0",
-        "HALLMARK_LOGOUT_RETRY_SECONDS": "0",
+        "HALLMARK_OUTBOX_SECONDS": "0",  # tests drive core.outbox.deliver_due themselves
         **overrides,
     }
     return components.load_settings(tmp_path, environ=env)

@@ -4,9 +4,13 @@ Two channels, as OpenID Connect defines them:
 
 - **Back-channel** (OIDC Back-Channel Logout 1.0): the IdP POSTs a signed logout
   token carrying ``sid`` and ``sub`` to the client's registered URI, server to
-  server. Each notice is a row in ``idp_logout_deliveries``, queued in the same
-  transaction that ends the session, sent right after commit, and retried with
-  growing delays until it is delivered or given up; every outcome is audited.
+  server. Each notice is a message of core's outbox (kind :data:`KIND`, deduplicated
+  per session and client), queued in the same transaction that ends the session,
+  tried right after commit, and retried by the outbox with growing delays until it
+  is delivered or given up; every outcome is audited. The message holds the
+  session and the subject, not a token: a logout token lives two minutes, so each
+  attempt signs a fresh one (a new ``jti``). A hall may get a notice twice (the
+  outbox delivers at least once); ending a ``sid`` twice is harmless.
 - **Front-channel** (OIDC Front-Channel Logout 1.0): the logged-out page embeds
   an iframe per client at its registered URI with ``iss`` and ``sid``; the
   browser carries the hall's own cookies there.
@@ -17,20 +21,19 @@ on the account page, a password change ending all sessions), so no path forgets.
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import secrets
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core import audit, events
+from core import audit, events, outbox
 from core import db as core_db
 from core import http as core_http
 from core.db import utc_now
@@ -44,13 +47,13 @@ log = logging.getLogger("hallmark.idp.logout")
 BACK = "back"
 FRONT = "front"
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+KIND = "idp.logout.back"  # core outbox kind of back-channel notices
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 LOGOUT_TOKEN_TYPE = "logout+jwt"
 LOGOUT_TOKEN_LIFETIME = 120  # seconds; a logout token is used at once or never
-# Delay before the next attempt after the n-th failure; after the last, the notice is given up.
-RETRY_DELAYS = (timedelta(seconds=10), timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2))
+# 10 s, 20 s, 40 s, ... up to an hour between attempts; given up after the twelfth (about 3.5 hours in all).
+RETRY = outbox.Retry(first=timedelta(seconds=10), cap=timedelta(hours=1), attempts=12)
 SEND_TIMEOUT = 5.0  # seconds per POST; a hall that is slower is retried later
-LEASE = timedelta(seconds=30)  # a claimed notice is not picked up by another worker before this
 ERROR_CHARS = 300
 
 
@@ -152,35 +155,51 @@ def hint_matches(request: LogoutRequest, session: SSOSession) -> bool:
 # -- queueing ------------------------------------------------------------------------------
 
 
+def dedupe_key(sid: str, client_id: str) -> str:
+    """The outbox key of the back-channel notice of one session to one client: one notice each."""
+    return f"{KIND}:{sid}:{client_id}"
+
+
 def queue(db: Session, sid: str) -> list[int]:
-    """Queue a notice per channel for every client the session signed in to; returns the back-channel ids.
+    """Queue a notice per channel for every client the session signed in to; returns the back-channel outbox ids.
 
     Called inside the transaction that ends the session, so the session's end and
-    the promise to tell the halls commit together.
+    the promise to tell the halls commit together. Back-channel notices go to the
+    outbox; front-channel ones are rows the logged-out page renders.
     """
     now = utc_now()
     back_ids: list[int] = []
+    session_row = db.get(SSOSession, sid)
     client_ids = list(db.scalars(select(SessionClient.client_id).where(SessionClient.sid == sid)))
     for client_id in client_ids:
         row = db.get(Client, client_id)
         if row is None:
             continue
-        for channel, uri in ((BACK, row.backchannel_logout_uri), (FRONT, row.frontchannel_logout_uri)):
-            if not uri:
-                continue
+        if row.backchannel_logout_uri and session_row is not None:
+            note = {"sid": sid, "sub": session_row.account_id, "client_id": client_id}
+            message = outbox.enqueue(
+                db,
+                kind=KIND,
+                target=row.backchannel_logout_uri,
+                body=json.dumps(note).encode(),
+                content_type="application/json",  # the note a token is made from at each attempt, not the token
+                dedupe_key=dedupe_key(sid, client_id),
+            )
+            if message.state == outbox.PENDING:
+                back_ids.append(message.id)
+        if row.frontchannel_logout_uri:
             existing = db.scalar(
                 select(LogoutDelivery).where(
-                    LogoutDelivery.sid == sid, LogoutDelivery.client_id == client_id, LogoutDelivery.channel == channel
+                    LogoutDelivery.sid == sid, LogoutDelivery.client_id == client_id, LogoutDelivery.channel == FRONT
                 )
             )
             if existing is None:
-                existing = LogoutDelivery(
-                    sid=sid, client_id=client_id, channel=channel, status=PENDING, attempts=0, last_error="", next_attempt_at=now
+                db.add(
+                    LogoutDelivery(
+                        sid=sid, client_id=client_id, channel=FRONT, status=PENDING, attempts=0, last_error="", next_attempt_at=now
+                    )
                 )
-                db.add(existing)
                 db.flush()
-            if channel == BACK and existing.status == PENDING:
-                back_ids.append(existing.id)
     return back_ids
 
 
@@ -204,51 +223,11 @@ def logout_token(ctx: IdPContext, client: clients.RegisteredClient, *, sid: str,
     return keys.sign(ctx, claims, typ=LOGOUT_TOKEN_TYPE, alg=alg)
 
 
-# -- delivery ------------------------------------------------------------------------------
+# -- delivery (the outbox's sender of KIND) --------------------------------------------------
 
 
-@dataclass
-class Outcome:
-    """What one delivery pass did."""
-
-    delivered: int = 0
-    retrying: int = 0
-    failed: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Claimed:
-    id: int
-    sid: str
-    client_id: str
-    attempts: int
-
-
-def _claim(ctx: IdPContext, ids: list[int] | None, now: datetime, limit: int) -> list[_Claimed]:
-    """Take due back-channel notices (pushing their next attempt past a lease so no other worker sends them too)."""
-    claimed: list[_Claimed] = []
-    with core_db.transaction(ctx.sessions) as db:
-        query = select(LogoutDelivery.id).where(
-            LogoutDelivery.channel == BACK, LogoutDelivery.status == PENDING, LogoutDelivery.next_attempt_at <= now
-        )
-        if ids is not None:
-            query = query.where(LogoutDelivery.id.in_(ids))
-        candidates = list(db.scalars(query.order_by(LogoutDelivery.next_attempt_at).limit(limit)))
-        for delivery_id in candidates:
-            taken = db.execute(
-                update(LogoutDelivery)
-                .where(LogoutDelivery.id == delivery_id, LogoutDelivery.status == PENDING, LogoutDelivery.next_attempt_at <= now)
-                .values(next_attempt_at=now + LEASE)
-            ).rowcount
-            if taken:
-                row = db.get(LogoutDelivery, delivery_id)
-                claimed.append(_Claimed(row.id, row.sid, row.client_id, row.attempts))
-    return claimed
-
-
-def _send(uri: str, token: str) -> str | None:
-    """POST the logout token; None when the hall accepted it, else a short reason."""
+def _send(uri: str, token: str) -> None:
+    """POST the logout token; returns when the hall accepted it, raises outbox.Failed (or Permanent) saying why not."""
     import requests
 
     try:
@@ -260,10 +239,14 @@ def _send(uri: str, token: str) -> str | None:
             headers={"Cache-Control": "no-store"},
         )
     except requests.RequestException as exc:
-        return f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
+        raise outbox.Failed(f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]) from None
     if response.status_code in (200, 204):
-        return None
-    return f"HTTP {response.status_code}: {response.text[:200]}"[:ERROR_CHARS]
+        return
+    reason = f"HTTP {response.status_code}: {response.text[:200]}"[:ERROR_CHARS]
+    # A 4xx other than 408/429 will not improve by retrying: the hall refused the token.
+    if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+        raise outbox.Permanent(reason)
+    raise outbox.Failed(reason)
 
 
 _local = threading.local()
@@ -273,118 +256,53 @@ def _http():
     """One connection-pooling HTTP session per thread (core.http: no proxy from the environment).
 
     A connection that could not be opened is tried again at once; a hall's 5xx is not: the
-    delivery is rescheduled after RETRY_DELAYS, and each attempt is counted and audited."""
+    outbox reschedules the notice (RETRY), and each attempt is counted."""
     session = getattr(_local, "session", None)
     if session is None:
         session = _local.session = core_http.session(timeout=SEND_TIMEOUT, retry_statuses=())
     return session
 
 
-def _permanent(reason: str) -> bool:
-    """A 4xx other than 408/429 will not improve by retrying: the hall refused the token."""
-    if not reason.startswith("HTTP 4"):
-        return False
-    return not reason.startswith(("HTTP 408", "HTTP 429"))
+def sender(ctx: IdPContext):
+    """The outbox sender of back-channel notices: a fresh logout token to the client's registered URI."""
+
+    def send(message: outbox.Message) -> None:
+        note = json.loads(message.body)
+        with core_db.read_only(ctx.sessions) as db:
+            client = clients.get(ctx, note["client_id"], db)
+        if client is None or not client.backchannel_logout_uri:
+            raise outbox.Permanent("the client or its back-channel URI no longer exists")
+        token = logout_token(ctx, client, sid=note["sid"], sub=note["sub"])
+        _send(client.backchannel_logout_uri, token)
+
+    return send
 
 
-def deliver(ctx: IdPContext, ids: list[int] | None = None, *, now: datetime | None = None, limit: int = 100) -> Outcome:
-    """Send due back-channel notices (all due ones, or only ``ids``) and record each result."""
-    now = now or utc_now()
-    outcome = Outcome()
-    for claimed in _claim(ctx, ids, now, limit):
-        with core_db.transaction(ctx.sessions) as db:
-            session_row = db.get(SSOSession, claimed.sid)
-            client = clients.get(ctx, claimed.client_id, db)
-        if client is None or not client.backchannel_logout_uri or session_row is None:
-            reason = "the client or its back-channel URI no longer exists"
-        else:
-            token = logout_token(ctx, client, sid=claimed.sid, sub=session_row.account_id)
-            reason = _send(client.backchannel_logout_uri, token)
-        _record(ctx, claimed, reason, now, outcome)
-    return outcome
-
-
-def _record(ctx: IdPContext, claimed: _Claimed, reason: str | None, now: datetime, outcome: Outcome) -> None:
-    attempts = claimed.attempts + 1
-    with core_db.transaction(ctx.sessions) as db:
-        row = db.get(LogoutDelivery, claimed.id)
-        row.attempts = attempts
-        details = {"client": claimed.client_id, "attempt": attempts}
-        if reason is None:
-            row.status, row.delivered_at, row.last_error = DELIVERED, utc_now(), ""
-            outcome.delivered += 1
-            audit.record(db, actor="system:idp", action="idp.logout.delivered", target=claimed.sid[:12], details=details)
-            return
-        row.last_error = reason
-        outcome.errors.append(f"{claimed.client_id}: {reason}")
-        if _permanent(reason) or attempts > len(RETRY_DELAYS):
-            row.status = FAILED
-            outcome.failed += 1
-            audit.record(
-                db, actor="system:idp", action="idp.logout.failed", target=claimed.sid[:12], details={**details, "error": reason[:120]}
-            )
-            log.warning("back-channel logout to %s given up after %d attempt(s): %s", claimed.client_id, attempts, reason)
-        else:
-            row.next_attempt_at = now + RETRY_DELAYS[attempts - 1]
-            outcome.retrying += 1
-            log.info("back-channel logout to %s failed (attempt %d), retrying: %s", claimed.client_id, attempts, reason)
-
-
-_executor_lock = threading.Lock()
-_executor: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def deliver_soon(ctx: IdPContext, ids: list[int]) -> None:
-    """Send just-queued notices on a background thread, so the person's logout page does not wait on halls.
-
-    Whatever this misses (a crash, a hall that is down) the retry loop picks up.
-    """
-    global _executor
-    if not ids:
+def settled(db: Session, message: outbox.Message, outcome: outbox.Outcome) -> None:
+    """Audit how a notice ended, in the transaction that marks it."""
+    note = json.loads(message.body)
+    details = {"client": note["client_id"], "attempt": outcome.attempts}
+    if outcome.delivered:
+        audit.record(db, actor="system:idp", action="idp.logout.delivered", target=note["sid"][:12], details=details)
         return
-    with _executor_lock:
-        if _executor is None or _executor[0] != os.getpid():  # a forked worker needs its own threads
-            _executor = (os.getpid(), ThreadPoolExecutor(max_workers=4, thread_name_prefix="hallmark-logout"))
-        executor = _executor[1]
-
-    def run():
-        try:
-            deliver(ctx, ids)
-        except Exception:
-            log.exception("sending back-channel logout notices failed; the retry loop will try again")
-
-    executor.submit(run)
-
-
-PENDING_NOTICES = "hallmark.idp.logout_notices"  # db.info key: back-channel notices to send after commit
+    audit.record(
+        db, actor="system:idp", action="idp.logout.failed", target=note["sid"][:12], details={**details, "error": outcome.error[:120]}
+    )
 
 
 def session_ended(*, session: Session, sid: str, **_) -> dict:
     """Handler of ``core.events.SESSION_ENDED``: queue the halls' notices in the ending transaction."""
-    notices = queue(session, sid)
-    session.info.setdefault(PENDING_NOTICES, []).extend(notices)
-    return {"halls_to_notify": len(notices)}
+    return {"halls_to_notify": len(queue(session, sid))}
 
 
 def install(ctx: IdPContext) -> None:
-    """Queue notices when a session ends (on the hook list of ``ctx.sessions``), and send
-    them as soon as the transaction commits (forget them if it rolls back)."""
-    from sqlalchemy import event
-
-    def after_commit(db: Session) -> None:
-        ids = db.info.pop(PENDING_NOTICES, None)
-        if ids:
-            deliver_soon(ctx, ids)
-
-    def after_rollback(db: Session) -> None:
-        db.info.pop(PENDING_NOTICES, None)
-
+    """Queue notices when a session ends (on the hook list of ``ctx.sessions``); the outbox sends
+    them as soon as the transaction commits (``soon``), and retries what fails."""
     if ctx.cache.get("logout.installed"):
         return
     ctx.cache["logout.installed"] = True
     events.of(ctx.sessions).subscribe(events.SESSION_ENDED, session_ended)
-    event.listen(ctx.sessions, "after_commit", after_commit)
-    event.listen(ctx.sessions, "after_soft_rollback", lambda db, previous: after_rollback(db))
+    outbox.register(ctx.sessions, KIND, sender(ctx), retry=RETRY, soon=True, settled=settled)
 
 
 # -- front-channel -------------------------------------------------------------------------
@@ -460,10 +378,30 @@ class HallNotice:
     status: str
 
 
+_BACK_STATUS = {outbox.PENDING: PENDING, outbox.DELIVERED: DELIVERED, outbox.DEAD: FAILED}
+
+
 def notices_for(ctx: IdPContext, db: Session, sid: str) -> list[HallNotice]:
-    rows = db.scalars(select(LogoutDelivery).where(LogoutDelivery.sid == sid).order_by(LogoutDelivery.id))
+    """Each hall's notices of this session: back-channel from the outbox, front-channel from their rows."""
+    from core.models import OutboxMessage
+
+    client_ids = list(db.scalars(select(SessionClient.client_id).where(SessionClient.sid == sid).order_by(SessionClient.client_id)))
+    keys = {dedupe_key(sid, client_id): client_id for client_id in client_ids}
+    back = (
+        {
+            keys[row.dedupe_key]: row.state
+            for row in db.execute(select(OutboxMessage.dedupe_key, OutboxMessage.state).where(OutboxMessage.dedupe_key.in_(keys)))
+        }
+        if keys
+        else {}
+    )
+    front = {row.client_id: row.status for row in db.scalars(select(LogoutDelivery).where(LogoutDelivery.sid == sid))}
     result = []
-    for row in rows:
-        client = clients.get(ctx, row.client_id, db)
-        result.append(HallNotice(client.name if client else row.client_id, row.channel, row.status))
+    for client_id in client_ids:
+        client = clients.get(ctx, client_id, db)
+        name = client.name if client else client_id
+        if client_id in back:
+            result.append(HallNotice(name, BACK, _BACK_STATUS[back[client_id]]))
+        if client_id in front:
+            result.append(HallNotice(name, FRONT, front[client_id]))
     return result

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
 
 from core import db as core_db
+from core import outbox
 from core.db import utc_now
+from core.models import OutboxMessage
 from idp.models import Account, LogoutDelivery, SSOSession
 from idp.oidc import keys, logout
 from idp.people import accounts, sessions
@@ -66,8 +69,21 @@ def world(oidc, receiver):
 
 
 def deliveries(world, sid):
+    """Each hall's notices of the session by (client, channel): back-channel ones are core outbox messages."""
+    states = {outbox.PENDING: "pending", outbox.DELIVERED: "delivered", outbox.DEAD: "failed"}
     with world.ctx.sessions() as db:
-        return {(d.client_id, d.channel): d for d in db.scalars(select(LogoutDelivery).where(LogoutDelivery.sid == sid))}
+        found = {(d.client_id, d.channel): d for d in db.scalars(select(LogoutDelivery).where(LogoutDelivery.sid == sid))}
+        for message in db.scalars(select(OutboxMessage).where(OutboxMessage.kind == logout.KIND)):
+            if message.dedupe_key.startswith(f"{logout.KIND}:{sid}:"):
+                client_id = message.dedupe_key.rsplit(":", 1)[1]
+                found[(client_id, "back")] = SimpleNamespace(
+                    status=states[message.state], attempts=message.attempts, last_error=message.last_error
+                )
+    return found
+
+
+def deliver(world, now=None):
+    return outbox.deliver_due(world.ctx.sessions, worker_id="test", now=now)
 
 
 def test_rp_initiated_logout_reaches_every_hall(world, receiver):
@@ -201,11 +217,11 @@ def test_failed_notices_are_retried_then_given_up_and_audited(world, receiver):
     assert found[("county", "back")].status == "failed" and "HTTP 400" in found[("county", "back")].last_error
 
     # Not due yet: nothing is sent.
-    assert logout.deliver(world.ctx).delivered == 0 and len(receiver.tokens("/city")) == 1
-    later = utc_now() + timedelta(seconds=11)
-    second = logout.deliver(world.ctx, now=later)
+    assert deliver(world).delivered == 0 and len(receiver.tokens("/city")) == 1
+    later = utc_now() + logout.RETRY.ceiling(1) + timedelta(seconds=1)
+    second = deliver(world, now=later)
     assert (second.delivered, second.retrying) == (0, 1) and len(receiver.tokens("/city")) == 2
-    third = logout.deliver(world.ctx, now=later + timedelta(minutes=2))
+    third = deliver(world, now=later + logout.RETRY.ceiling(2) + timedelta(seconds=1))
     assert third.delivered == 1
     city = deliveries(world, sid)[("hall", "back")]
     assert city.status == "delivered" and city.attempts == 3
@@ -216,16 +232,23 @@ def test_failed_notices_are_retried_then_given_up_and_audited(world, receiver):
 
 
 def test_a_hall_that_never_answers_is_given_up_after_the_last_delay(world, receiver):
-    receiver.answers["/city"] = [503] * 10
+    receiver.answers["/city"] = [503] * (logout.RETRY.attempts + 1)
     sid, _, issued = signed_in_at_both(world)
     world.browser.get("/oauth/logout", query_string={"id_token_hint": issued["id_token"]})
     receiver.wait_for("/city")
+    for _ in range(100):  # the attempt right after the logout has been recorded
+        if deliveries(world, sid)[("hall", "back")].attempts == 1:
+            break
+        time.sleep(0.05)
     moment = utc_now()
-    for delay in logout.RETRY_DELAYS:
-        moment += delay + timedelta(seconds=31)  # past the delay and any claim's lease
-        logout.deliver(world.ctx, now=moment)
+    for failures in range(1, logout.RETRY.attempts):
+        moment += logout.RETRY.ceiling(failures) + outbox.LEASE + timedelta(seconds=1)  # past the delay and any claim's lease
+        deliver(world, now=moment)
     city = deliveries(world, sid)[("hall", "back")]
-    assert city.status == "failed" and city.attempts == len(logout.RETRY_DELAYS) + 1
+    assert city.status == "failed" and city.attempts == logout.RETRY.attempts
+    # Given up: a later run sends nothing more.
+    assert deliver(world, now=moment + timedelta(days=1)).claimed == 0
+    assert len(receiver.tokens("/city")) == logout.RETRY.attempts
 
 
 def test_the_session_cookie_is_not_the_bare_sid(world):
