@@ -366,3 +366,104 @@ def grant_revoke(grant_id):
     with _ctx().sessions() as db, db.begin():
         row = grants.revoke(db, grant_id, actor=ACTOR)
         click.echo(f"revoked  #{row.id}  {row.client_id}  {row.type_code}  {row.mode}")
+
+
+# -- requests for missing licences (索取), until the staff console has them ---------------------
+
+
+def _request_line(body: dict) -> str:
+    late = "  OVERDUE" if body["overdue"] else ""
+    answer = body["answer"] or {}
+    outcome = (answer.get("licence") or {}).get("identifier") or answer.get("decision") or ""
+    return (
+        f"{body['id']}  {body['state']:<9} due {body['deadline']}{late}  {body['type']['name']}  {body['issuer']['name']}"
+        f"  holder {body['holder']['code']}  matter {body['matter']}  reason {body['reason']}" + (f"  -> {outcome}" if outcome else "")
+    )
+
+
+@licences.command(name="requests")
+@click.option("--issuer", "issuer_code", help="the department's queue (its credit code)")
+@click.option("--state", type=click.Choice(["open", "fulfilled", "refused"]), help="only requests in this state")
+@click.option("--overdue", is_flag=True, help="only open requests past their deadline (every department without --issuer)")
+@click.option("--json", "as_json", is_flag=True)
+def requests_list(issuer_code, state, overdue, as_json):
+    """Requests for missing licences (索取): a department's queue, or the overdue ones of every department."""
+    from licenses import requests as licence_requests
+
+    if not issuer_code and not overdue:
+        raise click.UsageError("name a department with --issuer CODE, or list every department's overdue requests with --overdue")
+    ctx = _ctx()
+    with ctx.sessions() as db:
+        if issuer_code:
+            rows = licence_requests.queue(db, issuer_code, state=state, overdue_only=overdue)
+        else:
+            rows = [row for row in licence_requests.overdue(db) if state in (None, row.state)]
+        bodies = [licence_requests.as_json(ctx, db, row) for row in rows]
+    if as_json:
+        click.echo(json.dumps(bodies, ensure_ascii=False))
+        return
+    if not bodies:
+        click.echo("no requests")
+    for body in bodies:
+        click.echo(_request_line(body))
+
+
+@licences.group(name="request")
+def request_group():
+    """Answer one request for a missing licence: fulfil it (link or issue a licence) or refuse it."""
+
+
+@request_group.command(name="show")
+@click.argument("request_id")
+@click.option("--json", "as_json", is_flag=True)
+def request_show(request_id, as_json):
+    """Show one request."""
+    from licenses import requests as licence_requests
+
+    ctx = _ctx()
+    with ctx.sessions() as db:
+        body = licence_requests.as_json(ctx, db, licence_requests.get(db, request_id))
+    click.echo(json.dumps(body, ensure_ascii=False, indent=2) if as_json else _request_line(body))
+
+
+@request_group.command(name="fulfil")
+@click.argument("request_id")
+@click.option("--licence", "identifier", help="a licence of this holder and type already in the library")
+@click.option("--face", help="issue a licence with this face data: JSON, or @FILE")
+@click.option("--valid-from", help="YYYY-MM-DD (default: today)")
+@click.option("--valid-until", help="YYYY-MM-DD (default: from the type's validity rule)")
+@click.option("--holder", help="the holder's code, when the request came without one (checked against the request)")
+@click.option("--note", help="a note for the requester")
+@click.option("--json", "as_json", is_flag=True)
+def request_fulfil(request_id, identifier, face, valid_from, valid_until, holder, note, as_json):
+    """Fulfil a request: link a licence (--licence ID) or issue one (--face @FILE)."""
+    from licenses import requests as licence_requests
+
+    if bool(identifier) == bool(face):
+        raise click.UsageError("give either --licence ID or --face @FILE")
+    order = None
+    if face:
+        order = issuance.Order(
+            type_code="", issuer_code="", holder_code=holder or "", face=_json_arg(face, "--face"),
+            valid_from=_day(valid_from), valid_until=_day(valid_until),
+        )  # fmt: skip
+    ctx = _ctx()
+    row = licence_requests.fulfil(ctx, request_id, identifier=identifier, order=order, actor=ACTOR, note=note or "")
+    with ctx.sessions() as db:
+        body = licence_requests.as_json(ctx, db, row)
+    click.echo(json.dumps(body, ensure_ascii=False) if as_json else _request_line(body))
+
+
+@request_group.command(name="refuse")
+@click.argument("request_id")
+@click.option("--reason", required=True, help="why (the requester reads it; at most 200 characters)")
+@click.option("--json", "as_json", is_flag=True)
+def request_refuse(request_id, reason, as_json):
+    """Refuse a request, saying why."""
+    from licenses import requests as licence_requests
+
+    ctx = _ctx()
+    row = licence_requests.refuse(ctx, request_id, reason=reason, actor=ACTOR)
+    with ctx.sessions() as db:
+        body = licence_requests.as_json(ctx, db, row)
+    click.echo(json.dumps(body, ensure_ascii=False) if as_json else _request_line(body))

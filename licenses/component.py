@@ -25,9 +25,9 @@ def build(services: Services) -> LicencesContext:
 
 
 def blueprints():
-    from licenses import api, pages
+    from licenses import api, pages, request_pages, requests_api
 
-    return (api.bp, pages.bp)
+    return (api.bp, pages.bp, requests_api.bp, request_pages.bp)
 
 
 def api_resources():

@@ -43,8 +43,9 @@ from core.people import CREDIT_CODE, RESIDENT_ID, HolderRef, SignedIn
 from core.problems import Problem
 from core.web import N_
 from core.web import errors as web_errors
-from licenses import accesslog, catalogue, copies, grants, library, lifecycle, privacy, qrpayload, receipts
+from licenses import accesslog, catalogue, copies, grants, issuers, library, lifecycle, privacy, qrpayload, receipts
 from licenses import context as licences_context
+from licenses import requests as licence_requests
 from licenses.context import LicencesContext
 from licenses.models import Issuer, Licence
 from licenses.signer import TokenRefused
@@ -249,7 +250,20 @@ def mine():
         for n, ref in enumerate(me.holders, start=1):
             rows = library.by_holder_hash(db, ref.lookup_hash)
             holders.append(Holder(ref, f"holder-{n}", [_view(ctx, db, row) for row in rows]))
-    return render("licenses/mine.html", me=me, holders=holders, holder_kind=_holder_kind, realname_page=REALNAME_PAGE)
+        # Requests for missing licences (索取, licenses.request_pages): the list, the answers' notices and the form.
+        asks = licence_requests.for_holders(db, [ref.lookup_hash for ref in me.holders])
+        ask_types, ask_issuers = (catalogue.all_types(db), issuers.all_issuers(db)) if me.holders else ([], [])
+    return render(
+        "licenses/mine.html",
+        me=me,
+        holders=holders,
+        holder_kind=_holder_kind,
+        realname_page=REALNAME_PAGE,
+        asks=asks,
+        ask_types=ask_types,
+        ask_issuers=ask_issuers,
+        today=lifecycle.today(),
+    )
 
 
 @bp.get("/licences/show/<identifier>")
