@@ -467,3 +467,118 @@ def request_refuse(request_id, reason, as_json):
     with ctx.sessions() as db:
         body = licence_requests.as_json(ctx, db, row)
     click.echo(json.dumps(body, ensure_ascii=False) if as_json else _request_line(body))
+
+
+# -- bulk import of legacy licences (licenses.imports) ------------------------------------------
+
+
+class _Progress:
+    """A progress line with rate and ETA on a terminal (by bytes read); a plain log line every ``every`` rows otherwise."""
+
+    def __init__(self, every: int):
+        import sys
+        import time
+
+        self.tty = sys.stderr.isatty()
+        self.every, self.next_line = every, every
+        self.started = time.monotonic()
+        self._clock = time.monotonic
+
+    def __call__(self, done: int, total: int, result) -> None:
+        elapsed = max(self._clock() - self.started, 1e-6)
+        rate = result.rows_read / elapsed
+        if self.tty:
+            share = done / total if total else 1.0
+            eta = elapsed * (1 - share) / share if share > 0 else 0
+            minutes, seconds = divmod(int(eta), 60)
+            bar = "#" * int(share * 30)
+            click.echo(
+                f"\r[{bar:<30}] {share:6.1%}  {result.rows_read:,} rows  {rate:,.0f} rows/s  ETA {minutes}:{seconds:02d}  ",
+                err=True,
+                nl=False,
+            )
+            if done >= total:
+                click.echo("", err=True)
+        elif result.rows_read >= self.next_line or done >= total:
+            click.echo(
+                f"import: {result.rows_read:,} rows read ({result.rows_added:,} added, {result.rows_existing:,} existing, "
+                f"{result.rows_rejected:,} rejected), {rate:,.0f} rows/s",
+                err=True,
+            )
+            while self.next_line <= result.rows_read:
+                self.next_line += self.every
+
+
+@licences.command(name="import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--type", "type_code", required=True, help="the licence type of every row")
+@click.option("--issuer", "issuer_code", required=True, help="the issuing department's credit code")
+@click.option("--encoding", type=click.Choice(["utf-8", "gbk", "gb18030"]), help="a CSV file's encoding (default: UTF-8, else GB18030/GBK)")
+@click.option("--mapping", "mapping_path", type=click.Path(dir_okay=False, path_type=Path), help="JSON: local column names -> fields")
+@click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path), help="the error report (default FILE.errors.csv)")
+@click.option("--batch", default=1000, show_default=True, help="rows per transaction")
+@click.option("--format", "kind", type=click.Choice(["csv", "jsonl", "xlsx"]), help="default: from the file name")
+@click.option("--log-every", default=100_000, show_default=True, help="rows between log lines when not on a terminal")
+@click.option("--json", "as_json", is_flag=True)
+def import_(file, type_code, issuer_code, encoding, mapping_path, errors_path, batch, kind, log_every, as_json):
+    """Import legacy licences from a CSV, JSONL or XLSX file: idempotent, resumable; files are sealed later (seal-pending)."""
+    import getpass
+
+    from licenses import imports
+
+    actor = f"{ACTOR}:{getpass.getuser()}"[:200]
+    try:
+        result = imports.import_file(
+            _ctx(),
+            file,
+            type_code=type_code,
+            issuer_code=issuer_code,
+            actor=actor,
+            encoding=encoding,
+            mapping_path=mapping_path,
+            error_report=errors_path,
+            batch=batch,
+            kind=kind,
+            progress=None if as_json else _Progress(max(1, log_every)),
+        )
+    except imports.ImportFailed as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result.as_json(), ensure_ascii=False))
+        return
+    if result.resumed_after:
+        click.echo(f"resumed      after row {result.resumed_after:,}")
+    click.echo(f"import       {result.run_id}  ({result.encoding}, sha256 {result.source_sha256[:16]}…)")
+    click.echo(
+        f"rows         {result.rows_read:,} read, {result.rows_added:,} added, {result.rows_existing:,} already there, {result.rows_rejected:,} rejected"
+    )
+    if result.rows_rejected:
+        click.echo(f"errors       {result.error_report}")
+    if result.rows_added:
+        click.echo("files        queued for sealing: hallmark licences seal-pending")
+
+
+@licences.command(name="seal-pending")
+@click.option("--limit", type=click.IntRange(min=1), help="seal at most this many files (default: all waiting)")
+@click.option("--batch", default=20, show_default=True, help="files claimed at a time")
+@click.option(
+    "--reclaim", is_flag=True, help="first put files left 'sealing' by a worker that died back in the queue (no worker may be running)"
+)
+def seal_pending(limit, batch, reclaim):
+    """Render and seal the files of imported licences (several workers may run this at once)."""
+    from licenses import imports
+
+    ctx = _ctx()
+    if reclaim:
+        click.echo(f"reclaimed    {imports.reclaim(ctx):,}")
+    done = imports.seal_pending(ctx, limit=limit, batch=max(1, batch), actor=ACTOR)
+    with ctx.sessions() as db:
+        left = imports.pending_count(db)
+    click.echo(
+        f"sealed       {done.sealed:,}"
+        + (f", {done.failed:,} failed (see the log; they stay queued)" if done.failed else "")
+        + f"; {left:,} waiting"
+    )
+    if done.failed:
+        raise SystemExit(1)
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core import people
-from core.component import Component, Services
+from core.component import Component, PeriodicJob, Services
 from licenses.context import NAME, LicencesContext
 from licenses.settings import LicencesSettings
 from signing.context import NAME as SIGNING
@@ -48,6 +48,13 @@ def authorization_details():
     return (consent.DETAIL_TYPE,)
 
 
+def seal_pending(service: LicencesContext) -> bool:
+    """The periodic job: seal the files of imported licences waiting for one (False when some failed)."""
+    from licenses import imports
+
+    return imports.seal_pending(service).failed == 0
+
+
 COMPONENT = Component(
     name=NAME,
     depends_on=("core", "signing"),
@@ -60,4 +67,7 @@ COMPONENT = Component(
     api_resources=api_resources,
     authorization_details=authorization_details,
     translations=Path(__file__).parent / "translations",
+    periodic=(
+        PeriodicJob("licences-seal-pending", interval=lambda settings: settings.section(NAME).seal_pending_seconds, run=seal_pending),
+    ),
 )

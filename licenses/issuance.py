@@ -117,7 +117,7 @@ def _same_order(licence: Licence, definition: TypeView, hashed_holder: str) -> L
     return licence
 
 
-def _file(
+def render_and_seal(
     ctx: LicencesContext,
     definition: TypeView,
     issuer: Issuer,
@@ -131,8 +131,12 @@ def _file(
     valid_until: date | None,
     version: int,
     actor: str,
+    issued_on: date | None = None,
 ) -> tuple[bytes, str]:
-    """The licence's file, rendered and sealed: (PDF, signing document id). Sensitive fields are printed masked."""
+    """The licence's file, rendered and sealed: (PDF, signing document id). Sensitive fields are printed masked.
+
+    ``issued_on`` is the date printed as the issue date (today unless given: an imported licence keeps its own).
+    """
     qr_text = qrpayload.payload(
         ctx,
         identifier=identifier,
@@ -154,7 +158,7 @@ def _file(
         issuer_name=issuer.name,
         valid_from=valid_from,
         valid_until=valid_until,
-        issued_on=lifecycle.today(),
+        issued_on=issued_on or lifecycle.today(),
         version=version,
         qr_text=qr_text,
     )
@@ -185,7 +189,7 @@ def issue(ctx: LicencesContext, order: Order, *, actor: str, requester: str) -> 
         if db.get(Licence, identifier) is not None:
             raise Problem(409, "Conflict", "a licence with this serial already exists; renew or change it instead", code="licence_exists")
     holder_name = str(face[definition.holder_name_field])
-    pdf, document_id = _file(
+    pdf, document_id = render_and_seal(
         ctx,
         definition,
         issuer,
@@ -341,7 +345,7 @@ def next_version(
         new_id = identifiers.parse(old.identifier).next_version()
         serial, old_version = old.serial, old.version
     holder_name = str(face[definition.holder_name_field])
-    pdf, document_id = _file(
+    pdf, document_id = render_and_seal(
         ctx,
         definition,
         issuer,

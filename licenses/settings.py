@@ -13,11 +13,14 @@ class LicencesSettings:
     file_qr_days: int = 3650  # how long the offline payload in a licence file's QR code stays valid
     copy_days: int = 30  # the longest a stamped copy (加注件) may be valid for
     consent_max_days: int = 90  # the longest a holder's consent (authorization_details) may last
+    seal_pending_seconds: int = 60  # how often a worker seals the files of imported licences (0: off)
     request_days: int = 5  # working days (Monday to Friday) a department has to answer a request for a missing licence (索取)
 
     def __post_init__(self):
         for name in ("show_qr_seconds", "file_qr_days", "copy_days", "consent_max_days", "request_days"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be more than 0, not {getattr(self, name)}")
+        if self.seal_pending_seconds < 0:
+            raise ConfigError(f"seal_pending_seconds must be 0 (off) or more, not {self.seal_pending_seconds}")
         if self.show_qr_seconds > 3600:
             raise ConfigError("show_qr_seconds is at most 3600: a counter QR code is meant to expire within minutes")
