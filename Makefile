@@ -32,7 +32,7 @@ PIP_LOCKED = $(PY) -m pip install --quiet --require-hashes --no-deps
 PIP_PROJECTS = $(PY) -m pip install --quiet --no-deps -e . && $(PY) -m pip install --quiet --no-deps -e ./keyagent
 
 # Benchmarks in bench/, each against its peer (docs/benchmarks.md). BENCH_ARGS=--quick for smoke runs.
-BENCHMARKS := hsm_sign serve ocsp sign token login licences
+BENCHMARKS := hsm_sign serve ocsp sign token login licences licences_import
 BENCH_ARGS ?=
 BENCH_PEER := bench/peers/oidc-provider
 

@@ -310,60 +310,6 @@ def lookups(sessions, rows: Rows, kind: str, numbers: list[int]) -> float:
     return len(keys) / (time.perf_counter() - started)
 
 
-class PostgresCluster:
-    """A throwaway PostgreSQL cluster in /dev/shm on a private 127.0.0.1 port (what tests/conftest.py's fixture does)."""
-
-    def __init__(self):
-        import tempfile
-        from pathlib import Path
-
-        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-        if not bins:
-            sys.exit("--postgres: PostgreSQL is not installed (apt-get install postgresql)")
-        self.bin = bins[-1].parent
-        memory = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-        self.dir = Path(tempfile.mkdtemp(prefix="hallmark-bench-pg-", dir=memory))
-        from _common import free_port
-
-        self.port, self.user = free_port(), "hallmark"
-
-    def _run(self, *args) -> None:
-        import subprocess
-
-        command = [str(a) for a in args]
-        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
-
-    def __enter__(self):
-        import shutil
-
-        if os.geteuid() == 0:
-            shutil.chown(self.dir, "postgres", "postgres")
-        data = self.dir / "data"
-        self._run(self.bin / "initdb", "-D", data, "-U", self.user, "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8")
-        options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        self._run(self.bin / "pg_ctl", "-D", data, "-l", self.dir / "log", "-w", "-t", "60", "start", "-o", options)
-        return self
-
-    def database(self, name: str) -> str:
-        import psycopg
-
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user={self.user} dbname=postgres", autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{name}"
-
-    def __exit__(self, *exc):
-        import shutil
-
-        try:
-            self._run(self.bin / "pg_ctl", "-D", self.dir / "data", "-m", "immediate", "stop")
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-
 def flatness(args, tmp) -> tuple[list[str], float]:
     """(report lines, the figure: the smaller sub-ratio, of the first database kind measured)."""
     import contextlib
@@ -380,6 +326,8 @@ def flatness(args, tmp) -> tuple[list[str], float]:
     report, figure = [], None
     kinds = ["sqlite"] + (["postgresql"] if args.postgres else [])
     with contextlib.ExitStack() as stack:
+        from _common import PostgresCluster
+
         cluster = stack.enter_context(PostgresCluster()) if args.postgres else None
         for kind in kinds:
             engines, files, fill_rates = {}, {}, {}
