@@ -138,6 +138,8 @@ class AccessEntry(Base):
     """One access to the library by an approval system: appended to a hash chain the holder can read."""
 
     __tablename__ = "licenses_access_log"
+    # Who accessed a licence: status events to subscribers of the licences they accessed (licenses.events).
+    __table_args__ = (Index("ix_licenses_access_log_licence", "identifier", "client_id"),)
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     at: Mapped[str] = mapped_column(String(32))  # ISO 8601 UTC, as hashed
