@@ -25,9 +25,9 @@ def build(services: Services) -> LicencesContext:
 
 
 def blueprints():
-    from licenses import api, pages, request_pages, requests_api
+    from licenses import api, events_api, pages, request_pages, requests_api
 
-    return (api.bp, pages.bp, requests_api.bp, request_pages.bp)
+    return (api.bp, pages.bp, requests_api.bp, request_pages.bp, events_api.bp)
 
 
 def api_resources():
@@ -37,7 +37,7 @@ def api_resources():
 
 
 def commands():
-    from licenses import cli
+    from licenses import cli, events_cli  # noqa: F401 - importing events_cli adds its commands to the licences group
 
     return (cli.licences,)
 
@@ -55,6 +55,12 @@ def seal_pending(service: LicencesContext) -> bool:
     return imports.seal_pending(service).failed == 0
 
 
+def subscribe(hooks, service: LicencesContext) -> None:
+    from licenses import events
+
+    events.install(service, hooks)  # status events (SETs) for subscribers, queued in core's outbox with the change
+
+
 COMPONENT = Component(
     name=NAME,
     depends_on=("core", "signing"),
@@ -62,6 +68,7 @@ COMPONENT = Component(
     models=("licenses.models",),
     migrations=Path(__file__).parent / "migrations" / "versions",
     services=build,
+    subscribe=subscribe,
     commands=commands,
     blueprints=blueprints,
     api_resources=api_resources,
