@@ -281,3 +281,57 @@ def test_xlsx_needs_python_calamine(licence_world, tmp_path):
         assert refused.returncode == 1 and "python-calamine" in refused.stderr
     else:
         pytest.skip("python-calamine is installed: the XLSX import is tested with a real workbook")
+
+
+def test_an_import_process_killed_with_sigkill_resumes_without_duplicates(licence_world, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT, hallmark_env
+
+    prefix = "KIL" + secrets.token_hex(4).upper()
+    rows = legacy_rows(prefix, 1500, 960_000)
+    plant_bad_rows(rows)
+    source = tmp_path / "big.csv"
+    write_csv(source, rows, "gb18030")
+    digest = imports.scan(source, "csv", None)[0]
+    killed_id = imports.run_id_for(digest, TYPE, OTHER_ISSUER)
+    args = [
+        "licences",
+        "import",
+        str(source),
+        "--type",
+        TYPE,
+        "--issuer",
+        OTHER_ISSUER,
+        "--batch",
+        "10",
+        "--errors",
+        str(tmp_path / "k.csv"),
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hallmark.cli", *args], env=hallmark_env(licence_world.instance), cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            with licence_world.ctx.sessions() as db:
+                run = db.get(ImportRun, killed_id)
+                if run is not None and run.resume_after >= 200:
+                    break
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(30)
+    with licence_world.ctx.sessions() as db:
+        run = db.get(ImportRun, killed_id)
+        assert run is not None and run.state == "running" and 200 <= run.resume_after < 1505, "the import was not killed halfway"
+    resumed = json.loads(ok(licence_world.instance, *args, "--json").stdout)
+    assert resumed["resumed_after"] > 0 and (resumed["rows_added"], resumed["rows_rejected"]) == (1500, 5)
+
+    whole = imports.import_file(licence_world.ctx, source, type_code=TYPE, issuer_code=ISSUER, actor=ACTOR, error_report=tmp_path / "w.csv")
+    assert imported(licence_world, killed_id) == imported(licence_world, whole.run_id)
+    assert report_lines(tmp_path / "k.csv") == report_lines(tmp_path / "w.csv")
