@@ -133,6 +133,7 @@ def make_copy(
             "valid_until": licence.valid_until,
             "version": licence.version,
             "issued_on": licence.issued_at.astimezone(lifecycle.TIMEZONE).date(),
+            "status_entry": (licence.status_list, licence.status_index) if licence.status_list is not None else None,
         }
     until = last_day(ctx, until, today=today, licence_until=facts["valid_until"])
     copy_id = secrets.token_urlsafe(16)
@@ -150,6 +151,7 @@ def make_copy(
         kind="file",
         lifetime=max(lifetime, timedelta(seconds=1)),
         status_url=status_url,
+        status_entry=facts["status_entry"],  # the licence's own entry: a revoked licence makes its copies fail too
     )
     pdf = rendering.render_face(
         definition,

@@ -24,7 +24,7 @@ from core.db import utc_now
 from core.identifiers import InvalidIdentifier, lookup_hash, mask_credit_code, mask_resident_id, validate_credit_code, validate_resident_id
 from core.people import CREDIT_CODE, HOLDER_CODE_TYPES, RESIDENT_ID
 from core.problems import Problem
-from licenses import catalogue, identifiers, issuers, lifecycle, privacy, qrpayload, rendering
+from licenses import catalogue, identifiers, issuers, lifecycle, privacy, qrpayload, rendering, statuslist
 from licenses.catalogue import TypeView
 from licenses.context import LicencesContext
 from licenses.models import Issuer, Licence, StateChange
@@ -123,6 +123,7 @@ def render_and_seal(
     issuer: Issuer,
     seal_name: str,
     *,
+    status_entry: tuple[int, int] | None = None,
     identifier: str,
     face: dict,
     holder_name: str,
@@ -149,6 +150,7 @@ def render_and_seal(
         valid_until=valid_until,
         kind="file",
         lifetime=timedelta(days=ctx.settings.file_qr_days),
+        status_entry=status_entry,  # so a verifier can check the status lists offline-first
     )
     pdf = rendering.render_face(
         definition,
@@ -188,6 +190,7 @@ def issue(ctx: LicencesContext, order: Order, *, actor: str, requester: str) -> 
         identifier = str(identifiers.make(definition.code, issuer.credit_code, serial, 1))
         if db.get(Licence, identifier) is not None:
             raise Problem(409, "Conflict", "a licence with this serial already exists; renew or change it instead", code="licence_exists")
+    entry = statuslist.reserve(ctx, issuer.credit_code)  # before the file: its QR code names the entry
     holder_name = str(face[definition.holder_name_field])
     pdf, document_id = render_and_seal(
         ctx,
@@ -202,6 +205,7 @@ def issue(ctx: LicencesContext, order: Order, *, actor: str, requester: str) -> 
         valid_until=valid_until,
         version=1,
         actor=actor,
+        status_entry=entry,
     )
     try:
         with ctx.sessions() as db, db.begin():
@@ -222,6 +226,7 @@ def issue(ctx: LicencesContext, order: Order, *, actor: str, requester: str) -> 
                 actor=actor,
                 requester=requester,
                 request_id=request_id,
+                status_entry=entry,
             )
             _issued(db, licence, actor=actor, action="issue", details={"type": definition.code, "issuer": issuer.credit_code})
     except IntegrityError:
@@ -254,6 +259,7 @@ def _store(
     requester: str,
     request_id: str | None,
     predecessor: str | None = None,
+    status_entry: tuple[int, int] | None = None,
 ) -> Licence:
     import hashlib
 
@@ -261,6 +267,7 @@ def _store(
     face_public, face_secret, data_key_id = privacy.seal_face(ctx, db, definition, face, identifier)
     _holder_key, holder_cipher = privacy.seal_holder(ctx, db, code, identifier)
     now = utc_now()
+    status_list, status_index = status_entry or statuslist.allocate(db, issuer.credit_code, size=ctx.settings.status_list_size)
     licence = Licence(
         identifier=identifier,
         type_code=definition.code,
@@ -288,6 +295,8 @@ def _store(
         document_id=document_id,
         pdf=pdf,
         pdf_sha256=hashlib.sha256(pdf).hexdigest() if pdf is not None else None,
+        status_list=status_list,
+        status_index=status_index,
     )
     db.add(licence)
     db.flush()
@@ -344,6 +353,7 @@ def next_version(
             valid_from, valid_until = old.valid_from, old.valid_until
         new_id = identifiers.parse(old.identifier).next_version()
         serial, old_version = old.serial, old.version
+    entry = statuslist.reserve(ctx, issuer.credit_code)  # the new version has an entry of its own
     holder_name = str(face[definition.holder_name_field])
     pdf, document_id = render_and_seal(
         ctx,
@@ -358,6 +368,7 @@ def next_version(
         valid_until=valid_until,
         version=new_id.version,
         actor=actor,
+        status_entry=entry,
     )
     try:
         with ctx.sessions() as db, db.begin():
@@ -382,6 +393,7 @@ def next_version(
                 requester=actor,
                 request_id=None,
                 predecessor=old.identifier,
+                status_entry=entry,
             )
             old.successor = licence.identifier
             lifecycle.record_change(db, old, lifecycle.SUPERSEDED, reason=reason or action, actor=actor, action=f"superseded.{action}")

@@ -18,8 +18,17 @@ claim   meaning
 ``exp`` when the payload (not the licence) stops being acceptable, Unix seconds
 ``st``  where to check the live status; left out when it is the signing library's own
         verification page, ``<public URL>/licences/verify/<id>``
+``sl``  the licence's W3C Bitstring Status List number (an integer); left out for a licence without an entry
+``si``  its index in that list (an integer, the same in the revocation and the suspension list)
 ``k``   ``"file"`` (printed on the licence file) or ``"show"`` (亮证, minutes)
 ======= ====================================================================
+
+``sl`` and ``si`` name the licence's status-list entry (:mod:`licenses.statuslist`)
+without a URL, to keep the code small: the lists are at
+``<public URL>/licences/status/<i>/<sl>/revocation`` and ``.../suspension``, the
+public URL being the QR text's own origin and ``i`` the issuer (from the
+identifier when left out). A verifier fetches the whole list (cached for its
+``ttl``) and reads bit ``si``, so Hallmark never learns which licence was checked.
 
 The QR text is a URL, ``<public URL>/licences/v#<JWS>`` (:data:`QR_PATH`): a
 phone camera opens the verification page, and the payload, being the fragment,
@@ -62,6 +71,8 @@ CLAIMS = {
     "vu": "valid_until",
     "exp": "expires_at",
     "st": "status_url",
+    "sl": "status_list",
+    "si": "status_index",
     "k": "kind",
 }
 _TEXT_CLAIMS = ("id", "h", "n", "vf")
@@ -99,11 +110,13 @@ def payload(
     kind: str,
     lifetime: timedelta,
     status_url: str | None = None,
+    status_entry: tuple[int, int] | None = None,
     now: datetime | None = None,
 ) -> str:
     """The QR text (a URL whose fragment is the signed payload) for a licence, valid for ``lifetime``.
 
-    ``status_url`` defaults to the licence's verification page. Plain values, so
+    ``status_url`` defaults to the licence's verification page; ``status_entry`` is
+    the licence's (status list number, index), when it has one. Plain values, so
     anything with these facts (a row, a view, a test) can be put in a code.
     """
     if kind not in KINDS:
@@ -123,6 +136,8 @@ def payload(
     }
     if status_url and status_url != ctx.verify_url(identifier):
         claims["st"] = status_url
+    if status_entry is not None:
+        claims["sl"], claims["si"] = status_entry
     claims["k"] = kind
     return qr_url(ctx, signer.sign(ctx, claims, typ=TYP))
 
@@ -164,6 +179,10 @@ def read(ctx: LicencesContext, text: str, *, now: datetime | None = None) -> dic
             raise Malformed("this licence QR code names neither its type and issuer nor a GB/T 36904 identifier holding them")
         claims = {"t": codes[0], "i": codes[1], **claims}
     claims.setdefault("st", ctx.verify_url(claims["id"]))
+    claims.setdefault("sl", None)
+    claims.setdefault("si", None)
+    if any(claims[name] is not None and (not isinstance(claims[name], int) or isinstance(claims[name], bool)) for name in ("sl", "si")):
+        raise Malformed("this licence QR code's status list entry is not a pair of whole numbers")
     if not isinstance(claims["t"], str) or not isinstance(claims["i"], str) or not isinstance(claims["st"], str):
         raise Malformed("this licence QR code's type, issuer or status address is not text")
     return {CLAIMS[name]: claims[name] for name in CLAIMS}

@@ -10,6 +10,9 @@ from core.settings import ConfigError
 @dataclass(frozen=True)
 class LicencesSettings:
     show_qr_seconds: int = 180  # how long a 亮证 QR code shown on a phone stays valid
+    status_list_size: int = 131072  # bits in each new W3C Bitstring Status List (at least 131,072, the spec's minimum)
+    status_list_ttl_seconds: int = 300  # how long verifiers may cache a status list (Cache-Control max-age and the list's ttl)
+    expiry_seconds: int = 3600  # how often a worker moves licences past their validity to expired (0: off)
     file_qr_days: int = 3650  # how long the offline payload in a licence file's QR code stays valid
     copy_days: int = 30  # the longest a stamped copy (加注件) may be valid for
     consent_max_days: int = 90  # the longest a holder's consent (authorization_details) may last
@@ -24,3 +27,9 @@ class LicencesSettings:
             raise ConfigError(f"seal_pending_seconds must be 0 (off) or more, not {self.seal_pending_seconds}")
         if self.show_qr_seconds > 3600:
             raise ConfigError("show_qr_seconds is at most 3600: a counter QR code is meant to expire within minutes")
+        if self.status_list_size < 131072 or self.status_list_size % 8:
+            raise ConfigError(f"status_list_size must be a multiple of 8 and at least 131072 (herd privacy), not {self.status_list_size}")
+        if self.status_list_ttl_seconds <= 0:
+            raise ConfigError(f"status_list_ttl_seconds must be more than 0, not {self.status_list_ttl_seconds}")
+        if self.expiry_seconds < 0:
+            raise ConfigError(f"expiry_seconds must be 0 (off) or more, not {self.expiry_seconds}")
