@@ -582,3 +582,16 @@ def seal_pending(limit, batch, reclaim):
     if done.failed:
         raise SystemExit(1)
 
+
+# -- expiry and status lists (licenses.expiry, licenses.statuslist) -------------------------------
+
+
+@licences.command(name="expire")
+@click.option("--today", "today", help="expire licences whose validity ended before this day (YYYY-MM-DD; default: today, China time)")
+@click.option("--batch", type=click.IntRange(1, 10000), default=200, show_default=True, help="licences per transaction")
+def expire_command(today, batch):
+    """Move valid and suspended licences past their validity to expired (the periodic job does this hourly)."""
+    from licenses import expiry
+
+    moved = expiry.expire(_ctx(), today=_day(today), batch=batch, actor=ACTOR)
+    click.echo(f"expired {moved} licence(s)")

@@ -25,9 +25,9 @@ def build(services: Services) -> LicencesContext:
 
 
 def blueprints():
-    from licenses import api, events_api, pages, request_pages, requests_api
+    from licenses import api, events_api, pages, request_pages, requests_api, statuslist_api
 
-    return (api.bp, pages.bp, requests_api.bp, request_pages.bp, events_api.bp)
+    return (statuslist_api.bp, api.bp, pages.bp, requests_api.bp, request_pages.bp, events_api.bp)
 
 
 def api_resources():
@@ -56,9 +56,20 @@ def seal_pending(service: LicencesContext) -> bool:
 
 
 def subscribe(hooks, service: LicencesContext) -> None:
-    from licenses import events
+    from licenses import events, statuslist
 
+    statuslist.subscribe(hooks)  # a licence's status-list bits change in the transaction of its state change
     events.install(service, hooks)  # status events (SETs) for subscribers, queued in core's outbox with the change
+
+
+def expire_licences(service: LicencesContext) -> bool:
+    """The periodic job: licences past their validity become expired (with their events)."""
+    from licenses import expiry
+
+    return expiry.run(service)
+
+
+EXPIRY_JOB = PeriodicJob("licences-expiry", interval=lambda settings: settings.section(NAME).expiry_seconds, run=expire_licences)
 
 
 COMPONENT = Component(
@@ -75,6 +86,7 @@ COMPONENT = Component(
     authorization_details=authorization_details,
     translations=Path(__file__).parent / "translations",
     periodic=(
+        EXPIRY_JOB,
         PeriodicJob("licences-seal-pending", interval=lambda settings: settings.section(NAME).seal_pending_seconds, run=seal_pending),
     ),
 )
