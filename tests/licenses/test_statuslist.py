@@ -292,3 +292,53 @@ def test_the_expire_command(licence_world):
     assert "expired" in done.stdout
     with licence_world.ctx.sessions() as db:
         assert db.get(Licence, licence.identifier).state == lifecycle.EXPIRED
+
+
+# -- on each database: concurrent changes of one list lose nothing -----------------------------------
+
+
+def test_concurrent_bit_changes_and_list_creation_lose_nothing(migrated):
+    from types import SimpleNamespace
+
+    from core import db as core_db
+    from licenses.models import StatusList
+
+    _, factory = migrated
+    code = enterprise_code(777)
+    with core_db.transaction(factory) as session:
+        session.add(Issuer(credit_code=code, name="并发测试机关", seal_name="none", created_at=utc_now(), created_by=ACTOR))
+    # Two allocations at once both find no list and both make list 1: one makes it, the other uses it.
+    barrier, numbers = threading.Barrier(4), []
+
+    def allocate():
+        barrier.wait()
+        with core_db.transaction(factory) as session:
+            numbers.append(statuslist.allocate(session, code)[0])
+
+    threads = [threading.Thread(target=allocate) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert numbers == [1, 1, 1, 1]
+    # Eight revocations of eight licences of the same list at once: every bit set, version up by eight.
+    indexes = [5, 77, 1000, 4096, 65535, 70000, 100001, 131071]
+    barrier = threading.Barrier(len(indexes))
+
+    def revoke(index):
+        licence = SimpleNamespace(issuer_code=code, status_list=1, status_index=index, state=lifecycle.REVOKED)
+        barrier.wait()
+        with core_db.transaction(factory) as session:
+            statuslist.on_licence_changed(session, licence, lifecycle.VALID, "revoke", ACTOR)
+
+    threads = [threading.Thread(target=revoke, args=(i,)) for i in indexes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with factory() as session:
+        row = session.get(StatusList, (code, 1, "revocation"))
+        bits = row.bits
+        assert row.version == 1 + len(indexes)
+        assert session.get(StatusList, (code, 1, "suspension")).version == 1
+    assert [i for i in range(131072) if bits[i // 8] >> (7 - i % 8) & 1] == indexes
