@@ -342,3 +342,15 @@ def test_concurrent_bit_changes_and_list_creation_lose_nothing(migrated):
         assert row.version == 1 + len(indexes)
         assert session.get(StatusList, (code, 1, "suspension")).version == 1
     assert [i for i in range(131072) if bits[i // 8] >> (7 - i % 8) & 1] == indexes
+
+
+@pytest.mark.parametrize(
+    "changes", [{"status_list_size": 65536}, {"status_list_size": 131073}, {"status_list_ttl_seconds": 0}, {"expiry_seconds": -1}]
+)
+def test_bad_status_list_settings_are_refused(changes):
+    from core.settings import ConfigError
+    from licenses.settings import LicencesSettings
+
+    with pytest.raises(ConfigError, match=next(iter(changes))):
+        LicencesSettings(**changes)
+    assert LicencesSettings(expiry_seconds=0).expiry_seconds == 0  # 0 turns the job off
