@@ -276,3 +276,32 @@ def test_the_logged_out_page_with_a_forged_ticket_acts_on_nothing(world):
     page = world.browser.get("/logout/done?ticket=forged")
     assert page.status_code == 200 and "您已退出登录" in page.get_data(as_text=True)
     assert "iframe" not in page.get_data(as_text=True)
+
+
+def test_pending_notices_of_the_old_queue_move_to_the_outbox_on_upgrade(world, receiver):
+    """idp_0003: a back-channel notice still pending in idp_logout_deliveries becomes an outbox message and is sent."""
+    from alembic import command
+
+    from hallmark import components
+
+    sid, account_id, _ = signed_in_at_both(world)
+    engine = world.ctx.sessions.kw["bind"]
+    config = core_db._alembic_config(engine, components.migration_locations())
+    command.downgrade(config, "idp_0002_authorization_details")
+    moment = utc_now()
+    with core_db.transaction(world.ctx.sessions) as db:
+        for client_id, channel, status in (("hall", "back", "pending"), ("county", "back", "delivered"), ("county", "front", "pending")):
+            db.add(
+                LogoutDelivery(
+                    sid=sid, client_id=client_id, channel=channel, status=status, attempts=2, last_error="HTTP 503", next_attempt_at=moment
+                )
+            )
+    components.upgrade_database(engine)
+
+    found = deliveries(world, sid)
+    assert set(found) == {("hall", "back"), ("county", "front")}
+    moved = found[("hall", "back")]
+    assert (moved.status, moved.attempts, moved.last_error) == ("pending", 2, "HTTP 503")
+    assert deliver(world, now=moment + timedelta(seconds=1)).delivered == 1
+    claims = check_logout_token(receiver.wait_for("/city")[0], keys.jwks_dict(world.ctx), issuer=ISSUER, client_id="hall")
+    assert claims["sid"] == sid and claims["sub"] == account_id
