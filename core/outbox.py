@@ -276,10 +276,14 @@ def _claim(sessions, kinds: tuple[str, ...], claim: str, now: datetime, limit: i
         return []
     free = or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now)
     due = (OutboxMessage.state == PENDING, OutboxMessage.next_attempt_at <= now, free)
+    query = select(OutboxMessage.id).where(*due, OutboxMessage.kind.in_(kinds))
+    if ids is not None:
+        query = query.where(OutboxMessage.id.in_(ids))
+    # Most periodic runs find nothing: ask a reader first, so they never queue for SQLite's write lock.
+    with core_db.read_only(sessions) as db:
+        if db.scalar(query.limit(1)) is None:
+            return []
     with core_db.transaction(sessions) as db:
-        query = select(OutboxMessage.id).where(*due, OutboxMessage.kind.in_(kinds))
-        if ids is not None:
-            query = query.where(OutboxMessage.id.in_(ids))
         query = query.order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit)
         if db.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)

@@ -166,7 +166,7 @@ def _env(tmp_path: Path, database_url: str) -> dict:
         "HALLMARK_LOOKUP_KEY": "test-lookup-key-0123456789",
         "HALLMARK_SECRET_KEY": "test-secret-key-0123456789",
         "HALLMARK_CA_UPKEEP_SECONDS": "0",
-        "HALLMARK_LOGOUT_RETRY_SECONDS": "0",
+        "HALLMARK_OUTBOX_SECONDS": "0",
     }
 
 
