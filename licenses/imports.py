@@ -45,7 +45,7 @@ from core import audit
 from core.db import utc_now
 from core.identifiers import InvalidIdentifier, mask_resident_ids
 from core.problems import Problem
-from licenses import catalogue, identifiers, issuance, issuers, lifecycle, privacy
+from licenses import catalogue, identifiers, issuance, issuers, lifecycle, privacy, statuslist
 from licenses.catalogue import TypeView
 from licenses.context import ACTOR, LicencesContext
 from licenses.models import DataKey, ImportRun, Licence, StateChange
@@ -657,6 +657,10 @@ def _write_batch(
                 }
             )
         if licences:
+            # Each licence's entry in its issuer's status lists (random indexes, drawn for the whole batch at once).
+            entries = statuslist.allocate_many(db, issuer_code, len(licences), size=ctx.settings.status_list_size)
+            for row, (list_number, index) in zip(licences, entries, strict=True):
+                row["status_list"], row["status_index"] = list_number, index
             db.execute(insert(Licence.__table__), licences)
             db.execute(insert(StateChange.__table__), history)
         added = len(licences)
@@ -779,6 +783,7 @@ def _seal_one(ctx: LicencesContext, identifier: str, actor: str) -> None:
         issuer = issuers.get(db, licence.issuer_code)
         seal_name = issuers.seal_name_for(db, issuer)
         face = privacy.open_face(ctx, db, licence, definition)
+        entry = (licence.status_list, licence.status_index) if licence.status_list is not None else None
         facts = (licence.holder_name, licence.holder_masked, licence.valid_from, licence.valid_until, licence.version)
     holder_name, masked, valid_from, valid_until, version = facts
     pdf, document_id = issuance.render_and_seal(
@@ -795,6 +800,7 @@ def _seal_one(ctx: LicencesContext, identifier: str, actor: str) -> None:
         version=version,
         actor=actor,
         issued_on=valid_from,
+        status_entry=entry,  # the file's QR code names the licence's status-list entry, as an issued one does
     )
     with ctx.sessions() as db, db.begin():
         db.execute(_set_state(identifier, SEALING, SEALED, pdf=pdf, pdf_sha256=hashlib.sha256(pdf).hexdigest(), document_id=document_id))

@@ -153,6 +153,8 @@ def test_a_gbk_csv_with_bad_rows_imports_its_good_rows_and_reports_the_bad_ones(
         assert body["face"]["vehicle_class"] and body["status"]["valid_from"] == "2019-03-05"
         holder = rows[0]["持证主体代码"]
         assert [lic.serial for lic in library.by_holder(licence_world.ctx, db, "111", holder)] == [f"{prefix}00000"]
+        entries = db.execute(select(Licence.status_list, Licence.status_index).where(Licence.import_id == first["run_id"])).all()
+        assert len(set(entries)) == 20 and all(number is not None and index is not None for number, index in entries)
         run = db.get(ImportRun, first["run_id"])
         assert (run.state, run.source_name, run.imported_by.startswith("cli:"), run.resume_after) == ("finished", source.name, True, 26)
 
@@ -335,3 +337,14 @@ def test_an_import_process_killed_with_sigkill_resumes_without_duplicates(licenc
     whole = imports.import_file(licence_world.ctx, source, type_code=TYPE, issuer_code=ISSUER, actor=ACTOR, error_report=tmp_path / "w.csv")
     assert imported(licence_world, killed_id) == imported(licence_world, whole.run_id)
     assert report_lines(tmp_path / "k.csv") == report_lines(tmp_path / "w.csv")
+
+
+def test_without_a_terminal_the_import_logs_plain_progress_lines(licence_world, tmp_path):
+    rows = legacy_rows("LOG" + secrets.token_hex(4).upper(), 12, 970_000)
+    source = tmp_path / "log.csv"
+    write_csv(source, rows, "utf-8")
+    done = ok(
+        licence_world.instance, "licences", "import", str(source), "--type", TYPE, "--issuer", ISSUER, "--batch", "5", "--log-every", "5"
+    )
+    assert done.stderr.count("import: ") >= 2 and "rows/s" in done.stderr and "\r" not in done.stderr
+    assert "12 added" in done.stdout and "seal-pending" in done.stdout
