@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import unicodedata
 from dataclasses import replace
 from datetime import date, timedelta
 
@@ -51,8 +50,8 @@ def _unprocessable(detail: str, code: str, **extensions) -> Problem:
 
 
 def check_reason(value: object, what: str = "reason") -> str:
-    """Why a licence is asked for (or refused): 1 to 200 characters, spaces folded."""
-    text = " ".join(unicodedata.normalize("NFKC", value).split()) if isinstance(value, str) else ""
+    """Why a licence is asked for (or refused): 1 to 200 characters, spaces folded (not NFKC: it keeps full-width ，。)."""
+    text = " ".join(value.split()) if isinstance(value, str) else ""
     if not text or _CONTROL.search(text):
         raise _unprocessable(f"{what} is required: at most {MAX_REASON} characters", "bad_reason")
     if len(text) > MAX_REASON:
