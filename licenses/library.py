@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 from sqlalchemy import select
@@ -20,9 +21,15 @@ MAX_RESULTS = 200
 def check_identifier(text: str) -> str:
     """A well-formed identifier with the right check character, or a 422 problem ``bad_identifier`` saying what is wrong."""
     try:
-        return str(identifiers.parse(text))
+        return _canonical_identifier(text if isinstance(text, str) else "")
     except InvalidIdentifier as exc:
         raise Problem(422, "Unprocessable Content", str(exc), code="bad_identifier") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_identifier(text: str) -> str:
+    # A pure function of the text, asked on every call by identifier; a refusal raises and is not kept.
+    return str(identifiers.parse(text))
 
 
 def by_identifier(db: Session, identifier: str) -> Licence:
