@@ -20,7 +20,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 GENESIS = "0" * 64
@@ -62,11 +62,14 @@ class HashChain:
         values = {column: getattr(row, column) for column in self.members.values()}
         return self.hash_of(values, row.prev_hash)
 
-    def append(self, session: Session, values: Mapping[str, object]) -> dict:
-        """Append a row of ``values`` (every column but ``seq``, ``prev_hash`` and ``hash``); the row as written."""
+    def append(self, session: Session | Connection, values: Mapping[str, object]) -> dict:
+        """Append a row of ``values`` (every column but ``seq``, ``prev_hash`` and ``hash``); the row as written.
+
+        ``session`` is an ORM session or a Core connection, inside the caller's transaction.
+        """
         # Plain UPDATE ... RETURNING, INSERT and UPDATE, built once and run on the session's connection in its
         # transaction (the ORM's flush, update bookkeeping and per-statement session dispatch cost more than the SQL).
-        connection = session.connection()
+        connection = session.connection() if isinstance(session, Session) else session
         # The UPDATE takes the head row's lock first, so concurrent appends queue up here.
         seq, prev_hash = connection.execute(self._take_next_seq).one()
         row = {**values, "seq": seq, "prev_hash": prev_hash}

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import DateTime, MetaData, create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -127,13 +127,31 @@ def read_only(factory: sessionmaker[Session]) -> Iterator[Session]:
     Nothing it writes is kept: it is rolled back at the end, and on SQLite a write
     in it could fail with "database is locked", so never write in one.
     """
+    # Closing the session ends the transaction (rolled back) and keeps what was read usable.
+    with factory(bind=_reader(factory)) as session:
+        yield session
+
+
+def _reader(factory: sessionmaker[Session]) -> Engine:
     engine = factory.kw["bind"]
     reader = getattr(engine, "_hallmark_reader", None)
     if reader is None:
         reader = engine._hallmark_reader = engine.execution_options(**{READ_ONLY: True})
-    # Closing the session ends the transaction (rolled back) and keeps what was read usable.
-    with factory(bind=reader) as session:
-        yield session
+    return reader
+
+
+@contextlib.contextmanager
+def read_only_connection(factory: sessionmaker[Session]) -> Iterator[Connection]:
+    """As :func:`read_only`, a Core connection without an ORM session (for a hot path's prebuilt statements)."""
+    with _reader(factory).connect() as connection:
+        yield connection
+
+
+@contextlib.contextmanager
+def transaction_connection(factory: sessionmaker[Session]) -> Iterator[Connection]:
+    """As :func:`transaction`, a Core connection without an ORM session: committed together, or not at all."""
+    with factory.kw["bind"].begin() as connection:
+        yield connection
 
 
 def check(engine: Engine) -> None:

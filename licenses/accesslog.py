@@ -13,7 +13,7 @@ import json
 import re
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from core.chain import HashChain, Verification
@@ -49,7 +49,7 @@ CHAIN = HashChain(
 
 
 def append(
-    db: Session,
+    db: Session | Connection,
     *,
     client_id: str,
     holder_hash: str,
@@ -63,7 +63,8 @@ def append(
     result: str,
     at: datetime | None = None,
 ) -> AccessEntry:
-    """Append one access; the entry as written (not added to the session: its row is already in the table)."""
+    """Append one access in ``db``'s transaction (a session or a Core connection); the entry as written (not added
+    to a session: its row is already in the table)."""
     if not _HASH.match(holder_hash or ""):
         # The log names a holder only by the keyed lookup hash: anything else would be the code itself.
         raise ValueError("the access log takes the holder's lookup hash (64 hex digits), never a holder code")

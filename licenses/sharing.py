@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import bindparam, select
 
 from core import audit
-from core.db import read_only
+from core.db import read_only, transaction_connection
 from core.people import HolderRef
 from core.problems import Problem
 from licenses import accesslog, catalogue, consent, grants, library, lifecycle, privacy, qrpayload, receipts, signer
@@ -215,8 +215,8 @@ def _log(
     refusal: Problem | None = None,
     comparison: dict | None = None,
 ) -> Access:
-    with ctx.sessions() as db, db.begin():
-        entry = accesslog.append(
+    def append(db):
+        return accesslog.append(
             db,
             client_id=caller.client_id,
             holder_hash=holder,
@@ -229,7 +229,14 @@ def _log(
             fields=list(fields),
             result=result,
         )
-        if refusal is not None:
+
+    if refusal is None:
+        # An answered access writes one chain entry: a Core transaction on the engine, no ORM session needed.
+        with transaction_connection(ctx.sessions) as connection:
+            entry = append(connection)
+    else:
+        with ctx.sessions() as db, db.begin():
+            entry = append(db)
             # A refused access is also a security event: who reached for what without the right.
             audit.record(
                 db,

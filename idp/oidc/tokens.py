@@ -17,6 +17,7 @@ Nothing here logs a token, code or secret.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -26,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import bindparam, delete, exists, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -210,27 +211,25 @@ _LIVENESS = select(
 )
 
 
-def inactive_reason(ctx: IdPContext, db: Session, claims: dict) -> str | None:
-    """Why a well-signed access token no longer counts, or None when it is active."""
+def inactive_reason(ctx: IdPContext, db: Session | Connection, claims: dict) -> str | None:
+    """Why a well-signed access token no longer counts, or None when it is active (``db``: a session or a connection)."""
     if int(claims.get("exp", 0)) + LEEWAY < time.time():
         return "expired"
     jti_key = f"jti:{claims['jti']}"
     sid, client_id = claims.get("sid"), claims.get("client_id")
-    db.flush()  # Core bypasses autoflush: a revocation added in this session must count (a no-op in a clean session)
-    found = (
-        db.connection()
-        .execute(
-            _LIVENESS,
-            {
-                "jti_key": jti_key,
-                "family_key": f"family:{claims['fam']}" if claims.get("fam") else jti_key,
-                "sid_key": f"sid:{sid}" if sid else jti_key,
-                "sid": str(sid or ""),
-                "client_id": client_id if isinstance(client_id, str) else "",
-            },
-        )
-        .one()
-    )
+    if isinstance(db, Session):
+        db.flush()  # Core bypasses autoflush: a revocation added in this session must count (a no-op in a clean session)
+    connection = db.connection() if isinstance(db, Session) else db
+    found = connection.execute(
+        _LIVENESS,
+        {
+            "jti_key": jti_key,
+            "family_key": f"family:{claims['fam']}" if claims.get("fam") else jti_key,
+            "sid_key": f"sid:{sid}" if sid else jti_key,
+            "sid": str(sid or ""),
+            "client_id": client_id if isinstance(client_id, str) else "",
+        },
+    ).one()
     if found.revoked:
         return "revoked"
     if sid and not found.session_open:
@@ -240,8 +239,9 @@ def inactive_reason(ctx: IdPContext, db: Session, claims: dict) -> str | None:
     if claims.get("org_id"):
         from idp.people import enterprises
 
-        if not enterprises.token_in_force(db, claims):
-            return "no longer acting for the enterprise"
+        with contextlib.nullcontext(db) if isinstance(db, Session) else Session(bind=db) as session:
+            if not enterprises.token_in_force(session, claims):
+                return "no longer acting for the enterprise"
     return None
 
 

@@ -105,10 +105,10 @@ class Directory:
     def token_inactive(self, claims: dict) -> str | None:
         if not isinstance(claims.get("jti"), str) or not claims.get("client_id"):
             return "not an access token of this provider"
-        with core_db.read_only(self.ctx.sessions) as db:
+        with core_db.read_only_connection(self.ctx.sessions) as connection:
             # Revoked (jti, family, session), session ended, client removed (asked of the database, so a client
-            # removed through another process stops at once), enterprise no longer acted for: one select.
-            return tokens.inactive_reason(self.ctx, db, claims)
+            # removed through another process stops at once): one select; enterprise no longer acted for.
+            return tokens.inactive_reason(self.ctx, connection, claims)
 
     def client_names(self, client_ids: list[str]) -> dict[str, str]:
         wanted = sorted({str(c)[:64] for c in client_ids if c})[:500]
