@@ -302,3 +302,45 @@ def test_an_approval_system_asks_and_reads_back_only_its_own(app, licence_world)
     other = {"Authorization": f"Bearer {token_for(app, licence_world, other_id, other_secret)}"}
     assert api.get(f"/api/licences/requests/{filed['id']}", headers=other).status_code == 404
     assert api.get("/api/licences/requests/nosuchrequest", headers=headers).status_code == 404
+
+
+@pytest.mark.slow
+def test_under_a_holders_consent_the_holder_comes_from_the_token(licence_world, tmp_path):
+    """A consent token needs no holder code; the department gives it when it issues, checked against the token's holder."""
+    from tests.licenses.test_api import CALLBACK, MATTER, Api, _consent_detail
+
+    api = Api(licence_world)
+    n = uuid.uuid4().hex[:8]
+    code = person_code(90000 + int(n, 16) % 9000)
+    account = add_person(licence_world, name="吴思远", resident_id=code, username=f"consent{n}")
+    hall = api.client(grant_types=("authorization_code",), scopes=("openid",), redirect_uris=[CALLBACK])
+    access = api.consent_token(hall, account, _consent_detail())["access_token"]
+
+    body = {"type": DRIVING, "issuer": POLICE, "matter": MATTER, "reason": "申请人的驾驶证不在证照库中"}
+    assert api.post("/api/licences/requests", access, {**body, "matter": "另一事项"}).json()["code"] == "no_grant"
+    made = api.post("/api/licences/requests", access, body)
+    assert made.status_code == 201, made.text
+    filed = made.json()
+    assert filed["holder"]["code"] == mask_resident_id(code) and filed["state"] == "open"
+    assert api.get(f"/api/licences/requests/{filed['id']}", access).json()["state"] == "open"
+
+    face = demo.sample_face(DRIVING, holder_code=code, holder_name="吴思远", seed=n)
+    (tmp_path / "face.json").write_text(json.dumps(face, ensure_ascii=False), encoding="utf-8")
+    fulfil = ("licences", "request", "fulfil", filed["id"], "--face", f"@{tmp_path / 'face.json'}")
+    assert "holder" in cli_fails(licence_world, *fulfil)  # the request has no code: the department must give it
+    assert "not this request's holder" in cli_fails(licence_world, *fulfil, "--holder", person_code(4))
+    done = json.loads(cli(licence_world, *fulfil, "--holder", code, "--json"))
+    assert done["state"] == "fulfilled"
+    answer = api.get(f"/api/licences/requests/{filed['id']}", access).json()
+    assert answer["answer"]["licence"]["identifier"] == done["answer"]["licence"]["identifier"]
+    with licence_world.ctx.sessions() as db:
+        assert licence_requests.get(db, filed["id"]).requested_by == f"client:{hall[0]}"
+
+
+def test_the_form_on_a_page_of_its_own(app, licence_world, person):
+    client = app.test_client()
+    sign_in(licence_world, client, person["account"])
+    page = client.get("/licences/requests/new?holder=1")
+    assert page.status_code == 200 and "索取证照" in text(page) and "教师资格证书" in text(page) and "营业执照" not in text(page)
+    assert client.get("/licences/requests/new?holder=9").status_code == 303
+    assert app.test_client().get("/licences/requests/new").status_code == 302  # not signed in: to the login page
