@@ -33,7 +33,7 @@ from core import audit
 from core.db import utc_now
 from core.people import HolderRef
 from core.problems import Problem
-from licenses import catalogue, grants, issuance, issuers, lifecycle, privacy
+from licenses import catalogue, grants, issuance, issuers, library, lifecycle, privacy
 from licenses.context import LicencesContext
 from licenses.issuance import Order
 from licenses.models import Issuer, Licence, LicenceRequest
@@ -243,8 +243,6 @@ def fulfil(
         row = get(db, request_id)
         _must_be_open(row)
         if identifier is not None:
-            from licenses import library
-
             licence = library.by_identifier(db, identifier)
             if licence.holder_hash != row.holder_hash or licence.type_code != row.type_code:
                 raise _unprocessable(f"licence {licence.identifier} is not a {row.type_code} of this request's holder", "wrong_licence")
