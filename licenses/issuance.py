@@ -336,7 +336,8 @@ def next_version(
     with ctx.sessions() as db:
         old = lifecycle.find(db, identifier)
         state = lifecycle.effective_state(old)
-        allowed = (lifecycle.VALID, lifecycle.SUSPENDED, lifecycle.EXPIRED) if action == "renew" else (lifecycle.VALID,)
+        # a suspended licence is not renewed: that would lift the suspension without anyone deciding to
+        allowed = (lifecycle.VALID, lifecycle.EXPIRED) if action == "renew" else (lifecycle.VALID,)
         if state not in allowed:
             raise Problem(409, "Conflict", f"cannot {action} a licence that is {state}", code="wrong_state", state=state)
         definition = catalogue.get(db, old.type_code)
@@ -375,6 +376,10 @@ def next_version(
             old = lifecycle.find(db, identifier, for_update=True)
             if old.successor is not None or old.version != old_version:
                 raise Problem(409, "Conflict", f"the licence was already superseded by {old.successor}", code="wrong_state")
+            # checked again under the lock: a revocation or suspension while the file was being sealed wins
+            state = lifecycle.effective_state(old)
+            if state not in allowed:
+                raise Problem(409, "Conflict", f"cannot {action} a licence that is {state}", code="wrong_state", state=state)
             licence = _store(
                 ctx,
                 db,

@@ -192,3 +192,33 @@ def test_no_resident_id_or_sensitive_field_in_clear_in_the_database_or_the_log(l
         assert holder.encode() not in data, f"{path.name} holds a resident ID in clear"  # ... but no file shows it
         assert json.dumps(holder).encode() not in data
     assert database.exists() or candidates
+
+
+def test_a_revocation_while_a_renewal_is_being_sealed_wins(licence_world, monkeypatch):
+    """The renewal seals its file outside any transaction; a revocation committed meanwhile must not be undone."""
+    licence = licence_world.issue(demo.FOOD_PERMIT, holder_name="示范市竞态测试餐饮店")
+    ctx = licence_world.ctx
+    original = issuance.render_and_seal
+
+    def seal_then_revoke(*args, **kwargs):
+        sealed = original(*args, **kwargs)
+        with ctx.sessions() as db, db.begin():  # another officer's penalty lands while the file was being sealed
+            lifecycle.change_state(db, licence.identifier, "revoke", reason="依法吊销", actor="officer:2")
+        return sealed
+
+    monkeypatch.setattr(issuance, "render_and_seal", seal_then_revoke)
+    with pytest.raises(Problem) as caught:
+        issuance.next_version(ctx, licence.identifier, action="renew", actor="officer:1", reason=None)
+    assert caught.value.status == 409 and caught.value.extensions["state"] == "revoked"
+    with ctx.sessions() as db:
+        row = db.get(Licence, licence.identifier)
+        assert (row.state, row.successor) == ("revoked", None)
+
+
+def test_a_suspended_licence_is_not_renewed(licence_world):
+    licence = licence_world.issue(demo.FOOD_PERMIT, holder_name="示范市暂扣续期测试店")
+    with licence_world.ctx.sessions() as db, db.begin():
+        lifecycle.change_state(db, licence.identifier, "suspend", reason="责令整改", actor="officer:1")
+    with pytest.raises(Problem) as caught:
+        issuance.next_version(licence_world.ctx, licence.identifier, action="renew", actor="officer:1", reason=None)
+    assert caught.value.status == 409 and caught.value.extensions["state"] == "suspended"
