@@ -69,6 +69,34 @@ def describe(ctx: LicencesContext, db: Session, licence: Licence, *, face: str =
         "verify_url": ctx.verify_url(licence.identifier),
         "file": {"sealed": licence.pdf_sha256 is not None, "sha256": licence.pdf_sha256},
     }
+    return _with_face(ctx, db, licence, definition, body, face, fields)
+
+
+def describe_minimal(ctx: LicencesContext, db: Session, licence: Licence) -> dict:
+    """What a caller below ``read`` mode may learn of a licence: which licence it is and whether it stands.
+
+    No holder name in full, no reason for a penalty, no other versions' identifiers beyond the one that replaced it:
+    comparing and looking up must not turn a resident ID into a name and a history.
+    """
+    full = describe(ctx, db, licence)
+    status = full["status"]
+    return {
+        "identifier": full["identifier"],
+        "type": full["type"],
+        "issuer": full["issuer"],
+        "holder": {
+            "type": licence.holder_type,
+            "code": licence.holder_masked,
+            "name": privacy.public_name(licence.holder_type, licence.holder_name),
+        },
+        "version": full["version"],
+        "status": {k: status[k] for k in ("state", "national_code", "usable", "superseded_by", "valid_from", "valid_until")},
+        "successor": full["successor"],
+        "verify_url": full["verify_url"],
+    }
+
+
+def _with_face(ctx, db, licence, definition, body: dict, face: str, fields: list[str] | None) -> dict:
     if face != "none":
         values = privacy.open_face(ctx, db, licence, definition)
         if face == "masked":

@@ -301,7 +301,11 @@ def lookup(ctx: LicencesContext, caller: Caller, identifier: str, use: Use, *, f
         route = _allowed_or_logged(
             ctx, db, caller, licence.type_code, use, holder=licence.holder_hash, identifier=identifier, mode=_logged_mode("lookup", use)
         )
-        body = library.describe(ctx, db, licence, face="full" if shown else "none", fields=shown or None)
+        body = (
+            library.describe(ctx, db, licence, face="full" if shown else "none", fields=shown or None)
+            if use.mode == grants.READ
+            else library.describe_minimal(ctx, db, licence)
+        )
         holder = licence.holder_hash
     access = _log(
         ctx,
@@ -368,7 +372,12 @@ def query(
         rows = library.by_holder_hash(db, holder, definition.code)
         if route.restricted_to:
             rows = [row for row in rows if row.identifier == route.restricted_to]
-        bodies = [library.describe(ctx, db, row, face="full" if shown else "none", fields=shown or None) for row in rows]
+        bodies = [
+            library.describe(ctx, db, row, face="full" if shown else "none", fields=shown or None)
+            if use.mode == grants.READ
+            else library.describe_minimal(ctx, db, row)
+            for row in rows
+        ]
     access = _log(
         ctx,
         caller,
