@@ -252,6 +252,10 @@ def test_revoked_licence_is_answered_revoked_not_an_error(api, licence_world):
     assert answer.status_code == 200, answer.text
     status = answer.json()["licence"]["status"]
     assert status["state"] == "revoked" and status["usable"] is False and status["national_code"] == "07"
+    # compare mode tells whether it stands, not who holds it or why it was revoked
+    described = answer.json()["licence"]
+    assert described["holder"]["name"] == "****人" and "reason" not in status and "face" not in described
+    assert "记满12分" not in answer.text and "测试持证人" not in answer.text
     compared = api.post(
         "/api/licences/compare",
         token,
