@@ -327,8 +327,12 @@ def _logged_mode(operation: str, use: Use) -> str:
 
 
 def _holder_of(caller: Caller, definition: TypeView, holder_type: str | None, holder_code: str | None, ctx: LicencesContext) -> str:
-    """The lookup hash of the holder a call is about: the token's own holder under consent, else the query's."""
-    if caller.has_consent:
+    """The lookup hash of the holder a call is about: the one the query names; under consent with none named, the token's.
+
+    A holder named in the query is never swapped for the token's: if the consent is another person's, the call needs a
+    grant (the route check decides), instead of silently answering about the wrong holder.
+    """
+    if caller.has_consent and not holder_code:
         own = [h for h in caller.holders if h.code_type == definition.holder_code_type]
         if not own:
             raise Problem(

@@ -306,9 +306,12 @@ def test_consent_token_reaches_its_holder_only(api, driver):
     assert mine.json()["access"]["route"] == "consent"
     assert api.receipt(mine.json())["route"] == "consent"
 
-    # The holder comes from the token: the query's holder is not needed, nor could it name someone else.
-    listed = api.get("/api/licences", access, type=DRIVING, purpose=PURPOSE, matter=MATTER, holder_type="111", holder=person_code(3))
+    # Without a holder in the query, the holder is the token's; another holder named in the query is not swapped for
+    # the token's (that would answer about the wrong person): it needs a grant, which this client does not have.
+    listed = api.get("/api/licences", access, type=DRIVING, purpose=PURPOSE, matter=MATTER)
     assert [item["identifier"] for item in listed.json()["licences"]] == [driver["licence"].identifier]
+    someone_else = api.get("/api/licences", access, type=DRIVING, purpose=PURPOSE, matter=MATTER, holder_type="111", holder=person_code(3))
+    assert someone_else.status_code == 403 and someone_else.json()["code"] == "no_grant"
 
     theirs = api.lookup(access, driver["other"].identifier)
     assert theirs.status_code == 403 and theirs.json()["code"] == "no_grant"
