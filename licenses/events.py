@@ -111,11 +111,12 @@ def subscribe(
     if not codes and not accessed:
         raise _bad("subscribe to at least one licence type, or to the licences you have accessed", "nothing_subscribed")
     if need_grant:
-        granted = {grant.type_code for grant in grants.for_client(db, client_id)}
+        # every licence of a type is pushed: only a client that may read that type may follow it (not compare or issue)
+        granted = {grant.type_code for grant in grants.for_client(db, client_id) if grants.covers(grant.mode, grants.READ)}
         missing = [code for code in codes if code not in granted]
         if missing:
             raise Problem(
-                403, "Forbidden", f"you have no grant for licence type(s) {', '.join(missing)}; ask for one first", code="no_grant"
+                403, "Forbidden", f"you have no read grant for licence type(s) {', '.join(missing)}; ask for one first", code="no_grant"
             )
     row = Subscription(
         client_id=client_id,
@@ -178,7 +179,10 @@ def _recipients(db: Session, licence: Licence) -> list[Subscription]:
     if watching:
         # The licences a client reached: this version or, for a new version, the one it replaces.
         identifiers = [i for i in (licence.identifier, licence.predecessor) if i]
-        query = select(AccessEntry.client_id).where(AccessEntry.identifier.in_(identifiers), AccessEntry.client_id.in_(watching))
+        # only accesses that were answered: a refused call (route "none") must not buy a feed of a licence's changes
+        query = select(AccessEntry.client_id).where(
+            AccessEntry.identifier.in_(identifiers), AccessEntry.client_id.in_(watching), AccessEntry.route.in_(("consent", "grant"))
+        )
         accessed = set(db.scalars(query.distinct()))
         chosen += [row for row in active if row.accessed and row not in chosen and row.client_id in accessed]
     return chosen

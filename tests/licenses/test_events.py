@@ -352,10 +352,13 @@ def test_subscriptions_from_the_command_line(licence_world, subscriber):
 def test_subscriptions_through_the_api_are_the_clients_own(licence_world, subscriber):
     api = Api(licence_world)
     mine, theirs = api.client(), api.client()
-    api.grant(mine[0], demo.DRIVING_LICENCE)
+    api.grant(mine[0], FOOD)  # a compare grant does not let a client follow every licence of a type
     token, other = api.token(mine), api.token(theirs)
     path = "/api/licences/subscriptions"
     endpoint = subscriber.url("/api")
+    compare_only = api.post(path, token, {"endpoint": endpoint, "types": [FOOD]})
+    assert compare_only.status_code == 403 and compare_only.json()["code"] == "no_grant"
+    api.grant(mine[0], demo.DRIVING_LICENCE, mode="read")
 
     assert api.post(path, None, {"endpoint": endpoint, "types": [demo.DRIVING_LICENCE]}).status_code == 401
     made = api.post(path, token, {"endpoint": endpoint, "types": [demo.DRIVING_LICENCE], "accessed": True})
