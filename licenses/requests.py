@@ -138,13 +138,15 @@ def ask(
                 LicenceRequest.type_code == definition.code,
                 LicenceRequest.issuer_code == issuer.credit_code,
                 LicenceRequest.state == OPEN,
+                # per requester: another system's open request must neither block the holder's nor tell anyone it exists
+                LicenceRequest.requested_by == requested_by,
             )
         ).first()
         if existing is not None:
             raise Problem(
                 409,
                 "Conflict",
-                f"this holder already has an open request for {definition.name} at {issuer.name}",
+                f"you already have an open request for this holder's {definition.name} at {issuer.name}",
                 code="duplicate_request",
                 existing=existing,
             )

@@ -198,16 +198,23 @@ def test_bad_input_is_refused_and_writes_nothing(app, licence_world, person):
     assert client.post("/licences/requests", data=ask_form(client, person["code"])).status_code == 303
     again = client.post("/licences/requests", data=ask_form(client, person["code"], matter="另一事项"))
     assert again.status_code == 409 and "您已向该部门索取过此证照" in text(again)
+    with licence_world.ctx.sessions() as db:
+        first = db.scalars(select(LicenceRequest.id).where(LicenceRequest.requested_by == f"account:{person['account']}")).one()
     with pytest.raises(Exception) as raised:
         licence_requests.ask(
             licence_world.ctx, type_code=TEACHER, issuer_code=EDUCATION, holder_type="111", holder_code=person["code"],
-            matter="x", reason="y", requested_by="client:z",
+            matter="x", reason="y", requested_by=f"account:{person['account']}",
         )  # fmt: skip
     assert raised.value.status == 409 and raised.value.extensions["code"] == "duplicate_request"
-    assert count(licence_world) == before + 1
-    with licence_world.ctx.sessions() as db:
-        first = db.scalars(select(LicenceRequest.id).where(LicenceRequest.requested_by == f"account:{person['account']}")).one()
     assert raised.value.extensions["existing"] == first
+    assert count(licence_world) == before + 1
+    # another requester's open request neither blocks this one nor is revealed to it
+    other = licence_requests.ask(
+        licence_world.ctx, type_code=TEACHER, issuer_code=EDUCATION, holder_type="111", holder_code=person["code"],
+        matter="x", reason="y", requested_by="client:z",
+    )  # fmt: skip
+    assert other.id != first
+    before += 1
     # Fulfilling with another holder's licence, or refusing without a reason, changes nothing.
     other = licence_world.issue(TEACHER)
     assert "this request's holder" in cli_fails(licence_world, "licences", "request", "fulfil", first, "--licence", other.identifier)
