@@ -18,6 +18,7 @@ from hsm.errors import (
     PinIncorrect,
     PinLocked,
     TokenNotFound,
+    TokenUnavailable,
     UnsupportedAlgorithm,
 )
 from hsm.keymanager import KeyAlgorithm, KeyInfo, KeyManager, TokenStatus
@@ -39,5 +40,6 @@ __all__ = [
     "PinLocked",
     "TokenNotFound",
     "TokenStatus",
+    "TokenUnavailable",
     "UnsupportedAlgorithm",
 ]

@@ -11,10 +11,20 @@ class ModuleNotLoadable(HSMError):
         self.path = path
 
 
-class TokenNotFound(HSMError):
+class TokenUnavailable(HSMError):
+    """The token cannot be used now (gone, unreachable, its module in trouble); it may come back: try again later."""
+
+    def __init__(self, label: str, reason: str = ""):
+        super().__init__(f"the token {label!r} is not available now" + (f": {reason}" if reason else ""))
+        self.label = label
+
+
+class TokenNotFound(TokenUnavailable):
+    """No token with the label: misconfigured, or the token is not (yet, or no longer) present."""
+
     def __init__(self, label: str, available: list[str]):
         seen = ", ".join(repr(t) for t in available) or "none"
-        super().__init__(f"no token labelled {label!r} in the PKCS#11 module (tokens present: {seen})")
+        HSMError.__init__(self, f"no token labelled {label!r} in the PKCS#11 module (tokens present: {seen})")
         self.label = label
 
 

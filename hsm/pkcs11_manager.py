@@ -10,11 +10,19 @@ Process model, learnt the hard way with SoftHSM2:
 * A forked child re-initialises the module and builds a new pool on first use.
 * When the token's sessions become invalid (token reinserted, HSM restarted,
   ``C_CloseAllSessions``), the operation is retried once on fresh sessions.
+* When the token itself stops answering (its files gone, a network HSM unreachable: a
+  general or device error, and the token's own information cannot be read either), or
+  cannot be found or opened, or says a key this process has used is not there, the module is reinitialised (at most once a second per
+  process, :func:`hsm.module.reinitialise`) and the operation retried once; if that
+  fails too, :class:`~hsm.errors.TokenUnavailable` is raised, which the web layer
+  answers with 503. The next call tries again, so the service recovers by itself once
+  the token is back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import threading
@@ -37,11 +45,14 @@ from hsm.errors import (
     PinIncorrect,
     PinLocked,
     TokenNotFound,
+    TokenUnavailable,
     UnsupportedAlgorithm,
 )
 from hsm.keymanager import KeyAlgorithm, KeyInfo, KeyManager, TokenStatus
 from hsm.signers import HSMECPrivateKey, HSMRSAPrivateKey
 from hsm.uri import PKCS11URI
+
+log = logging.getLogger("hallmark.hsm")
 
 # Errors after which the sessions we hold are worth nothing; reopen and retry once.
 _STALE_SESSION_ERRORS = (
@@ -53,6 +64,10 @@ _STALE_SESSION_ERRORS = (
     pkcs11.ObjectHandleInvalid,
     pkcs11.KeyHandleInvalid,
 )
+
+# Errors that may mean the token stopped answering (or only that this operation failed: a GCM tag
+# mismatch is CKR_GENERAL_ERROR on SoftHSM2); told apart by asking the token for its information.
+_TROUBLE_ERRORS = (pkcs11.GeneralError, pkcs11.DeviceError, pkcs11.FunctionFailed, pkcs11.TokenNotRecognised)
 
 _CURVES = {
     "ec-p256": ("secp256r1", ec.SECP256R1()),
@@ -87,9 +102,14 @@ _SECRET_KEY_TEMPLATE = {
 
 
 # Bumped in every forked child, so a pool can tell it was inherited without a
-# getpid() system call on each signature.
+# getpid() system call on each signature; and when the module is reinitialised in this
+# process (every session gone), so that every pool is rebuilt.
 _forks = [0]
 os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
+
+
+class _KnownKeyMissing(KeyNotFound):
+    """A key this process has used is not found: the token is in trouble, not the key's name."""
 
 
 class _Pool:
@@ -113,6 +133,7 @@ class PKCS11KeyManager(KeyManager):
         self.token_label = token_label
         self._pin = pin if callable(pin) else (lambda: pin)
         self._lock = threading.Lock()
+        self._gate = module.gate(module_path)  # held around every use of the module; see hsm.module.Gate
         self._pool: _Pool | None = None
         self._generation = 0
         self._public_cache: dict[bytes, tuple[str, str, PublicKeyTypes]] = {}
@@ -139,7 +160,7 @@ class PKCS11KeyManager(KeyManager):
             # Another manager in this process logged in already; login state is per process.
             login_session = token.open(rw=True)
         except pkcs11.PKCS11Error as exc:
-            raise HSMError(f"cannot open token {self.token_label!r}: {type(exc).__name__} {exc}".strip()) from None
+            raise TokenUnavailable(self.token_label, f"cannot open it: {type(exc).__name__} {exc}".strip()) from None
         return _Pool(token, login_session)
 
     def _current_pool(self) -> _Pool:
@@ -164,27 +185,79 @@ class PKCS11KeyManager(KeyManager):
     def _run(self, operation: Callable[[_Pool, object], object]):
         """Run ``operation(pool, session)`` on a pooled session; on a stale session start afresh once.
 
+        A token that does not answer, or cannot be found or opened, gets one module
+        reinitialisation and one more try; then :class:`TokenUnavailable`.
+
         Inlined rather than a ``contextmanager``: this runs once per signature, and the
         generator machinery cost ~1 us, about 3% of an EC P-256 signature on SoftHSM2.
         """
         for attempt in (1, 2):
-            pool = self._current_pool()
+            restart: TokenUnavailable | None = None  # set when the module should be started afresh before a retry
+            key_missing = False
+            self._gate.enter()
             try:
-                session = pool.idle.pop()
-            except IndexError:
-                session = pool.token.open(rw=True)
-            stale = False
-            try:
-                return operation(pool, session)
-            except _STALE_SESSION_ERRORS:
-                stale = True  # never hand out a dead session again
-                if attempt == 2:
+                try:
+                    pool = self._current_pool()
+                    try:
+                        session = pool.idle.pop()
+                    except IndexError:
+                        session = pool.token.open(rw=True)
+                except (PinIncorrect, PinLocked):
                     raise
-                self._discard_pool(pool)
+                except TokenUnavailable as exc:  # not found, will not open
+                    restart = exc
+                except pkcs11.PKCS11Error as exc:  # no session to be had
+                    restart = TokenUnavailable(self.token_label, type(exc).__name__)
+                else:
+                    stale = False
+                    try:
+                        return operation(pool, session)
+                    except _STALE_SESSION_ERRORS:
+                        stale = True  # never hand out a dead session again
+                        if attempt == 2:
+                            raise TokenUnavailable(self.token_label, "its sessions keep becoming invalid") from None
+                        self._discard_pool(pool)
+                    except _TROUBLE_ERRORS as exc:
+                        if self._answers(pool):
+                            raise  # the operation's own failure; the token is well
+                        stale = True
+                        restart = TokenUnavailable(self.token_label, type(exc).__name__)
+                    except _KnownKeyMissing:
+                        # A token whose files went away (and came back) answers "no such object" for keys this process
+                        # has used: believed only from a module started afresh (by this call, or another thread's).
+                        stale = True
+                        key_missing = True
+                        restart = TokenUnavailable(self.token_label, "a key it holds is not found")
+                    finally:
+                        if not stale:
+                            pool.idle.append(session)
             finally:
-                if not stale:
-                    pool.idle.append(session)
+                self._gate.leave()
+            # Outside the gate: reinitialising waits until no thread is inside it.
+            if restart is not None:
+                if attempt == 2:
+                    raise restart from None
+                if not self._reinitialise() and not key_missing:
+                    raise restart from None
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _answers(pool: _Pool) -> bool:
+        """Whether the token still answers a question about itself (C_GetTokenInfo)."""
+        try:
+            pool.token.slot.get_token()
+            return True
+        except pkcs11.PKCS11Error:
+            return False
+
+    def _reinitialise(self) -> bool:
+        """Start the module afresh in this process; False if that was done a moment ago (by any thread)."""
+        # The sessions die with the module's state: every pool of this process is rebuilt, none closed. Bumped while
+        # no operation can start, so none picks up a handle of the old module.
+        done = module.reinitialise(self.module_path, then=lambda: _forks.__setitem__(0, _forks[0] + 1))
+        if done:
+            log.warning("the PKCS#11 module %s was started afresh: token %r did not answer", self.module_path, self.token_label)
+        return done
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -195,6 +268,8 @@ class PKCS11KeyManager(KeyManager):
             try:
                 key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=key_id)
             except pkcs11.NoSuchKey:
+                if key_id in self._public_cache:  # used in this process before: the token is in trouble
+                    raise _KnownKeyMissing(self._uri_text(key_id)) from None
                 raise KeyNotFound(self._uri_text(key_id)) from None
             pool.keys[cache_key] = key
         return key
@@ -320,27 +395,33 @@ class PKCS11KeyManager(KeyManager):
         written out here rather than going through ``_run`` and a closure; any
         trouble falls back to ``_run``, which retries on fresh sessions.
         """
-        pool = self._pool
-        if pool is not None and pool.forks == _forks[0]:
-            try:
-                session = pool.idle.pop()
-            except IndexError:
-                session = None
-            if session is not None:
-                key = pool.keys.get((id(session), key_id))
-                if key is not None:
-                    try:
-                        signature = key.sign(data, mechanism=mechanism, mechanism_param=mechanism_param)
-                    except _STALE_SESSION_ERRORS:
-                        self._discard_pool(pool)  # the dead session is dropped, not returned
-                    except BaseException:
-                        pool.idle.append(session)
-                        raise
+        gate = self._gate
+        gate.enter()
+        try:
+            pool = self._pool
+            if pool is not None and pool.forks == _forks[0]:
+                try:
+                    session = pool.idle.pop()
+                except IndexError:
+                    session = None
+                if session is not None:
+                    key = pool.keys.get((id(session), key_id))
+                    if key is not None:
+                        try:
+                            signature = key.sign(data, mechanism=mechanism, mechanism_param=mechanism_param)
+                        except (*_STALE_SESSION_ERRORS, *_TROUBLE_ERRORS):
+                            # Dropped, not returned; _run below tells a failed signature from a token in trouble.
+                            self._discard_pool(pool)
+                        except BaseException:
+                            pool.idle.append(session)
+                            raise
+                        else:
+                            pool.idle.append(session)
+                            return signature
                     else:
                         pool.idle.append(session)
-                        return signature
-                else:
-                    pool.idle.append(session)
+        finally:
+            gate.leave()
 
         def sign(pool, session):
             key = self._private_key(pool, session, key_id)
@@ -491,11 +572,12 @@ class PKCS11KeyManager(KeyManager):
         return sorted(found, key=lambda k: k.label)
 
     def status(self) -> TokenStatus:
+        def round_trip(pool, session):
+            pool.token.slot.get_token()  # cheap, and fails when the token's sessions went away
+            return pool.token
+
         try:
-            pool = self._current_pool()
-            # A cheap round trip that fails when the token's sessions went away.
-            self._run(lambda p, s: p.token.slot.get_token())
-            token = pool.token
+            token = self._run(round_trip)
             return TokenStatus(
                 True,
                 self.module_path,
@@ -512,13 +594,14 @@ class PKCS11KeyManager(KeyManager):
     def close(self) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
-        if pool is None or pool.forks != _forks[0]:
-            return
-        for session in pool.idle:
+        with self._gate:
+            if pool is None or pool.forks != _forks[0]:
+                return
+            for session in pool.idle:
+                with contextlib.suppress(pkcs11.PKCS11Error):
+                    session.close()
             with contextlib.suppress(pkcs11.PKCS11Error):
-                session.close()
-        with contextlib.suppress(pkcs11.PKCS11Error):
-            pool.login_session.close()
+                pool.login_session.close()
 
 
 def _public_key_of(public: pkcs11.PublicKey) -> tuple[str, PublicKeyTypes]:
