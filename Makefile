@@ -11,8 +11,10 @@ export HALLMARK_INSTANCE ?= $(CURDIR)/instance
 DEB_RUNTIME := softhsm2 opensc openssl poppler-utils qpdf libnss3-tools fonts-noto-cjk
 # The tests drive Debian's chromium (Playwright cannot download browsers here) and
 # need CJK fonts to render Chinese pages; they start their own PostgreSQL 15 when
-# HALLMARK_TEST_POSTGRES=1 (CI sets it).
-DEB_TEST := chromium $(if $(filter 1,$(HALLMARK_TEST_POSTGRES)),postgresql,)
+# HALLMARK_TEST_POSTGRES=1 (CI sets it), and in that pass put Debian's nginx in front of
+# two nodes (tests/platform/test_multinode.py, started by the tests on 127.0.0.1).
+DEB_MULTINODE := postgresql nginx
+DEB_TEST := chromium $(if $(filter 1,$(HALLMARK_TEST_POSTGRES)),$(DEB_MULTINODE),)
 # The benchmarks load servers with wrk and run the peer OIDC provider on node (Debian's
 # nodejs and npm unless a node with npm is on PATH already, e.g. from NodeSource).
 DEB_BENCH := wrk
@@ -32,15 +34,15 @@ PIP_LOCKED = $(PY) -m pip install --quiet --require-hashes --no-deps
 PIP_PROJECTS = $(PY) -m pip install --quiet --no-deps -e . && $(PY) -m pip install --quiet --no-deps -e ./keyagent
 
 # Benchmarks in bench/, each against its peer (docs/benchmarks.md). BENCH_ARGS=--quick for smoke runs.
-BENCHMARKS := hsm_sign serve ocsp sign token login licences licences_import
+BENCHMARKS := hsm_sign serve ocsp sign token login licences licences_import soak
 BENCH_ARGS ?=
 BENCH_PEER := bench/peers/oidc-provider
 
 # Steps run in the order written, also under `make -j`.
 .NOTPARALLEL:
-.PHONY: run test check deps deps-runtime deps-bench venv venv-runtime lock bench clean-instance
+.PHONY: run test multinode check deps deps-runtime deps-bench venv venv-runtime lock bench clean-instance
 
-# The identity provider on :8000 plus two demo halls (:8001, :8002); see examples/run.py.
+# The identity provider on :8000 plus two demo halls (:8001, :8002) and examples/approval (:8003-8005); see examples/run.py.
 run: deps-runtime venv-runtime
 	$(VENV)/bin/hallmark init
 	$(PY) examples/run.py
@@ -49,6 +51,13 @@ run: deps-runtime venv-runtime
 # status is make's: 5 (no tests collected) fails too.
 test: deps venv check
 	$(PY) -m pytest
+
+# Only the multi-node and fault tests (docs/operations.md): two nodes on one PostgreSQL and one
+# SoftHSM2 token behind nginx, then PostgreSQL, the HSM token and workers failing under load.
+# They are part of `make test` when HALLMARK_TEST_POSTGRES=1.
+multinode: deps-runtime venv
+	@scripts/ensure-debian-packages.sh $(DEB_MULTINODE)
+	HALLMARK_TEST_POSTGRES=1 $(PY) -m pytest -p no:cacheprovider -n 0 --no-cov tests/platform/test_multinode.py tests/platform/test_faults.py
 
 check: venv
 	$(VENV)/bin/ruff check .

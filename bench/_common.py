@@ -257,3 +257,113 @@ class PostgresCluster:
             self._run(self.bin / "pg_ctl", "-D", self.dir / "data", "-m", "immediate", "stop")
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- a fresh Hallmark instance ----------------------------------------------------------------
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without Hallmark's, granian's and SoftHSM2's settings: a bench's instance gets only its own."""
+    return {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF" and not k.startswith(("HALLMARK_", "GRANIAN_"))}
+
+
+class Instance:
+    """A fresh instance in ``directory`` for ``hallmark serve`` on a free 127.0.0.1 port: ``hallmark`` commands, the server.
+
+    The public URL is the server's own address, so the certificates, discovery and token
+    audiences point at it. ``database_url``: e.g. a :class:`PostgresCluster` database (default:
+    SQLite in the instance). ``hallmark init`` is the caller's first :meth:`cli` call.
+    """
+
+    def __init__(self, directory: Path, *, database_url: str | None = None, log_level: str = "WARNING"):
+        self.dir = directory
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **clean_env(),
+            "HALLMARK_INSTANCE": str(directory / "instance"),
+            "HALLMARK_PUBLIC_URL": self.base,
+            "HALLMARK_LOG_LEVEL": log_level,
+        }
+        if database_url:
+            self.env["HALLMARK_DATABASE_URL"] = database_url
+
+    def cli(self, *argv: str, stdin: str | None = None, timeout: float = 180) -> str:
+        """``hallmark ARGV...``'s standard output; exits the benchmark with its output when it fails."""
+        done = subprocess.run(
+            [venv_tool("hallmark"), *argv], env=self.env, input=stdin, capture_output=True, text=True, timeout=timeout, cwd=self.dir
+        )
+        if done.returncode != 0:
+            sys.exit(f"hallmark {' '.join(argv[:3])} failed:\n{done.stdout}{done.stderr}")
+        return done.stdout
+
+    def add_client(self, client_id: str, *args: str) -> dict:
+        """``hallmark idp client add --client-id CLIENT_ID ARGS... --json``: the client, with its ``client_secret``."""
+        import json
+
+        return json.loads(self.cli("idp", "client", "add", "--name", client_id, "--client-id", client_id, *args, "--json"))
+
+    def server(self, *, workers: int = 2, env: dict | None = None, name: str = "hallmark") -> Server:
+        """``hallmark serve`` on this instance's port (not started; ``env`` adds settings), its output in ``<directory>/<name>.log``."""
+        return Server(
+            name,
+            [venv_tool("hallmark"), "serve", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)],
+            self.port,
+            env={**self.env, **(env or {})},
+            cwd=str(self.dir),
+            log_dir=self.dir,
+        )
+
+
+def basic_auth(client_id: str, secret: str) -> str:
+    """The Authorization header value of client_secret_basic (RFC 6749 2.3.1: both form-encoded first)."""
+    import base64
+    from urllib.parse import quote
+
+    return "Basic " + base64.b64encode(f"{quote(client_id, safe='')}:{quote(secret, safe='')}".encode()).decode()
+
+
+def client_credentials_token(base: str, client_id: str, secret: str, scope: str) -> str:
+    """An access token from ``base``'s token endpoint (found by discovery) for a client_credentials client."""
+    import json
+    from urllib.parse import urlencode
+
+    with urllib.request.urlopen(base + "/.well-known/openid-configuration", timeout=10) as response:
+        meta = json.loads(response.read())
+    request = urllib.request.Request(
+        base + meta["token_endpoint"].removeprefix(meta["issuer"]),
+        data=urlencode({"grant_type": "client_credentials", "scope": scope}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Authorization": basic_auth(client_id, secret)},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["access_token"]
+
+
+def process_rss(leader: int) -> dict[int, int]:
+    """Resident bytes of ``leader`` and of its children running the same program: a server and its workers.
+
+    Not the helpers a worker starts (pdftoppm, ...): while forked and not yet exec'd, such a
+    child is a copy of its worker and would count the worker's memory twice.
+    """
+    try:
+        program = os.readlink(f"/proc/{leader}/exe")
+    except OSError:
+        return {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                state = stat.read().rsplit(")", 1)[1].split()  # state, ppid, pgrp, ...
+            if int(entry.name) != leader and int(state[1]) != leader:
+                continue
+            if os.readlink(f"/proc/{entry.name}/exe") != program:
+                continue
+            with open(f"/proc/{entry.name}/statm") as statm:
+                found[int(entry.name)] = int(statm.read().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            continue
+    return found

@@ -12,6 +12,12 @@ The verification keys and the public URL are handed in at start-up (the
 composition root passes the identity provider's JWKS), so ``core`` never imports
 ``idp``; the same list of :class:`ApiResource` tells the identity provider which
 resources this instance serves (:func:`catalogue`).
+
+A well-signed, unexpired token may still have lost its grant: revoked (RFC 7009),
+its client removed, its session ended. The issuer hands in ``inactive`` as well, a
+function that asks its database why a token no longer counts; it is asked on every
+call, never cached, so a revocation made through any worker or node stops the token
+at the next request everywhere.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from flask import current_app, g, request
+from flask import current_app, g, has_request_context, request
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -78,14 +84,23 @@ def audiences(claims: dict) -> list[str]:
 class BearerVerifier:
     """Checks access tokens of one issuer; ``public_url`` (default: the issuer) names this instance's APIs."""
 
-    def __init__(self, jwks: dict | Callable[[], dict], issuer: str, public_url: str | None = None, leeway: int = 30):
+    def __init__(
+        self,
+        jwks: dict | Callable[[], dict],
+        issuer: str,
+        public_url: str | None = None,
+        leeway: int = 30,
+        inactive: Callable[[dict], str | None] | None = None,
+    ):
         self._jwks = jwks
         self.issuer = issuer
         self.public_url = public_url or issuer
         self.leeway = leeway
+        # Why the issuer no longer honours a well-signed token (revoked, client removed, session ended), or None.
+        self.inactive = inactive
         # Checked claims by SHA-256 of the token: signature, typ, iss, sub and exp depend only on the token and the key
         # set, so a token seen before is not verified again until it expires or the key set changes. Whether the
-        # issuer still honours it (revocation) is not a property of the token and is asked by the APIs on every call.
+        # issuer still honours it (revocation) is not a property of the token: ``inactive`` is asked on every call.
         self._verified: OrderedDict[bytes, tuple[dict, int, KeySet]] = OrderedDict()
         self._verified_lock = threading.Lock()
 
@@ -125,6 +140,14 @@ class BearerVerifier:
             raise _invalid(f"the access token is not meant for this API: its audience does not include {audience}")
         return claims
 
+    def check_active(self, claims: dict) -> None:
+        """A 401 problem when the issuer no longer honours the token (asked of its database on every call)."""
+        if self.inactive is None:
+            return
+        reason = self.inactive(claims)
+        if reason:
+            raise _invalid(f"the access token is no longer valid: {reason}", code="token_inactive")
+
     def _checked_claims(self, token: str, keys: KeySet) -> dict:
         try:
             decoded = jwt.decode(token, keys, algorithms=ALGORITHMS)
@@ -143,14 +166,24 @@ class BearerVerifier:
         return claims
 
 
-def _invalid(detail: str) -> Problem:
+def _invalid(detail: str, **extensions) -> Problem:
     quoted = detail.replace("\\", "\\\\").replace('"', "'")
     return Problem(
         401,
         "Unauthorized",
         detail,
         headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{quoted}"'},
+        **extensions,
     )
+
+
+_ACTIVE_JTI = "hallmark_bearer_active_jti"
+
+
+def checked_active(claims: dict) -> bool:
+    """Whether this request's bearer check already found ``claims`` honoured by the issuer (saves asking twice)."""
+    jti = claims.get("jti")
+    return bool(jti) and has_request_context() and g.get(_ACTIVE_JTI) == jti
 
 
 def install(app, verifier: BearerVerifier) -> None:
@@ -176,6 +209,9 @@ def require_scope(*scopes: str, resource: ApiResource):
                 raise Problem(401, "Unauthorized", "this API needs a bearer access token", headers={"WWW-Authenticate": "Bearer"})
             verifier: BearerVerifier = current_app.extensions[EXTENSION]
             claims = verifier.verify(token.strip(), audience=resource.uri(verifier.public_url))
+            verifier.check_active(claims)
+            if verifier.inactive is not None:
+                setattr(g, _ACTIVE_JTI, claims.get("jti"))
             granted = set(str(claims.get("scope", "")).split())
             missing = needed - granted
             if missing:

@@ -32,6 +32,8 @@ class Verification:
     checked: int
     broken_at: int | None = None
     reason: str = ""
+    last_seq: int = 0  # the last row checked (verify_span)
+    last_hash: str = GENESIS
 
 
 class HashChain:
@@ -80,10 +82,32 @@ class HashChain:
 
     def verify(self, session: Session, batch: int = 2000) -> Verification:
         """Walk the whole chain and name the first broken link."""
+        span = self.verify_span(session, 1, None, batch=batch)
+        return span if not span.ok else self.verify_head(session, span)
+
+    def verify_span(self, session: Session, first: int = 1, last: int | None = None, *, batch: int = 2000) -> Verification:
+        """Check rows ``first`` .. ``last`` (to the end when None): each present, linked to the one before, matching its hash.
+
+        Row ``first`` is checked against the stored hash of row ``first - 1`` (the genesis value for row 1), so a long
+        chain can be verified in consecutive spans, each in a request of its own; the spans together check what one
+        walk checks, but for the head row (:meth:`verify_head`). ``last_seq`` and ``last_hash`` of the answer name the
+        last row checked.
+        """
         noun, seq_column = self.noun, self.table.c.seq
-        expected_seq, prev_hash, checked, last_seen = 1, GENESIS, 0, 0
-        while True:
-            rows = session.execute(select(self.table).where(seq_column >= expected_seq).order_by(seq_column).limit(batch)).all()
+        first = max(1, first)
+        if first == 1:
+            prev_hash, last_seen = GENESIS, 0
+        else:
+            before = session.execute(select(self.table.c.seq, self.table.c.hash).where(seq_column == first - 1)).first()
+            if before is None:
+                return Verification(False, 0, first - 1, f"{noun} #{first - 1} is missing")
+            prev_hash, last_seen = before.hash, first - 1
+        expected_seq, checked = first, 0
+        while last is None or expected_seq <= last:
+            query = select(self.table).where(seq_column >= expected_seq)
+            if last is not None:
+                query = query.where(seq_column <= last)
+            rows = session.execute(query.order_by(seq_column).limit(batch)).all()
             if not rows:
                 break
             for row in rows:
@@ -100,6 +124,13 @@ class HashChain:
                 prev_hash, last_seen = row.hash, row.seq
                 expected_seq += 1
                 checked += 1
+        if last is not None and last_seen < last:
+            return Verification(False, checked, last_seen + 1, f"{noun} #{last_seen + 1} is missing (none is present up to #{last})")
+        return Verification(True, checked, last_seq=last_seen, last_hash=prev_hash)
+
+    def verify_head(self, session: Session, span: Verification) -> Verification:
+        """After a span that reached the chain's end: does the head row name its last row (none was removed from the end)?"""
+        noun, checked, last_seen = self.noun, span.checked, span.last_seq
         head = session.execute(select(self.head.c.last_seq, self.head.c.last_hash).where(self.head.c.id == 1)).first()
         if head is None:
             return Verification(False, checked, None, f"the {self.name} head row is missing")
@@ -110,6 +141,10 @@ class HashChain:
                 last_seen + 1,
                 f"the {self.name} ends at {noun} #{last_seen} but the head records #{head.last_seq}: some were removed from the end",
             )
-        if head.last_hash != prev_hash:
+        if head.last_hash != span.last_hash:
             return Verification(False, checked, last_seen, f"the head's hash does not match {noun} #{last_seen}")
-        return Verification(True, checked)
+        return span
+
+    def last_seq(self, session: Session) -> int:
+        """The head's last sequence number (0 for an empty chain or no head)."""
+        return session.execute(select(self.head.c.last_seq).where(self.head.c.id == 1)).scalar() or 0

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from core import events
 from core.outbox import OutboxSettings
+from core.sms import SmsSettings
 
 EXTENSION = "components.services"  # app.extensions key of the Services registry
 
@@ -61,9 +63,13 @@ class Component:
     - ``api_resources()``: its JSON APIs as OAuth resources (``core.bearer.ApiResource``, RFC 8707).
     - ``token_issuer(service, catalogue)``: only for the component that issues access
       tokens: takes the resource catalogue of every JSON API and returns
-      ``(verifying keys, issuer)`` for the bearer-token check of every API.
+      ``(verifying keys, issuer, inactive)`` for the bearer-token check of every API;
+      ``inactive(claims)`` says why a well-signed token no longer counts (revoked,
+      client removed, session ended), asked of the database on every call.
     - ``authorization_details()``: the RFC 9396 detail types its APIs honour
       (``core.authorization_details.DetailType``); the token issuer accepts only these.
+    - ``openapi()``: its part of the OpenAPI document of every JSON API (``core.openapi.part``:
+      paths, schemas, scopes), merged by the composition root and served at ``/api/openapi.json``.
     - ``periodic``, ``health``: upkeep jobs and ``/healthz`` entries.
     - ``translations``: its gettext catalogues folder (``<locale>/LC_MESSAGES/messages.po``).
     """
@@ -79,8 +85,9 @@ class Component:
     init_app: Callable[[Any, Any], None] | None = None
     commands: Callable[[], Iterable[Any]] | None = None
     api_resources: Callable[[], Iterable[Any]] | None = None
-    token_issuer: Callable[[Any, Mapping[str, frozenset[str]]], tuple[Any, str]] | None = None
+    token_issuer: Callable[[Any, Mapping[str, frozenset[str]]], tuple[Any, str, Callable[[dict], str | None]]] | None = None
     authorization_details: Callable[[], Iterable[Any]] | None = None
+    openapi: Callable[[], Mapping[str, Any]] | None = None
     periodic: tuple[PeriodicJob, ...] = ()
     health: tuple[HealthCheck, ...] = ()
     translations: Path | None = None
@@ -188,10 +195,34 @@ def service(name: str, app=None) -> Any:
     return services(app)[name]
 
 
-def _outbox(services: Services):
-    from core import outbox
+@dataclass(frozen=True)
+class CoreSettings(OutboxSettings, SmsSettings):
+    """``core``'s settings section: the outbox's and the text messages'."""
 
-    return outbox.Outbox(services.sessions)
+    def __post_init__(self):
+        OutboxSettings.__post_init__(self)
+        SmsSettings.__post_init__(self)
+
+
+def _outbox(services: Services):
+    from core import outbox, sms
+
+    own = services.settings.section("core")
+    box = outbox.Outbox(services.sessions, keep=timedelta(days=own.outbox_keep_days))
+    sms.install(services.sessions, own)  # texts go through the outbox too: to the gateway, or the development inbox
+    return box
+
+
+def _blueprints():
+    from core import sms_pages
+
+    return (sms_pages.bp,)
+
+
+def _init_app(app, outbox) -> None:
+    from core import sms_pages
+
+    sms_pages.install(app, outbox.sessions)
 
 
 def _outbox_commands():
@@ -206,14 +237,33 @@ def _outbox_interval(settings) -> float:
     return outbox.interval(settings)
 
 
+def _rate_limits_interval(settings) -> float:
+    from core import ratelimit
+
+    return ratelimit.PURGE_SECONDS
+
+
+def _purge_rate_limits(outbox) -> bool:
+    from core import ratelimit
+
+    ratelimit.purge(outbox.sessions)
+    return True
+
+
 # core's own part: the audit trail's and the outbox's tables and migrations; its service is the outbox
 # (core.outbox.Outbox), where the components register their senders, delivered by a periodic job on every worker.
 CORE = Component(
     name="core",
-    settings=OutboxSettings,
+    settings=CoreSettings,
     models=("core.models",),
     migrations=Path(__file__).parent / "migrations" / "versions",
     services=_outbox,
+    blueprints=_blueprints,
+    init_app=_init_app,
     commands=_outbox_commands,
-    periodic=(PeriodicJob("outbox", interval=_outbox_interval, run=lambda outbox: outbox.run_periodic()),),
+    periodic=(
+        PeriodicJob("outbox", interval=_outbox_interval, run=lambda outbox: outbox.run_periodic()),
+        # The rate limits' full buckets are deleted on the outbox's session factory (core's one service).
+        PeriodicJob("rate-limits", interval=_rate_limits_interval, run=_purge_rate_limits),
+    ),
 )

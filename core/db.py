@@ -11,12 +11,13 @@ can migrate.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import DateTime, MetaData, create_engine, event, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -67,19 +68,65 @@ class DatabaseUnavailable(Exception):
     """The database cannot be reached or used; the message says which and why."""
 
 
+CONNECT_TIMEOUT = 5  # seconds (PostgreSQL): to open a connection
+POOL_TIMEOUT = 10  # seconds: to wait for a pooled connection when all are in use
+
+
 def make_engine(url: str, **kwargs) -> Engine:
     from core.settings import mask_url_password
 
     try:
         if url.startswith("sqlite"):
+            create_private_sqlite_file(url)
             engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_begin_immediate)
         else:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, **kwargs)
+            # Fail fast when the database is down or restarting (the request is answered 503 by core.web): a
+            # connection attempt gives up after CONNECT_TIMEOUT seconds, a wait for a pooled connection after
+            # POOL_TIMEOUT; a pooled connection is checked before use, so the service recovers by itself.
+            engine = create_engine(
+                url,
+                pool_pre_ping=True,
+                pool_size=10,
+                max_overflow=10,
+                pool_timeout=POOL_TIMEOUT,
+                connect_args={"connect_timeout": CONNECT_TIMEOUT, **kwargs.pop("connect_args", {})},
+                **kwargs,
+            )
     except (ArgumentError, NoSuchModuleError) as exc:
         raise DatabaseUnavailable(f"the database URL {mask_url_password(url)} is not usable: {exc}") from None
     return engine
+
+
+PRIVATE_FILE = 0o600  # a SQLite database holds password hashes, session secrets and licence faces: its owner only
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for an in-memory database, a ``file:`` URI or another database)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    database = parsed.database
+    if not parsed.drivername.startswith("sqlite") or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def create_private_sqlite_file(url: str) -> None:
+    """Create a missing SQLite database file readable by its owner only (SQLite would make it 0644 under umask 022).
+
+    SQLite gives its ``-wal`` and ``-shm`` files the database file's mode. A folder that does not exist is left to
+    SQLite to report, as before.
+    """
+    path = sqlite_file(url)
+    if path is None or path.exists() or not path.parent.is_dir():
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+    except FileExistsError:  # made by another process a moment ago
+        pass
 
 
 def _sqlite_on_connect(dbapi_connection, _record):
@@ -199,6 +246,42 @@ def upgrade(engine: Engine, *, locations: Sequence[Path], branches: Sequence[str
         if branch in labels:
             command.upgrade(config, f"{branch}@head")
     command.upgrade(config, "heads")
+
+
+def create_index_online(op, name: str, table: str, columns: Sequence[str]) -> None:
+    """In a migration: ``CREATE INDEX`` that lets writes go on meanwhile on PostgreSQL.
+
+    A plain ``CREATE INDEX`` holds a SHARE lock on the table until it is built, so
+    every insert and update waits (on the audit trail: every audited action, logins
+    included) for minutes on a table of tens of millions of rows. PostgreSQL builds
+    the index ``CONCURRENTLY`` instead, which cannot run in a transaction block: the
+    build runs in an autocommit block (Alembic's ``autocommit_block``, which commits
+    the migrations before it; ``env.py`` runs one transaction per migration). A build
+    that failed before (cancelled, timed out) leaves an INVALID index of that name:
+    it is dropped and built again; a valid one is kept, so running again is harmless.
+    SQLite builds it in the migration's transaction (writers wait; see
+    docs/operations.md).
+    """
+    if op.get_bind().dialect.name != "postgresql":
+        op.create_index(name, table, list(columns))
+        return
+    with op.get_context().autocommit_block():
+        bind = op.get_bind()
+        valid = bind.execute(text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"), {"name": name}).scalar()
+        if valid:
+            return
+        if valid is not None:
+            bind.exec_driver_sql(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')
+        op.create_index(name, table, list(columns), postgresql_concurrently=True)
+
+
+def drop_index_online(op, name: str, table: str) -> None:
+    """In a migration: ``DROP INDEX``, ``CONCURRENTLY`` on PostgreSQL (see :func:`create_index_online`)."""
+    if op.get_bind().dialect.name != "postgresql":
+        op.drop_index(name, table_name=table)
+        return
+    with op.get_context().autocommit_block():
+        op.get_bind().exec_driver_sql(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')
 
 
 def _branch_labels(locations: Sequence[Path]) -> set[str]:

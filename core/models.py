@@ -1,10 +1,11 @@
-"""Tables owned by ``core``: the audit trail and the outbox of outgoing deliveries."""
+"""Tables owned by ``core``: the audit trail, the outbox of outgoing deliveries, the shared rate limits, one-time codes
+and the development SMS inbox."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, Double, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, UTCDateTime
@@ -19,6 +20,11 @@ class AuditEvent(Base):
     """
 
     __tablename__ = "audit_events"
+    # The console's search by actor or subject, newest first below an event number (admin.trail): one range each.
+    __table_args__ = (
+        Index("ix_audit_events_actor_seq", "actor", "seq"),
+        Index("ix_audit_events_target_seq", "target", "seq"),
+    )
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     occurred_at: Mapped[str] = mapped_column(String(32), index=True)  # ISO 8601 UTC, kept as text so it hashes exactly
@@ -68,3 +74,41 @@ class OutboxMessage(Base):
     last_error: Mapped[str] = mapped_column(String(300), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class RateLimit(Base):
+    """One rate-limited key (hashed) and when its bucket is full again (core.ratelimit: GCRA, epoch seconds)."""
+
+    __tablename__ = "core_rate_limits"
+    __table_args__ = (Index("ix_core_rate_limits_tat", "tat"),)
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tat: Mapped[float] = mapped_column(Double)
+
+
+class OneTimeCode(Base):
+    """A code texted to a phone (core.otp): only its keyed hash, for whom (keyed hash of purpose and number), until when."""
+
+    __tablename__ = "core_otp_codes"
+    __table_args__ = (Index("ix_core_otp_codes_subject", "subject", "used_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    purpose: Mapped[str] = mapped_column(String(30))
+    subject: Mapped[str] = mapped_column(String(64))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class SmsInboxMessage(Base):
+    """A text the development inbox kept instead of sending (core.sms.EmbeddedInbox); shown at /dev/sms."""
+
+    __tablename__ = "core_sms_inbox"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    phone: Mapped[str] = mapped_column(String(20))
+    purpose: Mapped[str] = mapped_column(String(30))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

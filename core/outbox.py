@@ -39,17 +39,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import random
 import secrets
 import socket
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import db as core_db
@@ -346,30 +346,41 @@ def _settle(sessions, kind: Kind, message: Message, claim: str, error: str, perm
 
 # -- soon: right after the enqueuing transaction commits -------------------------------------
 
-_executor_lock = threading.Lock()
-_executor: tuple[int, ThreadPoolExecutor] | None = None
+SOON_THREADS = 4  # per process
+_soon_lock = threading.Lock()
+_soon: tuple[int, queue.SimpleQueue] | None = None
 
 
 def deliver_soon(sessions: sessionmaker, ids: list[int]) -> None:
     """Try ``ids`` on a background thread, so the request that queued them does not wait on peers.
 
-    Whatever this misses (a crash, a peer that is down) the periodic job picks up.
+    Whatever this misses (a crash, a peer that is down) the periodic job picks up. The
+    threads are daemons: a process that exits does not wait for deliveries under way or
+    queued (a ThreadPoolExecutor's threads are joined at exit after running all it was
+    given: a worker stopping while a peer did not answer waited for every timeout). A
+    delivery cut short stays claimed until :data:`LEASE` runs out and is then sent by
+    another worker's periodic run: at least once, as always.
     """
-    global _executor
+    global _soon
     if not ids:
         return
-    with _executor_lock:
-        if _executor is None or _executor[0] != os.getpid():  # a forked worker needs threads of its own
-            _executor = (os.getpid(), ThreadPoolExecutor(max_workers=4, thread_name_prefix="hallmark-outbox"))
-        executor = _executor[1]
+    with _soon_lock:
+        if _soon is None or _soon[0] != os.getpid():  # a forked worker needs threads of its own
+            work: queue.SimpleQueue = queue.SimpleQueue()
+            for number in range(SOON_THREADS):
+                threading.Thread(target=_soon_worker, args=(work,), name=f"hallmark-outbox-{number}", daemon=True).start()
+            _soon = (os.getpid(), work)
+        work = _soon[1]
+    work.put((sessions, list(ids)))
 
-    def run() -> None:
+
+def _soon_worker(work: queue.SimpleQueue) -> None:
+    while True:
+        sessions, ids = work.get()
         try:
             deliver_due(sessions, ids=ids)
         except Exception:
             log.exception("sending outbox messages %s failed; the periodic job will try again", ids)
-
-    executor.submit(run)
 
 
 def _listen(sessions: sessionmaker) -> None:
@@ -421,19 +432,48 @@ def retry(db: Session, message_id: int, *, actor: str) -> OutboxMessage | None:
 # -- the periodic job and its setting --------------------------------------------------------------
 
 MAX_BATCHES = 20  # one periodic run sends at most this many batches; the next run goes on
+KEEP_DAYS = 30  # delivered messages are kept this long (setting outbox_keep_days), then purged
+PURGE_BATCH = 1000  # rows one purge statement deletes at most, so no run holds the write lock for long
+
+
+def purge_delivered(sessions: sessionmaker, *, older_than: timedelta, now: datetime | None = None, max_batches: int = 20) -> int:
+    """Delete messages delivered more than ``older_than`` ago, in batches; how many went.
+
+    Delivered messages are kept a while for staff (``hallmark outbox list``) and for the
+    dedupe keys of recent messages; without a purge the table grows with every logout
+    and event for ever. Dead and pending messages are never purged.
+    """
+    cutoff = (now or utc_now()) - older_than
+    gone = 0
+    old = (OutboxMessage.state == DELIVERED, OutboxMessage.next_attempt_at < cutoff, OutboxMessage.delivered_at < cutoff)
+    for _ in range(max_batches):
+        with core_db.transaction(sessions) as db:
+            batch = list(db.scalars(select(OutboxMessage.id).where(*old).order_by(OutboxMessage.id).limit(PURGE_BATCH)))
+            if batch:
+                db.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(batch), *old).execution_options(synchronize_session=False))
+        gone += len(batch)
+        if len(batch) < PURGE_BATCH:
+            break
+    if gone:
+        log.info("outbox: purged %d message(s) delivered before %s", gone, f"{cutoff:%Y-%m-%d %H:%M}")
+    return gone
 
 
 @dataclass(frozen=True)
 class OutboxSettings:
-    """``core``'s settings section: how often each worker looks for due messages (seconds; 0 = never)."""
+    """``core``'s settings section: how often each worker looks for due messages (seconds; 0 = never),
+    and how many days delivered messages are kept."""
 
     outbox_seconds: int = DEFAULT_INTERVAL
+    outbox_keep_days: int = KEEP_DAYS
 
     def __post_init__(self):
         from core.settings import ConfigError
 
         if self.outbox_seconds < 0:
             raise ConfigError(f"outbox_seconds must be 0 (off) or more, not {self.outbox_seconds}")
+        if self.outbox_keep_days < 1:
+            raise ConfigError(f"outbox_keep_days must be 1 or more, not {self.outbox_keep_days}")
 
 
 @dataclass(frozen=True)
@@ -441,15 +481,17 @@ class Outbox:
     """``core``'s service: the outbox of this process's session factory (see the module's text)."""
 
     sessions: sessionmaker
+    keep: timedelta = timedelta(days=KEEP_DAYS)
 
     def register(self, kind: str, send: Sender, **options) -> None:
         register(self.sessions, kind, send, **options)
 
     def run_periodic(self) -> bool:
-        """One periodic pass: deliver what is due, batch after batch, until a batch comes back short."""
+        """One periodic pass: deliver what is due, batch after batch, until a batch comes back short; then purge."""
         for _ in range(MAX_BATCHES):
             if deliver_due(self.sessions).claimed < BATCH:
                 break
+        purge_delivered(self.sessions, older_than=self.keep)
         return True
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from flask import Response, json, request
 
+from core import jsonlimits
+
 MEDIA_TYPE = "application/problem+json"
 
 
@@ -44,8 +46,38 @@ def bad_request(detail: str, **extensions) -> Problem:
 
 
 def json_object_body() -> dict:
-    """The request's JSON body, which must be an object; a 400 problem otherwise."""
-    body = request.get_json(silent=True)
+    """The request's JSON body, which must be an object nested at most ``jsonlimits.MAX_DEPTH`` deep; a 400 problem otherwise.
+
+    Every JSON API reads its body here. The body's size is limited before (``MAX_CONTENT_LENGTH``, 413).
+    """
+    body = None
+    if request.is_json:
+        try:
+            body = jsonlimits.loads(request.get_data(cache=True))
+        except jsonlimits.TooDeep as exc:
+            raise Problem(400, "Bad Request", f"the request body is not acceptable: {exc}", code="json_too_deep") from None
+        except ValueError:  # not JSON, or not UTF-8/16/32
+            body = None
     if not isinstance(body, dict):
         raise Problem(400, "Bad Request", "the request body must be a JSON object")
     return body
+
+
+# A query's offset goes into SQL: at most what every database takes as an integer.
+MAX_OFFSET = 2**31 - 1
+
+
+def whole_number_arg(name: str, default: int, *, low: int, high: int) -> int:
+    """Query parameter ``name``: ASCII digits, ``low`` to ``high`` (``default`` when absent); a 400 problem otherwise."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(high)) or not low <= int(raw) <= high:
+        raise Problem(400, "Bad Request", f"'{name}' must be a whole number from {low} to {high}", code="bad_parameter")
+    return int(raw)
+
+
+def page_args(*, default_limit: int, max_limit: int = 500) -> tuple[int, int]:
+    """``(limit, offset)`` of a list API's query: limit 1..max_limit, offset 0..MAX_OFFSET; a 400 problem otherwise."""
+    limit = whole_number_arg("limit", default_limit, low=1, high=max_limit)
+    return limit, whole_number_arg("offset", 0, low=0, high=MAX_OFFSET)

@@ -16,6 +16,7 @@ section only. A section may check itself in ``__post_init__`` (raise
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -25,6 +26,11 @@ from pathlib import Path
 
 SETTINGS_FILE = "hallmark.toml"
 PINS_FILE = "hsm-pins.json"
+# Settings that were renamed: an instance written before keeps loading, with a warning, instead
+# of failing on an "unknown setting". The old name's value is taken unless the new one is set too.
+RENAMED = {
+    "logout_retry_seconds": "outbox_seconds",  # back-channel logout moved onto core's outbox
+}
 
 
 class ConfigError(Exception):
@@ -47,6 +53,10 @@ class Settings:
     lookup_key: str = field(default="", repr=False)
     log_level: str = "INFO"
     max_request_bytes: int = 10 * 1024 * 1024
+    # Reverse proxies (addresses or CIDR networks, comma or space separated) whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed (core.web.proxies), and whose forwarded client certificates count (idp);
+    # empty: no forwarded header is believed.
+    trusted_proxies: str = ""
     sections: Mapping[str, object] = field(default_factory=dict, hash=False)  # component name -> its settings section
 
     def lookup_key_bytes(self) -> bytes:
@@ -120,7 +130,7 @@ def _field_names(section: type) -> frozenset[str]:
 
 
 def _coerce(values: dict[str, object], types: dict[str, object]) -> None:
-    """Whole numbers from text (environment variables are text); lists of text as one space-separated string."""
+    """Numbers from text (environment variables are text); lists of text as one space-separated string."""
     for name, kind in types.items():
         if name not in values:
             continue
@@ -129,6 +139,11 @@ def _coerce(values: dict[str, object], types: dict[str, object]) -> None:
                 values[name] = int(values[name])
             except ValueError:
                 raise ConfigError(f"{name} must be a whole number, not {values[name]!r}") from None
+        elif kind in ("float", float) and not isinstance(values[name], (int, float)):
+            try:
+                values[name] = float(values[name])
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name} must be a number, not {values[name]!r}") from None
         elif kind in ("str", str) and isinstance(values[name], list):  # hallmark.toml may list them
             values[name] = " ".join(str(v) for v in values[name])
 
@@ -149,6 +164,7 @@ def load(instance: Path | None = None, environ: dict[str, str] | None = None, *,
             values.update(tomllib.loads(settings_file.read_text()))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{settings_file} is not valid TOML: {exc}") from None
+    _rename(values, environ, settings_file)
     shared = {f.name: f.type for f in fields(Settings) if f.name not in ("instance", "sections")}
     owner: dict[str, str] = dict.fromkeys(shared, "")
     for section_name, section in sections.items():
@@ -181,7 +197,33 @@ def load(instance: Path | None = None, environ: dict[str, str] | None = None, *,
     settings = Settings(instance=instance, sections=loaded_sections, **values)
     if not settings.public_url.startswith(("http://", "https://")):
         raise ConfigError(f"public_url must be an http(s) URL, not {settings.public_url!r}")
+    for proxy in settings.trusted_proxies.replace(",", " ").split():
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"trusted_proxies: {proxy!r} is not an IP address or network") from None
     return settings
+
+
+def _rename(values: dict[str, object], environ: Mapping[str, str], settings_file: Path) -> None:
+    """Move renamed settings (:data:`RENAMED`) to their new names, with a warning.
+
+    Precedence as everywhere: the environment over the file, and the new name over the old.
+    """
+    import logging
+
+    log = logging.getLogger("hallmark.settings")
+    for old, new in RENAMED.items():
+        old_env, new_env = f"HALLMARK_{old.upper()}", f"HALLMARK_{new.upper()}"
+        from_file = values.pop(old, None)
+        if from_file is not None:
+            log.warning("%s: setting %s is now called %s; please rename it", settings_file, old, new)
+        if old_env in environ:
+            log.warning("environment variable %s is now called %s; please rename it", old_env, new_env)
+            if new_env not in environ:
+                values[new] = environ[old_env]
+        elif from_file is not None and new not in values:
+            values[new] = from_file
 
 
 def embedded_defaults(instance: Path) -> dict[str, str]:

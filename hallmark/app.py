@@ -12,7 +12,9 @@ from flask import Flask
 from core import bearer, component, periodic, web
 from core.settings import Settings
 from hallmark import health, wiring
+from hallmark import openapi as api_description
 from hallmark.components import COMPONENTS
+from hsm import TokenUnavailable
 
 
 def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = None, components=COMPONENTS) -> Flask:
@@ -35,8 +37,10 @@ def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = N
     app.extensions["hallmark.services"] = services  # the same registry, for callers of the composition root
     # The shared web layer: errors as pages or problem+json, languages, security headers, the landing page.
     web.init_app(app, public_url=settings.public_url)
+    web.unavailable_when(app, TokenUnavailable, detail="the key store (HSM) is not available at the moment; try again shortly")
     _install_bearer(app, services, components, settings, bearer_jwks)
     health.install(app, components)
+    api_description.install(app, components, settings.public_url)  # /api/openapi.json and its page
 
     for part in components:
         service = services.by_name.get(part.name)
@@ -53,6 +57,9 @@ def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = N
                 services.on_close(running.stop)
 
     # An oversize body (over MAX_CONTENT_LENGTH) is refused with 413 by core.web before anything reads it.
+    # Outermost, after every component's own WSGI middleware (the OCSP fast path): the client's address behind
+    # a trusted proxy, for everything the app serves.
+    web.trust_proxies(app, settings.trusted_proxies)
     return app
 
 
@@ -63,10 +70,11 @@ def _install_bearer(app: Flask, services, components, settings: Settings, bearer
     issuers = [part for part in components if part.token_issuer is not None]
     if len(issuers) > 1:
         raise ValueError(f"more than one component issues access tokens: {', '.join(p.name for p in issuers)}")
-    keys, issuer = {"keys": []}, settings.public_url.rstrip("/")
+    keys, issuer, inactive = {"keys": []}, settings.public_url.rstrip("/"), None
     if issuers:
-        keys, issuer = issuers[0].token_issuer(services[issuers[0].name], catalogue)
-    # JSON APIs accept the issuer's own access tokens unless a test hands in other keys.
-    bearer.install(
-        app, bearer.BearerVerifier(bearer_jwks if bearer_jwks is not None else keys, issuer=issuer, public_url=settings.public_url)
-    )
+        keys, issuer, inactive = issuers[0].token_issuer(services[issuers[0].name], catalogue)
+    # JSON APIs accept the issuer's own access tokens, each only while the issuer still honours it (asked on every
+    # call), unless a test hands in other keys: the issuer knows nothing of tokens it did not sign.
+    if bearer_jwks is not None:
+        keys, inactive = bearer_jwks, None
+    bearer.install(app, bearer.BearerVerifier(keys, issuer=issuer, public_url=settings.public_url, inactive=inactive))

@@ -104,7 +104,13 @@ def init():
 @click.option("--bind", help="HOST:PORT to listen on (default from settings: 127.0.0.1:8000)")
 @click.option("--workers", type=int, help="worker processes (default from settings: 2)")
 @click.option("--threads", type=int, default=None, help="threads per worker for blocking work")
-def serve(bind, workers, threads):
+@click.option(
+    "--grace",
+    type=click.IntRange(1, 1800),
+    default=None,
+    help="seconds workers may go on finishing requests after SIGTERM before they are killed (default: 5)",
+)
+def serve(bind, workers, threads, grace):
     """Serve the web app and APIs."""
     from hallmark import serving
 
@@ -119,7 +125,7 @@ def serve(bind, workers, threads):
         engine.dispose()
     bind = bind or settings.bind
     click.echo(f"serving Hallmark on http://{bind} ({workers or settings.workers} workers)")
-    serving.serve(bind, workers or settings.workers, threads, "info")
+    serving.serve(bind, workers or settings.workers, threads, "info", grace or serving.GRACE_SECONDS)
 
 
 # -- db -------------------------------------------------------------------------------------
@@ -235,8 +241,14 @@ def demo_group():
 @demo_group.command(name="prepare")
 @click.option("--json", "as_json", is_flag=True, help="print what the demo needs as JSON (for examples/run.py)")
 @click.option("--hall-ports", envvar="HALLMARK_DEMO_HALL_PORTS", default="", help="ports of the two halls, e.g. 8001,8002 (the default)")
+@click.option(
+    "--approval-ports",
+    envvar="HALLMARK_DEMO_APPROVAL_PORTS",
+    default="",
+    help="ports of the approval system, its second instance and the payment service, e.g. 8003,8004,8005 (the default)",
+)
 @click.pass_context
-def demo_prepare(ctx, as_json, hall_ports):
+def demo_prepare(ctx, as_json, hall_ports, approval_ports):
     """Register the demo halls, matters and accounts (safe to repeat) and print how to use them."""
     import json as json_module
 
@@ -249,7 +261,22 @@ def demo_prepare(ctx, as_json, hall_ports):
             raise ValueError
     except ValueError:
         raise click.BadParameter(f"give {len(demo.HALLS)} port numbers separated by a comma", param_hint="--hall-ports") from None
-    info = demo.prepare(services.idp, services.settings.instance, ports=ports, ca=services.ca, licences=services.by_name.get("licenses"))
+    try:
+        approval = tuple(int(p) for p in approval_ports.split(",")) if approval_ports else None
+        if approval is not None and (len(approval) != len(demo.APPROVAL_PORTS) or not all(0 < p < 65536 for p in approval)):
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(
+            f"give {len(demo.APPROVAL_PORTS)} port numbers separated by a comma", param_hint="--approval-ports"
+        ) from None
+    info = demo.prepare(
+        services.idp,
+        services.settings.instance,
+        ports=ports,
+        ca=services.ca,
+        licences=services.by_name.get("licenses"),
+        approval_ports=approval,
+    )
     if as_json:
         click.echo(
             json_module.dumps(
@@ -258,7 +285,9 @@ def demo_prepare(ctx, as_json, hall_ports):
                     "accounts": info.accounts,
                     "usb_key": info.usb_key,
                     "licences": info.licences,
+                    "approval": info.approval,
                     "idp": services.settings.public_url,
+                    "bind": services.settings.bind,  # where `hallmark serve` will listen (run.py checks it is free)
                     "agent_port": services.settings.section("idp").cert_agent_port,
                     "banner": demo.banner(info, services.settings.public_url),
                 },

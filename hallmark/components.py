@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from admin.component import COMPONENT as ADMIN
 from ca.component import COMPONENT as CA
 from core import db
 from core import settings as settings_module
@@ -19,7 +20,7 @@ from idp.component import COMPONENT as IDP
 from licenses.component import COMPONENT as LICENSES
 from signing.component import COMPONENT as SIGNING
 
-COMPONENTS: tuple[Component, ...] = ordered((CORE, CA, IDP, SIGNING, LICENSES))
+COMPONENTS: tuple[Component, ...] = ordered((CORE, CA, IDP, SIGNING, LICENSES, ADMIN))
 
 
 def by_name(components: Iterable[Component] = COMPONENTS) -> Mapping[str, Component]:

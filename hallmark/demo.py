@@ -69,6 +69,7 @@ class DemoInfo:
     usb_key: dict | None = None  # {"agent_config", "token", "holder"} of the demo USB key
     seal: dict | None = None  # {"name", "sealed_pdf", "verify_url"} of the demo seal
     licences: dict | None = None  # {"enterprise", "issued": [{"identifier", "type", "holder", "verify_url"}]}
+    approval: dict | None = None  # examples/approval: {"matter", "issuer", "officers", "instances": {...}, "payment": {...}}
 
 
 def _load(path: Path) -> dict:
@@ -105,6 +106,7 @@ def prepare(
     ports: tuple[int, ...] | None = None,
     ca: CAContext | None = None,
     licences: LicencesContext | None = None,
+    approval_ports: tuple[int, ...] | None = None,
 ) -> DemoInfo:
     """Make sure the demo halls, matters and accounts exist; return what a newcomer needs to try them.
 
@@ -151,6 +153,7 @@ def prepare(
     people[REALNAME_USER] = _account(ctx, REALNAME_USER, "演示居民乙", people.get(REALNAME_USER, {}))
     people[REALNAME_USER].update(_proof(ctx, REALNAME_USER))
     people[BASIC_USER]["level"], people[REALNAME_USER]["level"] = 1, 2
+    people[BASIC_USER].update(_registry_person(ctx, instance, 2))  # so the basic account can step up to real-name
     usb_key = None
     if ca is not None:
         person = realname.demo_people(1)[0]
@@ -162,8 +165,93 @@ def prepare(
         people[LEGAL_REP_USER] = _account(ctx, LEGAL_REP_USER, "演示法人丙", people.get(LEGAL_REP_USER, {}))
         people[LEGAL_REP_USER].update(_proof(ctx, LEGAL_REP_USER, 1), level=2)
         data["licences"] = _licences(ctx, licences)
+        if ca is not None:
+            data["approval"] = _approval(ctx, ca, licences, data.get("approval") or {}, approval_ports or APPROVAL_PORTS)
+            data["approval"]["enterprise_key"] = put_enterprise_keys_on_demo_usb_key(ca, instance, actor=ACTOR)
     _save(path, data)
-    return DemoInfo(hall_data, people, path, usb_key, data.get("seal"), data.get("licences"))
+    return DemoInfo(hall_data, people, path, usb_key, data.get("seal"), data.get("licences"), data.get("approval"))
+
+
+# -- examples/approval: a food business licence approval system, a second instance, a payment service ------------
+
+APPROVAL_MATTER = ("food-business-licence", "食品经营许可", 3, "示范市市场监督管理局")
+APPROVAL_PORTS = (8003, 8004, 8005)  # the approval system, its second instance, the payment service
+APPROVAL_SYSTEMS = (("food-approval", "食品经营许可审批系统"), ("food-approval-2", "食品经营许可核验系统（第二系统）"))
+PAYMENT_CLIENT = ("payment-service", "缴费平台（演示）")
+
+
+def _approval(ctx: IdPContext, ca: CAContext, licences: LicencesContext, known: dict, ports: tuple[int, ...]) -> dict:
+    """What examples/approval needs of Hallmark, registered as a department would (idempotent).
+
+    The matter at level 3 in the catalogue; the approval system (sign in, the holder's consent, its department's
+    seal, issuing food-business permits, the kiosk's device grant); a second instance that may compare permits
+    under a standing grant; the payment service, which only validates.
+    """
+    from licenses import demo as licence_demo
+    from licenses import grants
+    from signing import seals
+
+    code, name, level, department = APPROVAL_MATTER
+    issuer = licence_demo.issuer_for(licence_demo.FOOD_PERMIT)
+    registered = {}
+    with core_db.transaction(ctx.sessions) as db:
+        if levels.matter(db, code) is None:
+            levels.set_matter(db, code, level=level, name=name, department=department, actor=ACTOR)
+        wanted = [(client_id, title, port, "approval") for (client_id, title), port in zip(APPROVAL_SYSTEMS, ports[:2], strict=True)] + [
+            (PAYMENT_CLIENT[0], PAYMENT_CLIENT[1], ports[2], "payment")
+        ]
+        for client_id, title, port, kind in wanted:
+            base = f"http://127.0.0.1:{port}"
+            secret = (known.get("clients") or {}).get(client_id)
+            row = db.get(Client, client_id)
+            if row is not None and kind == "approval" and json.loads(row.redirect_uris or "[]") != [base + "/callback"]:
+                clients.remove(ctx, db, client_id, actor=ACTOR)  # moved to another port
+                db.flush()
+                row = None
+            if row is None:
+                if kind == "approval":
+                    secret = clients.add(
+                        ctx,
+                        db,
+                        client_id=client_id,
+                        name=title,
+                        client_type="confidential",
+                        redirect_uris=[base + "/callback"],
+                        grant_types=["authorization_code", "refresh_token", "client_credentials", clients.DEVICE_CODE],
+                        scopes=[
+                            "openid",
+                            "profile",
+                            "licences:read",
+                            "licences:issue",
+                            "sign:seal",
+                            "sign:validate",
+                            "sign:remote",
+                            "ca:read",
+                        ],
+                        first_party=True,
+                        post_logout_redirect_uris=[base + "/"],
+                        actor=ACTOR,
+                    ).client_secret
+                else:
+                    secret = clients.add(
+                        ctx, db, client_id=client_id, name=title, client_type="confidential", scopes=["sign:validate"], actor=ACTOR
+                    ).client_secret
+            elif not secret:
+                secret = clients.new_secret(ctx, db, client_id, actor=ACTOR)
+            registered[client_id] = {"client_secret": secret, "base": base, "port": port, "name": title}
+    first, second = (client_id for client_id, _ in APPROVAL_SYSTEMS)
+    with core_db.transaction(licences.sessions) as db:
+        grants.add(db, client_id=first, type_code=licence_demo.FOOD_PERMIT, mode=grants.ISSUE, matters=None, actor=ACTOR)
+        grants.add(db, client_id=second, type_code=licence_demo.FOOD_PERMIT, mode=grants.COMPARE, matters=[code], actor=ACTOR)
+    seals.grant(ca, first, issuer.code, actor=ACTOR)  # the department's seal: fee notices and the licences it issues
+    return {
+        "matter": code,
+        "issuer": issuer.code,
+        "officers": [REALNAME_USER],  # holds the demo USB key: level 3
+        "clients": {k: v["client_secret"] for k, v in registered.items()},
+        "instances": {k: v for k, v in registered.items() if k != PAYMENT_CLIENT[0]},
+        "payment": registered[PAYMENT_CLIENT[0]],
+    }
 
 
 DEMO_ENTERPRISE = "示范市闽江食品有限公司"
@@ -171,7 +259,6 @@ DEMO_ENTERPRISE = "示范市闽江食品有限公司"
 
 def _licences(ctx: IdPContext, licences: LicencesContext) -> dict:
     """Demo licences: two held by the real-name demo person, two by an enterprise the legal-representative account represents."""
-    from core.identifiers import generate_credit_code, organisation_code_check_char
     from idp.models import Enterprise
     from idp.people import enterprises
     from licenses import catalogue as licence_catalogue
@@ -179,8 +266,7 @@ def _licences(ctx: IdPContext, licences: LicencesContext) -> dict:
 
     licence_demo.prepare_catalogue(licences, actor=ACTOR)
     person = realname.demo_people(1)[0]
-    organisation = "MA2Y0001"
-    credit_code = generate_credit_code("91350100" + organisation + organisation_code_check_char(organisation))
+    credit_code = demo_enterprise_code()
     with core_db.transaction(ctx.sessions) as db:
         if db.get(Enterprise, credit_code) is None:
             account = accounts.find(db, LEGAL_REP_USER)
@@ -277,6 +363,22 @@ def _proof(ctx: IdPContext, username: str, index: int = 0) -> dict:
     return {"legal_name": person.name, "resident_id_masked": mask_resident_id(person.resident_id)}
 
 
+PEOPLE_FILE = "demo-people.csv"
+
+
+def _registry_person(ctx: IdPContext, instance: Path, index: int) -> dict:
+    """Put synthetic person ``index`` in the embedded registry, unverified, for an account to verify as in the demo.
+
+    The full (synthetic) ID is written to an owner-only file in the instance, not printed.
+    """
+    person = realname.demo_people(index + 1)[index]
+    realname.import_people(ctx, [person], actor=ACTOR, source="demo")
+    path = instance / PEOPLE_FILE
+    path.touch(mode=0o600)
+    path.write_text(f"name,resident_id\n{person.name},{person.resident_id}\n", encoding="utf-8")
+    return {"verify_as": person.name, "verify_as_masked": mask_resident_id(person.resident_id), "verify_file": str(path)}
+
+
 def banner(info: DemoInfo, idp_url: str) -> str:
     lines = [
         "",
@@ -289,9 +391,15 @@ def banner(info: DemoInfo, idp_url: str) -> str:
     for username, who in info.accounts.items():
         level = {1: "basic", 2: "real-name"}.get(who.get("level"), "?")
         lines.append(f"    {username:<14} {who['password']:<20} level {who.get('level')} {level}")
+        if who.get("verify_as"):
+            lines.append(
+                f"    {'':<14} to step up to real-name, verify as {who['verify_as']} {who['verify_as_masked']}"
+                f" (the full synthetic number: {who['verify_file']})"
+            )
     if info.usb_key:
         lines.append(f"  demo USB key      token {info.usb_key['token']!r} holds {info.usb_key['holder']}'s certificate;")
-        lines.append('                    the local agent (hallmark-key serve) is running: choose "USB Key 登录"')
+        lines.append('                    the local agent (hallmark-key serve) is running: choose "USB Key 登录",')
+        lines.append("                    then confirm on the agent's page that opens (确认签名)")
     if info.seal:
         lines.append(f"  demo seal         {info.seal['name']}; a sealed sample: {info.seal['sealed_pdf']}")
         lines.append(f"                    its verification page (the QR code on the stamp): {info.seal['verify_url']}")
@@ -307,12 +415,65 @@ def banner(info: DemoInfo, idp_url: str) -> str:
             lines.append(f"                    {licence.get('type_name', licence['type'])}  {licence['holder']}")
             lines.append(f"                      {licence['verify_url']}")
         lines.append("                    list them: .venv/bin/hallmark licences list")
+    if info.approval:
+        first, second = info.approval["instances"].values()
+        lines.append(f"  approval system   {first['base']}  {first['name']} (examples/approval, matter {info.approval['matter']}, level 3)")
+        lines.append(f"                    second instance {second['base']}; payment service {info.approval['payment']['base']}")
+        lines.append(f"                    try it: log in as {LEGAL_REP_USER}, act for the enterprise with its USB key (the demo key")
+        lines.append("                    holds it too), allow the licence check, apply, sign the form, pay; open /kiosk and approve")
+        lines.append(f"                    its code; approve at /officer as {REALNAME_USER} (USB key); verify the licence at the second")
+        lines.append("                    instance's /verify, then suspend it at /officer: the second instance hears of it")
+    lines.append(
+        f"  staff console     {idp_url.rstrip('/')}/admin  (a role first: .venv/bin/hallmark admin grant {REALNAME_USER} system_admin;"
+    )
+    lines.append("                    see docs/admin.md)")
     lines.append("  Log in at one hall, open the other: you are already logged in. Log out at either: both end.")
     lines.append(f"  (kept in {info.path})")
     return "\n".join(lines)
 
 
 # -- the demo USB key (make run) ----------------------------------------------------------------
+
+
+DEMO_ENTERPRISE_ORGANISATION = "MA2Y0001"  # the organisation code in the demo enterprise's credit code
+
+
+def demo_enterprise_code() -> str:
+    from core.identifiers import generate_credit_code, organisation_code_check_char
+
+    organisation = DEMO_ENTERPRISE_ORGANISATION
+    return generate_credit_code("91350100" + organisation + organisation_code_check_char(organisation))
+
+
+def put_enterprise_keys_on_demo_usb_key(ca: CAContext, instance: Path, *, actor: str = "system:demo") -> list[str]:
+    """The demo enterprise's login and signing keys on the demo USB key too (for examples/approval); their profiles.
+
+    One key for the whole demo, as one agent serves the login page: its person certificate logs
+    ``demo-realname`` in, the enterprise-auth one lets the enterprise's representative act for it at
+    level 3 (the login page names the certificate it wants), the enterprise-sign one signs its forms.
+    Keys are made on the token by ``hallmark-key request`` and certified in-process, as a counter would.
+    Safe to repeat: a profile with a valid certificate for the enterprise on the key is left alone.
+    """
+    import time
+
+    directory = (instance / "demo-usb-key").absolute()
+    code = demo_enterprise_code()
+    digest = lookup_hash(ca.lookup_key, "credit_code", code)
+    listed = json.loads(_hallmark_key(directory, "list", "--json").stdout)
+    held = [c["fingerprint"] for t in listed["tokens"] for c in t["certificates"] if c["has_key"]]
+    with ca.sessions() as db:
+        rows = [db.scalar(select(Certificate).where(Certificate.fingerprint == f)) for f in held]
+    present = {r.profile for r in rows if r is not None and r.status == "valid" and r.not_after > utc_now() and r.subject_id_hash == digest}
+    for profile in ("enterprise-auth", "enterprise-sign"):
+        if profile in present:
+            continue
+        # hallmark-key names a new key after its profile and the time to the second: one key a second.
+        time.sleep(1.1)
+        csr = _hallmark_key(directory, "request", "--profile", "enterprise-auth", "--name", DEMO_ENTERPRISE).stdout
+        row, certificate = issuance.issue(ca, profile, csr, issuance.Identity(name=DEMO_ENTERPRISE, subject_id=code), actor=actor)
+        bundle = "".join(c.public_bytes(Encoding.PEM).decode() for c in (certificate, *chain_of(ca, row.authority)))
+        _hallmark_key(directory, "import-certificate", "-", stdin=bundle)
+    return ["enterprise-auth", "enterprise-sign"]
 
 
 @dataclass(frozen=True)

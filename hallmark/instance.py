@@ -96,16 +96,20 @@ def init_instance(instance: Path | None = None) -> InitReport:
         else:
             report.did(f"SoftHSM2 token {settings.token_label!r}", False)
 
-    engine = db.make_engine(settings.database_url)
+    engine = db.make_engine(settings.database_url)  # a new SQLite file is created owner-only
     try:
         before = _revision_or_none(engine)
         components.upgrade_database(engine)
         after = db.current_revisions(engine)
         report.did(f"database {settings.database_url_for_display()} at revision {', '.join(sorted(after))}", before != after)
+        tightened = _owner_only_database(settings.database_url)
+        if tightened:
+            report.did(f"database files made owner-only: {', '.join(tightened)}", True)
         ca_report = _init_ca(settings, engine)
         for what, changed in ca_report.steps:
             report.did(what, changed)
         report.did("public client 'hallmark-key' (USB-key enrolment)", _init_key_client(settings, engine))
+        report.did("public client 'hallmark-admin' (the staff console at /admin)", _init_console_client(settings, engine))
         if report.changed:
             with db.transaction(db.make_session_factory(engine)) as session:
                 audit.record(
@@ -138,6 +142,18 @@ def _init_key_client(settings: Settings, engine) -> bool:
             return enrolment.ensure_key_client(ctx, session, actor="system:init")
 
 
+def _init_console_client(settings: Settings, engine) -> bool:
+    from admin import login
+    from admin.component import COMPONENT as ADMIN
+    from ca.component import COMPONENT as CA
+    from idp.component import COMPONENT as IDP
+
+    with _services(settings, engine, [CA, IDP, ADMIN]) as services:
+        ctx = services[ADMIN.name]
+        with db.transaction(ctx.sessions) as session:
+            return login.ensure_client(ctx, session, actor="system:init")
+
+
 @contextlib.contextmanager
 def _services(settings: Settings, engine, only):
     """The services of ``only`` on ``engine`` (left open) and a key manager of their own (closed after)."""
@@ -148,6 +164,23 @@ def _services(settings: Settings, engine, only):
         yield services
     finally:
         services.keys.close()
+
+
+def _owner_only_database(url: str) -> list[str]:
+    """An instance made before init created its SQLite files 0600 may have them world-readable: take that away."""
+    path = db.sqlite_file(url)
+    if path is None:
+        return []
+    tightened = []
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            info = candidate.stat()
+        except FileNotFoundError:
+            continue
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
+            os.chmod(candidate, db.PRIVATE_FILE)
+            tightened.append(candidate.name)
+    return tightened
 
 
 def _revision_or_none(engine) -> frozenset[str]:

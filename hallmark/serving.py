@@ -3,6 +3,16 @@
 granian was chosen by benchmark over gunicorn (see docs/benchmarks.md,
 ``bench/serve.py``): gunicorn's sync workers close every connection, granian keeps
 them alive and handles the socket work in Rust.
+
+Stopping: on SIGTERM (or Ctrl-C) granian stops accepting and each worker finishes
+the requests it holds. A request can be held for ever, though: a client that stalls
+half-way through an upload keeps its worker waiting for the rest of the body, and
+granian's main process waits for its workers without limit unless told otherwise.
+So workers still running :data:`GRACE_SECONDS` after the signal are killed, which
+bounds a shutdown well inside the 10 s that ``docker stop`` and most service
+managers allow. Nothing a worker is doing needs more: database transactions roll
+back, and the outbox delivers at least once (a claim of a killed worker runs out
+and another worker sends the message).
 """
 
 from __future__ import annotations
@@ -17,7 +27,10 @@ def parse_bind(bind: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def serve(bind: str, workers: int, threads: int | None = None, log_level: str = "info") -> None:
+GRACE_SECONDS = 5  # after SIGTERM, how long workers may go on finishing requests before they are killed
+
+
+def serve(bind: str, workers: int, threads: int | None = None, log_level: str = "info", grace_seconds: int = GRACE_SECONDS) -> None:
     from granian import Granian
     from granian.constants import Interfaces
     from granian.log import LogLevels
@@ -25,6 +38,8 @@ def serve(bind: str, workers: int, threads: int | None = None, log_level: str = 
     host, port = parse_bind(bind)
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
+    if not 1 <= grace_seconds <= 1800:
+        raise ConfigError("--grace must be between 1 and 1800 seconds")
     Granian(
         "hallmark.app:create_app",
         factory=True,
@@ -38,4 +53,5 @@ def serve(bind: str, workers: int, threads: int | None = None, log_level: str = 
         backpressure=(threads or 8) * 4,
         log_level=LogLevels(log_level.lower()),
         respawn_failed_workers=True,
+        workers_kill_timeout=grace_seconds,
     ).serve()

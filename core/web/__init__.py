@@ -8,6 +8,9 @@
   need a CSRF token); :func:`add_translations` adds a package's catalogue;
   :func:`landing_link` puts a way in on the landing page; :func:`json_api`
   names a path prefix whose errors are always problem+json.
+* :func:`trust_proxies`: ``X-Forwarded-For``/``-Proto`` believed from the
+  ``trusted_proxies`` only (:mod:`core.web.proxies`); :func:`peer_address` is
+  the connection's own peer (the proxy) where a check is about the proxy.
 
 Templates extend ``web/base.html`` and get ``lang``, ``html_lang``,
 ``lang_links``, ``csp_nonce``, ``csrf_token()`` and ``csrf_field`` from here; a
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask
 
-from core.web import errors, i18n, landing, security
+from core.web import errors, i18n, landing, proxies, security
 from core.web.i18n import N_, Refusal, add_translations, language_links
 from core.web.security import CSRF_FIELD, CSRFRefused, allow, csrf_token, csrf_value, nonce, secure_cookies
 from core.web.state import LandingLink, PagePolicy, state
@@ -39,10 +42,16 @@ __all__ = [
     "language_links",
     "nonce",
     "pages",
+    "peer_address",
     "secure_cookies",
+    "trust_proxies",
+    "unavailable_when",
 ]
 
 current_language = i18n.current
+trust_proxies = proxies.install
+peer_address = proxies.peer_address
+unavailable_when = errors.unavailable_when
 
 
 def init_app(app: Flask, *, public_url: str | None = None) -> None:

@@ -12,6 +12,14 @@ The choice (:func:`wants_html`):
 The page is in the person's language (Simplified Chinese first), says what
 happened in plain words and links back to the landing page. Nothing is ever
 answered with a traceback: an unexpected exception is logged and becomes a 500.
+
+A part the service depends on that is down for a while is a 503 with ``Retry-After``,
+not a 500: the database (it cannot be reached, the connection dropped, the pool is
+exhausted: SQLAlchemy's ``OperationalError``, ``InterfaceError``, ``TimeoutError``,
+and :class:`core.db.DatabaseUnavailable`), and whatever the composition root names
+with :func:`unavailable_when` (the HSM token). The service needs no restart after:
+pooled connections are checked before use (``pool_pre_ping``), the HSM's sessions
+rebuilt.
 """
 
 from __future__ import annotations
@@ -19,8 +27,10 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, current_app, render_template, request
+from sqlalchemy import exc as sql_errors
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from core.db import DatabaseUnavailable
 from core.problems import MEDIA_TYPE, Problem
 from core.web.i18n import N_, Refusal
 from core.web.state import state
@@ -56,6 +66,8 @@ TITLES = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
+RETRY_AFTER = "5"  # seconds a client is asked to wait when a part the service needs is down
+DATABASE_DOWN = (sql_errors.OperationalError, sql_errors.InterfaceError, sql_errors.TimeoutError, DatabaseUnavailable)
 HTML = "text/html"
 JSON_TYPES = ("application/json", MEDIA_TYPE)
 
@@ -113,13 +125,35 @@ def _problem(exc: Problem):
 
 def _refusal(exc: Refusal):
     message = exc.translated() if "babel" in current_app.extensions else exc.english()
-    return respond(exc.status, detail=exc.english(), message=message, code=exc.code)
+    return respond(exc.status, detail=exc.english(), message=message, headers=exc.headers() or None, code=exc.code)
 
 
 def _http(exc: HTTPException):
     # Keep what the exception says in headers (Allow of a 405, Retry-After, WWW-Authenticate), not its body's type.
     headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"} if exc.response is None else {}
     return respond(exc.code or 500, detail=exc.description, headers=headers)
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of what went wrong, for the log (a database URL in it never carries the password)."""
+    inner = getattr(exc, "orig", None) or exc
+    return f"{type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"[:300]
+
+
+def _database_down(exc: Exception):
+    log.warning("database unavailable, answered 503: %s", _reason(exc))
+    return respond(503, detail="the database is not available at the moment; try again shortly", headers={"Retry-After": RETRY_AFTER})
+
+
+def unavailable_when(app: Flask, *exceptions: type[BaseException], detail: str) -> None:
+    """Answer ``exceptions`` (a part the service needs is down for now) with 503 and ``Retry-After``; ``detail`` in English."""
+
+    def _down(exc: Exception):
+        log.warning("%s, answered 503: %s", detail, _reason(exc))
+        return respond(503, detail=detail, headers={"Retry-After": RETRY_AFTER})
+
+    for exception in exceptions:
+        app.register_error_handler(exception, _down)
 
 
 def _unexpected(exc: Exception):
@@ -142,5 +176,7 @@ def install(app: Flask) -> None:
     app.register_error_handler(Problem, _problem)
     app.register_error_handler(Refusal, _refusal)
     app.register_error_handler(HTTPException, _http)
+    for exception in DATABASE_DOWN:
+        app.register_error_handler(exception, _database_down)
     app.register_error_handler(Exception, _unexpected)
     app.before_request(refuse_oversized_bodies)

@@ -52,18 +52,26 @@ class Refusal(Exception):
     ``message`` is an English msgid with ``%(name)s`` placeholders filled from
     ``params``; ``str()`` gives the English text (CLI, logs, JSON APIs), pages
     translate the msgid. ``status`` is the HTTP status that fits, ``code`` a
-    stable machine-readable name.
+    stable machine-readable name. ``retry_after`` (seconds), on a refusal that
+    passes with time (a rate limit, 429), becomes the answer's ``Retry-After``.
     """
 
     status = 400
+    retry_after: int | None = None
 
-    def __init__(self, message: str, *, code: str = "refused", status: int | None = None, **params):
+    def __init__(self, message: str, *, code: str = "refused", status: int | None = None, retry_after: int | None = None, **params):
         self.message = message
         self.code = code
         self.params = params
         if status is not None:
             self.status = status
+        if retry_after is not None:
+            self.retry_after = retry_after
         super().__init__(self.english())
+
+    def headers(self) -> dict[str, str]:
+        """What the answer carries besides its body: ``Retry-After`` when the refusal passes with time."""
+        return {"Retry-After": str(self.retry_after)} if self.retry_after else {}
 
     def english(self) -> str:
         return self.message % self.params if self.params else self.message

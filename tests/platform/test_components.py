@@ -179,10 +179,13 @@ def test_the_list_is_checked():
 
 
 def test_settings_sections_read_the_instance_file(tmp_path):
-    (tmp_path / "hallmark.toml").write_text('ca_upkeep_seconds = 0\ntrusted_proxies = ["10.0.0.1", "192.168.0.0/16"]\n')
+    (tmp_path / "hallmark.toml").write_text(
+        'ca_upkeep_seconds = 0\ncert_agent_port = 17500\nevent_endpoint_hosts = ["a.test", "b.test:8080"]\n'
+    )
     s = components.load_settings(tmp_path, environ={"HALLMARK_CA_UPKEEP_SECONDS": "30"})
     assert s.section("ca").ca_upkeep_seconds == 30  # the environment wins, as for the shared settings
-    assert s.section("idp").trusted_proxies == "10.0.0.1 192.168.0.0/16"
+    assert s.section("idp").cert_agent_port == 17500
+    assert s.section("licenses").event_endpoint_hosts == "a.test b.test:8080"
     (tmp_path / "hallmark.toml").write_text("colour = 'blue'\n")
     with pytest.raises(ConfigError, match="unknown setting"):
         components.load_settings(tmp_path, environ={})
@@ -190,10 +193,10 @@ def test_settings_sections_read_the_instance_file(tmp_path):
 
 def test_settings_sections_keep_the_flat_names():
     s = components.load_settings(
-        Path("/nonexistent-instance"), environ={"HALLMARK_CA_UPKEEP_SECONDS": "5", "HALLMARK_TRUSTED_PROXIES": "10.0.0.1"}
+        Path("/nonexistent-instance"), environ={"HALLMARK_CA_UPKEEP_SECONDS": "5", "HALLMARK_CERT_AGENT_PORT": "17500"}
     )
     assert s.section("ca").ca_upkeep_seconds == 5
-    assert s.section("idp").trusted_proxies == "10.0.0.1" and s.trusted_proxies == "10.0.0.1"
+    assert s.section("idp").cert_agent_port == 17500 and s.cert_agent_port == 17500
     with pytest.raises(ConfigError, match="ca_upkeep_seconds must be a whole number"):
         components.load_settings(Path("/nonexistent-instance"), environ={"HALLMARK_CA_UPKEEP_SECONDS": "often"})
     with pytest.raises(ConfigError, match="cert_agent_port must be a port number"):

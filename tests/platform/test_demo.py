@@ -46,6 +46,7 @@ def demo(tmp_path_factory):
         HALLMARK_BIND=f"127.0.0.1:{idp_port}",
         HALLMARK_PUBLIC_URL=f"http://127.0.0.1:{idp_port}",
         HALLMARK_DEMO_HALL_PORTS=f"{city},{county}",
+        HALLMARK_DEMO_APPROVAL_PORTS=f"{free_port()},{free_port()},{free_port()}",
         HALLMARK_WORKERS="1",
         HALLMARK_CERT_AGENT_PORT=str(agent),
     )
@@ -114,6 +115,23 @@ def test_single_sign_on_and_single_logout_across_the_two_halls(demo):
     # Logging in again needs the password again.
     again = browser.get(demo.hall("county-hall") + "/login", timeout=15)
     assert "/login?next=" in again.url
+
+
+def test_a_hall_notices_an_sso_session_without_a_click_by_prompt_none(demo):
+    stranger = requests.Session()
+    first = stranger.get(demo.hall("county-hall") + "/", timeout=15)
+    asked = [r.headers["Location"] for r in first.history if r.headers.get("Location", "").startswith(demo.idp + "/oauth/authorize")]
+    assert len(asked) == 1 and "prompt=none" in asked[0]  # asked the IdP once, silently
+    assert first.url.startswith(demo.hall("county-hall")) and "未登录" in first.text and "login_required" not in first.text
+    assert stranger.get(demo.hall("county-hall") + "/", timeout=15).history == []  # and not again at every page
+    cookieless = requests.get(demo.hall("county-hall") + "/", timeout=15)  # a client that keeps no cookies is not sent round for ever
+    assert cookieless.status_code == 200 and "未登录" in cookieless.text and len(cookieless.history) <= 4
+
+    person = requests.Session()
+    login_at(person, demo, "city-hall", "demo-realname")
+    county = person.get(demo.hall("county-hall") + "/", timeout=15)  # the home page, not the login button
+    assert county.url.startswith(demo.hall("county-hall")) and "演示居民乙" in county.text
+    assert all("/login?next=" not in r.headers.get("Location", "") for r in county.history)
 
 
 def test_a_sealed_sample_and_its_verification_page(demo):
@@ -201,22 +219,12 @@ def partner_hall(demo):
 
 def test_browser_login_consent_step_up_and_logout(demo, partner_hall, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
-    out = demo.instance / "people.csv"
-    assert (
-        run_hallmark(
-            demo.instance,
-            "idp",
-            "registry",
-            "demo",
-            "--count",
-            "3",
-            "--out",
-            str(out),
-            **{k: v for k, v in demo.env.items() if k.startswith("HALLMARK_")},
-        ).returncode
-        == 0
-    )
-    person = list(csv.DictReader(out.open(encoding="utf-8")))[2]  # not the one the real-name demo account holds
+    # The person the banner tells demo-basic to verify as (synthetic; the full number in an owner-only file).
+    basic = demo.accounts["demo-basic"]
+    assert (Path(basic["verify_file"]).stat().st_mode & 0o777) == 0o600
+    with open(basic["verify_file"], encoding="utf-8") as handle:
+        (person,) = list(csv.DictReader(handle))
+    assert person["name"] == basic["verify_as"]
     page = browser
 
     # Log in at the partner hall with the basic demo account.
@@ -268,7 +276,7 @@ def test_browser_login_consent_step_up_and_logout(demo, partner_hall, browser):
 
 
 def test_browser_certificate_step_up_with_the_demo_usb_key_and_agent(demo, browser):
-    """A level-3 matter: the real-name demo person steps up with the demo USB key through the running agent."""
+    """A level-3 matter: the real-name demo person steps up with the demo USB key through the running agent, confirming on its page."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser
     page.goto(demo.hall("county-hall") + "/login")
@@ -281,8 +289,14 @@ def test_browser_certificate_step_up_with_the_demo_usb_key_and_agent(demo, brows
     page.wait_for_selector("[data-cert-login]")
     assert page.locator("input[name=password]").count() == 0  # only the missing factor is asked for
     page.screenshot(path=str(SHOTS / "demo-6-usb-key-step-up.png"))
-    page.click("[data-cert-login]")
+    with page.expect_popup() as opened:
+        page.click("[data-cert-login]")
+    popup = opened.value  # hallmark-key's own page: the holder confirms there
+    popup.wait_for_url(re.compile(r"^http://127\.0\.0\.1:\d+/confirm/"))
+    assert "用 USB Key 登录该网站" in popup.locator("main").inner_text()
+    popup.screenshot(path=str(SHOTS / "demo-7-usb-key-confirm.png"))
+    popup.get_by_role("button", name="确认签名").click(no_wait_after=True)
     page.wait_for_selector("#doing", timeout=30_000)
     assert page.get_attribute("#level", "data-acr") == "urn:hallmark:loa:3"
     assert "hwk" in page.inner_text("section") and "婚姻登记" in page.inner_text("#doing")
-    page.screenshot(path=str(SHOTS / "demo-7-certificate-level.png"))
+    page.screenshot(path=str(SHOTS / "demo-8-certificate-level.png"))

@@ -170,3 +170,28 @@ def test_two_workers_on_one_database_deliver_every_message_exactly_once(migrated
     with sessions() as db:
         states = set(db.scalars(select(OutboxMessage.state)))
     assert states == {"delivered"}
+
+
+def test_delivered_messages_are_purged_after_the_keep_period_and_dead_or_pending_ones_stay(migrated):
+    _, sessions = migrated
+    outbox.register(sessions, KIND, lambda message: None if message.body != b"refused" else (_ for _ in ()).throw(outbox.Permanent("no")))
+    delivered = put(sessions, 3)
+    with core_db.transaction(sessions) as db:
+        dead = outbox.enqueue(db, kind=KIND, target="peer", body=b"refused", content_type="text/plain").id
+    assert outbox.deliver_due(sessions, worker_id="w").delivered == 3
+    with core_db.transaction(sessions) as db:
+        waiting = outbox.enqueue(db, kind=KIND, target="later", body=b"x", content_type="text/plain").id
+    keep = timedelta(days=30)
+    assert outbox.purge_delivered(sessions, older_than=keep) == 0  # delivered just now: kept
+    assert outbox.purge_delivered(sessions, older_than=keep, now=utc_now() + keep + timedelta(minutes=1)) == 3
+    with sessions() as db:
+        left = {m.id: m.state for m in db.scalars(select(OutboxMessage))}
+    assert left == {dead: "dead", waiting: "pending"} and not set(delivered) & set(left)
+
+    # The periodic job delivers, then purges what is older than its keep period (the outbox_keep_days setting).
+    assert outbox.Outbox(sessions, keep=keep).run_periodic()
+    with sessions() as db:
+        assert {m.id: m.state for m in db.scalars(select(OutboxMessage))} == {dead: "dead", waiting: "delivered"}
+    assert outbox.Outbox(sessions, keep=-timedelta(seconds=2)).run_periodic()  # "older than two seconds from now"
+    with sessions() as db:
+        assert {m.id for m in db.scalars(select(OutboxMessage))} == {dead}

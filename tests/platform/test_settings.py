@@ -83,3 +83,21 @@ def test_init_files_are_owner_only(initialised_instance):
     for name in ("hallmark.toml", "hsm-pins.json"):
         mode = stat.S_IMODE((initialised_instance / name).stat().st_mode)
         assert mode == 0o600, f"{name} has mode {oct(mode)}"
+
+
+def test_a_renamed_setting_still_loads_under_its_new_name_with_a_warning(tmp_path, caplog):
+    """An instance written before back-channel logout moved onto the outbox has logout_retry_seconds."""
+    from hallmark import components
+
+    (tmp_path / "hallmark.toml").write_text("logout_retry_seconds = 30\n")
+    with caplog.at_level("WARNING", logger="hallmark.settings"):
+        loaded = components.load_settings(tmp_path, environ={})
+    assert loaded.section("core").outbox_seconds == 30
+    assert "logout_retry_seconds is now called outbox_seconds" in caplog.text
+
+    from_env = components.load_settings(tmp_path, environ={"HALLMARK_LOGOUT_RETRY_SECONDS": "7"})
+    assert from_env.section("core").outbox_seconds == 7  # the environment over the file, as for every setting
+    (tmp_path / "hallmark.toml").write_text("logout_retry_seconds = 30\noutbox_seconds = 9\n")
+    assert components.load_settings(tmp_path, environ={}).section("core").outbox_seconds == 9  # the new name wins
+    (tmp_path / "hallmark.toml").write_text("")
+    assert components.load_settings(tmp_path, environ={"HALLMARK_LOGOUT_RETRY_SECONDS": "7"}).section("core").outbox_seconds == 7

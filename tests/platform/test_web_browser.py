@@ -74,6 +74,7 @@ def test_the_landing_page_on_a_phone(site, phone):
     # The public pages it leads to, in the shared layout, are as clean.
     for path, heading in (
         ("/developers", "网上办事大厅接入指南"),
+        ("/developers/api", "接口参考"),
         ("/verify", "验证文件"),
         ("/validate", "验证已签名的 PDF"),
         ("/login", "登录"),
