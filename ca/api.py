@@ -8,7 +8,7 @@ from ca import context as ca_context
 from ca import issuance, queries, revocation
 from ca.context import CAContext
 from core.bearer import ApiResource
-from core.problems import Problem, json_object_body
+from core.problems import Problem, json_object_body, page_args
 
 # This API as an OAuth resource (RFC 8707): tokens must name public URL + /api/ca in their audience.
 RESOURCE = ApiResource("/api/ca", scopes=("ca:issue", "ca:read", "ca:revoke"))
@@ -52,10 +52,7 @@ def get_certificate(serial):
 @RESOURCE.require("ca:read")
 def list_certificates():
     args = request.args
-    try:
-        limit, offset = int(args.get("limit", 50)), int(args.get("offset", 0))
-    except ValueError:
-        raise Problem(400, "Bad Request", "limit and offset must be whole numbers") from None
+    limit, offset = page_args(default_limit=50)
     rows = queries.search(
         _ctx(),
         subject_id=args.get("subject_id"),

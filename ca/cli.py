@@ -62,6 +62,31 @@ def issue(profile, csr_file, subject_id, name, san, out):
         click.echo(f"issued {row.serial} ({row.profile}) for {row.subject}", err=True)
 
 
+@ca.command(name="server-cert")
+@click.option("--san", multiple=True, required=True, help="DNS name or IP address; repeatable, or several comma separated")
+@click.option(
+    "--dir", "folder", required=True, type=click.Path(file_okay=False), help="where server.key, fullchain.pem and root.pem are kept"
+)
+@click.option("--name", default="Hallmark", show_default=True, help="who the server belongs to (checked; not written into the certificate)")
+@click.option("--renew-days", default=30, show_default=True, type=click.IntRange(1, 60), help="issue anew when fewer days are left")
+def server_cert(san, folder, name, renew_days):
+    """Keep a TLS server key and certificate (server-tls) from this CA in a folder, for the proxy in front of Hallmark.
+
+    Issues a new one only when there is none or it is due (other names, revoked, another
+    issuing CA, or fewer than --renew-days left); otherwise changes nothing. Reload the
+    proxy after a new one is issued.
+    """
+    from ca import tlsserver
+
+    outcome = tlsserver.ensure(_ctx(), Path(folder), san, name=name, renew_days=renew_days, actor="cli")
+    names = ", ".join(outcome.sans)
+    if outcome.issued:
+        click.echo(f"issued {outcome.serial} for {names}, valid until {outcome.not_after:%Y-%m-%d %H:%M} UTC ({outcome.reason})")
+        click.echo(f"  written to {folder}: {tlsserver.KEY_FILE}, {tlsserver.CHAIN_FILE}, {tlsserver.ROOT_FILE}")
+    else:
+        click.echo(f"kept {outcome.serial} for {names}, valid until {outcome.not_after:%Y-%m-%d %H:%M} UTC; nothing to do")
+
+
 @ca.command()
 @click.argument("serial")
 @click.option("--reason", default="unspecified", show_default=True, type=click.Choice(list(revocation.REASONS)))

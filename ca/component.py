@@ -12,7 +12,14 @@ from core.component import Component, HealthCheck, PeriodicJob, Services
 def build(services: Services) -> CAContext:
     """The CA's service: everything its views, its commands and the packages above use."""
     settings = services.settings
-    return CAContext(sessions=services.sessions, keys=services.keys, public_url=settings.public_url, lookup_key=settings.lookup_key_bytes())
+    return CAContext(
+        sessions=services.sessions,
+        keys=services.keys,
+        public_url=settings.public_url,
+        lookup_key=settings.lookup_key_bytes(),
+        pki_url=settings.section(NAME).pki_url,
+        settings=settings.section(NAME),
+    )
 
 
 def subscribe(hooks, ctx: CAContext) -> None:
@@ -69,6 +76,12 @@ def health(ctx: CAContext) -> dict:
     return body
 
 
+def openapi() -> dict:
+    from ca import openapi as description
+
+    return description.openapi()
+
+
 COMPONENT = Component(
     name=NAME,
     depends_on=("core",),
@@ -80,6 +93,7 @@ COMPONENT = Component(
     blueprints=blueprints,
     commands=commands,
     api_resources=api_resources,
+    openapi=openapi,
     periodic=(PeriodicJob("ca-schedule", interval=lambda settings: settings.section(NAME).ca_upkeep_seconds, run=upkeep),),
     health=(HealthCheck("ca", health),),
 )

@@ -13,6 +13,8 @@ from cryptography import x509
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca.models import Authority
+from ca.settings import CASettings
+from core.db import read_only
 from core.problems import Problem
 from hsm import KeyManager
 
@@ -42,12 +44,20 @@ class CAContext:
     keys: KeyManager
     public_url: str
     lookup_key: bytes
+    # Base of the URLs written into certificates (CA issuers, OCSP, CRL); empty: public_url.
+    # Relying parties fetch these over plain http (RFC 5280 4.2.2.1, RFC 6960 A.1), so a site
+    # served only over https puts its http address here (the ca section's pki_url).
+    pki_url: str = ""
+    settings: CASettings = field(default_factory=CASettings)  # the section as loaded (limits)
+    cache: dict = field(default_factory=dict, repr=False)  # per-process caches owned by service modules
     _signers: dict = field(default_factory=dict, repr=False)
     _authorities: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _forgotten: int = field(default=0, repr=False)  # times forget_authorities ran: a read from before is not kept
 
     def url(self, path: str) -> str:
-        return self.public_url.rstrip("/") + path
+        """``path`` under the PKI base URL (``pki_url``, else ``public_url``): what certificates point to."""
+        return (self.pki_url or self.public_url).rstrip("/") + path
 
     def signer(self, key_uri: str):
         signer = self._signers.get(key_uri)
@@ -59,26 +69,31 @@ class CAContext:
         loaded = self._authorities.get(name)
         if loaded is not None:
             return loaded
+        forgotten = self._forgotten
+        # Read without holding the lock: on SQLite every writing transaction holds the database's write
+        # lock (core.db), so a thread waiting here for the database with the lock held would stop a thread
+        # that holds the write lock and asks for an authority in its own session, each waiting for the
+        # other until the busy timeout. Two threads may read the same row; the first one kept wins.
+        if session is None:
+            with read_only(self.sessions) as own:
+                row = own.get(Authority, name)
+        else:
+            row = session.get(Authority, name)
+        if row is None:
+            raise Problem(404, "Not Found", f"there is no certificate authority named {name!r} here")
+        loaded = LoadedAuthority(
+            row.name, row.role, row.parent, x509.load_der_x509_certificate(row.certificate), row.certificate, row.key_uri
+        )
         with self._lock:
-            if name in self._authorities:
-                return self._authorities[name]
-            if session is None:
-                with self.sessions() as own:
-                    row = own.get(Authority, name)
-            else:
-                row = session.get(Authority, name)
-            if row is None:
-                raise Problem(404, "Not Found", f"there is no certificate authority named {name!r} here")
-            loaded = LoadedAuthority(
-                row.name, row.role, row.parent, x509.load_der_x509_certificate(row.certificate), row.certificate, row.key_uri
-            )
-            self._authorities[name] = loaded
-            return loaded
+            if forgotten != self._forgotten:
+                return loaded
+            return self._authorities.setdefault(name, loaded)
 
     def authority_names(self) -> list[str]:
-        with self.sessions() as session:
+        with read_only(self.sessions) as session:
             return list(session.scalars(Authority.__table__.select().with_only_columns(Authority.name)))
 
     def forget_authorities(self) -> None:
         with self._lock:
+            self._forgotten += 1
             self._authorities.clear()

@@ -162,7 +162,11 @@ def subject_for(profile: Profile, identity: Identity) -> tuple[x509.Name, list[x
         dns = list(identity.sans)
         if not dns:
             raise bad("a server-tls certificate needs at least one DNS name or IP address (san)")
-        attributes = [country, x509.NameAttribute(NameOID.ORGANIZATION_NAME, name)]
+        # As the Baseline Requirements have a domain-validated subject (7.1.2.7.2): the country and
+        # the first SAN as it is written in the SAN (an IP address in its canonical text), no
+        # organisation; ``name`` is checked above but not written into the certificate.
+        first = parse_sans(dns[:1])[0].value
+        attributes = [country, x509.NameAttribute(NameOID.COMMON_NAME, str(first))]
     else:  # service
         attributes = [country, x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Hallmark"), x509.NameAttribute(NameOID.COMMON_NAME, name)]
     return x509.Name(attributes), extensions, id_value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from ca.context import CAContext
 from ca.models import Certificate
@@ -37,8 +37,19 @@ def get(ctx: CAContext, serial: str) -> Certificate:
     return row
 
 
-def search(ctx: CAContext, *, subject_id=None, status=None, profile=None, authority=None, limit=50, offset=0) -> list[Certificate]:
-    query = select(Certificate).order_by(Certificate.issued_at.desc(), Certificate.serial)
+def search(
+    ctx: CAContext, *, subject_id=None, status=None, profile=None, authority=None, limit=50, offset=0, after: str | None = None
+) -> list[Certificate]:
+    """Newest first. With ``after`` (keyset paging): "" for the first page, then :func:`cursor` of the last row shown."""
+    if after is not None:
+        query = select(Certificate).order_by(Certificate.issued_at.desc(), Certificate.serial.desc())
+        if after:
+            issued_at, serial = _parse_cursor(after)
+            query = query.where(
+                or_(Certificate.issued_at < issued_at, and_(Certificate.issued_at == issued_at, Certificate.serial < serial))
+            )
+    else:
+        query = select(Certificate).order_by(Certificate.issued_at.desc(), Certificate.serial)
     now = datetime.now(UTC)
     if subject_id:
         query = query.where(Certificate.subject_id_hash == subject_id_hash(ctx, subject_id))
@@ -59,6 +70,20 @@ def search(ctx: CAContext, *, subject_id=None, status=None, profile=None, author
         raise Problem(400, "Bad Request", "limit must be 1..500 and offset not negative")
     with ctx.sessions() as session:
         return list(session.scalars(query.limit(limit).offset(offset)))
+
+
+def cursor(row: Certificate) -> str:
+    """Where the next page starts after ``row`` (``search(after=...)``)."""
+    return f"{row.issued_at.astimezone(UTC):%Y%m%dT%H%M%S%f}.{row.serial}"
+
+
+def _parse_cursor(text: str) -> tuple[datetime, str]:
+    moment, _, serial = (text or "").partition(".")
+    try:
+        issued_at = datetime.strptime(moment, "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
+    except ValueError:
+        raise Problem(400, "Bad Request", "the page cursor is not one this list gave") from None
+    return issued_at, normalise_serial(serial)
 
 
 def status_of(row: Certificate, now: datetime | None = None) -> str:

@@ -63,3 +63,35 @@ def revoke(ctx: CAContext, serial: str, reason: str, *, actor: str, at: datetime
         # A new OCSP response and CRL are published by a subscriber (ca.status.publication), in this transaction.
         events.of(session).emit(events.CERTIFICATE_REVOKED, required=True, ctx=ctx, session=session, certificate=row)
     return row
+
+
+def is_authority_certificate(row: Certificate) -> bool:
+    """Whether a stored certificate is a CA certificate (a cross-certificate or other authority): basicConstraints cA."""
+    try:
+        constraints = x509.load_der_x509_certificate(row.der).extensions.get_extension_for_class(x509.BasicConstraints)
+    except x509.ExtensionNotFound:
+        return False
+    return bool(constraints.value.ca)
+
+
+def _stored(ctx: CAContext, serial: str) -> Certificate:
+    serial = normalise_serial(serial)
+    with ctx.sessions() as session:
+        row = session.get(Certificate, serial)
+    if row is None:
+        raise Problem(404, "Not Found", f"no certificate with serial {serial} was issued here")
+    return row
+
+
+def revoke_end_entity(ctx: CAContext, serial: str, reason: str, *, actor: str) -> Certificate:
+    """Revoke an end-entity certificate; a CA certificate is refused (409): it needs :func:`revoke_authority`."""
+    if is_authority_certificate(_stored(ctx, serial)):
+        raise Problem(409, "Conflict", f"certificate {serial} is a CA certificate; revoking it needs a second CA officer's approval")
+    return revoke(ctx, serial, reason, actor=actor)
+
+
+def revoke_authority(ctx: CAContext, serial: str, reason: str, *, actor: str) -> Certificate:
+    """Revoke a CA certificate we issued (a cross-certificate); an end-entity certificate is refused (409)."""
+    if not is_authority_certificate(_stored(ctx, serial)):
+        raise Problem(409, "Conflict", f"certificate {serial} is not a CA certificate")
+    return revoke(ctx, serial, reason, actor=actor)

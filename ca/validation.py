@@ -103,6 +103,9 @@ log = logging.getLogger("hallmark.ca.validation")
 
 STATUSES = ("valid", "revoked", "untrusted", "expired", "invalid", "revocation_unknown")
 FETCH_TIMEOUT = 5  # seconds per CRL or OCSP request to an external CA
+# Seconds one validation may take, its waits for external CAs included: FETCH_LIMITS allow 16 requests of
+# FETCH_TIMEOUT each, which would hold a certificate login's worker for over a minute. Past it: revocation_unknown.
+TOTAL_TIMEOUT = 15
 # A hostile certificate (once signed by a recognised CA) decides which URLs we fetch: keep it bounded.
 FETCH_LIMITS = FetchLimits(max_requests=16, max_cert_requests=4, max_aia_urls_per_object=3)
 
@@ -630,9 +633,17 @@ def _prepare(ctx: CAContext, certificate, intermediates, usage, extended_usage, 
     )
 
 
-async def _guarded(job: _Job) -> ValidationResult:
+async def _guarded(job: _Job, timeout: float = TOTAL_TIMEOUT) -> ValidationResult:
     try:
-        return await _run(job)
+        return await asyncio.wait_for(_run(job), timeout)
+    except TimeoutError:
+        log.warning("certificate validation stopped after %s s (external revocation data did not come)", timeout)
+        return ValidationResult(
+            False,
+            "revocation_unknown",
+            f"the revocation status could not be established within {timeout:g} seconds (an external CA's CRL or OCSP "
+            "responder did not answer in time)",
+        )
     except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
         # asn1crypto parses lazily: a malformed extension deep in a certificate surfaces here.
         log.warning("certificate could not be processed during validation", exc_info=True)
@@ -647,6 +658,7 @@ def validate(
     usage: set[str] | None = None,
     extended_usage: set[str] | None = None,
     at: datetime | None = None,
+    timeout: float = TOTAL_TIMEOUT,
 ) -> ValidationResult:
     """Validate ``certificate`` (object, DER or PEM) to any trust anchor, revocation included.
 
@@ -654,6 +666,7 @@ def validate(
     key-usage names (``digital_signature``, ``non_repudiation``, ... or their RFC 5280
     spellings), ``extended_usage`` EKU names (``client_auth``, ``clientAuth``, ...) or
     dotted OIDs, all required. ``at`` validates at a past moment (see the policy table).
+    ``timeout``: seconds the validation may wait in all (``revocation_unknown`` past it).
     """
     job = _prepare(ctx, certificate, intermediates, usage, extended_usage, at)
     if isinstance(job, ValidationResult):
@@ -661,10 +674,10 @@ def validate(
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(_guarded(job))
+        return asyncio.run(_guarded(job, timeout))
     # Called from inside an event loop (async code): run on a thread with a loop of its own.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, _guarded(job)).result()
+        return pool.submit(asyncio.run, _guarded(job, timeout)).result()
 
 
 async def async_validate(

@@ -269,9 +269,17 @@ def import_certificate(settings, bundle):
 @click.option(
     "--allow-origin", "origins", multiple=True, help="a hall origin allowed to ask for signatures (repeatable; added to the config file's)"
 )
-def serve(settings, port, origins):
+@click.option(
+    "--request-lifetime",
+    type=click.IntRange(1, 600),
+    default=None,
+    hidden=True,
+    help="seconds a signing request waits for the holder's confirmation (default 120; tests)",
+)
+def serve(settings, port, origins, request_lifetime):
     """Run the local signing agent on 127.0.0.1 for the configured hall origins."""
     from keyagent import agent as local_agent
+    from keyagent import approval
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s hallmark-key: %(message)s", stream=sys.stderr)
     try:
@@ -285,14 +293,15 @@ def serve(settings, port, origins):
         usb = _open(settings)
         usb.login()  # the PIN is asked for now, once, and a wrong one stops the agent here
         identities = usb.identities()
-        agent = local_agent.Agent(usb, allowed, port)
+        agent = local_agent.Agent(usb, allowed, port, request_lifetime=request_lifetime or approval.LIFETIME)
     except (TokenError, pkcs11.PKCS11Error) as exc:
         _fail(str(exc) or type(exc).__name__)
 
     def ready(server):
         click.echo(
             f"hallmark-key agent listening on http://127.0.0.1:{server.server_port} (token {usb.label!r}, "
-            f"{len(identities)} certificate(s)); allowed origins: {', '.join(allowed)}",
+            f"{len(identities)} certificate(s)); allowed origins: {', '.join(allowed)}; "
+            f"every signature waits for your confirmation on http://127.0.0.1:{server.server_port}/confirm/...",
             err=True,
         )
         click.echo(f"ready http://127.0.0.1:{server.server_port}")

@@ -28,7 +28,7 @@ from flask import Blueprint, Response, g, request
 from core.bearer import ApiResource
 from core.problems import Problem, json_object_body
 from signing import context as signing_context
-from signing import documents, remote, report
+from signing import documents, limits, remote
 from signing.context import SigningContext
 from signing.pdf import pades
 
@@ -141,9 +141,10 @@ def seal_pdf():
 @bp.post("/api/validate")
 @RESOURCE.require("sign:validate")
 def validate_pdf():
-    data, _ = _pdf_and_options()
     sctx = _ctx()
-    return link_records(sctx, report.validate(sctx.ca, data, limit=sctx.max_pdf_bytes, with_records=True))
+    limits.allow_validation(sctx, request.remote_addr or "")  # per client address, before the upload is read
+    data, _ = _pdf_and_options()
+    return link_records(sctx, sctx.validate(data))
 
 
 def link_records(sctx: SigningContext, found: dict) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from signing import report, seals
+from signing import seals
 from signing.context import NAME, SigningContext
 from signing.pdf import pades
 
@@ -94,10 +94,12 @@ def seal_image(name, out):
 
 @seal.command(name="retire")
 @click.argument("name")
-def seal_retire(name):
-    """Stop a seal from sealing (revoke its certificate through 'hallmark ca revoke' if the key is compromised)."""
-    seals.retire(_sctx().ca, name, actor="cli")
-    click.echo(f"seal {name} retired")
+@click.option("--reason", help="why, recorded in the audit trail")
+@click.option("--revoke-certificate", is_flag=True, help="revoke its certificate too (reason cessationOfOperation)")
+def seal_retire(name, reason, revoke_certificate):
+    """Stop a seal from sealing, for good (without --revoke-certificate its certificate stays valid)."""
+    retired = seals.retire(_sctx().ca, name, actor="cli", reason=reason, revoke_certificate=revoke_certificate)
+    click.echo(f"seal {name} retired" + (f"; certificate {retired.certificate_serial} revoked" if revoke_certificate else ""))
 
 
 @seal.command(name="grant")
@@ -157,13 +159,17 @@ def sample_pdf(target):
     click.echo(f"wrote {target}; seal it with: hallmark sign pdf {target} sealed.pdf --seal NAME")
 
 
+# The report's verdict on the whole file, in words (signing.report decides it; this only prints it).
+VERDICTS = {"TOTAL_PASSED": "valid", "TOTAL_FAILED": "not valid", "INDETERMINATE": "cannot be confirmed"}
+
+
 @click.command(name="validate")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @click.option("--json", "as_json", is_flag=True, help="print the full report as JSON (identifiers in full)")
 def validate(file, as_json):
     """Validate every signature in a PDF (ETSI simple-report style); exit 0 only if all pass."""
     sctx = _sctx()
-    found = report.validate(sctx.ca, _read(file), limit=sctx.max_pdf_bytes, with_records=True)
+    found = sctx.validate(_read(file))
     for entry in found["signatures"]:
         document_id = entry.pop("hallmark_document_id", None)
         if document_id:
@@ -172,6 +178,7 @@ def validate(file, as_json):
         click.echo(json.dumps(found, ensure_ascii=False, indent=2))
     else:
         click.echo(f"{file}: {found['signatures_count']} signature(s), {found['valid_signatures_count']} passed")
+        click.echo(f"verdict: {VERDICTS.get(found['indication'], 'no signature')}")
         for entry in found["signatures"]:
             signer = entry.get("signer") or {}
             identifier = signer.get("identifier") or {}
@@ -181,10 +188,9 @@ def validate(file, as_json):
                 click.echo(
                     f"      level {entry['pades_level']}, signed {entry.get('signing_time')}, timestamp {(entry.get('timestamp') or {}).get('time')}"
                 )
-                click.echo(
-                    f"      revocation {entry['revocation']['status']}, modified after signing: {'yes' if entry['modified_after_signing'] else 'no'}"
-                )
+                changed = f"yes ({entry['modifications'].lower().replace('_', ' ')})" if entry["modified_after_signing"] else "no"
+                click.echo(f"      revocation {entry['revocation']['status']}, modified after signing: {changed}")
             for line in entry.get("errors", []) + entry.get("warnings", []):
                 click.echo(f"      - {line}")
-    if found["signatures_count"] == 0 or found["valid_signatures_count"] != found["signatures_count"]:
+    if found["indication"] != "TOTAL_PASSED":
         sys.exit(2)

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from ca.context import CAContext
 from signing.pdf import reading as pdfinput
+from signing.settings import SigningSettings
 from signing.trust import OwnTimeStamper
 
 NAME = "signing"  # the signing component's name: the key of its service (core.component.service)
@@ -26,7 +27,23 @@ class SigningContext:
     public_url: str
     max_pdf_bytes: int = pdfinput.MAX_PDF_BYTES
     remote_session_lifetime: timedelta = timedelta(minutes=10)
+    settings: SigningSettings = field(default_factory=SigningSettings)  # the section as loaded (limits, caps)
+    cache: dict = field(default_factory=dict, repr=False)  # per-process caches owned by service modules
     _timestampers: threading.local = field(default_factory=threading.local, repr=False)
+
+    @property
+    def caps(self) -> pdfinput.Caps:
+        """What a PDF to validate may hold (signing.pdf.reading.check_caps)."""
+        own = self.settings
+        return pdfinput.Caps(own.validate_max_pages, own.validate_max_revisions, own.validate_max_signatures)
+
+    def validate(self, data: bytes) -> dict:
+        """The validation report of ``data`` (signing.report.validate) within this service's limits, records linked."""
+        from signing import report
+
+        return report.validate(
+            self.ca, data, limit=self.max_pdf_bytes, with_records=True, caps=self.caps, timeout=self.settings.validate_timeout_seconds
+        )
 
     @property
     def sessions(self):

@@ -41,7 +41,10 @@ class SignedDocument(Base):
     """A PDF this service sealed or finished signing: what the verification page looks up.
 
     The document itself is not kept (it may hold personal data); its SHA-256 and the
-    SHA-256 of our signature value are, so an uploaded copy can be recognised.
+    SHA-256 of our signature value are, so an uploaded copy can be recognised, and its
+    title, page count and a small picture of page 1 (body text not legible), so a
+    reader can tell which document a verification code belongs to. Records made before
+    these were kept have none.
     """
 
     __tablename__ = "signing_documents"
@@ -61,6 +64,10 @@ class SignedDocument(Base):
     signature_sha256: Mapped[str] = mapped_column(String(64), index=True)  # of the CMS signature value
     size: Mapped[int] = mapped_column(Integer)
     actor: Mapped[str] = mapped_column(String(200))
+    # What the verification page shows so a reader can tell which document this is (signing.pdf.preview).
+    title: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the file's /Title, if it has one
+    pages: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    thumbnail_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # page 1, 240 px wide
 
 
 class RemoteSession(Base):

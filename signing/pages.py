@@ -16,6 +16,7 @@ language with the same status code.
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from urllib.parse import quote
 
@@ -26,7 +27,7 @@ from core import web
 from core.problems import Problem
 from core.web import N_
 from signing import context as signing_context
-from signing import documents, report
+from signing import documents, limits
 from signing.context import SigningContext
 
 bp = Blueprint("signing_pages", __name__, template_folder="templates")
@@ -50,6 +51,11 @@ MESSAGES = {
     "too_large": N_("This file is too large. At most %(limit)s MiB are accepted."),
     "no_file": N_("Choose a PDF file to upload."),
     "no_such_document": N_("No document has this verification code. Check the address or scan the QR code again."),
+    "too_many_pages": N_("This PDF has too many pages to be checked here (at most %(pages)s)."),
+    "too_many_revisions": N_("This PDF was changed too many times to be checked here (at most %(revisions)s revisions)."),
+    "too_many_signatures": N_("This PDF has too many signatures to be checked here (at most %(signatures)s)."),
+    "rate_limited": N_("Too many files were checked from your network. Try again in %(seconds)s seconds."),
+    "validation_timeout": N_("Checking this file took too long. Try again later."),
 }
 
 
@@ -65,9 +71,14 @@ def _when(iso: str | None) -> str:
     return format_datetime(datetime.fromisoformat(iso.replace("Z", "+00:00")), "medium")
 
 
-def render(template: str, status: int = 200, **values):
+def render(template: str, status: int = 200, headers: dict | None = None, **values):
     # The language switch leads to this page without the query (a looked-up code is in the path already).
-    return render_template(template, when=_when, lang_links=web.language_links(request.path, {}), **values), status
+    return render_template(template, when=_when, lang_links=web.language_links(request.path, {}), **values), status, headers or {}
+
+
+def refused(template: str, problem: Problem, **values):
+    """The page again, saying in the person's language why the upload was refused (Retry-After kept)."""
+    return render(template, problem.status, problem.headers, error=_problem_text(problem), **values)
 
 
 def _problem_text(problem: Problem) -> str:
@@ -75,7 +86,16 @@ def _problem_text(problem: Problem) -> str:
     message = MESSAGES.get(code)
     if message is None:
         return problem.detail or problem.title
-    return gettext(message, limit=_ctx().max_pdf_bytes // (1024 * 1024))
+    sctx = _ctx()
+    caps = sctx.caps
+    return gettext(
+        message,
+        limit=sctx.max_pdf_bytes // (1024 * 1024),
+        pages=caps.pages,
+        revisions=caps.revisions,
+        signatures=caps.signatures,
+        seconds=problem.extensions.get("retry_after", 60),
+    )
 
 
 def _upload() -> bytes:
@@ -116,16 +136,25 @@ def verify(document_id):
     except Problem as problem:
         return render("signing/verify.html", problem.status, error=_problem_text(problem), document=None)
     described = documents.describe(sctx, row)
+    picture = documents.thumbnail(row)
+    # Inline (the page's CSP allows data: images): no second request, nothing cached apart from the page.
+    described["thumbnail"] = picture and {
+        "src": "data:image/png;base64," + base64.b64encode(picture["png"]).decode("ascii"),
+        "width": picture["width"],
+        "height": picture["height"],
+    }
     if request.method == "GET":
         return render("signing/verify.html", document=described)
     try:
+        limits.allow_validation(sctx, request.remote_addr or "")  # per client address, before the upload is read
         comparison = documents.compare(sctx, row, _upload())
     except Problem as problem:
-        return render("signing/verify.html", problem.status, error=_problem_text(problem), document=described)
+        return refused("signing/verify.html", problem, document=described)
     return render(
         "signing/verify.html",
         document=described,
         outcome=comparison.outcome,
+        upload_sha256=comparison.report["document"]["sha256"],
         report=_report_view(comparison.report),
         entry=comparison.entry,
     )
@@ -140,7 +169,8 @@ def validate_form():
 def validate_upload():
     sctx = _ctx()
     try:
-        found = report.validate(sctx.ca, _upload(), limit=sctx.max_pdf_bytes, with_records=True)
+        limits.allow_validation(sctx, request.remote_addr or "")  # per client address, before the upload is read
+        found = sctx.validate(_upload())
     except Problem as problem:
-        return render("signing/validate.html", problem.status, error=_problem_text(problem), report=None)
+        return refused("signing/validate.html", problem, report=None)
     return render("signing/validate.html", report=_report_view(found))

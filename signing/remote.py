@@ -53,7 +53,7 @@ from core.problems import Problem
 from signing import report, trust
 from signing.context import SigningContext
 from signing.models import RemoteSession
-from signing.pdf import pades, stamp
+from signing.pdf import pades, preview, stamp
 from signing.pdf import reading as pdfinput
 from signing.pdf.signers import GivenSignature
 
@@ -310,6 +310,7 @@ def finish(sctx: SigningContext, session_id: str, signature: bytes, *, actor: st
         raise pades.signing_failure(exc) from None
     identity = report.signer(parsed, certificate)
     found = identity["identifier"]
+    shown = preview.of(signed)  # before the transaction: rendering page 1 takes a while
     with sctx.sessions() as session, session.begin():
         current = session.get(RemoteSession, session_id, with_for_update=True)
         if current is None or current.actor != actor or current.status != "pending":
@@ -319,6 +320,7 @@ def finish(sctx: SigningContext, session_id: str, signature: bytes, *, actor: st
         document = pades.record(
             sctx,
             session=session,
+            shown=shown,
             document_id=row.document_id,
             kind="token",
             seal_name=None,

@@ -17,7 +17,18 @@ signer's revocation status is required, except below a CA recognised under the
 reported ``unknown`` with a warning.
 
 Indications are TOTAL_PASSED, INDETERMINATE and TOTAL_FAILED with ETSI
-sub-indications (HASH_FAILURE, REVOKED_NO_POE, NO_CERTIFICATE_CHAIN_FOUND, ...).
+sub-indications (HASH_FAILURE, REVOKED_NO_POE, NO_CERTIFICATE_CHAIN_FOUND, ...),
+and one of our own: ILLEGAL_MODIFICATIONS, for a signature whose signed revision
+is intact but whose later revisions change the document in ways no signature
+permits (pyHanko's difference analysis: modification level OTHER, or beyond a
+certification signature's DocMDP level). Such a file no longer shows what was
+signed, so it fails, as pyHanko's own bottom line and Adobe's reader fail it.
+
+This report is the one verdict: ``indication`` of each signature, and the
+document's ``indication`` (the worst of its signatures'). An edited signed range
+counts as modified after signing (``modifications`` ``SIGNED_CONTENT``), so no
+entry says "not modified" beside a hash failure. Pages and the CLI render these
+fields and decide nothing of their own.
 The report carries the signer's identifier as the certificate states it (resident
 ID or credit code, with where it was read from); the JSON API gives it in full
 and masked, pages show it masked only.
@@ -51,12 +62,16 @@ from ca import trust as ca_trust
 from ca import validation
 from ca.context import CAContext
 from core.identifiers import mask_resident_ids
+from core.problems import Problem
 from signing import trust
 from signing.pdf import reading as pdfinput
 
 log = logging.getLogger("hallmark.signing.report")
 
 INDICATIONS = {AdESStatus.PASSED: "TOTAL_PASSED", AdESStatus.INDETERMINATE: "INDETERMINATE", AdESStatus.FAILED: "TOTAL_FAILED"}
+ILLEGAL_MODIFICATIONS = "ILLEGAL_MODIFICATIONS"  # ours, beside ETSI's sub-indications (see above)
+SIGNED_CONTENT = "SIGNED_CONTENT"  # ``modifications`` when the signed range itself was edited
+_WORST_FIRST = ("TOTAL_FAILED", "INDETERMINATE", "TOTAL_PASSED")
 POLICY = "Hallmark: ETSI EN 319 102-1 with our root and recognised CAs as anchors; revocation data from the file and our records; nothing fetched"
 
 
@@ -231,8 +246,14 @@ def _signature_entry(
     loaded = x509.load_der_x509_certificate(certificate.dump())
     integrity = ModificationInfo(**signature.summarise_integrity_info())
     coverage, modification = integrity.coverage, integrity.modification_level
+    modifications = modification.name if modification is not None else None
     # Validation data and document timestamps added later (LTA_UPDATES) do not change the document.
     modified = None if modification is None else modification.name not in ("NONE", "LTA_UPDATES")
+    intact = status is None or status.intact
+    if not intact or sub_indication == "HASH_FAILURE":
+        intact, modified, modifications = False, True, SIGNED_CONTENT  # the signed bytes themselves were edited
+    elif integrity.docmdp_ok is False and indication != "TOTAL_FAILED":
+        indication, sub_indication = "TOTAL_FAILED", ILLEGAL_MODIFICATIONS
     entry = {
         "id": f"S-{number}",
         "field": signature.field_name,
@@ -255,25 +276,30 @@ def _signature_entry(
         "coverage": coverage.name if coverage is not None else None,
         "covers_whole_file": coverage is not None and coverage.name == "ENTIRE_FILE",
         "modified_after_signing": modified,
-        "modifications": modification.name if modification is not None else None,
+        "modifications": modifications,
         "pades_level": _pades_level(signature, status, dss, doc_timestamps_after),
         "signature_sha256": hashlib.sha256(signature.signer_info["signature"].native).hexdigest(),
         "errors": [],
         "warnings": [],
     }
-    if status is not None and not status.intact:
+    if not intact:
         entry["errors"].append("the signed bytes were changed after signing: the document digest does not match")
     elif status is not None and not status.valid:
         entry["errors"].append("the cryptographic signature does not verify")
-    if result.failure_msg and indication != "TOTAL_PASSED":
+    if sub_indication == ILLEGAL_MODIFICATIONS:
+        entry["errors"].append(
+            f"a later revision changes the document in a way no signature permits ({modifications.lower().replace('_', ' ')}): "
+            "the file no longer shows what was signed"
+        )
+    if result.failure_msg and INDICATIONS[sub.status] != "TOTAL_PASSED":
         entry["errors"].append(mask_resident_ids(result.failure_msg)[:500])
     if indication == "TOTAL_PASSED" and entry["revocation"]["status"] == "unknown" and policy == "soft":
         entry["warnings"].append(
             "the signer's revocation status is not known (no revocation data in the file); "
             "accepted under the soft revocation policy of the CA that issued the certificate"
         )
-    if modification is not None and modification.name not in ("NONE", "LTA_UPDATES"):
-        entry["warnings"].append(f"the file was changed after this signature ({modification.name.lower().replace('_', ' ')})")
+    if modified and intact and sub_indication != ILLEGAL_MODIFICATIONS:
+        entry["warnings"].append(f"the file was changed after this signature ({modifications.lower().replace('_', ' ')})")
     return entry
 
 
@@ -308,7 +334,12 @@ async def _doc_timestamp_entry(signature: EmbeddedPdfSignature) -> dict:
 
 
 async def async_validate(
-    ctx: CAContext, data: bytes, *, limit: int = pdfinput.MAX_PDF_BYTES, found: ca_trust.Snapshot | None = None
+    ctx: CAContext,
+    data: bytes,
+    *,
+    limit: int = pdfinput.MAX_PDF_BYTES,
+    found: ca_trust.Snapshot | None = None,
+    caps: pdfinput.Caps = pdfinput.DEFAULT_CAPS,
 ) -> dict:
     reader = pdfinput.read(data, limit=limit)
     found = found or trust.material(ctx)
@@ -318,6 +349,7 @@ async def async_validate(
     except pdfinput.DAMAGED as exc:
         log.info("cannot enumerate signatures: %s", exc)
         raise pdfinput.refuse(422, "corrupt", "the PDF's signature fields cannot be read") from None
+    pdfinput.check_caps(reader, caps, len(embedded))  # before any signature is checked
     try:
         dss = _read_dss(reader)
     except pdfinput.DAMAGED as exc:
@@ -342,6 +374,7 @@ async def async_validate(
     return {
         "validation_time": _iso(now),
         "policy": POLICY,
+        "indication": document_indication(signatures),
         "document": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "revisions": reader.xrefs.total_revisions},
         "signatures_count": len(signatures),
         "valid_signatures_count": passed,
@@ -350,17 +383,50 @@ async def async_validate(
     }
 
 
-def validate(ctx: CAContext, data: bytes, *, limit: int = pdfinput.MAX_PDF_BYTES, with_records: bool = False) -> dict:
+def document_indication(signatures: list[dict]) -> str | None:
+    """The file's verdict: the worst indication among its signatures (None: it has none)."""
+    found = {entry["indication"] for entry in signatures}
+    return next((indication for indication in _WORST_FIRST if indication in found), None)
+
+
+TIMEOUT_SECONDS = 30  # one validation's bound in time (the signing section's validate_timeout_seconds)
+
+
+def validate(
+    ctx: CAContext,
+    data: bytes,
+    *,
+    limit: int = pdfinput.MAX_PDF_BYTES,
+    with_records: bool = False,
+    caps: pdfinput.Caps = pdfinput.DEFAULT_CAPS,
+    timeout: float = TIMEOUT_SECONDS,
+) -> dict:
     """The report for one PDF (a 413/422 problem for what is not a readable, unencrypted PDF).
 
     With ``with_records`` every signature this service made names its record
     (``hallmark_document_id``); the trust check and that lookup share one database session.
+    ``caps``: the most pages, revisions and signatures validated (413 past them).
+    ``timeout``: seconds the validation may take (503 past it). It ends the waits, which
+    is where a validation can spend long: fetching an external CA's CRL or OCSP answer
+    (each request is bounded too: ca.validation.FETCH_TIMEOUT, FETCH_LIMITS); the
+    computing between waits is bounded by the caps.
     """
     with ctx.sessions() as session:
         found = trust.material(ctx, session)
         # End the read before the slow part: on SQLite every transaction holds the write lock (core.db).
         session.rollback()
-        report = asyncio.run(async_validate(ctx, data, limit=limit, found=found))
+        try:
+            report = asyncio.run(asyncio.wait_for(async_validate(ctx, data, limit=limit, found=found, caps=caps), timeout))
+        except TimeoutError:
+            log.warning("validation stopped after %s s", timeout)
+            raise Problem(
+                503,
+                "Service Unavailable",
+                f"the validation took longer than {timeout:g} seconds (revocation data of an external CA did not come in time); "
+                "try again later",
+                headers={"Retry-After": "60"},
+                code="validation_timeout",
+            ) from None
         if with_records:
             records = document_records(session, report)
             for entry in report["signatures"]:

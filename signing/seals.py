@@ -73,6 +73,18 @@ class SealInfo:
         return dict(self.__dict__)
 
 
+def check_new(*, department: str, credit_code: str, name: str | None = None) -> tuple[str, str, str]:
+    """A new seal's department name, credit code and seal name (the department's name when none is given), checked
+    as :func:`add` checks them; 422 problems (``bad_seal``, ``bad_credit_code``) otherwise. Whether the name is free
+    is not checked here."""
+    department = issuance.check_name(department, "department name")
+    code = check_credit_code(credit_code)
+    name = (name or department).strip()
+    if not _NAME.match(name):
+        raise _bad(f"a seal name is 1-{MAX_NAME_CHARS} characters without control characters or / \\ ? # %")
+    return department, code, name
+
+
 def add(
     ctx: CAContext,
     *,
@@ -83,11 +95,7 @@ def add(
     actor: str,
 ) -> Seal:
     """Create a seal: HSM key, department-seal certificate, image (a demo seal when none is given)."""
-    department = issuance.check_name(department, "department name")
-    code = check_credit_code(credit_code)
-    name = (name or department).strip()
-    if not _NAME.match(name):
-        raise _bad(f"a seal name is 1-{MAX_NAME_CHARS} characters without control characters or / \\ ? # %")
+    department, code, name = check_new(department=department, credit_code=credit_code, name=name)
     png = sealimage.check_image(image) if image is not None else sealimage.demo_seal(department)
     with ctx.sessions() as session:
         if session.get(Seal, name) is not None:
@@ -166,12 +174,95 @@ def get(session, name: str) -> Seal:
     return seal
 
 
-def retire(ctx: CAContext, name: str, *, actor: str) -> Seal:
-    """Stop using a seal (its certificate stays valid for what it sealed; revoke it through the CA if compromised)."""
+def retire(ctx: CAContext, name: str, *, actor: str, reason: str | None = None, revoke_certificate: bool = False) -> Seal:
+    """Stop a seal from sealing, for good; 409 (``seal_retired``) when it already is.
+
+    With ``revoke_certificate`` its certificate is revoked too (``ca.revocation``, reason
+    cessationOfOperation), after the seal is marked retired. Retiring again a retired seal whose certificate
+    is still valid finishes that revocation (a retirement cut short between the two steps).
+    Without it the certificate stays valid for what it sealed (revoke it through the CA if the
+    key is compromised).
+    """
+    from sqlalchemy import update
+
+    from ca import revocation
+
     with ctx.sessions() as session, session.begin():
         seal = get(session, name)
-        seal.status = "retired"
-        audit.record(session, actor=actor, action="signing.seal.retired", target=name, details={"department": seal.department})
+        serial, department, code = seal.certificate_serial, seal.department, seal.credit_code
+        certificate_valid = session.get(Certificate, serial).status == "valid"
+        changed = session.execute(update(Seal).where(Seal.name == seal.name, Seal.status == "active").values(status="retired")).rowcount
+        if not changed and not (revoke_certificate and certificate_valid):
+            raise Problem(409, "Conflict", f"the seal {name!r} is already retired", code="seal_retired")
+        if changed:
+            audit.record(
+                session,
+                actor=actor,
+                action="signing.seal.retired",
+                target=seal.name,
+                details={"department": department, "credit_code": code, "certificate": serial, "reason": reason},
+            )
+    if revoke_certificate and certificate_valid:
+        try:
+            revocation.revoke(ctx, serial, "cessationOfOperation", actor=actor)
+        except Problem as problem:
+            if problem.status != 409:  # 409: revoked meanwhile (through the CA), which is what was wanted
+                raise
+    with ctx.sessions() as session:
+        return get(session, name)
+
+
+def rotate(ctx: CAContext, name: str, *, actor: str) -> Seal:
+    """Give an active seal a new HSM key and a new department-seal certificate; its name, department and image stay.
+
+    From the commit on, the seal signs with the new key and certificate (``load`` sees the new serial). The
+    replaced certificate stays valid for what it sealed; revoke it through the CA if the old key is
+    compromised. The new key's label is made from the seal's name and the certificate it replaces, so a
+    retry after a failure reuses the key it made; a seal rotated meanwhile by someone else is refused (409).
+    """
+    with ctx.sessions() as session:
+        seal = get(session, name)
+        if seal.status != "active":
+            raise Problem(409, "Conflict", f"the seal {name!r} is retired", code="seal_retired")
+        old_serial, old_key, department, code = seal.certificate_serial, seal.key_uri, seal.department, seal.credit_code
+    label = _key_label(name + "\x00" + old_serial)
+    key = next((k for k in ctx.keys.keys() if k.label == label), None) or ctx.keys.create_key(label, KeyAlgorithm.EC_P256)  # noqa: SIM118 - a key manager, not a dict
+    profile = profiles.get(PROFILE)
+    subject, id_extensions, id_value = issuance.subject_for(profile, issuance.Identity(name=department, subject_id=code))
+    with ctx.sessions() as session, session.begin():
+        seal = get(session, name)
+        if seal.certificate_serial != old_serial or seal.status != "active":
+            raise Problem(409, "Conflict", f"the seal {name!r} was changed meanwhile; look at it again", code="seal_changed")
+        issuer = ctx.authority(profile.issuer, session)
+        certificate = issuance.build(
+            ctx, profile, issuer, key.public_key, subject, serial=issuance.random_serial(session), extra_extensions=id_extensions
+        )
+        row = issuance.store(
+            ctx,
+            session,
+            certificate,
+            authority=issuer.name,
+            profile=PROFILE,
+            id_kind="credit_code",
+            id_value=id_value,
+            actor=actor,
+            key_uri=key.uri,
+        )
+        seal.certificate_serial, seal.key_uri = row.serial, key.uri
+        audit.record(
+            session,
+            actor=actor,
+            action="signing.seal.rotated",
+            target=name,
+            details={
+                "department": department,
+                "credit_code": code,
+                "old_certificate": old_serial,
+                "certificate": row.serial,
+                "old_key": old_key,
+                "key": key.uri,
+            },
+        )
     return seal
 
 

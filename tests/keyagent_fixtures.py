@@ -246,3 +246,49 @@ def access_token(
     )
     assert token.status_code == 200, token.text
     return token.json()
+
+
+# -- the local agent's confirmation step ------------------------------------------------------
+
+
+def ask_agent(base: str, body: dict, origin: str, **headers) -> requests.Response:
+    """``POST /v1/sign`` as a hall page's script sends it (JSON, with the page's Origin)."""
+    return requests.post(
+        base + "/v1/sign", data=json.dumps(body), headers={"Content-Type": "application/json", "Origin": origin, **headers}, timeout=30
+    )
+
+
+def agent_outcome(base: str, request_id: str, origin: str, wait: float = 0) -> requests.Response:
+    """``GET /v1/sign/<id>``: what the asking page polls for."""
+    return requests.get(f"{base}/v1/sign/{request_id}", params={"wait": wait}, headers={"Origin": origin}, timeout=wait + 30)
+
+
+def confirmation_token(confirm_url: str) -> str:
+    """The CSRF token on the agent's confirmation page (as the holder's browser loads it)."""
+    page = requests.get(confirm_url, headers={"Sec-Fetch-Dest": "document", "Sec-Fetch-Site": "cross-site"}, timeout=10)
+    assert page.status_code == 200, page.text[:500]
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert found, page.text[:500]
+    return html.unescape(found.group(1))
+
+
+def post_confirmation(confirm_url: str, token: str | None, decision: str = "approve", **headers) -> requests.Response:
+    """The confirmation form's post; by default with the headers the agent's own page sends (override to forge)."""
+    own = "{0.scheme}://{0.netloc}".format(urlsplit(confirm_url))
+    sent = {"Origin": own, "Sec-Fetch-Site": "same-origin", **headers}
+    form = {"decision": decision} if token is None else {"decision": decision, "csrf_token": token}
+    return requests.post(
+        confirm_url, data=form, headers={k: v for k, v in sent.items() if v is not None}, allow_redirects=False, timeout=60
+    )
+
+
+def confirm_in_browser(page, confirm_url: str, *, decision: str = "approve", shot: Path | None = None) -> str:
+    """Open the agent's confirmation page in a real browser, press 确认签名 (or 拒绝); the page text it showed first."""
+    page.goto(confirm_url)
+    shown = page.locator("main").inner_text()
+    if shot is not None:
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot), full_page=True)
+    page.get_by_role("button", name="确认签名" if decision == "approve" else "拒绝").click()
+    page.wait_for_load_state()
+    return shown

@@ -21,15 +21,33 @@ SHA-256, SHA-384 or SHA-512), and then:
 * anything unparsable, empty or over 8 KiB, or a nonce over 32 octets (RFC 8954):
   ``malformedRequest``.
 
+Limits. Only what makes the responder sign is limited: a nonce, a serial we never
+issued, several CertIDs (and a first answer for a non-SHA-1 CertID). Each counts
+against the client address's ``ocsp_signed`` limit (the ca section: a burst, then a
+rate per minute), kept in the database like every shared limit (core.ratelimit), so
+every worker and node counts one allowance; past it the answer is ``tryLater``
+(RFC 6960 2.3), which the HTTP layer sends with status 429 and ``Retry-After``. A
+pre-signed or cached answer is served without counting: it costs less than the
+database write a count would be, and it is the hot path.
+
 Revocation guarantee. A revocation re-signs the response and publishes a CRL in one
 transaction (``ca.status.publication``), so an authority's CRL number counts its
 revocations. Every cached answer is tagged with the CRL number read *before* the
-answer was loaded, and is served only while a fresh read of that number (one
-primary-key read of a table with a row per CA, per request) still matches. Hence:
-an OCSP request that arrives after a revocation committed is answered "revoked" by
-every worker process on every node; there is no window. Cached answers are also
-dropped once the scheduler would have re-signed them, so refreshed responses are
-picked up without a revocation.
+answer was loaded, and is served only while the process's current reading of that
+number still matches. The number is read (one primary-key read of a table with a
+row per CA) at most once per :data:`REVOCATION_DELAY` seconds per authority, shared
+by every request and thread of the process, and a reading counts only for
+:data:`REVOCATION_DELAY` seconds from the moment it was *started*. Hence: an OCSP
+request that arrives :data:`REVOCATION_DELAY` seconds or more after a revocation
+committed is answered "revoked" by every worker process on every node (the
+documented delay, docs/ca.md); a request in that window may still get the cached
+"good". Cached answers are also dropped once the scheduler would have re-signed
+them, so refreshed responses are picked up without a revocation.
+
+The hot path. A POST of the same bytes as a request answered before, from the
+cache, is answered by :meth:`Responder.prepared`: a dictionary probe by the request's
+bytes, one clock read and the comparisons above; no parsing, no database. Its reply
+(body and headers) is built once, when the answer is cached, and served as it is.
 """
 
 from __future__ import annotations
@@ -58,6 +76,7 @@ from sqlalchemy.orm.util import identity_key
 from ca import hierarchy, issuance
 from ca.context import CAContext, LoadedAuthority
 from ca.models import Authority, Certificate, OCSPResponse
+from core import ratelimit
 from core.db import utc_now
 
 VALIDITY = timedelta(days=1)  # thisUpdate .. nextUpdate of every response we sign
@@ -67,6 +86,9 @@ MAX_REQUEST_BYTES = 8 * 1024
 MAX_CERT_IDS = 16
 MAX_NONCE_BYTES = 32  # RFC 8954 section 2.1
 CACHE_ENTRIES = 50_000  # per process; about 1 KB each
+# How long after a revocation commits a cached "good" may still be served (seconds): each process reads each
+# authority's CRL number at most this often. docs/ca.md states it; tests/platform/test_multinode.py checks it.
+REVOCATION_DELAY = 0.5
 CONTENT_TYPE = "application/ocsp-response"
 
 log = logging.getLogger("hallmark.ca.ocsp")
@@ -329,6 +351,7 @@ class Answer:
     produced_at: float | None = None  # POSIX seconds
     next_update: float | None = None
     cacheable: bool = False  # the same bytes may be served to anyone until next_update (RFC 5019)
+    retry_after: int = 0  # seconds; on a tryLater to a client past its limit (sent with HTTP 429)
 
     @property
     def etag(self) -> str:
@@ -360,6 +383,32 @@ class _Entry:
     fresh_until: float
 
 
+class _Epoch:
+    """One authority's CRL number as this process last read it: ``state`` is (number, trusted until), monotonic seconds.
+
+    The pair is replaced whole (one attribute store), so a reader never sees a number with another reading's deadline.
+    """
+
+    __slots__ = ("state",)
+
+    def __init__(self):
+        self.state = (-1, float("-inf"))
+
+
+class Prepared:
+    """A cached answer to one request's exact bytes, with its HTTP reply to a POST built once."""
+
+    __slots__ = ("answer", "body", "epoch", "fresh_until", "headers", "number")
+
+    def __init__(self, answer: Answer, epoch: _Epoch, number: int, fresh_until: float):
+        self.answer = answer
+        self.epoch = epoch  # the authority's shared reading
+        self.number = number  # the CRL number the answer was read under
+        self.fresh_until = fresh_until  # monotonic seconds (one clock read on the hot path)
+        self.headers = [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(answer.der)))]
+        self.body = [answer.der]
+
+
 def decode_get_path(encoded: str) -> bytes:
     """The DER request of a GET URL (RFC 6960 appendix A.1): base64, then URL-encoded.
 
@@ -380,10 +429,13 @@ def decode_get_path(encoded: str) -> bytes:
 class Responder:
     """Answers OCSP requests for our issuing CAs. One per process; safe for threads."""
 
-    def __init__(self, ctx: CAContext, *, cache_entries: int = CACHE_ENTRIES):
+    def __init__(self, ctx: CAContext, *, cache_entries: int = CACHE_ENTRIES, revocation_delay: float = REVOCATION_DELAY):
         self.ctx = ctx
         self._cache: dict[tuple[str, str, str], _Entry] = {}
+        self._prepared: dict[bytes, Prepared] = {}  # by the request's DER bytes (no nonce, one CertID)
         self._cache_entries = cache_entries
+        self._revocation_delay = max(0.0, float(revocation_delay))
+        self._epochs: dict[str, _Epoch] = {}
         self._issuers: dict[tuple[str, bytes, bytes], LoadedAuthority] = {}
         self._issuers_loaded = 0.0
         self._delegates: dict[str, tuple[DelegatedResponder | None, float]] = {}
@@ -401,7 +453,9 @@ class Responder:
         self._reader.dispose()  # connections other threads still hold are closed with their threads
 
     # The one entry point: bytes in, an OCSP response out, never an exception.
-    def answer(self, request_der: bytes) -> Answer:
+    def answer(self, request_der: bytes, client: str = "") -> Answer:
+        # ``client``: the address whose limit counts a signed answer (read by _limited on this thread).
+        self._local.client = client
         if not request_der or len(request_der) > MAX_REQUEST_BYTES:
             return _MALFORMED
         try:
@@ -413,7 +467,10 @@ class Responder:
             if any(issuer is None for issuer in issuers) or len({issuer.name for issuer in issuers}) != 1:
                 return _UNAUTHORIZED
             if len(cert_ids) == 1:
-                return self._answer_one(issuers[0], cert_ids[0], nonce)
+                answer, number = self._answer_one(issuers[0], cert_ids[0], nonce)
+                if number is not None:
+                    self._prepare(request_der, issuers[0].name, answer, number)
+                return answer
             return self._answer_many(issuers[0], cert_ids, nonce)
         except self._database_errors:
             log.warning("OCSP: the database is unavailable; answering tryLater", exc_info=True)
@@ -421,6 +478,36 @@ class Responder:
         except Exception:
             log.exception("OCSP: unexpected error; answering internalError")
             return _INTERNAL_ERROR
+
+    def prepared(self, request_der: bytes) -> Prepared | None:
+        """The cached answer to exactly these request bytes while it still holds, else None (then call :meth:`answer`).
+
+        It holds while the process's reading of the authority's CRL number is recent (see the module docstring)
+        and unchanged since the answer was cached, and the answer is not due for re-signing.
+        """
+        hit = self._prepared.get(request_der)
+        if hit is None:
+            return None
+        number, until = hit.epoch.state
+        now = time.monotonic()
+        if number != hit.number or now >= until or now >= hit.fresh_until:
+            return None
+        return hit
+
+    def _prepare(self, request_der: bytes, authority: str, answer: Answer, number: int) -> None:
+        # As _remember: served until the scheduler would have re-signed it (converted to the monotonic clock).
+        wall = time.time()
+        fresh_until = answer.next_update - REFRESH_BEFORE.total_seconds()
+        if fresh_until <= wall:
+            fresh_until = min(wall + 60, answer.next_update - 60)
+        fresh_until += time.monotonic() - wall
+        prepared = self._prepared
+        if len(prepared) >= self._cache_entries:
+            try:
+                del prepared[next(iter(prepared))]  # oldest inserted first
+            except (StopIteration, KeyError, RuntimeError):
+                pass
+        prepared[request_der] = Prepared(answer, self._epoch_of(authority), number, fresh_until)
 
     def _issuer(self, cert_id: _CertId) -> LoadedAuthority | None:
         key = (cert_id.algorithm, cert_id.name_hash, cert_id.key_hash)
@@ -465,8 +552,23 @@ class Responder:
                     raise
         raise AssertionError("unreachable")
 
+    def _epoch_of(self, authority: str) -> _Epoch:
+        epoch = self._epochs.get(authority)
+        if epoch is None:
+            epoch = self._epochs.setdefault(authority, _Epoch())
+        return epoch
+
     def _epoch(self, authority: str) -> int:
-        """The authority's CRL number: straight through the DBAPI, a few µs on the hot path."""
+        """The authority's CRL number as of at most :data:`REVOCATION_DELAY` seconds ago (read again when older).
+
+        Every thread of the process shares the reading. Its deadline counts from the moment the read was started,
+        so a reading never vouches for longer than the delay after the database state it saw.
+        """
+        epoch = self._epoch_of(authority)
+        number, until = epoch.state
+        started = time.monotonic()
+        if started < until:
+            return number
 
         def read(connection) -> int:
             cursor = connection.connection.cursor()
@@ -476,7 +578,11 @@ class Responder:
             finally:
                 cursor.close()
 
-        return self._read(read)
+        number = self._read(read)
+        until = started + self._revocation_delay
+        if until > epoch.state[1]:  # a slower thread's older reading does not replace a newer one
+            epoch.state = (number, until)
+        return number
 
     def _session_read(self, work):
         """``work(session)`` with an ORM session on this thread's reader connection (no write lock)."""
@@ -488,16 +594,17 @@ class Responder:
 
         return self._read(run)
 
-    def _answer_one(self, issuer: LoadedAuthority, cert_id: _CertId, nonce: x509.Extension | None) -> Answer:
+    def _answer_one(self, issuer: LoadedAuthority, cert_id: _CertId, nonce: x509.Extension | None) -> tuple[Answer, int | None]:
+        """The answer, and the CRL number it holds under when it may be cached (else None)."""
         serial = format(cert_id.serial, "x") if cert_id.serial else None  # 0 is never a serial of ours
         if nonce is not None or serial is None:
-            return self._sign_live(issuer, cert_id, serial, nonce)
+            return self._sign_live(issuer, cert_id, serial, nonce), None
         key = (cert_id.algorithm, issuer.name, serial)
         epoch = self._epoch(issuer.name)  # read before anything it vouches for (see the module docstring)
         entry = self._cache.get(key)
         now = time.time()
         if entry is not None and entry.epoch == epoch and now < entry.fresh_until:
-            return entry.answer
+            return entry.answer, epoch
         answer = None
         if cert_id.algorithm == "sha1":
             row = self._session_read(lambda session: session.execute(self._response_query, {"serial": serial}).first())
@@ -506,9 +613,9 @@ class Responder:
         if answer is None:
             answer = self._sign_live(issuer, cert_id, serial, None)
             if not answer.cacheable:
-                return answer  # unknown: never cached, the serial may yet be issued
+                return answer, None  # unknown: never cached, the serial may yet be issued
         self._remember(key, answer, epoch, now)
-        return answer
+        return answer, epoch
 
     def _remember(self, key, answer: Answer, epoch: int, now: float) -> None:
         # Served from memory until the scheduler would have re-signed it, then reread.
@@ -539,7 +646,18 @@ class Responder:
             )
         return found[0]
 
+    def _limited(self) -> Answer | None:
+        """tryLater (with the wait) when this request's client is past its ``ocsp_signed`` limit; else counts it and None."""
+        limit = self.ctx.settings.limit("ocsp_signed")
+        wait = ratelimit.shared(self.ctx.cache, self.ctx.sessions, "ca.ocsp.signed", limit).attempt(getattr(self._local, "client", ""))
+        if wait > 0:
+            return Answer(TRY_LATER, retry_after=ratelimit.retry_after(wait))
+        return None
+
     def _sign_live(self, issuer: LoadedAuthority, cert_id: _CertId, serial: str | None, nonce: x509.Extension | None) -> Answer:
+        limited = self._limited()
+        if limited is not None:
+            return limited
         row = self._certificate(issuer, serial)
         responder = self._delegate(issuer)
         if responder is None:
@@ -550,6 +668,9 @@ class Responder:
         return Answer(der, produced, produced + VALIDITY.total_seconds(), cacheable=row is not None and nonce is None)
 
     def _answer_many(self, issuer: LoadedAuthority, cert_ids: list[_CertId], nonce: x509.Extension | None) -> Answer:
+        limited = self._limited()
+        if limited is not None:
+            return limited
         serials = [format(c.serial, "x") for c in cert_ids if c.serial > 0]
         query = select(Certificate).where(Certificate.serial.in_(serials), Certificate.authority == issuer.name)
         rows = {row.serial: row for row in self._session_read(lambda session: session.scalars(query).all())}

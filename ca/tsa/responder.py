@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from ca import hierarchy, profiles
 from ca.context import CAContext
+from core import ratelimit
 
 log = logging.getLogger("hallmark.ca.tsa")
 
@@ -355,6 +356,15 @@ def token(signing: _Signing, request: Request, now: datetime) -> bytes:
 
 
 # -- responses --------------------------------------------------------------------------------
+
+
+def limit_wait(ctx: CAContext, client: str) -> float:
+    """Count one time-stamp request of ``client`` (the ca section's ``tsa`` limit, shared by every worker and node).
+
+    0 when it may be answered; past the limit, the seconds to wait (and nothing counted).
+    Every time-stamp is an HSM signature: a client cannot have the token sign without end.
+    """
+    return ratelimit.shared(ctx.cache, ctx.sessions, "ca.tsa", ctx.settings.limit("tsa")).attempt(client)
 
 
 def rejection(failure: str, text: str) -> bytes:

@@ -1,7 +1,9 @@
 """Reading a PDF someone sent us, refusing what cannot be signed or validated with a clear 4xx.
 
 Every refusal is a :class:`~core.problems.Problem` with a stable ``code``:
-``too_large`` (413), ``not_a_pdf``, ``encrypted``, ``corrupt`` (422).
+``too_large`` (413), ``not_a_pdf``, ``encrypted``, ``corrupt`` (422); and, for a
+file to validate, ``too_many_pages``, ``too_many_revisions``, ``too_many_signatures``
+(413, :func:`check_caps`: what the file declares, read before any signature is checked).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import zlib
+from dataclasses import dataclass
 
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
@@ -57,3 +60,38 @@ def read(data: bytes, *, limit: int = MAX_PDF_BYTES) -> PdfFileReader:
     if encrypted:
         raise refuse(422, "encrypted", "the PDF is encrypted or password-protected; send it without encryption")
     return reader
+
+
+@dataclass(frozen=True)
+class Caps:
+    """What a PDF to validate may hold (the signing section's ``validate_max_*`` settings)."""
+
+    pages: int = 2000
+    revisions: int = 100
+    signatures: int = 50
+
+
+DEFAULT_CAPS = Caps()
+
+
+def check_caps(reader: PdfFileReader, caps: Caps, signatures: int) -> None:
+    """A 413 problem when the file has more pages, revisions or ``signatures`` than ``caps`` allow.
+
+    Cheap: the page tree's declared /Count, the number of cross-reference sections
+    pyHanko read when it opened the file, and the signatures already found.
+    """
+    try:
+        pages = reader.root["/Pages"]["/Count"]
+        revisions = reader.xrefs.total_revisions
+    except DAMAGED as exc:
+        log.info("refused a corrupt PDF: %s: %s", type(exc).__name__, exc)
+        raise refuse(422, "corrupt", "the PDF is damaged and cannot be read (its page tree is broken)") from None
+    if not isinstance(pages, int) or pages < 0:
+        raise refuse(422, "corrupt", "the PDF is damaged and cannot be read (its page count is not a number)")
+    for code, what, found, cap in (
+        ("too_many_pages", "pages", pages, caps.pages),
+        ("too_many_revisions", "revisions (incremental updates)", revisions, caps.revisions),
+        ("too_many_signatures", "signatures", signatures, caps.signatures),
+    ):
+        if found > cap:
+            raise refuse(413, code, f"the PDF has {found} {what}; at most {cap} are validated here")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import http.client
 import subprocess
 import sys
@@ -295,8 +296,10 @@ def test_responder_answers_good_revoked_unknown_unauthorized_and_echoes_nonces(c
         sha256 = status_of(ctx, responder.answer(ocsp_request(cert, people, hashes.SHA256())).der)
         assert sha256.hash_algorithm.name == "sha256" and sha256.certificate_status is x509_ocsp.OCSPCertStatus.GOOD
 
-        live = responder.answer(ocsp_request(cert, people, nonce=b"0123456789abcdef"))
+        with_nonce = ocsp_request(cert, people, nonce=b"0123456789abcdef")
+        live = responder.answer(with_nonce)
         assert not live.cacheable
+        assert responder.prepared(with_nonce) is None  # signed live every time: never served from the cache
         assert status_of(ctx, live.der).extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == b"0123456789abcdef"
 
         # A serial people never issued: unknown. One issued by services asked of people: unknown too.
@@ -310,6 +313,7 @@ def test_responder_answers_good_revoked_unknown_unauthorized_and_echoes_nonces(c
             )
             unknown = responder.answer(request)
             assert status_of(ctx, unknown.der).certificate_status is x509_ocsp.OCSPCertStatus.UNKNOWN and not unknown.cacheable
+            assert responder.prepared(request) is None  # the serial may yet be issued
 
         # An issuer that is not ours, and our root (no delegated responder): unauthorized.
         foreign_key = ec.generate_private_key(ec.SECP256R1())
@@ -328,6 +332,7 @@ def test_responder_answers_good_revoked_unknown_unauthorized_and_echoes_nonces(c
             assert responder.answer(request).der == ocsp.UNAUTHORIZED
 
         revocation.revoke(ctx, row.serial, "superseded", actor="test")
+        time.sleep(ocsp.REVOCATION_DELAY)  # the documented delay (test_cached_answers_turn_revoked_within_the_delay...)
         for request in (ocsp_request(cert, people), ocsp_request(cert, people, hashes.SHA256())):
             revoked = status_of(ctx, responder.answer(request).der)
             assert revoked.certificate_status is x509_ocsp.OCSPCertStatus.REVOKED
@@ -399,8 +404,13 @@ def test_malformed_requests_get_malformed_request(ca_context, body):
         responder.close()
 
 
-def test_cached_answers_turn_revoked_at_once_in_every_process(ca_context):
-    """Two responders with their own caches stand for two workers (or nodes) sharing the database."""
+def test_cached_answers_turn_revoked_within_the_revocation_delay_in_every_process(ca_context):
+    """Two responders with their own caches stand for two workers (or nodes) sharing the database.
+
+    Each answers the same request bytes from its prepared cache (no database read) until its reading of the
+    CRL number is older than ocsp.REVOCATION_DELAY; a request made that long after the revocation committed
+    is answered revoked by both, from the re-signed response.
+    """
     ctx = ca_context
     people = ctx.authority("people").certificate
     row, cert = issue(ctx)
@@ -410,12 +420,38 @@ def test_cached_answers_turn_revoked_at_once_in_every_process(ca_context):
         for worker in workers:
             for _ in range(3):
                 assert status_of(ctx, worker.answer(request).der).certificate_status is x509_ocsp.OCSPCertStatus.GOOD
+            prepared = worker.prepared(request)  # what the WSGI fast path serves these bytes from
+            assert prepared is not None and status_of(ctx, prepared.body[0]).certificate_status is x509_ocsp.OCSPCertStatus.GOOD
         revocation.revoke(ctx, row.serial, "keyCompromise", actor="test")
+        committed = time.monotonic()
+        time.sleep(ocsp.REVOCATION_DELAY)
         for worker in workers:
-            assert status_of(ctx, worker.answer(request).der).certificate_status is x509_ocsp.OCSPCertStatus.REVOKED
+            assert time.monotonic() - committed >= ocsp.REVOCATION_DELAY
+            assert worker.prepared(request) is None  # the old answer no longer holds
+            answer = status_of(ctx, worker.answer(request).der)
+            assert answer.certificate_status is x509_ocsp.OCSPCertStatus.REVOKED
+            assert answer.revocation_reason is x509.ReasonFlags.key_compromise
+            prepared = worker.prepared(request)  # the revoked answer is the one prepared now
+            assert prepared is not None and status_of(ctx, prepared.body[0]).certificate_status is x509_ocsp.OCSPCertStatus.REVOKED
     finally:
         for worker in workers:
             worker.close()
+
+
+def test_a_responder_without_revocation_delay_reads_the_crl_number_on_every_request(ca_context):
+    """revocation_delay=0: the former behaviour, every answer checked against the database (no window at all)."""
+    ctx = ca_context
+    people = ctx.authority("people").certificate
+    row, cert = issue(ctx)
+    responder = ocsp.Responder(ctx, revocation_delay=0)
+    request = ocsp_request(cert, people)
+    try:
+        assert status_of(ctx, responder.answer(request).der).certificate_status is x509_ocsp.OCSPCertStatus.GOOD
+        assert responder.prepared(request) is None  # a reading never holds: nothing is served without asking
+        revocation.revoke(ctx, row.serial, "keyCompromise", actor="test")
+        assert status_of(ctx, responder.answer(request).der).certificate_status is x509_ocsp.OCSPCertStatus.REVOKED
+    finally:
+        responder.close()
 
 
 # -- over HTTP, against `hallmark serve`, judged by openssl and pkilint -----------------------------
@@ -540,7 +576,7 @@ def revoking_instance(tmp_path_factory):
     return instance, where
 
 
-def test_openssl_ocsp_good_then_revoked_at_once_on_two_nodes(revoking_instance):
+def test_openssl_ocsp_good_then_revoked_within_the_delay_on_two_nodes(revoking_instance):
     """Two `hallmark serve` processes (2 workers each) on one instance stand for two nodes."""
     instance, where = revoking_instance
     leaf = x509.load_pem_x509_certificate((where / "leaf.pem").read_bytes())
@@ -569,6 +605,7 @@ def test_openssl_ocsp_good_then_revoked_at_once_on_two_nodes(revoking_instance):
 
         revoked = run_hallmark(instance, "ca", "revoke", format(leaf.serial_number, "x"), "--reason", "keyCompromise")
         assert revoked.returncode == 0, revoked.stderr
+        time.sleep(ocsp.REVOCATION_DELAY)  # the documented delay: after it, every worker of both servers says revoked
         for base in bases:
             assert statuses(base) == {x509_ocsp.OCSPCertStatus.REVOKED}
             for extra in ((), ("-no_nonce",)):
@@ -621,9 +658,13 @@ def test_ocsp_get_with_rfc5019_caching_headers(revoking_instance):
         stop_server(process)
 
 
-def test_threads_share_one_responder_and_see_a_revocation_at_once(ca_context):
+def test_threads_share_one_responder_and_see_a_revocation_within_the_delay(ca_context):
     """Worker threads as granian runs them: cached, live (nonce) and SHA-256 answers, a revocation midway."""
-    ctx = ca_context
+    # Four threads sign hundreds of live answers a second: far past the per-client limit of signed answers, whose
+    # tryLater test_limits covers. Here the limit must not be what answers.
+    ctx = dataclasses.replace(
+        ca_context, settings=dataclasses.replace(ca_context.settings, ocsp_signed_burst=10**9, ocsp_signed_per_minute=10**9)
+    )
     people = ctx.authority("people").certificate
     row, cert = issue(ctx)
     others = [issue(ctx)[1] for _ in range(3)]
@@ -656,7 +697,7 @@ def test_threads_share_one_responder_and_see_a_revocation_at_once(ca_context):
         time.sleep(0.2)
         revocation.revoke(ctx, row.serial, "keyCompromise", actor="test")
         revoked_at.append(time.monotonic())
-        time.sleep(0.2)
+        time.sleep(ocsp.REVOCATION_DELAY + 0.2)
     finally:
         stop.set()
         for thread in threads:
@@ -664,6 +705,6 @@ def test_threads_share_one_responder_and_see_a_revocation_at_once(ca_context):
         responder.close()
     assert not failures, failures
     before = {status for started, status in seen if started < revoked_at[0]}
-    after = [status for started, status in seen if started > revoked_at[0]]
+    after = [status for started, status in seen if started >= revoked_at[0] + ocsp.REVOCATION_DELAY]
     assert x509_ocsp.OCSPCertStatus.GOOD in before
     assert after and set(after) == {x509_ocsp.OCSPCertStatus.REVOKED}

@@ -22,9 +22,10 @@ from sqlalchemy import select
 from ca import hierarchy, revocation
 from core import audit
 from core import db as core_db
+from core.db import utc_now
 from core.models import AuditEvent
 from idp.certlogin import login as certlogin
-from idp.models import CertificateBinding, LoginChallenge, Matter, SSOSession
+from idp.models import CertificateBinding, LoginChallenge, Matter, PrivacyState, SSOSession
 from idp.oidc import clients, keys
 from tests.certlogin_fixtures import (  # noqa: F401 (usb_key is a fixture)
     DATA_CSRF,
@@ -99,8 +100,8 @@ class World:
         from idp.people import sessions
 
         cookie = browser.client.get_cookie(sessions.COOKIE)
-        sid = sessions.sid_from_cookie(self.ctx.secret_key, cookie.value if cookie else None)
         with self.ctx.sessions() as db:
+            sid = sessions.sid_from_cookie(db, self.ctx.secret_key, cookie.value if cookie else None)
             return db.get(SSOSession, sid) if sid else None
 
 
@@ -211,7 +212,7 @@ def test_first_certificate_login_binds_the_account_and_reaches_level_3_with_hwk(
 
     account = browser.client.get("/account").get_data(as_text=True)
     assert "我的数字证书" in account and "有效" in account and person.resident_id not in account
-    assert "CN=*三" in account and "CN=张三" not in account  # the holder's name is masked as on the rest of the page
+    assert "<dd>*三" in account and "CN=" not in account  # the holder by name, masked as on the rest of the page, not a DN
     assert "第 3 级" in account or "level 3" in account
 
     # The hall gets level 3 and amr hwk in the ID token; a second login binds nothing new.
@@ -465,10 +466,11 @@ def test_migration_matches_the_models(migrated):
 def test_challenges_are_limited_per_address(world):
     browser = world.browser(remote_addr="10.1.2.3")
     browser.page("/login")
-    for _ in range(certlogin.CHALLENGE_BUCKET[0]):
+    for _ in range(world.ctx.settings.cert_challenge_burst):
         browser.challenge()
     limited = browser.client.post("/login/cert/challenge", data={"csrf_token": browser.csrf}, headers={"Accept": "application/json"})
     assert limited.status_code == 429 and limited.get_json()["code"] == "rate_limited"
+    assert int(limited.headers["Retry-After"]) >= 1
     assert world.browser().challenge()  # another address is not affected
 
 
@@ -493,3 +495,18 @@ def test_every_message_of_certificate_login_and_enterprises_is_translated():
     with (idp_dir / "translations" / "zh" / "LC_MESSAGES" / "messages.po").open("rb") as handle:
         zh = read_po(handle, locale="zh")
     assert sorted(m for m in wanted if not (zh.get(m) and zh.get(m).string)) == []
+
+
+def test_a_usb_key_login_asks_for_a_newer_privacy_notice_and_cancels_a_pending_closure(world):
+    person = world.person()
+    signer = world.usb.new_key()
+    _, certificate = issue(world.ca, "person-auth", signer, person.resident_id)
+    with world.tx() as db:  # accepted an older notice, and asked for the account to be closed
+        db.add(PrivacyState(account_id=person.account_id, accepted_version="2025-06", closure_due_at=utc_now() + timedelta(days=3)))
+    browser = world.browser()
+    done = browser.post(signed_fields(browser.challenge(), signer, certificate), next_url="/account?x=1")
+    assert done.status_code == 200
+    assert done.get_json() == {"redirect": "/account/privacy/accept?" + urlencode({"next": "/account?x=1"})}
+    with world.ctx.sessions() as db:
+        assert db.get(PrivacyState, person.account_id).closure_due_at is None
+    assert "idp.account.closure_cancelled" in world.actions()

@@ -3,13 +3,16 @@
 Everything is the real thing: ``hallmark serve``, the demo USB key (a SoftHSM2 token
 with a person-auth certificate, made by ``hallmark demo prepare``) and the local
 agent ``hallmark-key serve`` on 127.0.0.1, which the page's script calls across
-origins. Screenshots go to ``/tmp/hallmark-shots/`` (or ``HALLMARK_SHOTS``).
+origins. The agent signs only after the holder confirms on its own page, which the
+login page opens in a popup: the test presses 确认签名 (or 拒绝) there. Screenshots go
+to ``/tmp/hallmark-shots/`` (or ``HALLMARK_SHOTS``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -71,11 +74,36 @@ def test_clicking_usb_key_login_signs_in_at_level_3(site, browser):
     button = page.get_by_role("button", name="USB Key 登录")
     assert button.is_visible()
     page.screenshot(path=str(SHOTS / "certlogin-1-login.png"), full_page=True)
-    button.click()
+    with page.expect_popup() as opened:
+        button.click()
+    popup = opened.value
+    popup.wait_for_url(re.compile(r"^http://127\.0\.0\.1:\d+/confirm/"))
+    shown = popup.locator("main").inner_text()
+    assert "确认签名请求" in shown and "Confirm a signing request" in shown
+    assert base in shown and "用 USB Key 登录该网站" in shown and "IDCCN-" in shown  # who asks, for what, with which certificate
+    assert page.url.startswith(base + "/login")  # nothing happens on the login page until the holder confirms
+    popup.screenshot(path=str(SHOTS / "certlogin-2-agent-confirm.png"), full_page=True)
+    popup.get_by_role("button", name="确认签名").click(no_wait_after=True)  # the login page closes the popup once signed
     page.wait_for_url(base + "/account")
     body = page.locator("main").inner_text()
     assert "第 3 级" in body and "数字证书" in body and "我的数字证书" in body
     assert "有效" in body and "尚未用于登录" not in body  # the certificate is now bound to the account
-    page.screenshot(path=str(SHOTS / "certlogin-2-account.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / "certlogin-3-account.png"), full_page=True)
     log = (instance / "agent.log").read_text()
-    assert base in log  # the agent logged what it signed and for which origin
+    assert f"for origin {base}" in log and "confirmed by the holder" in log  # the agent logged what it signed and for whom
+
+
+def test_denying_on_the_agent_page_signs_nobody_in(site, browser):
+    base, demo, instance = site
+    page = browser
+    page.goto(base + "/login?next=/account")
+    with page.expect_popup() as opened:
+        page.get_by_role("button", name="USB Key 登录").click()
+    popup = opened.value
+    popup.wait_for_url(re.compile(r"/confirm/"))
+    popup.get_by_role("button", name="拒绝").click(no_wait_after=True)
+    status = page.locator(".certlogin [data-status]")  # the USB-key box's own (the scan-to-login box has one too)
+    status.filter(has_text="USB Key 程序未签名").wait_for()
+    assert "denied" in status.inner_text() and page.url.startswith(base + "/login")
+    assert page.get_by_role("button", name="USB Key 登录").is_enabled()  # the holder may try again
+    assert all(c["name"] != "hallmark_sso" for c in page.context.cookies(base))  # nobody signed in

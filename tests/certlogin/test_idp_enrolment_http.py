@@ -355,7 +355,8 @@ def test_api_refusals_are_problems_and_store_nothing(hall):
     revoked = requests.post(hall.base + "/oauth/revoke", data={"token": spare, "client_id": "hallmark-key"}, timeout=10)
     assert revoked.status_code == 200
     refused = post_enrolment(hall, spare, good)
-    assert refused.status_code == 401 and refused.json()["code"] == "invalid_token"
+    assert refused.status_code == 401 and refused.json()["code"] == "token_inactive"  # refused by the bearer check, audited
+    assert 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
     assert certificate_count(hall) == before
 
     # And the request that is right is issued, with its chain.

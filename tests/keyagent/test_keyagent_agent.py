@@ -2,7 +2,11 @@
 token of its own) holding a person-auth certificate issued by the CA in-process
 (``hallmark.demo.prepare_demo_usb_key``, what ``make run`` uses).
 
-Signatures are checked with ``cryptography`` against the certificate the agent returns.
+A page's request only makes a pending signing request; the holder confirms it on the
+agent's own page. Here that page's form post is sent over HTTP with the headers a
+browser sends from it (tests/keyagent/test_keyagent_confirm_browser.py does it in
+chromium). Signatures are checked with ``cryptography`` against the certificate the
+agent returns.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import ROOT, free_port
-from tests.keyagent_fixtures import new_resident_id
+from tests.keyagent_fixtures import agent_outcome, ask_agent, confirmation_token, new_resident_id, post_confirmation
 
 pytestmark = pytest.mark.slow
 HALL = "http://hall.test:8000"
@@ -117,6 +121,14 @@ class RunningAgent:
             self.base + "/v1/sign", data=json.dumps(body), headers={"Content-Type": "application/json", **headers}, timeout=30
         )
 
+    def sign(self, body, origin: str = HALL) -> requests.Response:
+        """Ask, confirm on the agent's page as the holder, collect the outcome."""
+        asked = ask_agent(self.base, body, origin)
+        assert asked.status_code == 202, asked.text
+        confirmed = post_confirmation(asked.json()["confirm_url"], confirmation_token(asked.json()["confirm_url"]))
+        assert confirmed.status_code == 303, confirmed.text
+        return agent_outcome(self.base, asked.json()["request"], origin)
+
 
 @pytest.fixture(scope="module")
 def agent(demo_key, tmp_path_factory):
@@ -153,14 +165,14 @@ def test_status_lists_the_enrolled_certificate(agent, demo_key):
 
 def test_login_challenge_signed_for_an_allowed_origin(agent, demo_key):
     data = challenge()
-    response = agent.post({"purpose": "login", "data": b64url(data)})
+    response = agent.sign({"purpose": "login", "data": b64url(data)})
     assert response.status_code == 200, response.text
     assert response.headers["Access-Control-Allow-Origin"] == HALL and "Origin" in response.headers["Vary"]
     certificate = verify(response.json(), data)
     assert certificate.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value == "IDCCN-" + demo_key.resident_id
     # A second allowed origin signs its own challenges too.
     other = challenge(OTHER_HALL)
-    assert agent.post({"purpose": "login", "data": b64url(other)}, origin=OTHER_HALL).status_code == 200
+    assert agent.sign({"purpose": "login", "data": b64url(other)}, origin=OTHER_HALL).status_code == 200
     log = agent.text_log()
     assert f"signed login challenge for origin {HALL}" in log and hashlib.sha256(data).hexdigest() in log
     pin = next(line for line in demo_key.agent_config.read_text().splitlines() if line.startswith("pin")).split('"')[1]
@@ -216,7 +228,7 @@ def test_preflight_answers_allowed_origins_only(agent):
     response = requests.options(agent.base + "/v1/sign", headers=headers, timeout=10)
     assert response.status_code == 204
     assert response.headers["Access-Control-Allow-Origin"] == HALL
-    assert response.headers["Access-Control-Allow-Methods"] == "POST"
+    assert response.headers["Access-Control-Allow-Methods"] == "GET, POST"
     assert response.headers["Access-Control-Allow-Headers"] == "Content-Type"
     assert response.headers["Access-Control-Allow-Private-Network"] == "true"
     refused = requests.options(agent.base + "/v1/sign", headers={**headers, "Origin": EVIL}, timeout=10)
@@ -255,7 +267,7 @@ def test_pin_from_a_prompt_is_not_echoed(demo_key, tmp_path):
     running = RunningAgent(demo_key, tmp_path, "--config", str(without_pin), stdin_pin=pin)
     try:
         data = challenge()
-        response = running.post({"purpose": "login", "data": b64url(data)})
+        response = running.sign({"purpose": "login", "data": b64url(data)})
         assert response.status_code == 200
         verify(response.json(), data)
     finally:
@@ -301,3 +313,120 @@ def test_list_shows_which_key_has_a_certificate(demo_key):
         and demo_key.resident_id not in listed.stdout
     )
     assert "CA certificate" in listed.stdout
+
+
+# -- the holder's confirmation -----------------------------------------------------------------
+
+
+def test_an_allowed_origin_gets_no_signature_without_the_holders_confirmation(agent):
+    """A plain HTTP client sending an allowed Origin (what any page of that site could do) gets a pending request, no signature."""
+    data = challenge()
+    response = agent.post({"purpose": "login", "data": b64url(data)})
+    assert response.status_code == 202, response.text
+    asked = response.json()
+    assert "signature" not in asked and asked["status"] == "pending" and 0 < asked["expires_in"] <= 120
+    assert asked["confirm_url"] == f"{agent.base}/confirm/{asked['request']}"  # the agent's own origin
+    assert asked["result_url"] == f"{agent.base}/v1/sign/{asked['request']}"
+    waited = agent_outcome(agent.base, asked["request"], HALL, wait=1)
+    assert waited.status_code == 202 and waited.json()["status"] == "pending" and "signature" not in waited.text
+    # Another allowed origin, or any other one, learns nothing about it.
+    assert agent_outcome(agent.base, asked["request"], OTHER_HALL).status_code == 404
+    assert agent_outcome(agent.base, asked["request"], EVIL).status_code == 403
+    assert "waiting for the holder's confirmation" in agent.text_log()
+
+
+def test_forged_confirmations_are_refused(agent):
+    data = challenge()
+    asked = agent.post({"purpose": "login", "data": b64url(data)}).json()
+    url = asked["confirm_url"]
+    token = confirmation_token(url)
+    forged = {
+        "no token": post_confirmation(url, None),
+        "wrong token": post_confirmation(url, token[:-2] + ("AA" if not token.endswith("AA") else "BB")),
+        "the hall's Origin": post_confirmation(url, token, Origin=HALL),
+        "another origin": post_confirmation(url, token, Origin=EVIL),
+        "no Origin": post_confirmation(url, token, Origin=None),
+        "Origin null": post_confirmation(url, token, Origin="null"),
+        "another host name of the agent": post_confirmation(url, token, Origin=f"http://localhost:{agent.port}"),
+        "cross-site": post_confirmation(url, token, **{"Sec-Fetch-Site": "cross-site"}),
+        "same-site": post_confirmation(url, token, **{"Sec-Fetch-Site": "same-site"}),
+    }
+    for what, response in forged.items():
+        assert response.status_code == 403, (what, response.status_code)
+        assert "没有签名" in response.text and "nothing was signed" in response.text, what
+        assert "Access-Control-Allow-Origin" not in response.headers, what
+    json_body = requests.post(url, json={"decision": "approve", "csrf_token": token}, headers={"Origin": agent.base}, timeout=10)
+    assert json_body.status_code == 415
+    # None of them decided anything: the request still waits, and the holder can still confirm it.
+    assert agent_outcome(agent.base, asked["request"], HALL).status_code == 202
+    assert post_confirmation(url, token).status_code == 303
+    signed = agent_outcome(agent.base, asked["request"], HALL)
+    assert signed.status_code == 200 and signed.json()["status"] == "signed"
+    verify(signed.json(), data)
+    log = agent.text_log()
+    assert "not the agent's own page" in log and token not in log
+
+
+def test_the_confirmation_page_cannot_be_framed_or_read_by_a_page(agent):
+    asked = agent.post({"purpose": "login", "data": b64url(challenge())}).json()
+    url = asked["confirm_url"]
+    page = requests.get(url, headers={"Origin": HALL}, timeout=10)
+    assert page.status_code == 200 and "Access-Control-Allow-Origin" not in page.headers  # a hall's script cannot read it
+    policy = page.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in policy and "form-action 'self'" in policy and "script-src" not in policy
+    assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
+    assert page.headers["Cross-Origin-Resource-Policy"] == "same-origin"
+    text = page.text
+    assert HALL in text and "用 USB Key 登录该网站" in text and "Log in to this site with the USB key" in text
+    assert text.index("确认签名") < text.index("Sign</span>")  # Chinese first, English second
+    for dest in ("iframe", "empty", "script"):
+        framed = requests.get(url, headers={"Sec-Fetch-Dest": dest}, timeout=10)
+        assert framed.status_code == 403 and "csrf_token" not in framed.text, dest
+    assert requests.get(f"{agent.base}/confirm/{'x' * 24}", timeout=10).status_code == 404
+    rebound = requests.get(url, headers={"Host": f"evil.example:{agent.port}"}, timeout=10)
+    assert rebound.status_code == 403 and "csrf_token" not in rebound.text
+
+
+def test_a_request_is_decided_once_and_its_signature_handed_out_once(agent):
+    data = challenge()
+    asked = agent.post({"purpose": "login", "data": b64url(data)}).json()
+    url, token = asked["confirm_url"], confirmation_token(asked["confirm_url"])
+    assert post_confirmation(url, token).status_code == 303
+    again = post_confirmation(url, token)
+    assert again.status_code == 409 and "已经处理过" in again.text
+    assert agent_outcome(agent.base, asked["request"], OTHER_HALL).status_code == 404  # only the origin that asked
+    first = agent_outcome(agent.base, asked["request"], HALL)
+    assert first.status_code == 200
+    verify(first.json(), data)
+    replayed = agent_outcome(agent.base, asked["request"], HALL)
+    assert replayed.status_code == 410 and replayed.json()["error"] == "already_used" and "signature" not in replayed.json()
+    assert post_confirmation(url, token, decision="deny").status_code == 409
+    shown = requests.get(url, timeout=10)
+    assert "已签名" in shown.text and "csrf_token" not in shown.text
+
+
+def test_a_denied_request_is_refused(agent):
+    asked = agent.post({"purpose": "login", "data": b64url(challenge())}).json()
+    url, token = asked["confirm_url"], confirmation_token(asked["confirm_url"])
+    assert post_confirmation(url, token, decision="deny").status_code == 303
+    for _ in range(2):
+        denied = agent_outcome(agent.base, asked["request"], HALL)
+        assert denied.status_code == 403 and denied.json()["error"] == "denied" and "signature" not in denied.json()
+    assert post_confirmation(url, token).status_code == 409  # no second thoughts through a replayed form
+    assert "已拒绝" in requests.get(url, timeout=10).text
+    assert "the holder denied" in agent.text_log()
+
+
+def test_an_expired_request_is_refused(demo_key, tmp_path):
+    running = RunningAgent(demo_key, tmp_path, "--config", str(demo_key.agent_config), "--request-lifetime", "1")
+    try:
+        asked = running.post({"purpose": "login", "data": b64url(challenge())}).json()
+        url, token = asked["confirm_url"], confirmation_token(asked["confirm_url"])
+        time.sleep(2)
+        late = post_confirmation(url, token)
+        assert late.status_code == 410 and "已过期" in late.text
+        expired = agent_outcome(running.base, asked["request"], HALL)
+        assert expired.status_code == 410 and expired.json()["error"] == "expired" and "signature" not in expired.json()
+        assert "已过期" in requests.get(url, timeout=10).text
+    finally:
+        running.stop()

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 from asn1crypto import cms
 
-from keyagent import agent, config
+from keyagent import agent, approval, config, confirm_page
 
 
 def test_origins_are_normalised_and_wildcards_refused():
@@ -87,3 +87,60 @@ def test_base64url_round_trip():
         assert agent.b64url_decode(agent.b64url(data)) == data
     with pytest.raises(ValueError):
         agent.b64url_decode("a+b/")
+
+
+def _request(approvals, **overrides):
+    details = {
+        "origin": "https://hall.example",
+        "purpose": "document",
+        "data": b"\x31\x00",
+        "certificate_id": "01",
+        "certificate_subject": "CN=示范科技有限公司",
+        "document_name": "申报表.pdf",
+        "document_pages": 3,
+        "digest": "ab" * 32,
+    }
+    return approvals.create(**{**details, **overrides})
+
+
+def test_a_signing_request_is_decided_once_before_it_expires():
+    now = [1_800_000_000.0]
+    approvals = approval.Approvals(lifetime=120, clock=lambda: now[0])
+    signed = []
+    first = _request(approvals)
+    with pytest.raises(approval.Unavailable) as wrong:
+        approvals.decide(first.id, "not-the-token", True, signed.append)
+    assert wrong.value.error == "bad_csrf_token" and signed == []
+    approvals.decide(first.id, first.csrf, True, lambda r: {"signature": "x"})
+    with pytest.raises(approval.Unavailable) as again:
+        approvals.decide(first.id, first.csrf, True, lambda r: {"signature": "y"})
+    assert again.value.error == "already_decided"
+    with pytest.raises(approval.Unavailable):
+        approvals.collect(first.id, "https://other.example")
+    assert approvals.collect(first.id, "https://hall.example").answer == {"signature": "x"}
+    with pytest.raises(approval.Unavailable) as replay:
+        approvals.collect(first.id, "https://hall.example")
+    assert replay.value.error == "already_used"
+    late = _request(approvals)
+    now[0] += 121
+    with pytest.raises(approval.Unavailable) as expired:
+        approvals.decide(late.id, late.csrf, True, signed.append)
+    assert expired.value.error == "expired" and signed == []
+    with pytest.raises(approval.Unavailable) as gone:
+        approvals.collect(late.id, "https://hall.example")
+    assert gone.value.error == "expired"
+    for _ in range(approval.MAX_PENDING):
+        _request(approvals)
+    with pytest.raises(approval.Unavailable) as full:
+        _request(approvals)
+    assert full.value.status == 429
+
+
+def test_the_confirmation_page_shows_what_the_site_stated_harmlessly():
+    approvals = approval.Approvals()
+    name = "合同\u202efdp.exe<script>alert(1)</script>"
+    shown, status, nonce = confirm_page.request_page(_request(approvals, document_name=name), approvals.clock())
+    assert status == 200 and nonce in shown
+    assert "\u202e" not in shown and "<script>" not in shown and "&lt;script&gt;" in shown
+    assert shown.index("文件名称") < shown.index("Document<") and "ab" * 4 + " " + "ab" * 4 in shown
+    assert "https://hall.example" in shown and 'name="csrf_token"' in shown

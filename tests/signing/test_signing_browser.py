@@ -52,6 +52,7 @@ def test_verification_page_in_a_browser(signing_world, phone, tmp_path):
     assert page.locator("h1").inner_text() == "验证文件"
     assert "真实有效" in page.locator("#verdict").inner_text()
     assert page.locator("#signer").inner_text().startswith(DEPARTMENT)
+    assert page.locator("#thumbnail").is_visible()  # which document: its first page, drawn server-side
     assert DEPARTMENT_CODE not in page.content()
     page.screenshot(path=str(SHOTS / "verify.png"), full_page=True)
 
@@ -70,6 +71,8 @@ def test_verification_page_in_a_browser(signing_world, phone, tmp_path):
     page.get_by_role("button", name="核验").click()
     page.wait_for_selector("#outcome[data-outcome=tampered]")
     assert page.locator("section.signature .badge").first.inner_text() == "无效"
+    assert page.locator(".verdict").count() == 1  # only the failing verdict, no "genuine" beside it
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scrolling on a phone
     page.screenshot(path=str(SHOTS / "verify-tampered.png"), full_page=True)
 
     page.get_by_role("link", name="English").click()

@@ -294,6 +294,15 @@ def test_revoked_seal(signing_world, tmp_path):
     document_id = _validate(world, (tmp_path / "B-T.pdf").read_bytes(), token)["signatures"][0]["hallmark_document"]["id"]
     page = requests.get(f"{world.base}/verify/{document_id}?lang=en", timeout=10)
     assert "has since been revoked" in page.text
+    # The very file we returned, sealed without a timestamp by a key revoked since: ours, but not "the same, all well".
+    untimed_id = _validate(world, (tmp_path / "B-B.pdf").read_bytes(), token)["signatures"][0]["hallmark_document"]["id"]
+    checked = requests.post(
+        f"{world.base}/verify/{untimed_id}?lang=en",
+        files={"file": ("B-B.pdf", (tmp_path / "B-B.pdf").read_bytes(), "application/pdf")},
+        timeout=60,
+    )
+    assert 'data-outcome="not_confirmed"' in checked.text and checked.text.count('class="verdict ') == 1
+    assert "Genuine" not in checked.text and "Same document" not in checked.text
 
 
 def test_every_seal_operation_is_audited(signing_world):

@@ -12,9 +12,13 @@ from pathlib import Path
 
 import pytest
 import requests
+from asn1crypto import cms
 
 from hsm import softhsm
+from tests import browser as chromium
+from tests.browser import SHOTS
 from tests.conftest import ROOT
+from tests.keyagent_fixtures import agent_outcome, ask_agent, confirm_in_browser
 from tests.signing_fixtures import (
     ENTERPRISE,
     ENTERPRISE_CODE_PREFIX,
@@ -273,7 +277,7 @@ def test_remote_session_refuses_a_wrong_signature_then_finishes_once(signing_wor
         actions = [
             r[0]
             for r in connection.execute(
-                "select action from audit_events where target in (?, ?)", (body["session"], finished["document_id"])
+                "select action from audit_events where target in (?, ?) order by seq", (body["session"], finished["document_id"])
             )
         ]
     assert leftover == (0, "finished")
@@ -305,7 +309,8 @@ def test_expired_session_and_wrong_applicant_are_refused(signing_world, usb_key)
 
 
 def test_a_hall_page_drives_remote_signing_through_the_local_agent(signing_world, usb_key, tmp_path):
-    """As a hall page would: the server prepares, the running hallmark-key agent signs for an allowed origin, the server finishes."""
+    """As a hall page would: the server prepares, the running hallmark-key agent signs for an allowed origin once the
+    holder has confirmed on the agent's page (in chromium), the server finishes."""
     from hallmark.demo_usbkey import write_agent_config
     from tests.conftest import free_port
 
@@ -340,10 +345,24 @@ def test_a_hall_page_drives_remote_signing_through_the_local_agent(signing_world
         prepared = _prepare(world, usb_key)
         assert prepared.status_code == 201, prepared.text
         body = prepared.json()
-        ask = {"purpose": "document", "data": body["to_sign"], "description": "企业申报材料 application.pdf"}
+        ask = {"purpose": "document", "data": body["to_sign"], "document": {"name": "企业申报材料 application.pdf", "pages": 1}}
         refused = requests.post(base + "/v1/sign", json=ask, headers={"Origin": "https://elsewhere.example"}, timeout=15)
         assert refused.status_code == 403 and "signature" not in refused.text
-        signed = requests.post(base + "/v1/sign", json=ask, headers={"Origin": hall}, timeout=30)
+        asked = ask_agent(base, ask, hall)
+        assert asked.status_code == 202 and "signature" not in asked.text, asked.text
+        pending = asked.json()
+        # The holder sees, on the agent's own page, who asks to sign what, and confirms there.
+        signed_attributes = cms.CMSAttributes.load(_unb64url(body["to_sign"]))
+        digest = next(a["values"][0].native for a in signed_attributes if a["type"].native == "message_digest").hex()
+        with chromium.page(tmp_path / "profile", viewport={"width": 900, "height": 900}) as page:
+            shown = confirm_in_browser(page, pending["confirm_url"], shot=SHOTS / "usb-key-sign-confirm.png")
+            after = page.locator("main").inner_text()
+        assert hall in shown and "签署文件" in shown and "Sign a document" in shown
+        assert "企业申报材料 application.pdf" in shown and "页数" in shown and "\n1\n" in shown
+        assert " ".join(digest[i : i + 8] for i in range(0, 64, 8)) in shown  # the digest the signature covers
+        assert ENTERPRISE in shown
+        assert "已签名" in after
+        signed = agent_outcome(base, pending["request"], hall, wait=20)
         assert signed.status_code == 200, signed.text
         answer = signed.json()
         assert base64.b64decode(answer["certificate"]) == usb_key.certificate_der
@@ -357,6 +376,7 @@ def test_a_hall_page_drives_remote_signing_through_the_local_agent(signing_world
     finally:
         agent.terminate()
         agent.wait(10)
+        agent.stdout.close()
 
 
 def test_only_the_client_that_prepared_a_session_can_finish_it(signing_world, usb_key):
