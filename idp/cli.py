@@ -18,8 +18,8 @@ def register_subcommands() -> None:
     """Attach the subcommand modules (each owns its own commands)."""
     from idp.oidc import cli as cli_clients
     from idp.people import cli as cli_people
-    from idp.people import cli_enterprises
+    from idp.people import cli_enterprises, cli_privacy
 
-    for module in (cli_clients, cli_people, cli_enterprises):
+    for module in (cli_clients, cli_people, cli_enterprises, cli_privacy):
         for command in module.COMMANDS:
             idp.add_command(command)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from hsm import KeyManager
+from idp.settings import IdPSettings
 
 NAME = "idp"  # the identity provider component's name: the key of its service (core.component.service) and its settings section
 
@@ -26,6 +27,7 @@ class IdPContext:
     lookup_key: bytes  # keys the hash of resident IDs
     secret_key: bytes  # keys client-secret hashes and CSRF tokens
     registry_url: str = ""  # population registry HTTP adapter; empty = the embedded table
+    settings: IdPSettings = field(default_factory=IdPSettings)  # the section as loaded (the registry's credentials, ...)
     # This instance's JSON APIs as OAuth resources (RFC 8707): resource URI -> the scopes it serves
     # (core.bearer.catalogue), handed in at start-up; tokens are issued for them (idp.oidc.resources).
     resources: dict[str, frozenset[str]] = field(default_factory=dict)

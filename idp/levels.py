@@ -43,6 +43,25 @@ NAMES = {1: "basic", 2: "real-name", 3: "certificate"}
 # RFC 8176 authentication method references that count as a factor here.
 PASSWORD = "pwd"
 HARDWARE_KEY = "hwk"  # a key in a USB token, proven by a signature
+SMS = "sms"  # a code texted to the account's confirmed mobile number
+MFA = "mfa"  # more than one of the above (RFC 8176 §2): recorded with them, never proven by itself
+
+# The levels at which a password alone is not enough (a second factor, ``sms``, is asked for), from the IdP's
+# settings (``second_factor_levels``); set when the IdP's services are built.
+second_factor_at: frozenset[int] = frozenset()
+
+
+def configure(*, second_factor: frozenset[int]) -> None:
+    global second_factor_at
+    second_factor_at = frozenset(second_factor)
+
+
+def with_mfa(amr: set[str]) -> set[str]:
+    """``amr`` with ``mfa`` when a password and a text code were both proven (pwd + hwk keeps its two values, as before)."""
+    factors = set(amr) - {MFA}
+    if PASSWORD in factors and SMS in factors:
+        return factors | {MFA}
+    return factors
 
 
 class UnmetRequirement(Exception):
@@ -125,7 +144,9 @@ def achieved(*, proofed: bool, amr: set[str]) -> int:
         return 0
     if proofed and HARDWARE_KEY in amr:
         return 3
-    if proofed:
+    if PASSWORD not in amr:  # a text code alone: who holds the phone, level 1 at most
+        return 1 if SMS in amr else 0
+    if proofed and (2 not in second_factor_at or SMS in amr):
         return 2
     return 1
 
@@ -137,9 +158,11 @@ class Missing:
     login: bool = False  # no session at all
     proofing: bool = False  # the account must be real-name verified first
     hardware_key: bool = False  # a USB-key login is needed
+    second_factor: bool = False  # a text code after the password (``second_factor_levels``)
+    password: bool = False  # signed in by text code only: the password is needed for level 2
 
     def __bool__(self) -> bool:
-        return self.login or self.proofing or self.hardware_key
+        return self.login or self.proofing or self.hardware_key or self.second_factor or self.password
 
 
 def missing(level: int, *, has_session: bool, proofed: bool, amr: set[str]) -> Missing:
@@ -149,6 +172,8 @@ def missing(level: int, *, has_session: bool, proofed: bool, amr: set[str]) -> M
     return Missing(
         proofing=level >= 2 and not proofed,
         hardware_key=level >= 3 and HARDWARE_KEY not in amr,
+        password=level == 2 and not amr & {PASSWORD, HARDWARE_KEY},
+        second_factor=level == 2 and level in second_factor_at and HARDWARE_KEY not in amr and SMS not in amr,
     )
 
 

@@ -34,6 +34,29 @@ class Account(Base):
     locale: Mapped[str] = mapped_column(String(10), default="zh")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When ``mobile`` was last confirmed by a text code (registration, the account page); NULL: never.
+    # SMS login, SMS as a second factor and recovery use only a confirmed number.
+    phone_confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class LoginFailure(Base):
+    """Wrong passwords for a name that has no account, counted and locked as an account's are (``failed_logins``,
+    ``locked_until``), so that the login form answers alike whether the name exists (idp.people.accounts)."""
+
+    __tablename__ = "idp_login_failures"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # keyed hash of the name as typed (normalised)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class PowSpent(Base):
+    """A login proof-of-work challenge already used (idp.people.loginguard): single use, kept until it expires."""
+
+    __tablename__ = "idp_pow_spent"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the challenge's salt
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class IdentityProofing(Base):
@@ -120,6 +143,9 @@ class SSOSession(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     ip: Mapped[str] = mapped_column(String(45), default="")
     user_agent: Mapped[str] = mapped_column(String(200), default="")
+    # Random, drawn anew at login, re-authentication and any change of level; the cookie's MAC covers it
+    # (idp.people.sessions.cookie_value), so a cookie from before the change opens nothing. Never sent anywhere.
+    secret: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
 
 class SessionClient(Base):
@@ -327,3 +353,71 @@ class ActingGrant(Base):
     role: Mapped[str] = mapped_column(String(16))  # representative | agent
     authorisation_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DeviceAuthorization(Base):
+    """An RFC 8628 device authorization: a kiosk's or TV's request, approved or denied by a person at ``/device``
+    (idp.oidc.device). Both codes are stored as hashes; the device code is exchanged for tokens once."""
+
+    __tablename__ = "idp_device_authorizations"
+
+    device_code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_code_hash: Mapped[str] = mapped_column(String(64), unique=True)  # of the 8 letters, without the dash
+    client_id: Mapped[str] = mapped_column(ForeignKey("idp_clients.client_id"), index=True)
+    scope: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(12), default="pending")  # pending | approved | denied | used
+    interval: Mapped[int] = mapped_column(Integer)  # seconds between polls; raised by 5 at every slow_down
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # who decided, and how they had authenticated (the tokens' level is the approving session's)
+    account_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    sid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    acr: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    amr: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    auth_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    family_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # tokens issued from it, revoked on replay
+
+
+class ScanLogin(Base):
+    """Scan-to-login: a desktop login page's QR code, confirmed on a phone already signed in (idp.people.scanlogin).
+
+    The QR holds ``code`` (stored as a hash); the desktop browser holds ``browser_secret`` (a hash here) in a
+    cookie, and only a poll carrying it can start the desktop session."""
+
+    __tablename__ = "idp_scan_logins"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    browser_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(12), default="pending")  # pending | scanned | confirmed | refused | used
+    next_url: Mapped[str] = mapped_column(String(400), default="/account")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    desktop_ip: Mapped[str] = mapped_column(String(45), default="")
+    desktop_user_agent: Mapped[str] = mapped_column(String(200), default="")
+    phone_sid: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the first session that opened it
+    account_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    acr: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    amr: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    desktop_sid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+# -- privacy: the notice accepted, account closure (issue 16 item 6) ---------------------------
+
+
+class PrivacyState(Base):
+    """Which privacy notice an account accepted, and its closure: asked for, due after the cooling-off, carried out."""
+
+    __tablename__ = "idp_privacy_states"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("idp_accounts.id"), primary_key=True)
+    accepted_version: Mapped[str] = mapped_column(String(32), default="")  # "" = none yet
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    closure_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    closure_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)  # NULL: no closure pending
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    delete_after: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # retention: kept until then, then deleted

@@ -32,14 +32,14 @@ from core.identifiers import mask_credit_code, mask_resident_id
 from core.problems import Problem
 from core.web import errors as web_errors
 from idp import context as idp_context
-from idp import i18n, levels
+from idp import i18n, levels, resident_pages
 from idp.certlogin import login as certlogin
 from idp.context import IdPContext
 from idp.i18n import N_, Refusal
 from idp.models import Account, IdentityProofing, Matter
 from idp.oidc import consent, logout
 from idp.oidc.tokens import REALNAME_SCOPE
-from idp.people import accounts, directory, enterprises, realname, sessions
+from idp.people import accounts, directory, enterprises, phone, privacy, realname, sessions
 
 bp = Blueprint("idp_pages", __name__, template_folder="templates", static_folder="static", static_url_path="/idp-static")
 web.pages(bp, csrf=True)
@@ -75,6 +75,9 @@ NOTICES = {
     "welcome": N_("Your account is ready."),
     "agent-authorised": N_("The agent is authorised."),
     "agent-revoked": N_("The authorisation was revoked. The agent can no longer act for the enterprise."),
+    "phone-changed": N_("Your mobile number is confirmed."),
+    "password-reset": N_("Your password was reset and every device was signed out. Sign in with the new password."),
+    "closure-cancelled": N_("The closure of your account was cancelled. It stays open."),
 }
 # Which form field a refusal is about, by the prefix of its code (for aria-invalid).
 FIELD_OF = (
@@ -89,6 +92,8 @@ FIELD_OF = (
     ("display_name", "display_name"),
     ("name", "name"),
     ("resident_id", "resident_id"),
+    ("code_", "code"),
+    ("privacy", "privacy"),
 )
 
 
@@ -143,12 +148,14 @@ def render(template: str, status: int = 200, *, error: Refusal | None = None, **
         lang_links=lang_links,
         **values,
     )
-    return body, status
+    return body, status, error.headers() if error else {}
 
 
 def refused(exc: Refusal, back: str = DEFAULT_NEXT):
     """A refusal as the error page, with a way back to ``back`` (a CSRF refusal: back to the form)."""
-    return web_errors.page(exc.status, exc.translated(), back=request.path if isinstance(exc, web.CSRFRefused) else back)
+    return web_errors.page(
+        exc.status, exc.translated(), back=request.path if isinstance(exc, web.CSRFRefused) else back, headers=exc.headers()
+    )
 
 
 @bp.errorhandler(Refusal)
@@ -170,7 +177,7 @@ def safe_next(value: str | None) -> str:
 
 def _live(db):
     """(session row, account) for this browser's SSO cookie, or None."""
-    row = sessions.current(db, sessions.sid_from_cookie(_ctx().secret_key, request.cookies.get(sessions.COOKIE)))
+    row = sessions.from_cookie(db, _ctx().secret_key, request.cookies.get(sessions.COOKIE))
     if row is None:
         return None
     account = db.get(Account, row.account_id)
@@ -198,9 +205,16 @@ def _sign_in(db, account: Account):
 
 
 def _with_session_cookie(response, sid: str):
-    response.set_cookie(
-        sessions.COOKIE, sessions.cookie_value(_ctx().secret_key, sid), httponly=True, samesite="Lax", secure=_secure(), path="/"
-    )
+    """The session's cookie as it stands now: a login, re-authentication or step-up has just renewed it."""
+    ctx = _ctx()
+    with core_db.read_only(ctx.sessions) as db:
+        value = sessions.cookie_for(db, ctx.secret_key, sid)
+    return _set_session_cookie(response, value)
+
+
+def _set_session_cookie(response, value: str | None):
+    if value is not None:
+        response.set_cookie(sessions.COOKIE, value, httponly=True, samesite="Lax", secure=_secure(), path="/")
     return response
 
 
@@ -219,10 +233,18 @@ def register():
     form = {k: request.form.get(k, "")[:200] for k in ("identifier", "display_name")}
     password, repeat = request.form.get("password", ""), request.form.get("password2", "")
     try:
+        accounts.registration_allowed(_ctx(), _ip())  # every attempt counts, per client address
         if password != repeat:
             raise accounts.AccountRefusal(N_("The two passwords are not the same."), code="password_mismatch")
+        # A mobile number is registered only with the code texted to it (spent here, before the account is made).
+        confirmed = phone.confirm_registration(_ctx(), form, password, request.form.get("code", ""), ip=_ip())
         with core_db.transaction(_ctx().sessions) as db:
             account = accounts.register(db, identifier=form["identifier"], password=password, display_name=form["display_name"], ip=_ip())
+            if confirmed:
+                phone.mark_confirmed(db, account)
+            if request.form.get("privacy") != privacy.current_version(_ctx()):  # after the policy's answers; nothing is kept
+                raise accounts.AccountRefusal(N_("To register, read and accept the privacy notice."), code="privacy_not_accepted")
+            privacy.accept(db, _ctx(), account.id, request.form["privacy"], ip=_ip())
             sid = _sign_in(db, account)
     except Refusal as exc:
         return render("idp/register.html", exc.status, error=exc, next=next_url, form=form)
@@ -248,14 +270,25 @@ def login():
         )
     identifier = request.form.get("identifier", "")[:200]
     try:
-        account = accounts.authenticate(ctx, identifier, request.form.get("password", ""), ip=_ip())
+        account = accounts.authenticate(ctx, identifier, request.form.get("password", ""), ip=_ip(), proof=request.form.get("altcha", ""))
     except Refusal as exc:
         return render(
             "idp/login.html", exc.status, error=exc, next=next_url, identifier=identifier, signed_in=None, **_cert_login_values("login")
         )
     with core_db.transaction(ctx.sessions) as db:
         sid = _sign_in(db, account)  # only its id is used: no need to read the account again
-    return _with_session_cookie(redirect(next_url, 303), sid)
+        # The cookie from the secret this transaction leaves: no second transaction to read it back.
+        cookie = sessions.cookie_for(db, ctx.secret_key, sid)
+        next_url = _after_login(db, account.id, next_url)
+    return _set_session_cookie(redirect(next_url, 303), cookie)
+
+
+def _after_login(db, account_id: str, next_url: str) -> str:
+    """A login cancels a pending closure, and asks first for a privacy notice newer than the one accepted."""
+    after = privacy.at_login(db, _ctx(), account_id)
+    if after.closure_cancelled and next_url == DEFAULT_NEXT:
+        next_url = DEFAULT_NEXT + "?notice=closure-cancelled"
+    return privacy.accept_url(next_url) if after.must_accept else next_url
 
 
 @bp.route("/login/step-up", methods=["GET", "POST"])
@@ -273,7 +306,7 @@ def step_up():
         if live is None:
             return _to_login(here)
         row, account = live
-        account_id, amr = account.id, enterprises.effective_amr(db, row)
+        sid, account_id, amr = row.sid, account.id, enterprises.effective_amr(db, row)
         proofed = realname.proofing_of(db, account.id) is not None
         current = enterprises.acting(db, row.sid)
         acting_for = current[1] if current else None
@@ -287,6 +320,7 @@ def step_up():
         "missing": missing,
         "form": {},
         "acting_for": acting_for,
+        **resident_pages.step_up_hall(next_url),
         **(_cert_login_values("step-up") if missing.hardware_key and not missing.proofing else {}),
     }
     if missing.proofing and request.method == "POST":
@@ -296,7 +330,7 @@ def step_up():
         except Refusal as exc:
             form["resident_id"] = ""  # never echoed back into the page
             return render("idp/step_up.html", exc.status, error=exc, **{**values, "form": form})
-        return redirect(here, 303)
+        return _with_session_cookie(redirect(here, 303), sid)  # the level changed: so did the cookie
     return render("idp/step_up.html", **values)
 
 
@@ -376,6 +410,7 @@ def _account_page(db, row, account, *, status: int = 200, error: Refusal | None 
         enterprise=enterprises.account_summary(db, account.id),
         acting=(lambda current: current[1] if current else None)(enterprises.acting(db, row.sid)),
         matter_codes=[m.code for m in db.scalars(select(Matter).order_by(Matter.code).limit(200))],
+        closure=privacy.closure_of(db, account.id),
     )
 
 
@@ -406,10 +441,11 @@ def change_password():
             live = _live(db)
             if live is None:
                 return _to_login("/account")
-            row, account = live
-            if new != repeat:
-                raise accounts.AccountRefusal(N_("The two new passwords are not the same."), code="password_mismatch")
-            accounts.change_password(db, account.id, current, new, keep_sid=row.sid)
+            sid, account_id = live[0].sid, live[1].id
+        if new != repeat:
+            raise accounts.AccountRefusal(N_("The two new passwords are not the same."), code="password_mismatch")
+        # Wrong current passwords are counted per account and limited (outside any transaction: argon2 is slow).
+        accounts.change_own_password(ctx, account_id, current, new, keep_sid=sid, ip=_ip())
     except Refusal as exc:
         return _account_page_refused(exc)
     return redirect("/account?notice=password-changed#password", 303)
@@ -456,7 +492,7 @@ def verify():
         live = _live(db)
         if live is None:
             return _to_login("/account/verify")
-        account_id = live[1].id
+        sid, account_id = live[0].sid, live[1].id
         if realname.proofing_of(db, account_id) is not None:
             return redirect("/account", 303)
     if request.method == "GET":
@@ -467,7 +503,7 @@ def verify():
     except Refusal as exc:
         form["resident_id"] = ""
         return render("idp/verify.html", exc.status, error=exc, form=form)
-    return redirect("/account?notice=verified", 303)
+    return _with_session_cookie(redirect("/account?notice=verified", 303), sid)  # the level changed: so did the cookie
 
 
 # --------------------------------------------------------------------------- certificate (USB-key) login
@@ -489,7 +525,9 @@ def _cert_options() -> certlogin.Options:
 
 
 def _cookie_sid() -> str | None:
-    return sessions.sid_from_cookie(_ctx().secret_key, request.cookies.get(sessions.COOKIE))
+    ctx = _ctx()
+    with core_db.read_only(ctx.sessions) as db:
+        return sessions.sid_from_cookie(db, ctx.secret_key, request.cookies.get(sessions.COOKIE))
 
 
 def _browser(sid: str | None) -> str:
@@ -498,7 +536,8 @@ def _browser(sid: str | None) -> str:
 
 
 def _forwarded_certificate(options: certlogin.Options) -> bool:
-    return certlogin.from_trusted_proxy(options, request.remote_addr) and bool(request.headers.get(options.client_cert_header))
+    # The peer itself must be the proxy (core.web.proxies has put the client's address in remote_addr).
+    return certlogin.from_trusted_proxy(options, web.peer_address()) and bool(request.headers.get(options.client_cert_header))
 
 
 def _cert_login_values(purpose: str) -> dict:
@@ -536,7 +575,9 @@ def cert_challenge():
             challenge = certlogin.issue_challenge(db, ctx, options, browser=_browser(sid), purpose=purpose, ip=_ip())
     except Refusal as exc:
         # Always a problem document: only the page's script asks for a challenge.
-        return Problem(exc.status, web_errors.TITLES.get(exc.status, "Refused"), exc.translated(), code=exc.code).response()
+        return Problem(
+            exc.status, web_errors.TITLES.get(exc.status, "Refused"), exc.translated(), headers=exc.headers(), code=exc.code
+        ).response()
     return {
         "challenge": challenge.text,
         "expires": challenge.expires,
@@ -546,6 +587,9 @@ def cert_challenge():
 
 
 def _after_cert_login(outcome: certlogin.Outcome, next_url: str):
+    if outcome.action == "login":  # a USB-key login, like a password one, cancels a closure and asks for a newer notice
+        with core_db.transaction(_ctx().sessions) as db:
+            next_url = _after_login(db, outcome.account_id, next_url)
     response = redirect(next_url, 303) if web_errors.wants_html() else {"redirect": next_url}
     if not isinstance(response, dict):
         return _with_session_cookie(response, outcome.sid)
@@ -587,7 +631,7 @@ def cert_login_forwarded():
             _ca(),
             options,
             request.headers.get(options.client_cert_header),
-            remote_addr=request.remote_addr,
+            remote_addr=web.peer_address(),  # the proxy that forwarded the certificate, which must be trusted
             purpose=request.form.get("purpose", "login"),
             sid=sid,
             user_agent=request.headers.get("User-Agent", ""),

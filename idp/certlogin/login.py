@@ -40,7 +40,6 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
-import json
 import logging
 import re
 import secrets
@@ -62,15 +61,14 @@ from ca import validation
 from ca.context import CAContext
 from ca.identity import CertificateIdentity
 from ca.models import Certificate as IssuedCertificate
-from core import audit
+from core import audit, jsonlimits, ratelimit
 from core import db as core_db
 from core.db import utc_now
 from idp import levels
 from idp.context import IdPContext
 from idp.i18n import N_, Refusal
 from idp.models import Account, CertificateBinding, IdentityProofing, LoginChallenge, SSOSession
-from idp.people import sessions
-from idp.people.accounts import TokenBucket
+from idp.people import accounts, sessions
 
 log = logging.getLogger("hallmark.idp.certlogin")
 
@@ -85,7 +83,6 @@ MAX_TOTAL_BYTES = 24 * 1024
 MAX_SIGNATURE_BYTES = 1024  # RSA-4096 needs 512
 MAX_CHALLENGE_CHARS = 300
 EXPIRING_SOON = timedelta(days=30)
-CHALLENGE_BUCKET = (30, 1 / 2)  # challenges per address: 30 at once, then one every 2 seconds (each is a stored row)
 # Profiles of our own CA that may log in; others (signature, seal, TLS) may not.
 LOGIN_PROFILES = {"person": "person-auth", "enterprise": "enterprise-auth"}
 DEFAULT_AGENT_PORT = 17443
@@ -176,23 +173,23 @@ class Challenge:
     expires: int  # unix seconds
 
 
-def challenge_limiter(ctx: IdPContext) -> TokenBucket:
-    limiter = ctx.cache.get("idp.certlogin.challenge_limiter")
-    if limiter is None:
-        limiter = ctx.cache.setdefault("idp.certlogin.challenge_limiter", TokenBucket(*CHALLENGE_BUCKET))
-    return limiter
+def challenge_limiter(ctx: IdPContext):
+    """Challenges per client address (each is a stored row): the ``cert_challenge`` limit of the idp section."""
+    return accounts.limiter(ctx, "idp.certlogin.challenge", ctx.settings.limit("cert_challenge"))
 
 
 def issue_challenge(db: Session, ctx: IdPContext, options: Options, *, browser: str, purpose: str, ip: str = "") -> Challenge:
     """A fresh challenge for this browser. Not audited: one is fetched for every click; limited per address."""
     if purpose not in PURPOSES:
         raise CertLoginRefusal(N_("The USB-key login was asked for an unknown purpose."), code="bad_purpose")
-    limiter = challenge_limiter(ctx)
-    if limiter.wait_time(ip) > 0:
+    wait = challenge_limiter(ctx).attempt(ip, db=db)  # in the caller's transaction, which holds SQLite's write lock
+    if wait > 0:
         raise CertLoginRefusal(
-            N_("Too many sign-in attempts from this address. Wait a minute and try again."), code="rate_limited", status=429
+            N_("Too many sign-in attempts from this address. Wait a minute and try again."),
+            code="rate_limited",
+            status=429,
+            retry_after=ratelimit.retry_after(wait),
         )
-    limiter.take(ip)
     nonce = secrets.token_urlsafe(24)  # 32 characters
     now = utc_now()
     expires = now + CHALLENGE_LIFETIME
@@ -319,8 +316,8 @@ def parse_submission(*, challenge, signature, algorithm, certificate, chain) -> 
         if len(chain) > MAX_TOTAL_BYTES * 2:
             raise _too_large("chain")
         try:
-            chain = json.loads(chain) if chain.strip() else []
-        except ValueError:
+            chain = jsonlimits.loads(chain) if chain.strip() else []
+        except ValueError:  # not JSON, or nested too deeply (jsonlimits.TooDeep)
             raise _malformed("chain") from None
     if chain is None:
         chain = []

@@ -22,6 +22,7 @@ from idp.context import IdPContext
 from idp.i18n import N_
 from idp.models import Account
 from idp.oidc import authorization, authorization_details, clients, consent, grants, keys, resources, tokens
+from idp.oidc import server as oidc_server
 from idp.people import accounts, directory, sessions
 
 bp = Blueprint("idp_oidc", __name__, template_folder="../templates")
@@ -29,6 +30,7 @@ bp = Blueprint("idp_oidc", __name__, template_folder="../templates")
 USERINFO_PATH = "/oauth/userinfo"
 LOGOUT_PATH = "/oauth/logout"  # served by idp.oidc.logout_api
 JWKS_PATH = "/jwks.json"
+DEVICE_AUTHORIZATION_PATH = "/oauth/device_authorization"  # served by idp.oidc.device_api
 RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"  # RFC 9728, followed by an API's root
 USERINFO_SCOPES = ("openid", "profile", tokens.REALNAME_SCOPE)
 PAGE_TEMPLATE = "idp/consent.html"  # the consent page and the authorization error page
@@ -65,6 +67,7 @@ def provider_metadata(ctx: IdPContext) -> dict:
         "jwks_uri": url(JWKS_PATH),
         "introspection_endpoint": url(grants.INTROSPECTION_PATH),
         "revocation_endpoint": url(grants.REVOCATION_PATH),
+        "device_authorization_endpoint": url(DEVICE_AUTHORIZATION_PATH),  # RFC 8628 (idp.oidc.device)
         "scopes_supported": list(USERINFO_SCOPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
@@ -194,7 +197,7 @@ def authorize():
     with core_db.transaction(ctx.sessions) as db:
         try:
             location = authorization.authorize(
-                ctx, db, params, sessions.sid_from_cookie(ctx.secret_key, request.cookies.get(sessions.COOKIE))
+                ctx, db, params, sessions.sid_from_cookie(db, ctx.secret_key, request.cookies.get(sessions.COOKIE))
             )
         except authorization.PageError as exc:
             return _error_page(exc.error, exc.message, exc.params)
@@ -221,7 +224,6 @@ def consent_page():
     params = _authorize_params(next_url)
     if params is None:
         return _error_page("invalid_request", N_("The request is malformed: %(reason)s"), {"reason": "next"})
-    sid = sessions.sid_from_cookie(ctx.secret_key, request.cookies.get(sessions.COOKIE))
     with core_db.transaction(ctx.sessions) as db:
         try:
             authz = authorization.parse(ctx, db, params)
@@ -229,7 +231,7 @@ def consent_page():
             return _error_page(exc.error, exc.message, exc.params)
         except authorization.RedirectError as exc:
             return _redirect(authorization.error_location(ctx, exc))
-        row = sessions.current(db, sid)
+        row = sessions.from_cookie(db, ctx.secret_key, request.cookies.get(sessions.COOKIE))
         if row is None:
             return _redirect(next_url)  # the authorization endpoint sends the person to log in first
         if request.method == "GET":
@@ -293,7 +295,7 @@ def token():
     problem = _form_problem()
     if problem is not None:
         return problem
-    return grants.server_for(_ctx()).token_response()
+    return oidc_server.server_for(_ctx()).token_response()
 
 
 class TokenFastPath:
@@ -303,7 +305,8 @@ class TokenFastPath:
     It answers that request without Flask's per-request work (request context,
     cookie session, URL matching, form parser: about two thirds of a token's cost
     on this path) and hands everything else, every error included, to the app
-    unchanged, with the body it read put back. The rules are
+    unchanged, with the body it read put back; and when it fails (the database or
+    the HSM down), the app answers the request as if this path had not been there. The rules are
     ``idp.oidc.grants.client_credentials_fast``, shared with the Authlib grant.
     """
 
@@ -334,7 +337,13 @@ class TokenFastPath:
         if len(form) != len(pairs) or any(len(v) > TOKEN_LIMITS.get(k, TOKEN_DEFAULT_LIMIT) for k, v in pairs):
             return self.wsgi_app(environ, start_response)
         ctx = idp_context.current(self.app)
-        answer = grants.client_credentials_fast(ctx, form, environ.get("HTTP_AUTHORIZATION"))
+        try:
+            answer = grants.client_credentials_fast(ctx, form, environ.get("HTTP_AUTHORIZATION"))
+        except Exception:
+            # Something it needs failed (the database, the HSM): the app answers the same request in its own form
+            # (503 problem+json for a part that is down) and logs it, where this path gave a bare 500 and no log.
+            environ["wsgi.input"] = io.BytesIO(body)
+            return self.wsgi_app(environ, start_response)
         if answer is None:
             return self.wsgi_app(environ, start_response)
         data = _FAST_JSON(answer).encode()
@@ -356,7 +365,7 @@ def introspect():
     problem = _form_problem()
     if problem is not None:
         return problem
-    return grants.server_for(_ctx()).endpoint_response("introspection")
+    return oidc_server.server_for(_ctx()).endpoint_response("introspection")
 
 
 @bp.post(grants.REVOCATION_PATH)
@@ -364,7 +373,7 @@ def revoke():
     problem = _form_problem()
     if problem is not None:
         return problem
-    return grants.server_for(_ctx()).endpoint_response("revocation")
+    return oidc_server.server_for(_ctx()).endpoint_response("revocation")
 
 
 # -- userinfo --------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ satisfies ``prompt=consent``.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import bindparam, exists, select
 from sqlalchemy.orm import Session
 
+from core import jsonlimits
 from core.db import utc_now
 from idp import levels
 from idp.context import IdPContext
@@ -246,8 +246,8 @@ def parse(ctx: IdPContext, db: Session, params) -> AuthorizationRequest:
     claims = values.get("claims")
     if claims is not None:
         try:
-            parsed = json.loads(claims)
-        except ValueError:
+            parsed = jsonlimits.loads(claims)
+        except ValueError:  # not JSON, or nested too deeply (jsonlimits.TooDeep)
             parsed = None
         if not isinstance(parsed, dict) or any(
             k not in ("id_token", "userinfo") or not isinstance(v, dict | None) for k, v in parsed.items()

@@ -45,7 +45,10 @@ SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 PRIVATE_KEY_JWT = "private_key_jwt"
 NONE = "none"
 AUTH_METHODS = (*SECRET_METHODS, PRIVATE_KEY_JWT, NONE)
-GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628, for kiosks and TVs (idp.oidc.device)
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", DEVICE_CODE)
+# The grants through which a person signs in (a refresh token and the default OpenID scopes come with them).
+USER_GRANTS = ("authorization_code", DEVICE_CODE)
 # A scope token (RFC 6749 §3.3) as we allow it: no quotes or backslashes, short.
 _SCOPE_TOKEN = re.compile(r"^[A-Za-z0-9:._\-/]{1,64}$")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._\-]{3,64}$")
@@ -118,8 +121,9 @@ class RegisteredClient:
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         if self.is_public:
             # Public clients have nothing to authenticate with; they may use the token
-            # endpoint (with PKCE) and revoke their own tokens, never introspect.
-            return method == NONE and endpoint in ("token", "revocation")
+            # endpoint (with PKCE, or a device code), ask for a device code (RFC 8628)
+            # and revoke their own tokens, never introspect.
+            return method == NONE and endpoint in ("token", "revocation", "device_authorization")
         return method == self.auth_method
 
     def check_response_type(self, response_type: str) -> bool:
@@ -388,11 +392,11 @@ def add(
         raise ClientError("the authorization_code grant needs at least one --redirect-uri")
     if uris and "authorization_code" not in grants:
         raise ClientError("redirect URIs are only used with the authorization_code grant")
-    if "refresh_token" in grants and "authorization_code" not in grants:
-        raise ClientError("refresh_token is only issued together with authorization_code")
+    if "refresh_token" in grants and not set(USER_GRANTS) & set(grants):
+        raise ClientError("refresh_token is only issued together with authorization_code or the device code grant")
     if len(json.dumps(uris)) > 4000:
         raise ClientError("too many redirect URIs")
-    scope_list = _validate_scopes(list(scopes) or (["openid", "profile"] if "authorization_code" in grants else []))
+    scope_list = _validate_scopes(list(scopes) or (["openid", "profile"] if set(USER_GRANTS) & set(grants) else []))
     if not scope_list:
         raise ClientError("a client needs at least one --scope")
     if min_acr not in levels.LEVELS:
@@ -451,6 +455,49 @@ def add(
     )
     forget(ctx, client_id)
     return NewClient(client_id, secret)
+
+
+def change(
+    ctx: IdPContext,
+    db: Session,
+    client_id: str,
+    *,
+    name: str,
+    redirect_uris: list[str],
+    scopes: list[str],
+    first_party: bool,
+    backchannel_logout_uri: str | None,
+    actor: str,
+) -> Client:
+    """Change a client's name, redirect URIs, scopes, first-party flag and back-channel logout URI, checked as :func:`add` does."""
+    row = db.get(Client, client_id)
+    if row is None:
+        raise Problem(404, "Not Found", f"no client {client_id!r}")
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise ClientError("the client name must be 1 to 100 characters")
+    grants = row.grant_types.split()
+    uris = [validate_redirect_uri(u) for u in dict.fromkeys(redirect_uris)]
+    if "authorization_code" in grants and not uris:
+        raise ClientError("the authorization_code grant needs at least one --redirect-uri")
+    if uris and "authorization_code" not in grants:
+        raise ClientError("redirect URIs are only used with the authorization_code grant")
+    if len(json.dumps(uris)) > 4000:
+        raise ClientError("too many redirect URIs")
+    scope_list = _validate_scopes(list(scopes))
+    if not scope_list:
+        raise ClientError("a client needs at least one --scope")
+    backchannel = validate_redirect_uri(backchannel_logout_uri, what="back-channel logout URI") if backchannel_logout_uri else None
+    before = describe(row)
+    row.name, row.redirect_uris, row.scope = name, json.dumps(uris), " ".join(scope_list)
+    row.first_party, row.backchannel_logout_uri = bool(first_party), backchannel
+    after = describe(row)
+    changed = {k: {"before": before[k], "after": after[k]} for k in after if before[k] != after[k]}
+    if changed:
+        db.flush()
+        audit.record(db, actor=actor, action="idp.client.changed", target=client_id, details=changed)
+    forget(ctx, client_id)
+    return row
 
 
 def set_resources(ctx: IdPContext, db: Session, client_id: str, resources: list[str] | None, *, actor: str) -> list[str] | None:

@@ -8,6 +8,8 @@ endpoints; this module gives it our grants and rules:
 * ``refresh_token``: rotated on every use; a replayed (already rotated) token
   revokes its family.
 * ``client_credentials``: scopes limited to the client's own; no database write.
+* ``urn:ietf:params:oauth:grant-type:device_code`` (RFC 8628) for kiosks and TVs, with
+  its device authorization endpoint: ``idp.oidc.device``.
 * RFC 8707 resource indicators on all three (``idp.oidc.resources``): the ``aud`` of the
   access token, ``invalid_target`` for a resource the client may not ask for.
 * RFC 9396 authorization details on ``authorization_code`` and ``refresh_token``
@@ -34,6 +36,7 @@ from urllib.parse import unquote
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload
 from authlib.oauth2.rfc6749 import AuthorizationCodeMixin, OAuth2Request, TokenMixin, grants
+from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError, InvalidScopeError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
@@ -478,6 +481,12 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         self.verify_claims(token.claims)
         return token.claims
 
+    def extract_assertion(self, assertion: str):
+        try:
+            return super().extract_assertion(assertion)
+        except RecursionError:  # a payload nested too deeply for json.loads (Authlib catches only ValueError)
+            raise InvalidClientError(description="Invalid JWT payload.") from None
+
     def validate_jti(self, claims, jti):
         exp = claims.get("exp")
         if not isinstance(jti, str) or not 8 <= len(jti) <= 200 or not isinstance(exp, int):
@@ -485,6 +494,25 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         if exp - time.time() > ASSERTION_MAX_LIFETIME:
             raise InvalidClientError(description="The client assertion lives too long (at most one hour).")
         return tokens.consume_assertion_jti(db(), claims["sub"], jti, datetime.fromtimestamp(exp + tokens.LEEWAY, UTC))
+
+
+def _readable_basic(authorization: str | None) -> bool:
+    """False for HTTP Basic credentials that are not base64 of UTF-8 text (Authlib's decoding raises on them)."""
+    parts = (authorization or "").split(None, 1)
+    if len(parts) != 2 or parts[0].lower() != "basic":
+        return True  # not Basic: not this method's business
+    try:
+        base64.b64decode(parts[1]).decode("utf-8")  # as leniently as Authlib decodes them
+    except ValueError:  # not ASCII, not base64 (binascii.Error) or not UTF-8 (UnicodeDecodeError)
+        return False
+    return True
+
+
+def client_secret_basic(query_client, request):
+    """Authlib's ``client_secret_basic``; credentials it cannot read fail like a wrong secret (401 ``invalid_client``)."""
+    if not _readable_basic(request.headers.get("Authorization")):
+        return None
+    return authenticate_client_secret_basic(query_client, request)
 
 
 # -- introspection and revocation -------------------------------------------------------------
@@ -576,6 +604,7 @@ class HallmarkServer(AuthorizationServer):
         self.ctx = ctx
         self._query_client = lambda client_id: clients.get(ctx, client_id, g.get(_DB))
         self._save_token = lambda token, request: None  # our grants store what they must themselves
+        self.register_client_auth_method("client_secret_basic", client_secret_basic)
         self.register_client_auth_method(clients.PRIVATE_KEY_JWT, PrivateKeyJWT(ctx))
         self.register_grant(AuthorizationCodeGrant, [S256Only(required=True)])
         self.register_grant(RefreshTokenGrant)
@@ -596,13 +625,3 @@ class HallmarkServer(AuthorizationServer):
     def endpoint_response(self, name: str):
         with request_scope(self):
             return self.create_endpoint_response(name)
-
-
-_SERVER = "idp.grants.server"
-
-
-def server_for(ctx: IdPContext) -> HallmarkServer:
-    server = ctx.cache.get(_SERVER)
-    if server is None:
-        server = ctx.cache[_SERVER] = HallmarkServer(ctx)
-    return server

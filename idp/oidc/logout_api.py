@@ -54,10 +54,9 @@ def end_session():
     ctx = _ctx()
     params = request.args if request.method == "GET" else request.form
     confirming = request.method == "POST" and "form_token" in request.form
-    sid = sessions.sid_from_cookie(ctx.secret_key, request.cookies.get(sessions.COOKIE))
     with core_db.transaction(ctx.sessions) as db:
         wanted = logout.parse_request(ctx, db, params)
-        row = sessions.current(db, sid)
+        row = sessions.from_cookie(db, ctx.secret_key, request.cookies.get(sessions.COOKIE))
         if row is None:
             # Nothing to end here (already logged out, or another browser): just go where the hall asked.
             return _clear_cookie(redirect(_done_url(ctx, None, wanted), 303))

@@ -1,4 +1,4 @@
-"""Accounts: registration, password login with lockout and rate limit, password change.
+"""Accounts: registration, password login guarded by proof of work (no lockout), password change.
 
 An account is found by its mobile number (a mainland China number, 11 digits
 starting 13-19) or its username (3-32 characters of a-z 0-9 _ . -, starting with
@@ -12,31 +12,28 @@ looked up in a read-only transaction, which takes no lock.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
-import threading
-import time
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import audit
+from core import audit, ratelimit
 from core import db as core_db
 from core.db import utc_now
 from idp.context import IdPContext
 from idp.i18n import N_, Refusal
 from idp.models import Account
-from idp.people import passwords, sessions
+from idp.people import loginguard, passwords, sessions
 
 MOBILE = re.compile(r"1[3-9][0-9]{9}")
 USERNAME = re.compile(r"[a-z][a-z0-9_.-]{2,31}")
 MAX_DISPLAY_NAME = 64
-MAX_FAILURES = 5  # consecutive wrong passwords before the account is locked
-LOCKOUT = timedelta(minutes=15)
 ROLES = ("clerk",)  # staff roles this module knows; stored space-separated in Account.roles
 
 
@@ -130,6 +127,18 @@ def clean_display_name(text: str | None) -> str:
     return name
 
 
+def registration_allowed(ctx: IdPContext, ip: str) -> None:
+    """Count one registration attempt from ``ip`` (the ``register`` limit); a 429 refusal past the limit.
+
+    Every attempt counts, taken names and refused passwords too: each costs an argon2
+    hash, and a taken name answers a question. Counted in its own transaction, so a
+    registration that fails afterwards is still counted.
+    """
+    wait = limiter(ctx, "idp.accounts.register", ctx.settings.limit("register")).attempt(ip)
+    if wait > 0:
+        raise rate_limited(N_("Too many registrations from your network. Try again in %(seconds)s seconds."), wait)
+
+
 def register(
     db: Session,
     *,
@@ -151,6 +160,8 @@ def register(
     unknown = set(roles) - set(ROLES)
     if unknown:
         raise AccountRefusal(N_("Unknown role %(role)s."), code="unknown_role", role=", ".join(sorted(unknown)))
+    # Hashed before asking whether the name is taken: a taken name costs the asker what a registration costs.
+    password_hash = passwords.hash_password(password)
     column = Account.mobile if ident.kind == "mobile" else Account.username
     if db.scalar(select(Account.id).where(column == ident.value)) is not None:
         raise _taken(ident)
@@ -160,7 +171,7 @@ def register(
         username=ident.value if ident.kind == "username" else None,
         mobile=ident.value if ident.kind == "mobile" else None,
         display_name=name or (ident.value if ident.kind == "username" else mask_mobile(ident.value)),
-        password_hash=passwords.hash_password(password),
+        password_hash=password_hash,
         kind="person",
         roles=" ".join(sorted(set(roles))),
         status="active",
@@ -186,9 +197,10 @@ def register(
 
 
 def _taken(ident: Identifier) -> AccountRefusal:
+    # The status of any other refusal of the form (400): the message is the one thing it tells (docs/idp.md).
     if ident.kind == "mobile":
-        return AccountRefusal(N_("This mobile number is already registered. Sign in instead."), code="mobile_taken", status=409)
-    return AccountRefusal(N_("This username is taken. Choose another."), code="username_taken", status=409)
+        return AccountRefusal(N_("This mobile number is already registered. Sign in instead."), code="mobile_taken")
+    return AccountRefusal(N_("This username is taken. Choose another."), code="username_taken")
 
 
 def set_status(db: Session, account: Account, status: str, *, actor: str) -> None:
@@ -208,106 +220,87 @@ def set_status(db: Session, account: Account, status: str, *, actor: str) -> Non
 # --------------------------------------------------------------------------- rate limit
 
 
-class TokenBucket:
-    """Failed logins allowed per client IP: ``capacity`` at once, then ``rate`` per second.
+def limiter(ctx: IdPContext, name: str, limit: ratelimit.Limit | tuple[float, float]) -> ratelimit.SharedBucket:
+    """The shared limit ``name`` (core.ratelimit: counted in the database, so every worker and node shares it).
 
-    The buckets live in this process only. With several workers or nodes an
-    address gets that many times the allowance; that is a deliberate
-    simplification (no shared store needed), and the per-account lockout, which
-    is in the database, still holds across all of them.
+    ``limit``: a :class:`~core.ratelimit.Limit` from the settings, or capacity and rate per second.
     """
-
-    def __init__(self, capacity: float, rate: float, max_keys: int = 50_000):
-        self.capacity = capacity
-        self.rate = rate
-        self.max_keys = max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
-        self._lock = threading.Lock()
-
-    def _level(self, key: str, now: float) -> float:
-        tokens, at = self._buckets.get(key, (self.capacity, now))
-        return min(self.capacity, tokens + (now - at) * self.rate)
-
-    def wait_time(self, key: str) -> float:
-        """Seconds until one more attempt is allowed; 0 when allowed now."""
-        with self._lock:
-            tokens = self._level(key, time.monotonic())
-        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
-
-    def take(self, key: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._buckets[key] = (self._level(key, now) - 1, now)
-            if len(self._buckets) > self.max_keys:
-                self._forget_full(now)
-
-    def _forget_full(self, now: float) -> None:
-        for key in [k for k in self._buckets if self._level(k, now) >= self.capacity]:
-            del self._buckets[key]
-        while len(self._buckets) > self.max_keys:  # still too many: drop the oldest
-            del self._buckets[min(self._buckets, key=lambda k: self._buckets[k][1])]
+    return ratelimit.shared(ctx.cache, ctx.sessions, name, limit)
 
 
-LOGIN_BUCKET = (20, 1 / 15)  # 20 failed logins per IP at once, then one every 15 seconds
-
-
-def login_limiter(ctx: IdPContext) -> TokenBucket:
-    limiter = ctx.cache.get("idp.accounts.login_limiter")
-    if limiter is None:
-        limiter = ctx.cache.setdefault("idp.accounts.login_limiter", TokenBucket(*LOGIN_BUCKET))
-    return limiter
+def rate_limited(message: str, wait: float, **params) -> AccountRefusal:
+    """A 429 refusal saying when to try again (``%(seconds)s`` in ``message``), with Retry-After."""
+    seconds = ratelimit.retry_after(wait)
+    return AccountRefusal(message, code="rate_limited", status=429, retry_after=seconds, seconds=seconds, **params)
 
 
 # --------------------------------------------------------------------------- login
 
 
-def authenticate(ctx: IdPContext, identifier: str, password: str, *, ip: str = "") -> Account:
-    """The account whose password this is, or :class:`LoginRefused` (wrong, locked, disabled, rate-limited).
+class ChallengeNeeded(LoginRefused):
+    """The attempt must carry a solved proof-of-work challenge (idp.people.loginguard); the page's script solves one."""
 
-    Unknown accounts cost the same argon2 check as known ones. Five wrong
-    passwords in a row lock the account for 15 minutes.
+
+def login_needs(ctx: IdPContext, identifier: str, ip: str) -> tuple[int, int]:
+    """(maxnumber, delay) of the challenge the next attempt of ``identifier`` from ``ip`` needs; (0, 0): none.
+
+    The same for a name with an account and one without: both are counted by the name as typed.
     """
-    limiter = login_limiter(ctx)
-    wait = limiter.wait_time(ip)
-    if wait > 0:
-        raise LoginRefused(
-            N_("Too many failed sign-ins from your network. Try again in %(seconds)s seconds."),
-            code="rate_limited",
-            status=429,
-            seconds=int(wait) + 1,
-        )
+    return loginguard.needed(ctx, name=_failure_key(ctx, identifier), ip=ip)
+
+
+def authenticate(ctx: IdPContext, identifier: str, password: str, *, ip: str = "", proof: str = "") -> Account:
+    """The account whose password this is, or :class:`LoginRefused` (wrong, disabled, or a challenge needed).
+
+    No lockout: past a few wrong passwords for the name or from the address, an attempt
+    must carry a solved proof-of-work challenge (``proof``, see idp.people.loginguard)
+    whose difficulty doubles with each failure. The owner, with the right password and
+    a solved challenge, always gets in. Unknown names cost the same argon2 check as
+    known ones and are counted and challenged the same way, so the answers do not tell
+    whether an account exists.
+    """
+    name = _failure_key(ctx, identifier)
+    # One short read, no lock held during the argon2 check: what the attempt needs, then the account.
+    with core_db.read_only(ctx.sessions) as db:
+        maxnumber, _ = loginguard.needed(ctx, name=name, ip=ip, db=db)
+        account = find(db, identifier)
+    if maxnumber:
+        with core_db.transaction(ctx.sessions) as db:
+            why = loginguard.spend(ctx, db, proof, maxnumber=maxnumber)
+            if why and why != "missing":
+                audit.record(
+                    db,
+                    actor=f"ip:{ip}",
+                    action="idp.login.challenge_refused",
+                    target=account.id if account is not None else "unknown account",
+                    details={"reason": why, "identifier": _masked_identifier(identifier)},
+                )
+        if why:
+            raise ChallengeNeeded(
+                N_("For your account's safety, this sign-in needs a short security check that your browser does by itself. Try again."),
+                code="challenge_required",
+                status=401,
+            )
     password = password if isinstance(password, str) else ""
     if len(password) > 4 * passwords.MAX_LENGTH:
         password = password[: 4 * passwords.MAX_LENGTH]  # still checked (and fails), just not at any length
 
-    with core_db.read_only(ctx.sessions) as db:  # a short read, no lock held during the argon2 check
-        account = find(db, identifier)
-    now = utc_now()
-
-    if account is None:
-        passwords.dummy_verify(password)
-        limiter.take(ip)
+    if account is None or not passwords.verify(account.password_hash, password):
+        if account is None:
+            passwords.dummy_verify(password)  # answered exactly as a known account is
         with core_db.transaction(ctx.sessions) as db:
+            count = loginguard.failed(ctx, db, name=name, ip=ip, account=account)
             audit.record(
                 db,
                 actor=f"ip:{ip}",
                 action="idp.login.failed",
-                target="unknown account",
-                details={"identifier": _masked_identifier(identifier), "reason": "unknown"},
+                target=account.id if account is not None else "unknown account",
+                details={
+                    "reason": "password" if account is not None else "unknown",
+                    "identifier": _masked_identifier(identifier),
+                    "recent": count,
+                },
             )
-        raise _wrong()
-
-    if account.locked_until is not None and account.locked_until > now:
-        passwords.dummy_verify(password)
-        limiter.take(ip)
-        raise _locked(account.locked_until, now)
-
-    if not passwords.verify(account.password_hash, password):
-        limiter.take(ip)
-        with core_db.transaction(ctx.sessions) as db:
-            locked_until = _count_failure(db, account.id, ip, now)
-        if locked_until is not None:
-            raise _locked(locked_until, now)
         raise _wrong()
 
     if account.status != "active":
@@ -315,10 +308,11 @@ def authenticate(ctx: IdPContext, identifier: str, password: str, *, ip: str = "
             audit.record(db, actor=f"ip:{ip}", action="idp.login.failed", target=account.id, details={"reason": "disabled"})
         raise LoginRefused(N_("This account is disabled. Contact a service centre."), code="disabled", status=403)
 
-    if account.failed_logins or passwords.needs_rehash(account.password_hash):
+    loginguard.succeeded(ctx, name=name)
+    if account.failed_logins or account.locked_until is not None or passwords.needs_rehash(account.password_hash):
         with core_db.transaction(ctx.sessions) as db:
             row = db.get(Account, account.id)
-            row.failed_logins = 0
+            row.failed_logins, row.locked_until = 0, None  # left from the lockout this replaced
             if passwords.needs_rehash(row.password_hash):
                 row.password_hash = passwords.hash_password(password)
                 audit.record(
@@ -332,40 +326,18 @@ def authenticate(ctx: IdPContext, identifier: str, password: str, *, ip: str = "
     return account
 
 
-def _count_failure(db: Session, account_id: str, ip: str, now: datetime) -> datetime | None:
-    """Count a wrong password atomically; lock at the limit. Returns the lock's end if it locked now."""
-    failures = db.execute(
-        update(Account).where(Account.id == account_id).values(failed_logins=Account.failed_logins + 1).returning(Account.failed_logins)
-    ).scalar_one()
-    audit.record(
-        db, actor=f"ip:{ip}", action="idp.login.failed", target=account_id, details={"reason": "password", "consecutive": failures}
-    )
-    if failures < MAX_FAILURES:
-        return None
-    until = now + LOCKOUT
-    db.execute(update(Account).where(Account.id == account_id).values(failed_logins=0, locked_until=until))
-    audit.record(
-        db,
-        actor="system:lockout",
-        action="idp.account.locked",
-        target=account_id,
-        details={"until": until.isoformat(), "after_failures": failures},
-    )
-    return until
+def _failure_key(ctx: IdPContext, identifier: str) -> str:
+    """The name as typed, normalised as :func:`find` reads it, under the instance's lookup key (never stored bare)."""
+    try:
+        ident = parse_identifier(identifier)
+        name = f"{ident.kind}:{ident.value}"
+    except Refusal:
+        name = "text:" + unicodedata.normalize("NFKC", identifier or "").strip().lower()[:200]
+    return hmac.new(ctx.lookup_key, b"idp-login-failures\x00" + name.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
 def _wrong() -> LoginRefused:
     return LoginRefused(N_("Wrong mobile number/username or password."), code="wrong_credentials")
-
-
-def _locked(until: datetime, now: datetime) -> LoginRefused:
-    minutes = max(1, -(-int((until - now).total_seconds()) // 60))
-    return LoginRefused(
-        N_("Too many wrong passwords: this account is locked for %(minutes)s minutes. Try again later."),
-        code="locked",
-        status=423,
-        minutes=minutes,
-    )
 
 
 def _masked_identifier(text: str) -> str:
@@ -380,16 +352,74 @@ def _masked_identifier(text: str) -> str:
 
 
 def change_password(db: Session, account_id: str, current: str, new: str, *, keep_sid: str | None = None) -> int:
-    """Set a new password after checking the current one; ends every other session. Returns how many ended."""
+    """Set a new password after checking the current one; ends every other session. Returns how many ended.
+
+    For operators and tests: nothing counts wrong current passwords here. People change
+    theirs through :func:`change_own_password`, which does.
+    """
     account = db.get(Account, account_id)
     if account is None or account.status != "active":
-        raise AccountRefusal(N_("This account cannot change its password."), code="not_active", status=403)
+        raise _cannot_change()
     if not passwords.verify(account.password_hash, current or ""):
-        raise AccountRefusal(N_("The current password is not right."), code="wrong_current_password", status=403)
+        raise _wrong_current()
+    return _set_new_password(db, account, passwords.hash_password(_checked_new(account, new)), keep_sid=keep_sid)
+
+
+def _cannot_change() -> AccountRefusal:
+    return AccountRefusal(N_("This account cannot change its password."), code="not_active", status=403)
+
+
+def _wrong_current() -> AccountRefusal:
+    return AccountRefusal(N_("The current password is not right."), code="wrong_current_password", status=403)
+
+
+def _checked_new(account: Account, new: str) -> str:
     passwords.check_policy(new, username=account.username, mobile=account.mobile)
     if passwords.verify(account.password_hash, new):
         raise AccountRefusal(N_("The new password must differ from the current one."), code="password_unchanged")
-    account.password_hash = passwords.hash_password(new)
+    return new
+
+
+def password_check_limiter(ctx: IdPContext) -> ratelimit.SharedBucket:
+    return limiter(ctx, "idp.accounts.password_check", ctx.settings.limit("password_check"))
+
+
+def change_own_password(ctx: IdPContext, account_id: str, current: str, new: str, *, keep_sid: str | None = None, ip: str = "") -> int:
+    """The account page's password change: :func:`change_password` with wrong current passwords counted.
+
+    A wrong current password is audited (``idp.account.password_check_failed``) and
+    counted per account (the ``password_check`` limit, shared by every worker): past
+    it, the check is refused with 429 before any hash is computed, so a session
+    someone else got hold of cannot be used to guess the password. The argon2 checks
+    and the new hash run outside any transaction (on SQLite one holds the write lock).
+    """
+    limiter = password_check_limiter(ctx)
+    wait = limiter.wait_time(account_id)
+    if wait > 0:
+        raise rate_limited(N_("Too many wrong current passwords for this account. Try again in %(seconds)s seconds."), wait)
+    with core_db.read_only(ctx.sessions) as db:
+        account = db.get(Account, account_id)
+    if account is None or account.status != "active":
+        raise _cannot_change()
+    if not passwords.verify(account.password_hash, current if isinstance(current, str) else ""):
+        with core_db.transaction(ctx.sessions) as db:
+            limiter.take(account_id, db=db)
+            audit.record(
+                db, actor=f"account:{account_id}", action="idp.account.password_check_failed", target=account_id, details={"ip": ip}
+            )
+        raise _wrong_current()
+    new_hash = passwords.hash_password(_checked_new(account, new))
+    with core_db.transaction(ctx.sessions) as db:
+        row = db.get(Account, account_id)
+        if row is None or row.status != "active":
+            raise _cannot_change()
+        if row.password_hash != account.password_hash:  # changed meanwhile (another device): check against that one
+            raise _wrong_current()
+        return _set_new_password(db, row, new_hash, keep_sid=keep_sid)
+
+
+def _set_new_password(db: Session, account: Account, new_hash: str, *, keep_sid: str | None) -> int:
+    account.password_hash = new_hash
     account.password_changed_at = utc_now()
     account.failed_logins = 0
     audit.record(db, actor=f"account:{account.id}", action="idp.account.password_changed", target=account.id)

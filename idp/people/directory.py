@@ -21,6 +21,7 @@ from urllib.parse import urlencode, urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core import audit, bearer
 from core import db as core_db
 from core.identifiers import CREDIT_CODE, lookup_hash, mask_credit_code
 from core.people import CREDIT_CODE as CREDIT_CODE_TYPE
@@ -51,11 +52,11 @@ class Directory:
     def signed_in(self) -> SignedIn | None:
         from flask import request
 
-        sid = sessions.sid_from_cookie(self.ctx.secret_key, request.cookies.get(sessions.COOKIE))
-        if sid is None:
+        cookie = request.cookies.get(sessions.COOKIE)
+        if not cookie:
             return None
         with core_db.transaction(self.ctx.sessions) as db:  # a live session is marked seen (a write now and then)
-            row = sessions.current(db, sid)
+            row = sessions.from_cookie(db, self.ctx.secret_key, cookie)
             if row is None:
                 return None
             account = db.get(Account, row.account_id)
@@ -105,10 +106,34 @@ class Directory:
     def token_inactive(self, claims: dict) -> str | None:
         if not isinstance(claims.get("jti"), str) or not claims.get("client_id"):
             return "not an access token of this provider"
+        if bearer.checked_active(claims):  # this request's bearer check asked the database a moment ago
+            return None
         with core_db.read_only_connection(self.ctx.sessions) as connection:
             # Revoked (jti, family, session), session ended, client removed (asked of the database, so a client
             # removed through another process stops at once): one select; enterprise no longer acted for.
             return tokens.inactive_reason(self.ctx, connection, claims)
+
+    def api_token_inactive(self, claims: dict) -> str | None:
+        """:meth:`token_inactive` for the bearer check of every JSON API (``core.bearer``), a refusal audited:
+        a revoked token used again may be a stolen one."""
+        reason = self.token_inactive(claims)
+        if reason is not None:
+            from flask import has_request_context, request
+
+            client_id = str(claims.get("client_id") or "")[:64]
+            with core_db.transaction(self.ctx.sessions) as db:
+                audit.record(
+                    db,
+                    actor=f"client:{client_id}" if client_id else "anonymous",
+                    action="idp.token.refused",
+                    target=str(claims.get("jti") or "")[:12],
+                    details={
+                        "reason": reason,
+                        "sub": str(claims.get("sub") or "")[:64],
+                        "path": request.path[:200] if has_request_context() else "",
+                    },
+                )
+        return reason
 
     def client_names(self, client_ids: list[str]) -> dict[str, str]:
         wanted = sorted({str(c)[:64] for c in client_ids if c})[:500]

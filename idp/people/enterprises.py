@@ -51,7 +51,7 @@ from idp.models import (
     SessionActing,
     SSOSession,
 )
-from idp.people import accounts
+from idp.people import accounts, sessions
 
 ALL_MATTERS = "*"
 REPRESENTATIVE, AGENT, SELF = "representative", "agent", "self"
@@ -449,6 +449,7 @@ def prove_key(db: Session, session: SSOSession, account_id: str, credit_code: st
         )
     row = choose(db, session, code)
     row.key_proven = True
+    sessions.renew(session)  # the session's level for the enterprise rose: a new cookie (set by the page)
     db.flush()
     return row
 

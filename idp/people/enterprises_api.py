@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, g, request
+from flask import Blueprint, g
 
 from core import db as core_db
-from core.problems import Problem, json_object_body
+from core.problems import Problem, json_object_body, page_args
 from idp import context as idp_context
 from idp.context import IdPContext
 from idp.i18n import Refusal
@@ -55,12 +55,7 @@ def add():
 @bp.get("")
 @IDP_API.require(enterprises.STAFF_SCOPE)
 def list_all():
-    try:
-        limit, offset = int(request.args.get("limit", 100)), int(request.args.get("offset", 0))
-    except ValueError:
-        raise Problem(400, "Bad Request", "limit and offset must be whole numbers") from None
-    if not 1 <= limit <= 500 or offset < 0:
-        raise Problem(400, "Bad Request", "limit must be 1..500 and offset not negative")
+    limit, offset = page_args(default_limit=100)
     with _ctx().sessions() as db:
         return {
             "enterprises": [enterprises.as_json(db, r) for r in enterprises.all_enterprises(db, limit=limit, offset=offset)],

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import random
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
@@ -51,7 +52,7 @@ from idp.context import IdPContext
 from idp.i18n import N_, Refusal
 from idp.models import Account, IdentityProofing, RegistryPerson
 from idp.people import accounts, sessions
-from idp.people.accounts import TokenBucket
+from idp.settings import check_registry_url
 
 log = logging.getLogger("hallmark.idp.realname")
 
@@ -175,12 +176,29 @@ class HttpRegistry:
 
     name = "http"
 
-    def __init__(self, url: str, timeout: float = REGISTRY_TIMEOUT):
-        if not url.startswith(("https://", "http://")):
-            raise ValueError("registry_url must be an http(s) URL")
+    def __init__(
+        self,
+        url: str,
+        timeout: float = REGISTRY_TIMEOUT,
+        *,
+        token: str = "",
+        client_cert: str = "",
+        client_key: str = "",
+        ca_file: str = "",
+    ):
+        check_registry_url(url)  # https, or http to this machine only (development)
+        for path in (client_cert, client_key, ca_file):
+            if path and not os.path.isfile(path):
+                raise ValueError(f"registry adapter: {path} is not a file")
         self.url = url
         self.timeout = timeout
         self._http = core_http.session(timeout=timeout)  # quick retries; redirects are not followed
+        if token:
+            self._http.headers["Authorization"] = f"Bearer {token}"
+        if client_cert:
+            self._http.cert = (client_cert, client_key)  # mutual TLS: the gateway knows the adapter by its certificate
+        if ca_file:
+            self._http.verify = ca_file
 
     def check(self, name: str, rid: ResidentID) -> RegistryAnswer:
         body = json.dumps({"name": name, "resident_id": rid.value}, ensure_ascii=False).encode()
@@ -204,15 +222,20 @@ class HttpRegistry:
 
 def registry_for(ctx: IdPContext) -> Registry:
     if ctx.registry_url:
-        return HttpRegistry(ctx.registry_url)
+        own = ctx.settings
+        return HttpRegistry(
+            ctx.registry_url,
+            timeout=own.registry_timeout_seconds,
+            token=own.registry_token,
+            client_cert=own.registry_client_cert,
+            client_key=own.registry_client_key,
+            ca_file=own.registry_ca_file,
+        )
     return EmbeddedRegistry(ctx.sessions, ctx.lookup_key)
 
 
-def check_limiter(ctx: IdPContext) -> TokenBucket:
-    limiter = ctx.cache.get("idp.realname.check_limiter")
-    if limiter is None:
-        limiter = ctx.cache.setdefault("idp.realname.check_limiter", TokenBucket(*CHECK_BUCKET))
-    return limiter
+def check_limiter(ctx: IdPContext):
+    return accounts.limiter(ctx, "idp.realname.check", CHECK_BUCKET)
 
 
 # --------------------------------------------------------------------------- binding
@@ -393,29 +416,8 @@ def verify_at_counter(
     with core_db.transaction(ctx.sessions) as db:
         target = accounts.find(db, account, by_id=True)
         staff = accounts.find(db, clerk)
-        if staff is None or not accounts.has_role(staff, "clerk"):
-            audit.record(
-                db,
-                actor=f"account:{staff.id}" if staff else "unknown clerk",
-                action="idp.proofing.refused",
-                target=target.id if target else "",
-                details={"reason": "not an active clerk", "via": via},
-            )
-            outcome = ProofingRefusal(N_("%(clerk)s is not an active counter clerk."), code="not_a_clerk", status=403, clerk=clerk)
-        elif target is None:
-            outcome = ProofingRefusal(N_("There is no account %(account)s."), code="unknown_account", status=404, account=account)
-        elif staff.id == target.id:
-            audit.record(
-                db,
-                actor=f"account:{staff.id}",
-                action="idp.proofing.refused",
-                target=target.id,
-                details={"reason": "clerk's own account", "via": via},
-            )
-            outcome = ProofingRefusal(N_("A clerk cannot verify their own account."), code="own_account", status=403)
-        elif target.status != "active":
-            outcome = ProofingRefusal(N_("The account %(account)s is disabled."), code="disabled", status=409, account=account)
-        else:
+        outcome = _counter_refusal(db, target, staff, clerk=clerk, account=account, via=via)
+        if outcome is None:
             outcome = _bind(
                 db,
                 ctx,
@@ -432,6 +434,93 @@ def verify_at_counter(
     if isinstance(outcome, Refusal):
         raise outcome
     return target, outcome
+
+
+def _counter_refusal(
+    db: Session, target: Account | None, staff: Account | None, *, clerk: str, account: str, via: str
+) -> ProofingRefusal | None:
+    """Why ``staff`` may not check ``target`` at the counter (audited where it is the clerk's doing), or None."""
+    if staff is None or not accounts.has_role(staff, "clerk"):
+        audit.record(
+            db,
+            actor=f"account:{staff.id}" if staff else "unknown clerk",
+            action="idp.proofing.refused",
+            target=target.id if target else "",
+            details={"reason": "not an active clerk", "via": via},
+        )
+        return ProofingRefusal(N_("%(clerk)s is not an active counter clerk."), code="not_a_clerk", status=403, clerk=clerk)
+    if target is None:
+        return ProofingRefusal(N_("There is no account %(account)s."), code="unknown_account", status=404, account=account)
+    if staff.id == target.id:
+        audit.record(
+            db,
+            actor=f"account:{staff.id}",
+            action="idp.proofing.refused",
+            target=target.id,
+            details={"reason": "clerk's own account", "via": via},
+        )
+        return ProofingRefusal(N_("A clerk cannot verify their own account."), code="own_account", status=403)
+    if target.status != "active":
+        return ProofingRefusal(N_("The account %(account)s is disabled."), code="disabled", status=409, account=account)
+    return None
+
+
+def confirm_at_counter(
+    ctx: IdPContext, *, account: str, resident_id: str, name: str, clerk: str, location: str, document: str, via: str = "cli"
+) -> IdentityProofing:
+    """A clerk's in-person check of an account already real-name verified: the document's name and ID must be its proofing's.
+
+    Nothing is rebound; the check is audited (``idp.proofing.confirmed``: clerk, centre, document) or, on a mismatch,
+    refused and audited (``idp.proofing.refused``).
+    """
+    legal_name = clean_name(name)
+    rid = parse_resident_id(resident_id)
+    location = " ".join((location or "").split())
+    if not location:
+        raise ProofingRefusal(N_("Name the service centre where the check took place."), code="location_missing")
+    if len(location) > 200:
+        raise ProofingRefusal(N_("The service centre's name may have at most 200 characters."), code="location_too_long")
+    if document not in DOCUMENTS:
+        raise ProofingRefusal(N_("The document must be one of: %(choices)s."), code="bad_document", choices=", ".join(DOCUMENTS))
+    with core_db.transaction(ctx.sessions) as db:
+        target = accounts.find(db, account, by_id=True)
+        staff = accounts.find(db, clerk)
+        outcome = _counter_refusal(db, target, staff, clerk=clerk, account=account, via=via)
+        proofing = proofing_of(db, target.id) if outcome is None else None
+        if outcome is None and proofing is None:
+            outcome = ProofingRefusal(N_("This account is not real-name verified yet."), code="not_verified", status=409)
+        elif outcome is None and (
+            id_hash(ctx, rid) != proofing.resident_id_hash or normalise_name(legal_name) != normalise_name(proofing.legal_name)
+        ):
+            audit.record(
+                db,
+                actor=f"account:{staff.id}",
+                action="idp.proofing.refused",
+                target=target.id,
+                details={"reason": "document does not match the proofing", "resident_id": rid.masked(), "via": via},
+            )
+            outcome = ProofingRefusal(
+                N_("The name and resident ID on the document are not this account's real-name verification."), code="mismatch", status=409
+            )
+        elif outcome is None:
+            audit.record(
+                db,
+                actor=f"account:{staff.id}",
+                action="idp.proofing.confirmed",
+                target=target.id,
+                details={
+                    "method": "counter",
+                    "resident_id": proofing.resident_id_masked,
+                    "location": location,
+                    "document": document,
+                    "clerk": accounts.label(staff),
+                    "via": via,
+                },
+            )
+            db.expunge(proofing)
+    if outcome is not None:
+        raise outcome
+    return proofing
 
 
 # --------------------------------------------------------------------------- registry import

@@ -2,6 +2,14 @@
 
 The browser holds only an opaque random ``sid`` in an HttpOnly cookie; everything
 else is in the database, so any node can serve any request and logout is final.
+
+The cookie is the ``sid`` with a MAC over the ``sid`` and the session's ``secret``, a
+random value kept only in the database and drawn anew whenever the session's
+account or level changes: at login, at re-authentication, at every step-up and
+when real-name proofing raises its level. A cookie from before such a change no
+longer opens the session (no session fixation), on every node at once. The ``sid``
+itself stays for the life of the session: the halls know it from ID tokens and
+logout tokens, and single logout must still reach them.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ _INSERT_SESSION = insert(SSOSession.__table__)
 _SESSION_COLUMNS = tuple(column.key for column in SSOSession.__table__.columns)
 _JOINED = select(SessionClient.client_id).where(SessionClient.sid == bindparam("sid"), SessionClient.client_id == bindparam("client_id"))
 _ADD_CLIENT = insert(SessionClient.__table__)
+_SECRET = select(SSOSession.secret).where(SSOSession.sid == bindparam("sid"))
 
 
 def _proofed(db: Session, account_id: str) -> bool:
@@ -60,15 +69,26 @@ def view(db: Session, row: SSOSession, *, proofed: bool | None = None) -> Sessio
     return SessionView(row.sid, row.account_id, frozenset(row.amr.split()), row.acr, row.auth_time, proofed)
 
 
-def start(db: Session, account: Account, amr: set[str], *, ip: str = "", user_agent: str = "") -> SSOSession:
-    """A new session after a successful primary login."""
+def _new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def start(db: Session, account: Account, amr: set[str], *, ip: str = "", user_agent: str = "", acr_cap: int | None = None) -> SSOSession:
+    """A new session after a successful primary login.
+
+    ``acr_cap``: the highest level it may have, whatever its methods would reach (a
+    scan-to-login session never has more than the phone that confirmed it).
+    """
     now = utc_now()
+    amr = levels.with_mfa(amr)
+    acr = levels.achieved(proofed=_proofed(db, account.id), amr=amr)
     row = SSOSession(
         sid=secrets.token_urlsafe(32),
+        secret=_new_secret(),
         account_id=account.id,
         auth_time=now,
         amr=" ".join(sorted(amr)),
-        acr=levels.achieved(proofed=_proofed(db, account.id), amr=amr),
+        acr=min(acr, acr_cap) if acr_cap is not None else acr,
         created_at=now,
         last_seen_at=now,
         expires_at=now + ABSOLUTE_TIMEOUT,
@@ -88,29 +108,59 @@ def start(db: Session, account: Account, amr: set[str], *, ip: str = "", user_ag
     return row
 
 
-def cookie_value(key: bytes, sid: str) -> str:
-    """What the browser's cookie holds: the sid plus a MAC under the IdP's secret.
+def cookie_value(key: bytes, sid: str, secret: str) -> str:
+    """What the browser's cookie holds: the sid plus a MAC, under the IdP's key, of the sid and the session's secret.
 
     The sid itself is not a bearer credential: it travels in ID tokens, logout
     tokens and front-channel URLs (where any hall, log or browser history may see
-    it), so knowing it must not be enough to ride the session.
+    it), so knowing it must not be enough to ride the session. The secret never
+    leaves the database; a new one (:func:`renew`) makes every earlier cookie void.
     """
-    return f"{sid}.{_cookie_mac(key, sid)}"
+    return f"{sid}.{_cookie_mac(key, sid, secret)}"
 
 
-def sid_from_cookie(key: bytes, value: str | None) -> str | None:
-    """The sid in a genuine cookie value, or None for anything else."""
-    if not value or len(value) > 120:
+def cookie_for(db: Session, key: bytes, sid: str) -> str | None:
+    """The cookie for a session as it stands now (after a login or step-up has renewed its secret), or None."""
+    secret = db.scalar(_SECRET, {"sid": sid})
+    return cookie_value(key, sid, secret) if secret else None
+
+
+def from_cookie(db: Session, key: bytes, value: str | None) -> SSOSession | None:
+    """The live session this cookie opens (marked seen), or None: forged, from before a renewal, ended or expired."""
+    sid, mac = _parts(value)
+    row = db.get(SSOSession, sid) if sid is not None else None
+    if row is None or not row.secret or not hmac.compare_digest(mac, _cookie_mac(key, row.sid, row.secret)):
         return None
-    sid, _, mac = value.rpartition(".")
-    if not sid or not hmac.compare_digest(mac, _cookie_mac(key, sid)):
+    return still_live(row)
+
+
+def sid_from_cookie(db: Session, key: bytes, value: str | None) -> str | None:
+    """The sid of the session this cookie was made for as it stands now, or None (no liveness check: see :func:`current`)."""
+    sid, mac = _parts(value)
+    if sid is None:
+        return None
+    secret = db.scalar(_SECRET, {"sid": sid})
+    if not secret or not hmac.compare_digest(mac, _cookie_mac(key, sid, secret)):
         return None
     return sid
 
 
-def _cookie_mac(key: bytes, sid: str) -> str:
-    digest = hmac.new(key, b"hallmark-sso-cookie\x00" + sid.encode(), hashlib.sha256).digest()
+def _parts(value: str | None) -> tuple[str | None, str]:
+    if not value or len(value) > 120:
+        return None, ""
+    sid, _, mac = value.rpartition(".")
+    return (sid, mac) if sid and len(sid) <= 64 else (None, "")
+
+
+def _cookie_mac(key: bytes, sid: str, secret: str) -> str:
+    message = b"hallmark-sso-cookie\x00" + sid.encode() + b"\x00" + secret.encode()
+    digest = hmac.new(key, message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def renew(row: SSOSession) -> None:
+    """A new secret: the browser that made the change gets the new cookie, any earlier cookie stops working."""
+    row.secret = _new_secret()
 
 
 def current(db: Session, sid: str | None) -> SSOSession | None:
@@ -132,10 +182,11 @@ def still_live(row: SSOSession | None) -> SSOSession | None:
 
 def add_factor(db: Session, row: SSOSession, method: str) -> SSOSession:
     """Step-up: record a newly proven method and recompute the level; auth_time moves forward."""
-    amr = set(row.amr.split()) | {method}
+    amr = levels.with_mfa(set(row.amr.split()) | {method})
     row.amr = " ".join(sorted(amr))
     row.acr = levels.achieved(proofed=_proofed(db, row.account_id), amr=amr)
     row.auth_time = utc_now()
+    renew(row)  # a fresh proof (re-authentication or step-up): a new cookie
     audit.record(
         db,
         actor=f"account:{row.account_id}",
@@ -147,8 +198,11 @@ def add_factor(db: Session, row: SSOSession, method: str) -> SSOSession:
 
 
 def refresh_level(db: Session, row: SSOSession) -> SSOSession:
-    """Recompute after proofing changed (e.g. real-name verification just succeeded)."""
-    row.acr = levels.achieved(proofed=_proofed(db, row.account_id), amr=set(row.amr.split()))
+    """Recompute after proofing changed (e.g. real-name verification just succeeded); a changed level renews the cookie."""
+    acr = levels.achieved(proofed=_proofed(db, row.account_id), amr=set(row.amr.split()))
+    if acr != row.acr:
+        row.acr = acr
+        renew(row)
     return row
 
 

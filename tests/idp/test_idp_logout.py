@@ -267,9 +267,11 @@ def test_the_session_cookie_is_not_the_bare_sid(world):
             "code_challenge_method": "S256",
         },
     ).location.startswith(CB + "?error=login_required")
-    assert sessions.sid_from_cookie(world.ctx.secret_key, sessions.cookie_value(world.ctx.secret_key, sid)) == sid
-    assert sessions.sid_from_cookie(world.ctx.secret_key, sid + ".AAAA") is None
-    assert sessions.sid_from_cookie(b"another key", sessions.cookie_value(world.ctx.secret_key, sid)) is None
+    with world.ctx.sessions() as db:
+        cookie = sessions.cookie_for(db, world.ctx.secret_key, sid)
+        assert sessions.sid_from_cookie(db, world.ctx.secret_key, cookie) == sid
+        assert sessions.sid_from_cookie(db, world.ctx.secret_key, sid + ".AAAA") is None
+        assert sessions.sid_from_cookie(db, b"another key", cookie) is None
 
 
 def test_the_logged_out_page_with_a_forged_ticket_acts_on_nothing(world):

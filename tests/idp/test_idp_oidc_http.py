@@ -123,12 +123,13 @@ class World:
 
     def browser_with_session(self, account_id) -> requests.Session:
         with core_db.transaction(self.sessions) as db:
-            sid = sessions.start(db, db.get(Account, account_id), {"pwd"}).sid
+            row = sessions.start(db, db.get(Account, account_id), {"pwd"})
+            sid, secret = row.sid, row.secret
         from core import settings as settings_module
 
         browser = requests.Session()
         key = settings_module.load(self.instance).secret_key.encode()
-        browser.cookies.set(sessions.COOKIE, sessions.cookie_value(key, sid), domain="127.0.0.1", path="/")
+        browser.cookies.set(sessions.COOKIE, sessions.cookie_value(key, sid, secret), domain="127.0.0.1", path="/")
         return browser
 
     def hall(self, which="city", **kw) -> OAuth2Session:

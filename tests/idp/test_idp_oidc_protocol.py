@@ -95,8 +95,8 @@ class World:
             row = sessions.start(db, db.get(Account, account_id), set(amr))
             if auth_time is not None:
                 row.auth_time = auth_time
-            sid = row.sid
-        self.browser.set_cookie(sessions.COOKIE, sessions.cookie_value(self.ctx.secret_key, sid), domain="localhost")
+            sid, cookie = row.sid, sessions.cookie_value(self.ctx.secret_key, row.sid, row.secret)
+        self.browser.set_cookie(sessions.COOKIE, cookie, domain="localhost")
         return sid
 
     def authorize(self, client_id="hall", redirect_uri=CB, verifier=None, **params):
@@ -169,7 +169,13 @@ def test_discovery_and_jwks(oidc):
     assert meta["code_challenge_methods_supported"] == ["S256"]
     assert meta["authorization_response_iss_parameter_supported"] is True and meta["claims_parameter_supported"] is True
     assert set(meta["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "client_secret_post", "private_key_jwt", "none"}
-    assert set(meta["grant_types_supported"]) == {"authorization_code", "refresh_token", "client_credentials"}
+    assert set(meta["grant_types_supported"]) == {
+        "authorization_code",
+        "refresh_token",
+        "client_credentials",
+        "urn:ietf:params:oauth:grant-type:device_code",
+    }
+    assert meta["device_authorization_endpoint"] == ISSUER + "/oauth/device_authorization"
     assert meta["end_session_endpoint"] == ISSUER + "/oauth/logout"
     assert meta["backchannel_logout_supported"] is True and meta["backchannel_logout_session_supported"] is True
     assert meta["frontchannel_logout_supported"] is True and meta["frontchannel_logout_session_supported"] is True
@@ -389,7 +395,9 @@ def test_matter_level_two_steps_up_a_basic_session_and_only_asks_for_proofing(oi
             )
         )
         db.flush()
-        sessions.refresh_level(db, db.get(SSOSession, sid))
+        row = sessions.refresh_level(db, db.get(SSOSession, sid))
+        cookie = sessions.cookie_value(oidc.ctx.secret_key, row.sid, row.secret)
+    oidc.browser.set_cookie(sessions.COOKIE, cookie, domain="localhost")  # a new level, a new cookie (as the page sets it)
     back = oidc.browser.get(step["next"])
     code = query_of(back.location)["code"]
     answer = oidc.token({"grant_type": "authorization_code", "code": code, "redirect_uri": CB}, "hall", oidc_secret(oidc))
@@ -786,12 +794,12 @@ def test_client_credentials_fast_path_answers_like_the_authlib_path(oidc, monkey
 
 
 def test_plain_client_credentials_are_answered_before_flask_and_everything_else_after(oidc, monkeypatch):
-    from idp.oidc import grants
+    from idp.oidc import server
 
     secret = oidc.client("approval", redirect_uris=[], grant_types=["client_credentials"], scopes=["ca:issue"])
     calls = []
-    real = grants.server_for
-    monkeypatch.setattr(grants, "server_for", lambda ctx: calls.append(1) or real(ctx))
+    real = server.server_for
+    monkeypatch.setattr(server, "server_for", lambda ctx: calls.append(1) or real(ctx))
     assert oidc.token({"grant_type": "client_credentials"}, "approval", secret).status_code == 200
     assert calls == []  # the fast path answered
     assert oidc.token({"grant_type": "client_credentials", "scope": "ca:revoke"}, "approval", secret).get_json()["error"] == "invalid_scope"

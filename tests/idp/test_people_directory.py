@@ -29,7 +29,10 @@ def directory(oidc):
 
 
 def _signed_in(world, directory, sid: str | None):
-    headers = {"Cookie": f"{sessions.COOKIE}={sessions.cookie_value(world.ctx.secret_key, sid)}"} if sid else {}
+    with world.ctx.sessions() as db:
+        cookie = sessions.cookie_for(db, world.ctx.secret_key, sid) if sid else None
+    cookie = cookie or (sessions.cookie_value(world.ctx.secret_key, sid, "no such session") if sid else None)
+    headers = {"Cookie": f"{sessions.COOKIE}={cookie}"} if cookie else {}
     with world.app.test_request_context("/licences", headers=headers):
         return directory.signed_in()
 
