@@ -555,7 +555,7 @@ def import_(file, type_code, issuer_code, encoding, mapping_path, errors_path, b
     if result.rows_rejected:
         click.echo(f"errors       {result.error_report}")
     if result.rows_added:
-        click.echo("files        queued for sealing: hallmark licences seal-pending")
+        click.echo(f"files        queued for sealing: hallmark licences seal-pending (this run's only: --run {result.run_id})")
 
 
 @licences.command(name="seal-pending")
@@ -564,16 +564,17 @@ def import_(file, type_code, issuer_code, encoding, mapping_path, errors_path, b
 @click.option(
     "--reclaim", is_flag=True, help="first put files left 'sealing' by a worker that died back in the queue (no worker may be running)"
 )
-def seal_pending(limit, batch, reclaim):
+@click.option("--run", "run_id", help="only the licences of this import run (its id, as the import printed it)")
+def seal_pending(limit, batch, reclaim, run_id):
     """Render and seal the files of imported licences (several workers may run this at once)."""
     from licenses import imports
 
     ctx = _ctx()
     if reclaim:
         click.echo(f"reclaimed    {imports.reclaim(ctx):,}")
-    done = imports.seal_pending(ctx, limit=limit, batch=max(1, batch), actor=ACTOR)
+    done = imports.seal_pending(ctx, limit=limit, batch=max(1, batch), actor=ACTOR, run=run_id)
     with ctx.sessions() as db:
-        left = imports.pending_count(db)
+        left = imports.pending_count(db, run=run_id)
     click.echo(
         f"sealed       {done.sealed:,}"
         + (f", {done.failed:,} failed (see the log; they stay queued)" if done.failed else "")

@@ -72,6 +72,12 @@ def expire_licences(service: LicencesContext) -> bool:
 EXPIRY_JOB = PeriodicJob("licences-expiry", interval=lambda settings: settings.section(NAME).expiry_seconds, run=expire_licences)
 
 
+def openapi() -> dict:
+    from licenses import openapi as description
+
+    return description.openapi()
+
+
 COMPONENT = Component(
     name=NAME,
     depends_on=("core", "signing"),
@@ -83,6 +89,7 @@ COMPONENT = Component(
     commands=commands,
     blueprints=blueprints,
     api_resources=api_resources,
+    openapi=openapi,
     authorization_details=authorization_details,
     translations=Path(__file__).parent / "translations",
     periodic=(

@@ -37,6 +37,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -87,24 +88,48 @@ def _bad(detail: str, code: str) -> Problem:
     return Problem(422, "Unprocessable Content", detail, code=code)
 
 
-def check_endpoint(endpoint: object) -> str:
-    """An absolute http(s) URL without credentials or fragment (https is what production subscribers should use)."""
+def endpoint_hosts(ctx: LicencesContext) -> frozenset[str]:
+    """The ``event_endpoint_hosts`` setting: hosts that may receive SETs over http or at private addresses."""
+    return core_http.allowed_hosts(ctx.settings.event_endpoint_hosts)
+
+
+def check_endpoint(endpoint: object, allowed: Iterable[str]) -> str:
+    """An https URL without credentials or fragment, on a public address unless its host is allow-listed.
+
+    ``allowed``: the ``event_endpoint_hosts`` setting, hosts (or host:port) of intranet
+    or development subscribers that may be reached over http or at private addresses.
+    """
     if not isinstance(endpoint, str) or not endpoint.strip():
         raise _bad("endpoint is required: the URL SETs are POSTed to", "bad_endpoint")
     endpoint = endpoint.strip()
     parts = urlsplit(endpoint)
     if len(endpoint) > 400 or parts.scheme not in ("https", "http") or not parts.hostname or parts.username or parts.fragment:
         raise _bad("endpoint must be an http(s) URL of at most 400 characters, without user name or fragment", "bad_endpoint")
+    try:
+        core_http.check_destination(endpoint, allowed)
+    except core_http.UnsafeDestination as exc:
+        raise _bad(f"endpoint refused: {exc}", "bad_endpoint") from None
     return endpoint
 
 
 def subscribe(
-    db: Session, *, client_id: str, endpoint: str, type_codes: list[str], accessed: bool, actor: str, need_grant: bool = False
+    db: Session,
+    *,
+    client_id: str,
+    endpoint: str,
+    type_codes: list[str],
+    accessed: bool,
+    actor: str,
+    allowed_hosts: Iterable[str],
+    need_grant: bool = False,
 ) -> Subscription:
-    """Add a subscription (audited). ``need_grant``: each type needs a standing grant of the client (the API's rule)."""
+    """Add a subscription (audited). ``need_grant``: each type needs a standing grant of the client (the API's rule).
+
+    ``allowed_hosts``: the ``event_endpoint_hosts`` setting (see :func:`check_endpoint`).
+    """
     from licenses import grants
 
-    endpoint = check_endpoint(endpoint)
+    endpoint = check_endpoint(endpoint, allowed_hosts)
     if not isinstance(type_codes, list) or not all(isinstance(code, str) for code in type_codes) or len(type_codes) > MAX_TYPES:
         raise _bad(f"types must be a list of at most {MAX_TYPES} licence type codes", "bad_types")
     codes = sorted({catalogue.get(db, code).code for code in type_codes})
@@ -258,24 +283,40 @@ def _http():
     return session
 
 
-def send(message: outbox.Message) -> None:
-    """POST one SET; returns on 202, raises outbox.Permanent on 400 (the subscriber's error object kept), else outbox.Failed."""
-    import requests
+def sender(allowed: Iterable[str]):
+    """The outbox's sender of KIND: POSTs one SET to an endpoint that passes the destination check now.
 
-    try:
-        response = _http().post(message.target, data=message.body, headers={**message.headers, "Content-Type": message.content_type})
-    except requests.RequestException as exc:
-        raise outbox.Failed(f"{type(exc).__name__}: {exc}") from None
-    if response.status_code == 202:
-        return
-    if response.status_code == 400:
+    Returns on 202; raises outbox.Permanent on 400 (the subscriber's error object kept)
+    and when the endpoint is no longer an allowed destination (its name now resolves to
+    a private address, or the allow-list changed), else outbox.Failed (retried).
+    """
+    allowed = frozenset(allowed)
+
+    def send(message: outbox.Message) -> None:
+        import requests
+
         try:
-            error = response.json()
-            reason = f"{error.get('err')}: {error.get('description', '')}"
-        except (ValueError, AttributeError):
-            reason = response.text[:200]
-        raise outbox.Permanent(f"HTTP 400 (the subscriber refused the SET) {reason}")
-    raise outbox.Failed(f"HTTP {response.status_code}: {response.text[:200]}")
+            core_http.check_destination(message.target, allowed)
+        except core_http.UnsafeDestination as exc:
+            if "does not resolve" in str(exc):
+                raise outbox.Failed(str(exc)) from None  # perhaps a passing DNS failure
+            raise outbox.Permanent(f"not sent: {exc}") from None
+        try:
+            response = _http().post(message.target, data=message.body, headers={**message.headers, "Content-Type": message.content_type})
+        except requests.RequestException as exc:
+            raise outbox.Failed(f"{type(exc).__name__}: {exc}") from None
+        if response.status_code == 202:
+            return
+        if response.status_code == 400:
+            try:
+                error = response.json()
+                reason = f"{error.get('err')}: {error.get('description', '')}"
+            except (ValueError, AttributeError):
+                reason = response.text[:200]
+            raise outbox.Permanent(f"HTTP 400 (the subscriber refused the SET) {reason}")
+        raise outbox.Failed(f"HTTP {response.status_code}: {response.text[:200]}")
+
+    return send
 
 
 def install(ctx: LicencesContext, hooks) -> None:
@@ -283,4 +324,4 @@ def install(ctx: LicencesContext, hooks) -> None:
     from licenses import lifecycle
 
     hooks.subscribe(lifecycle.LICENCE_CHANGED, licence_changed(ctx))
-    outbox.register(ctx.sessions, KIND, send, retry=RETRY, soon=True)
+    outbox.register(ctx.sessions, KIND, sender(endpoint_hosts(ctx)), retry=RETRY, soon=True)

@@ -44,6 +44,7 @@ def subscribe():
             type_codes=body.get("types", []),
             accessed=body.get("accessed") is True,
             actor=f"client:{client_id}",
+            allowed_hosts=events.endpoint_hosts(context.current()),
             need_grant=True,
         )
         answer = events.as_json(row)

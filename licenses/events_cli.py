@@ -20,8 +20,17 @@ from licenses.cli import ACTOR, _ctx, licences
 def subscribe(client_id, endpoint, type_codes, accessed):
     """Send CLIENT a status event (SET) on each change of licences of the given types (or that it accessed)."""
     # A bad endpoint or an unknown type is a Problem, which the hallmark command prints as one line.
-    with transaction(_ctx().sessions) as db:
-        row = events.subscribe(db, client_id=client_id, endpoint=endpoint, type_codes=list(type_codes), accessed=accessed, actor=ACTOR)
+    ctx = _ctx()
+    with transaction(ctx.sessions) as db:
+        row = events.subscribe(
+            db,
+            client_id=client_id,
+            endpoint=endpoint,
+            type_codes=list(type_codes),
+            accessed=accessed,
+            actor=ACTOR,
+            allowed_hosts=events.endpoint_hosts(ctx),
+        )
         answer = events.as_json(row)
     click.echo(f"subscription {answer['id']}: {client_id} -> {answer['endpoint']}")
 

@@ -44,8 +44,9 @@ def _unprocessable(detail: str, code: str) -> Problem:
     return Problem(422, "Unprocessable Content", detail, code=code)
 
 
-def check_mode(mode: str | None, *, allowed: tuple[str, ...] = MODES) -> str:
-    mode = (mode or "").strip().lower()
+def check_mode(mode: object, *, allowed: tuple[str, ...] = MODES) -> str:
+    # A JSON body may carry anything here (a list, a number): not text is refused like an unknown mode.
+    mode = mode.strip().lower() if isinstance(mode, str) else ""
     if mode not in allowed:
         raise _unprocessable(f"mode must be one of {', '.join(allowed)}", "bad_mode")
     return mode

@@ -35,11 +35,14 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import insert, select, update
+import fastjsonschema
+from jsonschema import Draft202012Validator
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.orm import Session
+from stdnum.iso7064 import mod_37_36
 
 from core import audit
 from core.db import utc_now
@@ -48,7 +51,7 @@ from core.problems import Problem
 from licenses import catalogue, identifiers, issuance, issuers, lifecycle, privacy, statuslist
 from licenses.catalogue import TypeView
 from licenses.context import ACTOR, LicencesContext
-from licenses.models import DataKey, ImportRun, Licence, StateChange
+from licenses.models import ImportRun, Licence, StateChange
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,9 @@ FORMATS = ("csv", "jsonl", "xlsx")
 DEFAULT_BATCH = 1000
 MAX_BATCH = 20_000
 PENDING, SEALING, SEALED = "pending", "sealing", "sealed"
+# How long a worker's claim on a file it is sealing lasts: far longer than sealing a batch takes
+# (seconds), so a live worker keeps its claim; a worker that died frees its files after it.
+SEAL_LEASE = timedelta(minutes=10)
 _CHUNK = 1 << 20
 _IN_CHUNK = 500  # identifiers per IN (...) look-up: well under SQLite's bound-parameter limit
 # Columns understood without a mapping file (besides each face field's name and Chinese title).
@@ -115,7 +121,7 @@ class _Candidate:
     line: int
     identifier: str
     serial: str
-    holder: tuple[str, str, str]  # code, hash, masked
+    holder: tuple[str, str]  # code, masked
     holder_name: str
     face: dict
     valid_from: date
@@ -362,6 +368,9 @@ def _check_header(header: list[str], mapping: Mapping, definition: TypeView) -> 
 
 def parse_date(text: object, what: str) -> date:
     value = str(text or "").strip()
+    if len(value) == 10 and value[4] == "-" and value[7] == "-" and value.isascii():
+        with contextlib.suppress(ValueError):  # the usual YYYY-MM-DD at once; anything else as below
+            return date.fromisoformat(value)
     for form in (*_DATE_FORMS, _DATE_COMPACT):
         found = form.match(value)
         if found:
@@ -383,44 +392,158 @@ def _clean(value: object) -> object:
     return value.strip() if isinstance(value, str) else value
 
 
-def check_row(ctx: LicencesContext, definition: TypeView, issuer_code: str, mapping: Mapping, line: int, row: dict) -> _Candidate:
-    """The row as a licence to add, or ``ValueError`` with the reason (never a full resident ID in it)."""
-    missing = [c[0] for c in (mapping.holder, mapping.serial, mapping.valid_from) if _first(row, c) is None]
-    face: dict = {}
-    for column, value in row.items():
-        name = mapping.face.get(column)
-        if name is None:
-            continue
-        value = _clean(value)
-        if value is None or value == "":
-            continue
-        if definition.field(name) is not None and definition.field(name).format == "date" and isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                value = parse_date(value, name).isoformat()  # 2019/3/5 -> 2019-03-05; a bad one fails the schema
-        face[name] = value
-    mapped = {mapping.face.get(c) for c in row}
-    missing += [n for n in definition.schema.get("required", []) if n not in mapped]
-    if missing:
-        raise ValueError("missing column(s): " + ", ".join(missing))
+# What a face schema may use for the compiled check: keywords that mean the same in JSON Schema 2020-12 (the
+# types' dialect, which catalogue.check_face applies with jsonschema) and in what fastjsonschema compiles, where
+# fastjsonschema is never the more lenient. A schema with anything else is checked with jsonschema alone.
+_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment", "deprecated", "readOnly", "writeOnly"})
+_TOP_KEYWORDS = _ANNOTATIONS | {"$schema", "type", "properties", "required", "additionalProperties"}
+_FIELD_KEYWORDS = _ANNOTATIONS | {"type", "minLength", "maxLength", "pattern", "enum", "format", "minimum", "maximum"}
+_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def _compiled_face_check(schema: dict) -> tuple[Callable[[dict], object], tuple[tuple[str, str], ...]] | None:
+    """(fastjsonschema's compiled validator of ``schema`` without its formats, (field, format) pairs), or None.
+
+    None when the schema uses something outside the keywords above, so that a face the compiled check passes
+    is always one jsonschema passes too (a face it fails gets jsonschema's own verdict and messages):
+
+    - ``format`` is left out of the compiled code and checked with jsonschema's own format checker;
+    - ``pattern``: fastjsonschema searches with Python's ``re`` as jsonschema does, but turns ``$`` into ``\\Z``
+      (no match before a final newline), which narrows a ``$`` that ends the pattern and may widen one anywhere else
+      (in a lookahead, say): a pattern with an unescaped ``$`` before its end is not compiled;
+    - ``enum`` with text members only (``1``, ``1.0`` and ``true`` are told apart differently by some versions);
+    - ``additionalProperties`` true or false, not a schema; ``default`` is never filled in (``use_default=False``).
+    """
+    if set(schema) - _TOP_KEYWORDS or schema.get("$schema", _DIALECT) != _DIALECT or schema.get("type") != "object":
+        return None
+    if not isinstance(schema.get("additionalProperties", True), bool) or not isinstance(schema.get("properties"), dict):
+        return None
+    formats = []
+    for name, spec in schema["properties"].items():
+        keywords = {k for k in spec if not k.startswith("x-")} if isinstance(spec, dict) else None
+        if keywords is None or keywords - _FIELD_KEYWORDS or not isinstance(spec.get("type", "string"), str):
+            return None
+        if not all(isinstance(v, str) for v in spec.get("enum", ())):
+            return None
+        pattern = spec.get("pattern", "")
+        if any(pattern[i] == "$" and pattern[i - 1 : i] != "\\" for i in range(len(pattern) - 1)):
+            return None
+        if "format" in spec:
+            formats.append((name, spec["format"]))
     try:
-        code, _kind, masked = issuance.check_holder(definition.holder_code_type, str(_clean(_first(row, mapping.holder)) or ""))
-        serial = identifiers.check_serial(str(_clean(_first(row, mapping.serial)) or ""))
-    except Problem as exc:
-        raise ValueError(exc.detail) from None
-    except InvalidIdentifier as exc:
-        raise ValueError(str(exc)) from None
-    start = parse_date(_first(row, mapping.valid_from), "valid_from")
-    until_text = _clean(_first(row, mapping.valid_until))
-    until = parse_date(until_text, "valid_until") if until_text else None
-    try:
-        face = catalogue.check_face(definition, face)
-        start, until = issuance.validity(definition, start, until)
-    except Problem as exc:
-        raise ValueError(exc.detail) from None
-    holder_name = str(face.get(definition.holder_name_field, ""))
-    identifier = str(identifiers.LicenceId(definition.code, issuer_code, serial, 1))
-    hashed = issuance.holder_hash(ctx, definition.holder_code_type, code)
-    return _Candidate(line, identifier, serial, (code, hashed, masked), holder_name, face, start, until, row)
+        compiled = fastjsonschema.compile(
+            {k: v for k, v in schema.items() if k != "$schema"}, use_default=False, use_formats=False, detailed_exceptions=False
+        )
+    except Exception:  # a pattern Python's re cannot take once rewritten, say: jsonschema checks every face
+        log.debug("the face schema does not compile with fastjsonschema; faces are checked with jsonschema", exc_info=True)
+        return None
+    return compiled, tuple(formats)
+
+
+def face_checker(definition: TypeView) -> Callable[[dict], dict]:
+    """``catalogue.check_face`` for one type, for many faces: the same verdicts and messages, compiled where it can be.
+
+    A face the compiled check passes is returned as it is; any other face goes to ``catalogue.check_face``, whose
+    problem (or, where the compiled check is the stricter, whose pass) is the answer.
+    """
+    compiled = _compiled_face_check(definition.schema)
+    formats = Draft202012Validator.FORMAT_CHECKER
+
+    def check(face: dict) -> dict:
+        if compiled is not None and isinstance(face, dict):
+            validate, formatted = compiled
+            try:
+                validate(face)
+            except fastjsonschema.JsonSchemaValueException:
+                pass
+            else:
+                if all(name not in face or formats.conforms(face[name], kind) for name, kind in formatted):
+                    return face
+        return catalogue.check_face(definition, face)
+
+    return check
+
+
+class _IdentifierMaker:
+    """``str(identifiers.LicenceId(type, issuer, serial, 1))`` for one type and issuer and many serials.
+
+    The MOD 37,36 check character (ISO/IEC 7064, as python-stdnum computes it) is a fold over the characters of
+    type + issuer + serial + version: the fold over the type and issuer, two thirds of the characters, is taken
+    once. tests/licenses/test_import_face_check.py holds it to ``LicenceId`` and ``identifiers.parse``.
+    """
+
+    _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+    def __init__(self, type_code: str, issuer_code: str):
+        self._head = f"{identifiers.ROOT}.{type_code}.{issuer_code}."
+        self._state = mod_37_36.checksum(type_code + issuer_code)
+
+    def __call__(self, serial: str) -> str:
+        alphabet, check = self._ALPHABET, self._state
+        for character in serial + "001":
+            check = (((check or 36) * 2) % 37 + alphabet.index(character)) % 36
+        return f"{self._head}{serial}.001.{alphabet[(1 - ((check or 36) * 2) % 37) % 36]}"
+
+
+class RowChecker:
+    """Checks rows of one run: what holds for every row (the type, the issuer, the mapping) is worked out once.
+
+    No database and no keys: the holder's lookup hash is taken for the rows that are written (``_licence_row``).
+    """
+
+    def __init__(self, definition: TypeView, issuer_code: str, mapping: Mapping):
+        self.definition, self.issuer_code, self.mapping = definition, issuer_code, mapping
+        self._dates = frozenset(f.name for f in definition.fields if f.format == "date")
+        self._required = tuple(definition.schema.get("required", []))
+        self._missing: dict[tuple, list[str]] = {}  # the row's columns -> required fields no column maps to
+        self._face_fits = face_checker(definition)
+        self._identifier = _IdentifierMaker(definition.code, issuer_code)
+
+    def check(self, line: int, row: dict) -> _Candidate:
+        """The row as a licence to add, or ``ValueError`` with the reason (never a full resident ID in it)."""
+        definition, mapping = self.definition, self.mapping
+        missing = [c[0] for c in (mapping.holder, mapping.serial, mapping.valid_from) if _first(row, c) is None]
+        face: dict = {}
+        names, dates = mapping.face, self._dates
+        for column, value in row.items():
+            name = names.get(column)
+            if name is None:
+                continue
+            value = _clean(value)
+            if value is None or value == "":
+                continue
+            if name in dates and isinstance(value, str):
+                with contextlib.suppress(ValueError):
+                    value = parse_date(value, name).isoformat()  # 2019/3/5 -> 2019-03-05; a bad one fails the schema
+            face[name] = value
+        columns = tuple(row)
+        unmapped = self._missing.get(columns)
+        if unmapped is None:
+            mapped = {names.get(c) for c in row}
+            unmapped = [n for n in self._required if n not in mapped]
+            if len(self._missing) < 64:  # a CSV or XLSX file has a few shapes of row; JSONL lines may each differ
+                self._missing[columns] = unmapped
+        missing += unmapped
+        if missing:
+            raise ValueError("missing column(s): " + ", ".join(missing))
+        try:
+            code, _kind, masked = issuance.check_holder(definition.holder_code_type, str(_clean(_first(row, mapping.holder)) or ""))
+            serial = identifiers.check_serial(str(_clean(_first(row, mapping.serial)) or ""))
+        except Problem as exc:
+            raise ValueError(exc.detail) from None
+        except InvalidIdentifier as exc:
+            raise ValueError(str(exc)) from None
+        start = parse_date(_first(row, mapping.valid_from), "valid_from")
+        until_text = _clean(_first(row, mapping.valid_until))
+        until = parse_date(until_text, "valid_until") if until_text else None
+        try:
+            face = self._face_fits(face)
+            start, until = issuance.validity(definition, start, until)
+        except Problem as exc:
+            raise ValueError(exc.detail) from None
+        holder_name = str(face.get(definition.holder_name_field, ""))
+        identifier = self._identifier(serial)
+        return _Candidate(line, identifier, serial, (code, masked), holder_name, face, start, until, row)
 
 
 def masked_row(definition: TypeView, mapping: Mapping, row: dict | str) -> str:
@@ -579,6 +702,7 @@ def import_file(
 
 def _rows(ctx, definition, issuer_code, mapping, source, rows, first, result, report, actor, batch, total, progress, stop_after) -> None:
     pending: list[tuple[int, dict | str]] = []
+    checker = RowChecker(definition, issuer_code, mapping)
 
     def chained():
         if first is not None:
@@ -590,21 +714,20 @@ def _rows(ctx, definition, issuer_code, mapping, source, rows, first, result, re
             continue
         pending.append((line, row))
         if len(pending) >= batch:
-            _write_batch(ctx, definition, issuer_code, mapping, pending, result, report, actor)
+            _write_batch(ctx, checker, pending, result, report, actor)
             pending = []
             if progress is not None:
                 progress(getattr(source, "_xlsx_position", None) or source.position, total, result)
             if stop_after is not None and result.batches >= stop_after:
                 raise ImportStopped(f"stopped after {result.batches} batches")
     if pending:
-        _write_batch(ctx, definition, issuer_code, mapping, pending, result, report, actor)
+        _write_batch(ctx, checker, pending, result, report, actor)
     if progress is not None:
         progress(total, total, result)
 
 
-def _write_batch(
-    ctx, definition: TypeView, issuer_code: str, mapping: Mapping, rows: list, result: Result, report: _Report, actor: str
-) -> None:
+def _write_batch(ctx, checker: RowChecker, rows: list, result: Result, report: _Report, actor: str) -> None:
+    definition, issuer_code, mapping = checker.definition, checker.issuer_code, checker.mapping
     rejected: list[tuple[int, str, str]] = []
     candidates: dict[str, _Candidate] = {}
     for line, row in rows:
@@ -612,7 +735,7 @@ def _write_batch(
             rejected.append((line, row, ""))
             continue
         try:
-            candidate = check_row(ctx, definition, issuer_code, mapping, line, row)
+            candidate = checker.check(line, row)
         except ValueError as exc:
             rejected.append((line, str(exc), masked_row(definition, mapping, row)))
             continue
@@ -624,9 +747,7 @@ def _write_batch(
     added = existing = 0
     with ctx.sessions() as db, db.begin():
         run = db.get(ImportRun, result.run_id, with_for_update=True)
-        # Held for the batch: the current data key's row stays in the session's identity map (it keeps only weak
-        # references), so privacy's check of that row per sealed value is a dictionary look-up, not a query.
-        data_key = db.get(DataKey, privacy.seal_value(ctx, db, b"", b"")[0])  # noqa: F841
+        sealer = privacy.sealer(ctx, db)  # the data key every face and holder of this batch is sealed with
         found = _existing(db, list(candidates))
         licences, history = [], []
         now = utc_now()
@@ -645,7 +766,7 @@ def _write_batch(
                 else:
                     existing += 1  # added by an earlier run of this file, or already in the library
                 continue
-            licences.append(_licence_row(ctx, db, definition, issuer_code, candidate, result.run_id, actor, now))
+            licences.append(_licence_row(ctx, db, sealer, definition, issuer_code, candidate, result.run_id, actor, now))
             history.append(
                 {
                     "identifier": identifier,
@@ -686,10 +807,13 @@ def _existing(db: Session, identifier_list: list[str]) -> dict[str, tuple[str | 
     return found
 
 
-def _licence_row(ctx, db: Session, definition: TypeView, issuer_code: str, c: _Candidate, run_id: str, actor: str, now) -> dict:
-    code, hashed, masked = c.holder
-    face_public, face_secret, data_key_id = privacy.seal_face(ctx, db, definition, c.face, c.identifier)
-    _key, holder_cipher = privacy.seal_holder(ctx, db, code, c.identifier)
+def _licence_row(
+    ctx, db: Session, sealer: privacy.Sealer, definition: TypeView, issuer_code: str, c: _Candidate, run_id: str, actor: str, now
+) -> dict:
+    code, masked = c.holder
+    hashed = issuance.holder_hash(ctx, definition.holder_code_type, code)
+    face_public, face_secret, data_key_id = privacy.seal_face(ctx, db, definition, c.face, c.identifier, using=sealer)
+    _key, holder_cipher = privacy.seal_holder(ctx, db, code, c.identifier, using=sealer)
     return {
         "identifier": c.identifier,
         "type_code": definition.code,
@@ -735,26 +859,37 @@ class SealResult:
     failed: int = 0
 
 
-def seal_pending(ctx: LicencesContext, *, limit: int | None = None, batch: int = 20, actor: str = ACTOR) -> SealResult:
+def seal_pending(
+    ctx: LicencesContext, *, limit: int | None = None, batch: int = 20, actor: str = ACTOR, run: str | None = None
+) -> SealResult:
     """Render and seal the files of licences waiting for one, ``batch`` at a time, until none is left (or ``limit``).
 
+    ``run``: only the licences of that import run (its id).
+
     Several workers may run this at once: a worker claims rows by moving them from
-    *pending* to *sealing* in one UPDATE and seals only the rows that UPDATE returned,
-    so no file is sealed twice. A file that fails goes back to *pending*.
+    *pending* to *sealing* in one UPDATE, with a claim that runs out after
+    :data:`SEAL_LEASE`, and seals only the rows that UPDATE returned, so no file is
+    sealed twice while its worker lives. A file that fails goes back to *pending*; a
+    file whose worker died (its claim ran out) is claimed again by the next run.
     """
     done = SealResult()
+    table = Licence.__table__
     while limit is None or done.sealed + done.failed < limit:
         size = batch if limit is None else min(batch, limit - done.sealed - done.failed)
+        now = utc_now()
+        claimable = or_(table.c.file_state == PENDING, and_(table.c.file_state == SEALING, table.c.file_claimed_until < now))
+        if run is not None:
+            claimable = and_(claimable, table.c.import_id == run)
         with ctx.sessions() as db, db.begin():
-            wanted = list(db.scalars(select(Licence.identifier).where(Licence.file_state == PENDING).limit(size)))
+            wanted = list(db.scalars(select(table.c.identifier).where(table.c.file_state.in_((PENDING, SEALING)), claimable).limit(size)))
             if not wanted:
                 break
             claimed = list(
                 db.scalars(
-                    update(Licence.__table__)
-                    .where(Licence.__table__.c.identifier.in_(wanted), Licence.__table__.c.file_state == PENDING)
-                    .values(file_state=SEALING)
-                    .returning(Licence.__table__.c.identifier)
+                    update(table)
+                    .where(table.c.identifier.in_(wanted), claimable)
+                    .values(file_state=SEALING, file_claimed_until=now + SEAL_LEASE)
+                    .returning(table.c.identifier)
                 )
             )
         for identifier in claimed:
@@ -773,7 +908,11 @@ def seal_pending(ctx: LicencesContext, *, limit: int | None = None, batch: int =
 
 def _set_state(identifier: str, old: str, new: str, **values):
     table = Licence.__table__
-    return update(table).where(table.c.identifier == identifier, table.c.file_state == old).values(file_state=new, **values)
+    return (
+        update(table)
+        .where(table.c.identifier == identifier, table.c.file_state == old)
+        .values(file_state=new, file_claimed_until=None, **values)
+    )
 
 
 def _seal_one(ctx: LicencesContext, identifier: str, actor: str) -> None:
@@ -810,10 +949,14 @@ def reclaim(ctx: LicencesContext) -> int:
     """Put licences left *sealing* by a worker that died back in the queue. Only while no worker runs."""
     with ctx.sessions() as db, db.begin():
         table = Licence.__table__
-        return db.execute(update(table).where(table.c.file_state == SEALING).values(file_state=PENDING)).rowcount
+        return db.execute(update(table).where(table.c.file_state == SEALING).values(file_state=PENDING, file_claimed_until=None)).rowcount
 
 
-def pending_count(db: Session) -> int:
+def pending_count(db: Session, *, run: str | None = None) -> int:
+    """Files still to be sealed (of one import run, with ``run``)."""
     from sqlalchemy import func
 
-    return db.scalar(select(func.count()).select_from(Licence).where(Licence.file_state.in_((PENDING, SEALING)))) or 0
+    query = select(func.count()).select_from(Licence).where(Licence.file_state.in_((PENDING, SEALING)))
+    if run is not None:
+        query = query.where(Licence.import_id == run)
+    return db.scalar(query) or 0

@@ -67,6 +67,7 @@ class Licence(Base):
         UniqueConstraint("requester", "request_id"),
         UniqueConstraint("issuer_code", "status_list", "status_index", name="uq_licenses_licences_status_entry"),
         Index("ix_licenses_licences_holder", "holder_hash", "type_code"),
+        Index("ix_licenses_licences_issued", "issuer_code", "issued_at"),  # e-supervision: issued per department since
     )
 
     identifier: Mapped[str] = mapped_column(String(120), primary_key=True)
@@ -100,7 +101,8 @@ class Licence(Base):
     # file is still to be sealed, and its entry in its issuer's status lists (a random index, the same in every purpose).
     import_id: Mapped[str | None] = mapped_column(ForeignKey("licenses_imports.id"), nullable=True)
     source_row: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the row of the import file
-    file_state: Mapped[str] = mapped_column(String(8), default="sealed", index=True)  # sealed | pending
+    file_state: Mapped[str] = mapped_column(String(8), default="sealed", index=True)  # sealed | pending | sealing
+    file_claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # a sealing worker's claim runs out then
     status_list: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the issuer's list number
     status_index: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the bit in that list
 
@@ -230,7 +232,10 @@ class LicenceRequest(Base):
     """A request for a licence missing from the library (索取), in the issuing department's queue."""
 
     __tablename__ = "licenses_requests"
-    __table_args__ = (Index("ix_licenses_requests_queue", "issuer_code", "state", "deadline"),)
+    __table_args__ = (
+        Index("ix_licenses_requests_queue", "issuer_code", "state", "deadline"),
+        Index("ix_licenses_requests_decided", "issuer_code", "state", "decided_at"),  # e-supervision: fulfilled since
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     type_code: Mapped[str] = mapped_column(ForeignKey("licenses_types.code"))

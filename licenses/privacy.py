@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -145,12 +146,32 @@ def _data_key(ctx: LicencesContext, db: Session, key_id: int, *, reload: bool = 
 # -- sealed values -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Sealer:
+    """The current data key, chosen once for one transaction: every value sealed in it uses that key.
+
+    Choosing it checks that its row is still there (a key made in a rolled-back transaction is not); within the
+    transaction that chose it the answer cannot change, so a bulk import's batch asks once, not twice a row.
+    """
+
+    key_id: int
+    aead: AESGCM
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        header = _HEADER.pack(VERSION, self.key_id)
+        nonce = os.urandom(_NONCE_BYTES)
+        return header + nonce + self.aead.encrypt(nonce, bytes(plaintext), header + bytes(aad))
+
+
+def sealer(ctx: LicencesContext, db: Session) -> Sealer:
+    """A :class:`Sealer` for the transaction of ``db``; use it only inside that transaction."""
+    return Sealer(*_current(ctx, db))
+
+
 def seal_value(ctx: LicencesContext, db: Session, plaintext: bytes, aad: bytes) -> tuple[int, bytes]:
     """(data key id, blob): ``plaintext`` encrypted with the current data key, bound to ``aad``."""
-    key_id, aead = _current(ctx, db)
-    header = _HEADER.pack(VERSION, key_id)
-    nonce = os.urandom(_NONCE_BYTES)
-    return key_id, header + nonce + aead.encrypt(nonce, bytes(plaintext), header + bytes(aad))
+    current = sealer(ctx, db)
+    return current.key_id, current.seal(plaintext, aad)
 
 
 def blob_key_id(blob: bytes) -> int:
@@ -191,8 +212,12 @@ def _holder_aad(identifier: str) -> bytes:
     return _HOLDER_AAD + identifier.encode("utf-8")
 
 
-def seal_face(ctx: LicencesContext, db: Session, definition: TypeView, face: dict, identifier: str) -> tuple[str, bytes | None, int | None]:
-    """(JSON text of the fields not marked sensitive, sealed JSON of the sensitive ones or None, data key id or None)."""
+def seal_face(
+    ctx: LicencesContext, db: Session, definition: TypeView, face: dict, identifier: str, *, using: Sealer | None = None
+) -> tuple[str, bytes | None, int | None]:
+    """(JSON text of the fields not marked sensitive, sealed JSON of the sensitive ones or None, data key id or None).
+
+    ``using``: a :class:`Sealer` already chosen in this transaction (many licences at once)."""
     sensitive = definition.sensitive
     public = {name: value for name, value in face.items() if name not in sensitive}
     secret = {name: value for name, value in face.items() if name in sensitive}
@@ -200,8 +225,8 @@ def seal_face(ctx: LicencesContext, db: Session, definition: TypeView, face: dic
     if not secret:
         return public_text, None, None
     plaintext = json.dumps(secret, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    key_id, blob = seal_value(ctx, db, plaintext, _face_aad(identifier))
-    return public_text, blob, key_id
+    current = using or sealer(ctx, db)
+    return public_text, current.seal(plaintext, _face_aad(identifier)), current.key_id
 
 
 def open_face(ctx: LicencesContext, db: Session, licence: Licence, definition: TypeView) -> dict:
@@ -220,9 +245,10 @@ def open_face(ctx: LicencesContext, db: Session, licence: Licence, definition: T
     return {name: values[name] for name in order if name in values} | {k: v for k, v in values.items() if k not in order}
 
 
-def seal_holder(ctx: LicencesContext, db: Session, code: str, identifier: str) -> tuple[int, bytes]:
+def seal_holder(ctx: LicencesContext, db: Session, code: str, identifier: str, *, using: Sealer | None = None) -> tuple[int, bytes]:
     """(data key id, sealed holder code) for ``Licence.holder_cipher``; the blob's header names its data key."""
-    return seal_value(ctx, db, code.encode("utf-8"), _holder_aad(identifier))
+    current = using or sealer(ctx, db)
+    return current.key_id, current.seal(code.encode("utf-8"), _holder_aad(identifier))
 
 
 def open_holder(ctx: LicencesContext, db: Session, licence: Licence) -> str:

@@ -664,4 +664,7 @@ def render_face(
 
 def seal_file(sctx: SigningContext, pdf: bytes, *, seal_name: str, actor: str, reason: str) -> pades.SignedResult:
     """Seal a rendered face PAdES B-LT with the department's seal, in the area the face left for it."""
-    return pades.seal_pdf(sctx, pdf, seal_name=seal_name, level="B-LT", placement=SEAL_PLACEMENT, reason=reason, actor=actor)
+    # No first-page picture: a licence file's QR opens the library's own verification page, which shows the licence.
+    return pades.seal_pdf(
+        sctx, pdf, seal_name=seal_name, level="B-LT", placement=SEAL_PLACEMENT, reason=reason, actor=actor, first_page_picture=False
+    )

@@ -17,6 +17,9 @@ class LicencesSettings:
     copy_days: int = 30  # the longest a stamped copy (加注件) may be valid for
     consent_max_days: int = 90  # the longest a holder's consent (authorization_details) may last
     seal_pending_seconds: int = 60  # how often a worker seals the files of imported licences (0: off)
+    # Hosts (or host:port), space-separated, whose event endpoints may use http or private
+    # addresses: intranet or development subscribers. Others must be https on public addresses.
+    event_endpoint_hosts: str = ""
     request_days: int = 5  # working days (Monday to Friday) a department has to answer a request for a missing licence (索取)
 
     def __post_init__(self):

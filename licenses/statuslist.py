@@ -155,8 +155,9 @@ def allocate(db: Session, issuer_code: str, *, size: int | None = None) -> tuple
 def allocate_many(db: Session, issuer_code: str, n: int, *, size: int | None = None) -> list[tuple[int, int]]:
     """``n`` distinct (list number, index) entries for new licences of ``issuer_code`` (a bulk import's batch).
 
-    One read of the list's used indexes, then random draws against it; a batch that
-    would pass the fill threshold continues in the next list.
+    Random draws, of which only the drawn indexes are looked up (through the unique index on issuer, list and
+    index), never the list's tens of thousands of used ones: below the fill threshold at most half the draws are
+    taken, so a round or two finds them all. A batch that would pass the threshold continues in the next list.
     """
     size = size or DEFAULT_SIZE
     entries: list[tuple[int, int]] = []
@@ -164,17 +165,42 @@ def allocate_many(db: Session, issuer_code: str, n: int, *, size: int | None = N
         number, list_size, used_now = _current(db, issuer_code, size, wanted=1)
         room = max(1, int(list_size * FILL_THRESHOLD) - used_now)
         take = min(n - len(entries), room)
-        used = set(db.scalars(select(Licence.status_index).where(Licence.issuer_code == issuer_code, Licence.status_list == number)))
-        drawn: list[int] = []  # in draw order: the n-th row of a batch must not get the n-th smallest index
-        while len(drawn) < take:
-            index = secrets.randbelow(list_size)
-            if index not in used:
-                used.add(index)
-                drawn.append(index)
-        entries.extend((number, index) for index in drawn)
+        entries.extend((number, index) for index in _free_indexes(db, issuer_code, number, list_size, take))
         if len(entries) < n:
             _create(db, issuer_code, number + 1, size)  # this list has had its share
     return entries
+
+
+_IN_CHUNK = 900  # values per IN (...): below every database's limit on bound parameters
+
+
+def _free_indexes(db: Session, issuer_code: str, number: int, list_size: int, take: int) -> list[int]:
+    """``take`` distinct random indexes of list ``number`` that no licence uses, in draw order (the n-th row of a batch
+    must not get the n-th smallest index)."""
+    drawn: list[int] = []
+    tried: set[int] = set()
+    while len(drawn) < take:
+        candidates: list[int] = []
+        want = take - len(drawn)
+        while len(candidates) < want and len(tried) < list_size:
+            index = secrets.randbelow(list_size)
+            if index not in tried:
+                tried.add(index)
+                candidates.append(index)
+        if not candidates:
+            raise RuntimeError(f"status list {number} of {issuer_code} has no free index left")  # filled by hand
+        taken: set[int] = set()
+        for start in range(0, len(candidates), _IN_CHUNK):
+            chunk = candidates[start : start + _IN_CHUNK]
+            taken.update(
+                db.scalars(
+                    select(Licence.status_index).where(
+                        Licence.issuer_code == issuer_code, Licence.status_list == number, Licence.status_index.in_(chunk)
+                    )
+                )
+            )
+        drawn.extend(index for index in candidates if index not in taken)
+    return drawn[:take]
 
 
 def reserve(ctx: LicencesContext, issuer_code: str) -> tuple[int, int]:

@@ -36,7 +36,6 @@ from core.problems import Problem
 from licenses import copies, library, lifecycle
 from licenses.context import LicencesContext
 from licenses.models import Issuer, Licence, StampedCopy
-from signing import report
 from signing.models import Seal, SignedDocument
 
 GENUINE_CURRENT = "genuine_current"
@@ -59,7 +58,7 @@ def _validated(ctx: LicencesContext, pdf) -> dict:
         raise Problem(422, "Unprocessable Content", "send the licence file as the request body", code=NOT_A_PDF, verdict=NOT_A_PDF)
     sctx = ctx.signing
     try:
-        return report.validate(sctx.ca, bytes(pdf), limit=sctx.max_pdf_bytes, with_records=True)
+        return sctx.validate(bytes(pdf))  # within the signing section's caps and time bound
     except Problem as exc:
         if exc.status != 422:
             raise  # 413 too_large stays what it is

@@ -22,9 +22,12 @@ ACTOR = "test:licences"
 
 
 def person_code(n: int) -> str:
-    """A checksum-valid resident ID, different for each n."""
+    """A checksum-valid resident ID, different for each n below 9,000,000.
+
+    37 is prime to 18,000, so n mod 18,000 picks the birth day and n // 18,000 the (odd) sequence number: tests that
+    take their holders from separate ranges never share one."""
     born = date.fromordinal(date(1960, 1, 1).toordinal() + (37 * n) % 18000)  # born 1960-2009
-    return generate_resident_id("350102", born, (n * 2 + 1) % 1000)
+    return generate_resident_id("350102", born, (2 * (n // 18000) + 1) % 1000)
 
 
 def enterprise_code(n: int) -> str:
@@ -76,6 +79,11 @@ def licence_world(tmp_path_factory):
     from licenses import demo
 
     instance = initialised_copy(tmp_path_factory.mktemp("licences") / "instance")
+    # The tests' event subscribers listen on http://127.0.0.1, which production refuses (https, public addresses).
+    # The server's periodic seal-pending job is off: the tests seal their own import runs (seal_pending(run=...)), and
+    # the job sealed every other test's imported rows in the background, over a CPU of the suite's two for minutes.
+    with (instance / "hallmark.toml").open("a") as settings_file:
+        settings_file.write('event_endpoint_hosts = "127.0.0.1"\nseal_pending_seconds = 0\n')
     base = f"http://127.0.0.1:{free_port()}"
     # The instance's own token, through a private copy of SoftHSM2 (this process's copy serves the test token).
     module = pkcs11_module_for(instance / "softhsm" / "softhsm2.conf")

@@ -105,9 +105,10 @@ class Api:
         from idp.people import sessions
 
         with core_db.transaction(self.idp.sessions) as db:
-            sid = sessions.start(db, db.get(Account, account_id), {"pwd"}).sid
+            row = sessions.start(db, db.get(Account, account_id), {"pwd"})
+            cookie = sessions.cookie_value(self.idp.secret_key, row.sid, row.secret)
         browser = requests.Session()
-        browser.cookies.set(sessions.COOKIE, sessions.cookie_value(self.idp.secret_key, sid), domain="127.0.0.1", path="/")
+        browser.cookies.set(sessions.COOKIE, cookie, domain="127.0.0.1", path="/")
         hall = OAuth2Session(client[0], client[1], scope="openid", redirect_uri=CALLBACK, code_challenge_method="S256")
         verifier = generate_token(48)
         url, state = hall.create_authorization_url(

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from core import db as core_db
 from core import outbox
+from core import problems as core_problems
 from core.db import utc_now
 from core.models import OutboxMessage
 from licenses import accesslog, demo, events, issuance, lifecycle
@@ -102,9 +103,17 @@ def subscribe(licence_world):
     """Add subscriptions for the test; they end with it (the licence world is shared with other modules)."""
     made: list[int] = []
 
-    def add(client_id: str, endpoint: str, types=(), accessed=False) -> int:
+    def add(client_id: str, endpoint: str, types=(), accessed=False, allowed_hosts=None) -> int:
         with core_db.transaction(licence_world.ctx.sessions) as db:
-            row = events.subscribe(db, client_id=client_id, endpoint=endpoint, type_codes=list(types), accessed=accessed, actor=ACTOR)
+            row = events.subscribe(
+                db,
+                client_id=client_id,
+                endpoint=endpoint,
+                type_codes=list(types),
+                accessed=accessed,
+                actor=ACTOR,
+                allowed_hosts=events.endpoint_hosts(licence_world.ctx) if allowed_hosts is None else allowed_hosts,
+            )
             made.append(row.id)
             return row.id
 
@@ -135,8 +144,14 @@ def messages_to(world, endpoint: str) -> list[OutboxMessage]:
 
 
 def verified(token: str, jwks: dict, *, audience: str, base: str) -> tuple[str, dict, dict]:
-    """(event name, event payload, claims) of a SET, checked as a subscriber must (cryptography alone)."""
+    """(event name, event payload, claims) of a SET, checked as a subscriber must: with a JOSE library (joserfc; the
+    server signs with its own code through the HSM, core.jws) and with cryptography alone."""
+    from joserfc import jws
+    from joserfc.jwk import KeySet
+
+    by_library = jws.deserialize_compact(token, KeySet.import_key_set(jwks), algorithms=["ES256"])
     header, claims = independently_verified(token, jwks)
+    assert json.loads(by_library.payload) == claims and by_library.protected["typ"] == header["typ"]
     assert header["typ"] == "secevent+jwt"
     assert claims["iss"] == base and claims["aud"] == audience
     assert isinstance(claims["iat"], int) and claims["jti"] and claims["txn"] and "exp" not in claims
@@ -387,3 +402,60 @@ def test_subscriptions_through_the_api_are_the_clients_own(licence_world, subscr
         gone = requests.delete(f"{api.base}{path}/{body['id']}", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert gone.status_code == 204
     assert api.get(path, token).json()["subscriptions"] == []
+
+
+# -- where events may go: no request forgery through a subscription (security review M3) ----------------
+
+
+@pytest.mark.parametrize(
+    "endpoint, why",
+    [
+        ("http://events.example.org/set", "https"),  # plain http outside the allow-list
+        ("https://127.0.0.2/set", "127.0.0.2"),  # loopback (only 127.0.0.1 is allow-listed here)
+        ("https://localhost/set", "not a public address"),  # a name that resolves to loopback
+        ("https://10.1.2.3/set", "10.1.2.3"),  # private networks
+        ("https://192.168.0.9:8443/set", "192.168.0.9"),
+        ("https://169.254.169.254/latest/meta-data/", "169.254.169.254"),  # cloud metadata
+        ("https://[::1]/set", "::1"),
+        ("https://[::ffff:127.0.0.1]/set", "127.0.0.1"),  # loopback written as IPv4-mapped IPv6
+        ("https://100.64.0.1/set", "100.64.0.1"),  # carrier-grade NAT: not public
+    ],
+)
+def test_an_endpoint_inside_the_network_is_refused(licence_world, endpoint, why):
+    with pytest.raises(core_problems.Problem) as refused:
+        events.check_endpoint(endpoint, events.endpoint_hosts(licence_world.ctx))
+    assert refused.value.status == 422 and refused.value.extensions["code"] == "bad_endpoint"
+    assert why in refused.value.detail
+
+
+def test_an_https_endpoint_on_a_public_address_and_an_allow_listed_host_are_accepted(licence_world):
+    allowed = events.endpoint_hosts(licence_world.ctx)
+    assert allowed == frozenset({"127.0.0.1"})
+    assert events.check_endpoint("https://8.8.8.8/set", frozenset()) == "https://8.8.8.8/set"  # no DNS for a literal
+    assert events.check_endpoint(" http://127.0.0.1:9/set ", allowed) == "http://127.0.0.1:9/set"
+    assert events.check_endpoint("http://10.1.2.3:8080/set", {"10.1.2.3:8080"}) == "http://10.1.2.3:8080/set"
+    with pytest.raises(core_problems.Problem):  # host:port allows that port only
+        events.check_endpoint("http://10.1.2.3:8081/set", {"10.1.2.3:8080"})
+
+
+def test_the_api_refuses_an_endpoint_inside_the_network(licence_world):
+    api = Api(licence_world)
+    client = api.client()
+    api.grant(client[0], demo.DRIVING_LICENCE, mode="read")
+    token = api.token(client)
+    for endpoint in ("https://169.254.169.254/latest", "http://192.168.1.1/set"):
+        answer = api.post("/api/licences/subscriptions", token, {"endpoint": endpoint, "types": [demo.DRIVING_LICENCE]})
+        assert answer.status_code == 422 and answer.json()["code"] == "bad_endpoint", answer.text
+    assert api.get("/api/licences/subscriptions", token).json()["subscriptions"] == []
+
+
+def test_a_stored_endpoint_no_longer_allowed_is_not_called(licence_world, subscribe):
+    """A subscription made under a wider allow-list (or a name that now resolves inside) is checked again
+    before each delivery: its SET goes dead, unsent, instead of reaching into the network."""
+    world = licence_world
+    endpoint = f"https://10.9.9.9/{uuid.uuid4().hex[:6]}"
+    subscribe(f"sub-inside-{uuid.uuid4().hex[:6]}", endpoint, types=[FOOD], allowed_hosts={"10.9.9.9"})
+    world.issue(FOOD)
+    wait_until(lambda: [m.state for m in messages_to(world, endpoint)] == ["dead"], "the SET refused before sending", world)
+    (dead,) = messages_to(world, endpoint)
+    assert dead.attempts == 1 and "not sent" in dead.last_error and "not a public address" in dead.last_error

@@ -66,6 +66,19 @@ def _append(session, **changes):
 # -- grants -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("mode", [[None, None], ["read"], 5, {"read": 1}, True])
+def test_a_mode_that_is_not_text_is_a_422_not_a_500(mode):
+    """Found by Schemathesis (tests/test_openapi.py): ``"mode": [null, null]`` in a QR lookup's body was a 500."""
+    from core.problems import Problem
+    from licenses import grants, sharing
+
+    with pytest.raises(Problem) as refused:
+        sharing.use_of("核验", "JT-0001", mode)
+    assert refused.value.status == 422 and refused.value.extensions["code"] == "bad_mode"
+    with pytest.raises(Problem):
+        grants.check_mode(mode)
+
+
 def test_modes_nest_and_matters_limit(sessions):
     from licenses import grants
 

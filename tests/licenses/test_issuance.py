@@ -33,6 +33,11 @@ def test_an_issued_licence_has_a_checked_identifier_a_state_and_a_sealed_file(li
         described = library.describe(licence_world.ctx, db, licence, face="masked")
     assert pdf.startswith(b"%PDF") and described["file"]["sealed"]
     assert described["status"]["state"] == "valid" and described["face"]["operator"] == "示范市鼓楼区好味道餐饮店"
+    from signing.models import SignedDocument
+
+    with licence_world.ctx.sessions() as db:  # the library shows its own page: no first-page picture is made for a licence
+        record = db.get(SignedDocument, db.get(Licence, licence.identifier).document_id)
+    assert record is not None and record.thumbnail_png is None
 
 
 def test_the_file_is_valid_for_pdfsig_and_pyhanko_with_the_hallmark_root(licence_world, tmp_path):

@@ -64,8 +64,9 @@ def sign_in(world, client, account_id: str) -> None:
 
     idp = world.services["idp"]
     with core_db.transaction(idp.sessions) as db:
-        sid = sessions.start(db, db.get(Account, account_id), {"pwd"}).sid
-    client.set_cookie(sessions.COOKIE, sessions.cookie_value(idp.secret_key, sid), domain="localhost")
+        row = sessions.start(db, db.get(Account, account_id), {"pwd"})
+        cookie = sessions.cookie_value(idp.secret_key, row.sid, row.secret)
+    client.set_cookie(sessions.COOKIE, cookie, domain="localhost")
 
 
 @pytest.fixture(scope="module")
@@ -357,3 +358,33 @@ def test_an_old_version_points_to_the_newest(app, licence_world):
     assert 'id="newer">' in html and f'href="/licences/verify/{third.identifier}"' in html, "the link goes to the newest, not the next"
     newest = client.get(f"/licences/verify/{third.identifier}").get_data(as_text=True)
     assert 'data-state="valid"' in newest and 'id="newer"' not in newest and f'href="/licences/verify/{second.identifier}"' in newest
+
+
+def test_an_imported_licence_shows_at_once_and_its_file_once_sealed(app, licence_world, tmp_path):
+    """A licence from a bulk import is queryable before its file is sealed: the holder sees it with a note that the
+    file is being sealed instead of a download button, and the button once seal-pending has run."""
+    from licenses import imports
+    from tests.licenses.test_imports import ISSUER, TYPE, legacy_rows, write_csv
+
+    n = uuid.uuid4().hex[:8]
+    rows = legacy_rows("PG" + n.upper(), 1, 3_000_000 + int(n[:5], 16) % 500_000)  # a holder of its own
+    source = tmp_path / "one.csv"
+    write_csv(source, rows, "utf-8")
+    result = imports.import_file(licence_world.ctx, source, type_code=TYPE, issuer_code=ISSUER, actor=ACTOR)
+    assert result.rows_added == 1
+    with licence_world.ctx.sessions() as db:
+        from licenses.models import Licence
+
+        identifier = db.scalar(select(Licence.identifier).where(Licence.import_id == result.run_id))
+    client = app.test_client()
+    sign_in(licence_world, client, add_person(licence_world, name="林志明", resident_id=rows[0]["持证主体代码"], username=f"imp{n}"))
+
+    before = client.get("/licences")
+    assert before.status_code == 200 and identifier in text(before)
+    assert "文件正在加盖电子印章" in text(before) and f'href="/licences/file/{identifier}"' not in before.get_data(as_text=True)
+    assert client.get(f"/licences/file/{identifier}").status_code == 404
+
+    assert imports.seal_pending(licence_world.ctx, run=result.run_id).sealed == 1  # this run's only: the world is shared
+    after = client.get("/licences")
+    assert f'href="/licences/file/{identifier}"' in after.get_data(as_text=True) and "文件正在加盖电子印章" not in text(after)
+    assert client.get(f"/licences/file/{identifier}").data.startswith(b"%PDF")
