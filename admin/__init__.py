@@ -1,5 +1,7 @@
-"""Staff console.
+"""Staff console (``/admin``): one web UI for department staff over every other package, with roles.
 
-Will own the web UI for department staff (licence officers, counter clerks, CA
-officers, auditors) over every other package, with roles. Nothing imports it.
+Staff sign in through this instance's own identity provider, as a first-party
+OIDC client (``admin.login``); roles are scoped to departments (``admin.roles``);
+critical operations go through four eyes (``admin.proposals``, ``admin.operations``).
+Only the composition root imports it.
 """
