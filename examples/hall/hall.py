@@ -77,6 +77,11 @@ class Logins:
             return True
 
 
+SSO_CHECK_SECONDS = 300  # how often a hall asks the IdP, silently, whether a visitor is logged in there
+# What a prompt=none request gets when the IdP would have to show something (OIDC Core 3.1.2.6).
+SILENT_ANSWERS = ("login_required", "consent_required", "interaction_required", "account_selection_required")
+
+
 def create_app(*, client_id: str, client_secret: str, name: str, name_en: str, base: str, idp: str) -> Flask:
     app = Flask(__name__)
     app.secret_key = secrets.token_bytes(32)
@@ -105,6 +110,12 @@ def create_app(*, client_id: str, client_secret: str, name: str, name_en: str, b
     @app.get("/")
     def home():
         user = current_user()
+        checked = request.args.get("sso") == "checked"  # back from a silent check: never ask again at once
+        if user is None and not checked and time.time() - session.get("sso_checked", 0) > SSO_CHECK_SECONDS:
+            # Ask the IdP without showing it (prompt=none), at most every few minutes: a person already logged
+            # in at another hall comes back logged in here; anyone else comes back with login_required.
+            session["sso_checked"] = time.time()
+            return idp_client.authorize_redirect(base + "/callback", prompt="none")
         notice = session.pop("notice", None)
         return page(name, name_en, user, matter_catalogue(), notice, session.pop("doing", None))
 
@@ -120,6 +131,10 @@ def create_app(*, client_id: str, client_secret: str, name: str, name_en: str, b
 
     @app.get("/callback")
     def callback():
+        if request.args.get("error") in SILENT_ANSWERS:
+            # A silent check's answer: not logged in at the IdP (or it would have to ask). Nothing to tell; the
+            # marker stops a client that keeps no cookies from being sent round again.
+            return redirect(url_for("home", sso="checked"))
         if request.args.get("error"):
             session["notice"] = f"{request.args.get('error')}: {request.args.get('error_description', '')}"
             session.pop("pending_matter", None)
