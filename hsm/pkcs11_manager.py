@@ -109,7 +109,13 @@ os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
 
 
 class _KnownKeyMissing(KeyNotFound):
-    """A key this process has used is not found: the token is in trouble, not the key's name."""
+    """A key is not found and the token is in trouble, not the key's name.
+
+    Either this process has used the key, or the token shows no object at all: what SoftHSM2
+    answers while its files are away, and after they are back until the module is started
+    afresh. A worker that had not used a key before the token went away must not take that
+    for "no such key" (a 500) for the rest of its life.
+    """
 
 
 class _Pool:
@@ -223,11 +229,11 @@ class PKCS11KeyManager(KeyManager):
                         stale = True
                         restart = TokenUnavailable(self.token_label, type(exc).__name__)
                     except _KnownKeyMissing:
-                        # A token whose files went away (and came back) answers "no such object" for keys this process
-                        # has used: believed only from a module started afresh (by this call, or another thread's).
+                        # A token whose files went away (and came back) answers "no such object": believed only from a
+                        # module started afresh (by this call, or another thread's).
                         stale = True
                         key_missing = True
-                        restart = TokenUnavailable(self.token_label, "a key it holds is not found")
+                        restart = TokenUnavailable(self.token_label, "a key it holds, or every key, is not found")
                     finally:
                         if not stale:
                             pool.idle.append(session)
@@ -240,6 +246,15 @@ class PKCS11KeyManager(KeyManager):
                 if not self._reinitialise() and not key_missing:
                     raise restart from None
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _shows_nothing(session) -> bool:
+        """Whether the token shows no object at all (asked only after a lookup found nothing; a token in service holds keys)."""
+        objects = session.get_objects()
+        try:
+            return next(objects, None) is None
+        finally:
+            objects.close()  # ends the search (C_FindObjectsFinal) now: the session may search again
 
     @staticmethod
     def _answers(pool: _Pool) -> bool:
@@ -268,7 +283,7 @@ class PKCS11KeyManager(KeyManager):
             try:
                 key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=key_id)
             except pkcs11.NoSuchKey:
-                if key_id in self._public_cache:  # used in this process before: the token is in trouble
+                if key_id in self._public_cache or self._shows_nothing(session):
                     raise _KnownKeyMissing(self._uri_text(key_id)) from None
                 raise KeyNotFound(self._uri_text(key_id)) from None
             pool.keys[cache_key] = key
@@ -289,7 +304,7 @@ class PKCS11KeyManager(KeyManager):
         def find(pool, session):
             found = list(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: parsed.object}))
             if not found:
-                raise KeyNotFound(parsed.without_secrets())
+                raise (_KnownKeyMissing if self._shows_nothing(session) else KeyNotFound)(parsed.without_secrets())
             if len(found) > 1:
                 raise HSMError(f"{len(found)} private keys are labelled {parsed.object!r}; name the key by id")
             return found[0][Attribute.ID]
@@ -496,7 +511,7 @@ class PKCS11KeyManager(KeyManager):
         def find(pool, session):
             found = self._secret_ids(session, parsed.object)
             if not found:
-                raise KeyNotFound(parsed.without_secrets(), "secret key")
+                raise (_KnownKeyMissing if self._shows_nothing(session) else KeyNotFound)(parsed.without_secrets(), "secret key")
             return found[0]
 
         return self._run(find)
@@ -508,7 +523,8 @@ class PKCS11KeyManager(KeyManager):
             try:
                 key = session.get_key(object_class=ObjectClass.SECRET_KEY, id=key_id)
             except pkcs11.NoSuchKey:
-                raise KeyNotFound(self._secret_uri(key_id), "secret key") from None
+                missing = _KnownKeyMissing if self._shows_nothing(session) else KeyNotFound
+                raise missing(self._secret_uri(key_id), "secret key") from None
             pool.secret_keys[cache_key] = key
         return key
 

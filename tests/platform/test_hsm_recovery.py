@@ -67,6 +67,19 @@ for _ in range(10):
 seen["back"] = after
 seen["decrypt_back"] = attempt(lambda: manager.decrypt(secret, blob))
 seen["status_back"] = manager.status().ok
+# A worker that had not used a key when the token went away and came back: SoftHSM2 then shows no object at all
+# until the module is started afresh, which must not read as "no such key" (a 500 for the rest of the worker's life).
+newcomer = PKCS11KeyManager(softhsm.default_module(), "recovery", "1234")
+unused = manager.create_key("k2", KeyAlgorithm.EC_P256)
+newcomer.status()  # its sessions are open; it has not looked at k2
+tokens[0].rename(away)
+time.sleep(1.1)  # past the last restart, so the next may restart the module
+sign_unused = lambda: newcomer.signer(unused.uri).sign(b"payload", ec.ECDSA(hashes.SHA256()))
+seen["unused_key_gone"] = attempt(sign_unused)
+away.rename(tokens[0])
+time.sleep(1.1)
+seen["unused_key_back"] = attempt(sign_unused)
+seen["missing_key"] = attempt(lambda: newcomer.signer(unused.uri.replace("k2", "no-such-key").split(";id=")[0]))
 print(json.dumps(seen))
 """
 
@@ -84,6 +97,8 @@ def test_token_gone_is_unavailable_and_the_same_manager_recovers(tmp_path):
     assert seen["status_gone"] is False
     assert seen["back"][-1] == "ok" and set(seen["back"][:-1]) <= {"unavailable"}, seen
     assert seen["decrypt_back"] == "ok" and seen["status_back"] is True
+    assert seen["unused_key_gone"] == "unavailable" and seen["unused_key_back"] == "ok", seen
+    assert seen["missing_key"] == "KeyNotFound", seen  # a token that shows its keys: a wrong name is still a wrong name
 
 
 RESTARTS_UNDER_LOAD = r"""
