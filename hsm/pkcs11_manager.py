@@ -12,11 +12,12 @@ Process model, learnt the hard way with SoftHSM2:
   ``C_CloseAllSessions``), the operation is retried once on fresh sessions.
 * When the token itself stops answering (its files gone, a network HSM unreachable: a
   general or device error, and the token's own information cannot be read either), or
-  cannot be found or opened, or says a key this process has used is not there, the module is reinitialised (at most once a second per
-  process, :func:`hsm.module.reinitialise`) and the operation retried once; if that
-  fails too, :class:`~hsm.errors.TokenUnavailable` is raised, which the web layer
-  answers with 503. The next call tries again, so the service recovers by itself once
-  the token is back.
+  cannot be found or opened, or says a key this process has used is not there, or shows
+  no object at all, the module is reinitialised (at most once a second per process,
+  :func:`hsm.module.reinitialise`, which waits for the operations in flight on other
+  threads) and the operation retried once; if that fails too,
+  :class:`~hsm.errors.TokenUnavailable` is raised, which the web layer answers with 503.
+  The next call tries again, so the service recovers by itself once the token is back.
 """
 
 from __future__ import annotations
