@@ -574,7 +574,7 @@ def share(args, tmp) -> tuple[list[str], float]:
                 "--blocking-threads",
                 str(threads),
                 "--backpressure",
-                str(threads * 4),
+                "1024",  # hallmark.serving.CONNECTIONS_PER_WORKER
                 "--host",
                 "127.0.0.1",
                 "--port",

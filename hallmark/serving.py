@@ -28,6 +28,11 @@ def parse_bind(bind: str) -> tuple[str, int]:
 
 
 GRACE_SECONDS = 5  # after SIGTERM, how long workers may go on finishing requests before they are killed
+# granian's "backpressure" bounds the connections a worker holds open, idle keep-alive ones included, not the
+# requests being worked on (blocking_threads bounds those). At 32 a worker, 64 idle keep-alive connections (64
+# browsers, or one client that keeps its sockets) stopped a two-worker server from taking any new connection until
+# hyper's 30 s header-read timeout closed some: every request in that time waited 30 s.
+CONNECTIONS_PER_WORKER = 1024
 
 
 def serve(bind: str, workers: int, threads: int | None = None, log_level: str = "info", grace_seconds: int = GRACE_SECONDS) -> None:
@@ -50,7 +55,8 @@ def serve(bind: str, workers: int, threads: int | None = None, log_level: str = 
         # A few threads per worker: enough to overlap HSM and database waits, few
         # enough that the GIL is not fought over (granian would otherwise allow 128).
         blocking_threads=threads or 8,
-        backpressure=(threads or 8) * 4,
+        backpressure=CONNECTIONS_PER_WORKER,
+        backlog=max(1024, CONNECTIONS_PER_WORKER * workers),
         log_level=LogLevels(log_level.lower()),
         respawn_failed_workers=True,
         workers_kill_timeout=grace_seconds,

@@ -133,3 +133,32 @@ def test_sigterm_finishes_requests_in_flight_and_exits_despite_a_stalled_upload(
         stalled.close()
     assert len(answers) == 8 and all(status == 200 and passed for status, _, passed in answers), answers
     assert any(after for _, after, _ in answers), answers  # some were still in flight when the signal came
+
+
+@pytest.mark.slow
+def test_idle_keep_alive_connections_do_not_lock_new_clients_out(initialised_instance):
+    """100 clients that keep their connections open after one request each, then a new client: answered at once.
+
+    granian's backpressure counts open connections, idle keep-alive ones included. It was 32 per
+    worker: with 64 connections held open, a two-worker server took no new connection until
+    hyper's 30 s header-read timeout closed some (seen as the fault test's 503s "taking 20-30 s").
+    """
+    import http.client
+
+    process, base = start(initialised_instance)
+    port = int(base.rsplit(":", 1)[1])
+    held = []
+    try:
+        for _ in range(100):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", "/nothing-here")
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 404 and response.getheader("Connection", "").lower() != "close"
+            held.append(connection)  # kept open and idle, as a browser keeps its connections
+        status, _, body = get(base + "/healthz")  # 10 s at most; 30 s when the connections locked it out
+        assert status == 200, body
+    finally:
+        for connection in held:
+            connection.close()
+        stop(process)
