@@ -96,6 +96,7 @@ http {{
     upstream hallmark {{
 {servers}
         keepalive 8;
+        keepalive_timeout 20s;  # below granian's 30 s idle close, so nginx never reuses a connection being closed
     }}
     server {{
         listen 127.0.0.1:{self.port};
