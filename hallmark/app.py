@@ -24,6 +24,8 @@ def create_app(settings: Settings | None = None, *, bearer_jwks: dict | None = N
     components = tuple(components)
     settings = settings or load_settings(components=components)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # fontTools narrates every font subset at INFO (some 30 lines for each licence PDF drawn); keep its warnings only.
+    logging.getLogger("fontTools").setLevel(max(logging.WARNING, logging.getLogger().getEffectiveLevel()))
     services = wiring.build(settings, components)
 
     app = Flask("hallmark")
