@@ -221,13 +221,17 @@ def _reset_gates_after_fork() -> None:
 os.register_at_fork(after_in_child=_reset_gates_after_fork)
 
 
+def _gate_locked(path: str) -> Gate:
+    found = _gates.get(path)
+    if found is None:
+        found = _gates[path] = Gate()
+    return found
+
+
 def gate(path: str) -> Gate:
     """The gate of the module at ``path`` (one per module and process)."""
     with _lock:
-        found = _gates.get(path)
-        if found is None:
-            found = _gates[path] = Gate()
-        return found
+        return _gate_locked(path)
 
 
 _reinitialised_at: dict[str, float] = {}  # module path -> time.monotonic() of its last reinitialise()
@@ -252,7 +256,7 @@ def reinitialise(path: str, *, then: Callable[[], None] | None = None) -> bool:
         cryptoki = _cryptoki.get(path)
         if cryptoki is None:
             return False
-        module_gate = _gates.get(path) or _gates.setdefault(path, Gate())
+        module_gate = _gate_locked(path)
     # Not under _lock while waiting: an operation inside the gate may be in load(), which takes it.
     with module_gate.exclusive(), _lock:
         cryptoki.finalize()

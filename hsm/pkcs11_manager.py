@@ -257,6 +257,12 @@ class PKCS11KeyManager(KeyManager):
         finally:
             objects.close()  # ends the search (C_FindObjectsFinal) now: the session may search again
 
+    def _not_found(self, session, uri: str, kind: str = "private key", *, used: bool = False) -> KeyNotFound:
+        """What a lookup that found nothing raises: the token's trouble when the key was ``used`` in this process or
+        the token shows nothing, else KeyNotFound (a wrong name)."""
+        trouble = used or self._shows_nothing(session)
+        return (_KnownKeyMissing if trouble else KeyNotFound)(uri, kind)
+
     @staticmethod
     def _answers(pool: _Pool) -> bool:
         """Whether the token still answers a question about itself (C_GetTokenInfo)."""
@@ -284,9 +290,7 @@ class PKCS11KeyManager(KeyManager):
             try:
                 key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=key_id)
             except pkcs11.NoSuchKey:
-                if key_id in self._public_cache or self._shows_nothing(session):
-                    raise _KnownKeyMissing(self._uri_text(key_id)) from None
-                raise KeyNotFound(self._uri_text(key_id)) from None
+                raise self._not_found(session, self._uri_text(key_id), used=key_id in self._public_cache) from None
             pool.keys[cache_key] = key
         return key
 
@@ -305,7 +309,7 @@ class PKCS11KeyManager(KeyManager):
         def find(pool, session):
             found = list(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: parsed.object}))
             if not found:
-                raise (_KnownKeyMissing if self._shows_nothing(session) else KeyNotFound)(parsed.without_secrets())
+                raise self._not_found(session, parsed.without_secrets())
             if len(found) > 1:
                 raise HSMError(f"{len(found)} private keys are labelled {parsed.object!r}; name the key by id")
             return found[0][Attribute.ID]
@@ -512,7 +516,7 @@ class PKCS11KeyManager(KeyManager):
         def find(pool, session):
             found = self._secret_ids(session, parsed.object)
             if not found:
-                raise (_KnownKeyMissing if self._shows_nothing(session) else KeyNotFound)(parsed.without_secrets(), "secret key")
+                raise self._not_found(session, parsed.without_secrets(), "secret key")
             return found[0]
 
         return self._run(find)
@@ -524,8 +528,7 @@ class PKCS11KeyManager(KeyManager):
             try:
                 key = session.get_key(object_class=ObjectClass.SECRET_KEY, id=key_id)
             except pkcs11.NoSuchKey:
-                missing = _KnownKeyMissing if self._shows_nothing(session) else KeyNotFound
-                raise missing(self._secret_uri(key_id), "secret key") from None
+                raise self._not_found(session, self._secret_uri(key_id), "secret key") from None
             pool.secret_keys[cache_key] = key
         return key
 
