@@ -119,6 +119,38 @@ def start(command: list[str], env: dict, port: int, log) -> subprocess.Popen:
             time.sleep(0.2)
 
 
+def start_payment_and_approval_systems(children: list, approval: dict, idp: str, payment: int, log, **extra_env: str) -> None:
+    """The demo payment service and every approval-system instance of ``hallmark demo``, each appended to ``children``
+    once it answers (so that a caller stops those started even when a later one fails)."""
+    children.append(
+        start(
+            [sys.executable, "examples/approval/payment.py"],
+            {
+                "PAYMENT_CLIENT_ID": "payment-service",
+                "PAYMENT_CLIENT_SECRET": approval["payment"]["client_secret"],
+                "PAYMENT_PORT": str(payment),
+                "PAYMENT_IDP": idp,
+                "PAYMENT_DEPARTMENT": approval["issuer"],
+            },
+            payment,
+            log,
+        )
+    )
+    for client_id, system in approval["instances"].items():
+        env = {
+            "APPROVAL_CLIENT_ID": client_id,
+            "APPROVAL_CLIENT_SECRET": system["client_secret"],
+            "APPROVAL_PORT": str(system["port"]),
+            "APPROVAL_IDP": idp,
+            "APPROVAL_MATTER": approval["matter"],
+            "APPROVAL_ISSUER": approval["issuer"],
+            "APPROVAL_OFFICERS": ",".join(approval["officers"]),
+            "APPROVAL_PAYMENT": approval["payment"]["base"],
+            **extra_env,
+        }
+        children.append(start([sys.executable, "examples/approval/approval.py"], env, system["port"], log))
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, usb_key):
     instance = tmp_path_factory.mktemp("approval") / "instance"
@@ -142,33 +174,9 @@ def world(tmp_path_factory, usb_key):
         instance, port=idp_port, log=instance / "server.log", HALLMARK_EVENT_ENDPOINT_HOSTS=f"127.0.0.1:{first} 127.0.0.1:{second}"
     )
     log = (instance / "examples.log").open("w")
-    children = [
-        start(
-            [sys.executable, "examples/approval/payment.py"],
-            {
-                "PAYMENT_CLIENT_ID": "payment-service",
-                "PAYMENT_CLIENT_SECRET": approval["payment"]["client_secret"],
-                "PAYMENT_PORT": str(payment),
-                "PAYMENT_IDP": idp,
-                "PAYMENT_DEPARTMENT": approval["issuer"],
-            },
-            payment,
-            log,
-        )
-    ]
-    for client_id, system in approval["instances"].items():
-        env = {
-            "APPROVAL_CLIENT_ID": client_id,
-            "APPROVAL_CLIENT_SECRET": system["client_secret"],
-            "APPROVAL_PORT": str(system["port"]),
-            "APPROVAL_IDP": idp,
-            "APPROVAL_MATTER": approval["matter"],
-            "APPROVAL_ISSUER": approval["issuer"],
-            "APPROVAL_OFFICERS": ",".join(approval["officers"]),
-            "APPROVAL_PAYMENT": approval["payment"]["base"],
-        }
-        children.append(start([sys.executable, "examples/approval/approval.py"], env, system["port"], log))
+    children = []
     try:
+        start_payment_and_approval_systems(children, approval, idp, payment, log)
         yield World(instance, idp, demo, usb_key)
     finally:
         for child in children:

@@ -22,7 +22,7 @@ import requests
 
 from tests.browser import ARGS, CHROMIUM, SHOTS
 from tests.conftest import ROOT, free_port, initialised_copy, run_hallmark, start_server, stop_server, wait_for_http
-from tests.examples.test_approval import ENTERPRISE, demo_credit_code, start
+from tests.examples.test_approval import ENTERPRISE, demo_credit_code, start_payment_and_approval_systems
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="chromium not found: apt-get install -y chromium fonts-noto-cjk"),
@@ -90,33 +90,7 @@ def site(tmp_path_factory):
     agent = Agent(agent_port, [idp, f"http://127.0.0.1:{first}"], log)
     children = []
     try:
-        children.append(
-            start(
-                [sys.executable, "examples/approval/payment.py"],
-                {
-                    "PAYMENT_CLIENT_ID": "payment-service",
-                    "PAYMENT_CLIENT_SECRET": approval["payment"]["client_secret"],
-                    "PAYMENT_PORT": str(payment),
-                    "PAYMENT_IDP": idp,
-                    "PAYMENT_DEPARTMENT": approval["issuer"],
-                },
-                payment,
-                log,
-            )
-        )
-        for client_id, system in approval["instances"].items():
-            env = {
-                "APPROVAL_CLIENT_ID": client_id,
-                "APPROVAL_CLIENT_SECRET": system["client_secret"],
-                "APPROVAL_PORT": str(system["port"]),
-                "APPROVAL_IDP": idp,
-                "APPROVAL_MATTER": approval["matter"],
-                "APPROVAL_ISSUER": approval["issuer"],
-                "APPROVAL_OFFICERS": ",".join(approval["officers"]),
-                "APPROVAL_PAYMENT": approval["payment"]["base"],
-                "APPROVAL_AGENT": f"http://127.0.0.1:{agent_port}",
-            }
-            children.append(start([sys.executable, "examples/approval/approval.py"], env, system["port"], log))
+        start_payment_and_approval_systems(children, approval, idp, payment, log, APPROVAL_AGENT=f"http://127.0.0.1:{agent_port}")
         # The demo USB key, as make run serves it: demo-realname's person certificate and the demo enterprise's two.
         agent.serve(
             ["--config", demo["usb_key"]["agent_config"]],
