@@ -17,6 +17,7 @@ import hmac
 import re
 import unicodedata
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
@@ -384,14 +385,17 @@ def password_check_limiter(ctx: IdPContext) -> ratelimit.SharedBucket:
     return limiter(ctx, "idp.accounts.password_check", ctx.settings.limit("password_check"))
 
 
-def change_own_password(ctx: IdPContext, account_id: str, current: str, new: str, *, keep_sid: str | None = None, ip: str = "") -> int:
-    """The account page's password change: :func:`change_password` with wrong current passwords counted.
+def check_current_password(
+    ctx: IdPContext, account_id: str, password: str, *, ip: str, inactive: Callable[[], Exception], wrong: Callable[[], Exception]
+) -> Account:
+    """The active account whose current password ``password`` is, or the refusal ``inactive()`` / ``wrong()``.
 
-    A wrong current password is audited (``idp.account.password_check_failed``) and
-    counted per account (the ``password_check`` limit, shared by every worker): past
-    it, the check is refused with 429 before any hash is computed, so a session
-    someone else got hold of cannot be used to guess the password. The argon2 checks
-    and the new hash run outside any transaction (on SQLite one holds the write lock).
+    Every check of a signed-in person's current password (password change, phone change,
+    closing the account) goes through here, so that wrong guesses anywhere count against
+    one per-account allowance (``password_check``, shared by every worker) and are
+    audited (``idp.account.password_check_failed``). Past the allowance the check is
+    refused with 429 before any hash is computed. The argon2 check runs outside any
+    transaction (on SQLite one holds the write lock).
     """
     limiter = password_check_limiter(ctx)
     wait = limiter.wait_time(account_id)
@@ -400,14 +404,24 @@ def change_own_password(ctx: IdPContext, account_id: str, current: str, new: str
     with core_db.read_only(ctx.sessions) as db:
         account = db.get(Account, account_id)
     if account is None or account.status != "active":
-        raise _cannot_change()
-    if not passwords.verify(account.password_hash, current if isinstance(current, str) else ""):
+        raise inactive()
+    if not passwords.verify(account.password_hash, password if isinstance(password, str) else ""):
         with core_db.transaction(ctx.sessions) as db:
             limiter.take(account_id, db=db)
             audit.record(
                 db, actor=f"account:{account_id}", action="idp.account.password_check_failed", target=account_id, details={"ip": ip}
             )
-        raise _wrong_current()
+        raise wrong()
+    return account
+
+
+def change_own_password(ctx: IdPContext, account_id: str, current: str, new: str, *, keep_sid: str | None = None, ip: str = "") -> int:
+    """The account page's password change: :func:`change_password` after :func:`check_current_password`.
+
+    The counted check means a session someone else got hold of cannot be used to guess
+    the password. The new hash, too, is computed outside any transaction.
+    """
+    account = check_current_password(ctx, account_id, current, ip=ip, inactive=_cannot_change, wrong=_wrong_current)
     new_hash = passwords.hash_password(_checked_new(account, new))
     with core_db.transaction(ctx.sessions) as db:
         row = db.get(Account, account_id)

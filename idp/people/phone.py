@@ -220,21 +220,14 @@ def send_change_code(ctx: IdPContext, account_id: str, *, phone: str, current_pa
 
 
 def _check_password(ctx: IdPContext, account_id: str, current: str, ip: str) -> None:
-    limiter = accounts.password_check_limiter(ctx)
-    wait = limiter.wait_time(account_id)
-    if wait > 0:
-        raise accounts.rate_limited(N_("Too many wrong current passwords for this account. Try again in %(seconds)s seconds."), wait)
-    with core_db.read_only(ctx.sessions) as db:
-        account = db.get(Account, account_id)
-    if account is None or account.status != "active":
-        raise PhoneRefusal(N_("This account cannot change its password."), code="not_active", status=403)
-    if not passwords.verify(account.password_hash, current if isinstance(current, str) else ""):
-        with core_db.transaction(ctx.sessions) as db:
-            limiter.take(account_id, db=db)
-            audit.record(
-                db, actor=f"account:{account_id}", action="idp.account.password_check_failed", target=account_id, details={"ip": ip}
-            )
-        raise PhoneRefusal(N_("The current password is not right."), code="wrong_current_password", status=403)
+    accounts.check_current_password(
+        ctx,
+        account_id,
+        current,
+        ip=ip,
+        inactive=lambda: PhoneRefusal(N_("This account cannot change its password."), code="not_active", status=403),
+        wrong=lambda: PhoneRefusal(N_("The current password is not right."), code="wrong_current_password", status=403),
+    )
 
 
 def change(ctx: IdPContext, account_id: str, *, phone: str, code: str, ip: str) -> str:

@@ -44,7 +44,7 @@ from idp.models import (
     SessionClient,
     SSOSession,
 )
-from idp.people import accounts, passwords, sessions
+from idp.people import accounts, sessions
 
 EXPORT_FORMAT = "hallmark-account-export/1"
 HISTORY_LIMIT = 50
@@ -315,21 +315,14 @@ def closure_of(db: Session, account_id: str) -> PrivacyState | None:
 
 def request_closure(ctx: IdPContext, account_id: str, password: str, *, ip: str = "") -> datetime:
     """Ask for the account to be closed, proven with its current password; returns when it will be."""
-    limiter = accounts.password_check_limiter(ctx)  # wrong passwords here count with the account page's
-    wait = limiter.wait_time(account_id)
-    if wait > 0:
-        raise accounts.rate_limited(N_("Too many wrong current passwords for this account. Try again in %(seconds)s seconds."), wait)
-    with core_db.read_only(ctx.sessions) as db:
-        account = db.get(Account, account_id)
-    if account is None or account.status != "active":
-        raise PrivacyRefusal(N_("This account cannot be closed now."), code="cannot_close", status=409)
-    if not passwords.verify(account.password_hash, password if isinstance(password, str) else ""):
-        with core_db.transaction(ctx.sessions) as db:
-            limiter.take(account_id, db=db)
-            audit.record(
-                db, actor=f"account:{account_id}", action="idp.account.password_check_failed", target=account_id, details={"ip": ip}
-            )
-        raise PrivacyRefusal(N_("The current password is wrong."), code="wrong_current_password", status=403)
+    accounts.check_current_password(  # wrong passwords here count with the account page's
+        ctx,
+        account_id,
+        password,
+        ip=ip,
+        inactive=lambda: PrivacyRefusal(N_("This account cannot be closed now."), code="cannot_close", status=409),
+        wrong=lambda: PrivacyRefusal(N_("The current password is wrong."), code="wrong_current_password", status=403),
+    )
     with core_db.transaction(ctx.sessions) as db:
         row = _state(db, account_id, create=True)
         now = utc_now()
