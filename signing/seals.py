@@ -54,6 +54,32 @@ def check_credit_code(text: str) -> str:
         raise _bad(str(exc), code="bad_credit_code") from None
 
 
+def _key(ctx: CAContext, label: str):
+    """The seal key labelled ``label``, made if there is none yet (a retry after a failure reuses it)."""
+    return next((k for k in ctx.keys.keys() if k.label == label), None) or ctx.keys.create_key(label, KeyAlgorithm.EC_P256)  # noqa: SIM118 - a key manager, not a dict
+
+
+def _certify(ctx: CAContext, session, key, department: str, code: str, *, actor: str) -> Certificate:
+    """A department-seal certificate for ``key``, issued and stored in ``session``'s transaction."""
+    profile = profiles.get(PROFILE)
+    subject, id_extensions, id_value = issuance.subject_for(profile, issuance.Identity(name=department, subject_id=code))
+    issuer = ctx.authority(profile.issuer, session)
+    certificate = issuance.build(
+        ctx, profile, issuer, key.public_key, subject, serial=issuance.random_serial(session), extra_extensions=id_extensions
+    )
+    return issuance.store(
+        ctx,
+        session,
+        certificate,
+        authority=issuer.name,
+        profile=PROFILE,
+        id_kind="credit_code",
+        id_value=id_value,
+        actor=actor,
+        key_uri=key.uri,
+    )
+
+
 def _key_label(name: str) -> str:
     return "hallmark-seal-" + hashlib.sha256(name.encode()).hexdigest()[:16]
 
@@ -101,26 +127,10 @@ def add(
         if session.get(Seal, name) is not None:
             raise _conflict(f"there is already a seal named {name!r}")
     label = _key_label(name)
-    key = next((k for k in ctx.keys.keys() if k.label == label), None) or ctx.keys.create_key(label, KeyAlgorithm.EC_P256)  # noqa: SIM118 - a key manager, not a dict
-    profile = profiles.get(PROFILE)
-    subject, id_extensions, id_value = issuance.subject_for(profile, issuance.Identity(name=department, subject_id=code))
+    key = _key(ctx, label)
     try:
         with ctx.sessions() as session, session.begin():
-            issuer = ctx.authority(profile.issuer, session)
-            certificate = issuance.build(
-                ctx, profile, issuer, key.public_key, subject, serial=issuance.random_serial(session), extra_extensions=id_extensions
-            )
-            row = issuance.store(
-                ctx,
-                session,
-                certificate,
-                authority=issuer.name,
-                profile=PROFILE,
-                id_kind="credit_code",
-                id_value=id_value,
-                actor=actor,
-                key_uri=key.uri,
-            )
+            row = _certify(ctx, session, key, department, code, actor=actor)
             seal = Seal(
                 name=name,
                 department=department,
@@ -226,28 +236,12 @@ def rotate(ctx: CAContext, name: str, *, actor: str) -> Seal:
             raise Problem(409, "Conflict", f"the seal {name!r} is retired", code="seal_retired")
         old_serial, old_key, department, code = seal.certificate_serial, seal.key_uri, seal.department, seal.credit_code
     label = _key_label(name + "\x00" + old_serial)
-    key = next((k for k in ctx.keys.keys() if k.label == label), None) or ctx.keys.create_key(label, KeyAlgorithm.EC_P256)  # noqa: SIM118 - a key manager, not a dict
-    profile = profiles.get(PROFILE)
-    subject, id_extensions, id_value = issuance.subject_for(profile, issuance.Identity(name=department, subject_id=code))
+    key = _key(ctx, label)
     with ctx.sessions() as session, session.begin():
         seal = get(session, name)
         if seal.certificate_serial != old_serial or seal.status != "active":
             raise Problem(409, "Conflict", f"the seal {name!r} was changed meanwhile; look at it again", code="seal_changed")
-        issuer = ctx.authority(profile.issuer, session)
-        certificate = issuance.build(
-            ctx, profile, issuer, key.public_key, subject, serial=issuance.random_serial(session), extra_extensions=id_extensions
-        )
-        row = issuance.store(
-            ctx,
-            session,
-            certificate,
-            authority=issuer.name,
-            profile=PROFILE,
-            id_kind="credit_code",
-            id_value=id_value,
-            actor=actor,
-            key_uri=key.uri,
-        )
+        row = _certify(ctx, session, key, department, code, actor=actor)
         seal.certificate_serial, seal.key_uri = row.serial, key.uri
         audit.record(
             session,
