@@ -400,10 +400,8 @@ def verify_online(
     return outcome
 
 
-def verify_at_counter(
-    ctx: IdPContext, *, account: str, resident_id: str, name: str, clerk: str, location: str, document: str, via: str = "cli"
-) -> tuple[Account, IdentityProofing]:
-    """A clerk's in-person check: who (clerk), where (location), when (now), which document."""
+def _counter_input(name: str, resident_id: str, location: str, document: str):
+    """(legal name, parsed resident ID, service centre) of a counter check, or the refusal of its first bad field."""
     legal_name = clean_name(name)
     rid = parse_resident_id(resident_id)
     location = " ".join((location or "").split())
@@ -413,6 +411,14 @@ def verify_at_counter(
         raise ProofingRefusal(N_("The service centre's name may have at most 200 characters."), code="location_too_long")
     if document not in DOCUMENTS:
         raise ProofingRefusal(N_("The document must be one of: %(choices)s."), code="bad_document", choices=", ".join(DOCUMENTS))
+    return legal_name, rid, location
+
+
+def verify_at_counter(
+    ctx: IdPContext, *, account: str, resident_id: str, name: str, clerk: str, location: str, document: str, via: str = "cli"
+) -> tuple[Account, IdentityProofing]:
+    """A clerk's in-person check: who (clerk), where (location), when (now), which document."""
+    legal_name, rid, location = _counter_input(name, resident_id, location, document)
     with core_db.transaction(ctx.sessions) as db:
         target = accounts.find(db, account, by_id=True)
         staff = accounts.find(db, clerk)
@@ -473,15 +479,7 @@ def confirm_at_counter(
     Nothing is rebound; the check is audited (``idp.proofing.confirmed``: clerk, centre, document) or, on a mismatch,
     refused and audited (``idp.proofing.refused``).
     """
-    legal_name = clean_name(name)
-    rid = parse_resident_id(resident_id)
-    location = " ".join((location or "").split())
-    if not location:
-        raise ProofingRefusal(N_("Name the service centre where the check took place."), code="location_missing")
-    if len(location) > 200:
-        raise ProofingRefusal(N_("The service centre's name may have at most 200 characters."), code="location_too_long")
-    if document not in DOCUMENTS:
-        raise ProofingRefusal(N_("The document must be one of: %(choices)s."), code="bad_document", choices=", ".join(DOCUMENTS))
+    legal_name, rid, location = _counter_input(name, resident_id, location, document)
     with core_db.transaction(ctx.sessions) as db:
         target = accounts.find(db, account, by_id=True)
         staff = accounts.find(db, clerk)
